@@ -1,0 +1,171 @@
+"""Typed configuration: one dataclass per Hydra config group.
+
+The YAML files under ``conf/`` pick values; these dataclasses fix the keys and
+types, so a misspelt override (``model.num_inference_step=30``) fails at start
+instead of an hour into a run. Every field is documented where it is declared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    """Where clip records come from (``dataset=...``)."""
+
+    name: str = MISSING
+    # csv | parquet | demo. ``demo`` generates synthetic clips under ``path`` on first use.
+    format: str = "csv"
+    # The CSV/Parquet file (or a directory of Parquet files); for ``demo``, the folder to fill.
+    path: str = MISSING
+    # generic: our column names (README); vpdata: the VPData/VPBench metadata CSV
+    # (path, mask_id, start_frame, end_frame, fps, caption) with its folder conventions.
+    layout: str = "generic"
+    # Relative video paths are resolved against this folder ("" = the dataset file's folder).
+    video_root: str = ""
+    # Relative mask paths (and VPData's video_inpainting/ tree) are resolved against this folder.
+    mask_root: str = ""
+    # Used when a record's prompt is empty or missing.
+    default_prompt: str = "A clean, natural background scene."
+    # Pixel space of click points and boxes: "source" (the original video's pixels) or
+    # "model" (the resized frame the model sees, e.g. 720x480).
+    prompt_coords: str = "source"
+    # Process only the first N records (-1 = all); handy for a trial run.
+    limit: int = -1
+    # demo only: how many synthetic clips, and how many source frames each.
+    demo_num_clips: int = 4
+    demo_num_frames: int = 24
+    demo_fps: float = 8.0
+
+
+@dataclass
+class ModelConfig:
+    """The inpainter (``model=...``): fields every model has. Each model extends it below."""
+
+    name: str = MISSING
+    # Frame size the model runs at (height, width). VideoPainter's I2V backbone only runs at 480x720.
+    height: int = 480
+    width: int = 720
+    # Resources of one inpainting actor; one actor per GPU for GPU models.
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    # Host memory reserved per actor in bytes (0 = no reservation), so Ray never places more
+    # actors on a node than its RAM holds.
+    memory: int = 0
+
+
+@dataclass
+class ClassicModelConfig(ModelConfig):
+    """``model=classic``: temporal propagation + OpenCV inpainting on the CPU, no weights."""
+
+    # Radius (pixels) of cv2.inpaint for pixels never visible in any frame.
+    inpaint_radius: int = 5
+    # cv2.inpaint method for never-visible pixels: telea | ns.
+    inpaint_method: str = "telea"
+
+
+@dataclass
+class VideoPainterModelConfig(ModelConfig):
+    """``model=videopainter`` (and ``model=tiny``): CogVideoX-5b-I2V + the VideoPainter branch."""
+
+    # Stock CogVideoX-5b-I2V folder (scheduler, text_encoder, tokenizer, transformer, vae).
+    base_model_path: str = "ckpt/CogVideoX-5b-I2V"
+    # VideoPainter context-encoder branch folder (config.json + safetensors).
+    branch_path: str = "ckpt/VideoPainter/checkpoints/branch"
+    # Write a tiny random-init checkpoint tree at the paths above if they are missing.
+    create_tiny_if_missing: bool = False
+    num_inference_steps: int = 50
+    guidance_scale: float = 6.0
+    use_dynamic_cfg: bool = True
+    negative_prompt: str = ""
+    # bfloat16 | float16 | float32
+    dtype: str = "bfloat16"
+    # auto | resident | model_offload | sequential_offload (auto picks by free GPU memory).
+    memory: str = "auto"
+    # VAE tiling/slicing: null = follow the memory mode, true/false = force.
+    vae_tiling: Optional[bool] = None
+    # Keep frame 0 as the original (its mask is cleared), as the reference scripts do.
+    first_frame_gt: bool = True
+    # Re-impose the original background in latent space at every denoising step.
+    replace_gt: bool = True
+    # Add branch features to background tokens only.
+    mask_add: bool = True
+    # Clips shorter than 49 frames come out as noise; pad them (mirrored) to 49 and cut back.
+    pad_short_clips: bool = True
+
+
+@dataclass
+class ClusterConfig:
+    """Where and how Ray runs (``cluster=...``)."""
+
+    name: str = MISSING
+    # null: connect to RAY_ADDRESS or a running cluster, else start a local one;
+    # "local": always start a new local instance; "auto": connect or fail; "host:port".
+    address: Optional[str] = None
+    # Resources of a locally started instance (null = detect). Logical GPUs are fine in tests.
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    object_store_memory: Optional[int] = None
+    include_dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    # Inpainting actors: null = one per GPU of the cluster (or 1 on a CPU-only cluster).
+    inpaint_actors: Optional[int] = None
+    # Let the inpainting pool grow onto nodes added mid-run (min 1 actor, max unbounded).
+    autoscale: bool = False
+    # CPU tasks that decode/prepare and encode/write clips in parallel.
+    prepare_concurrency: int = 2
+    write_concurrency: int = 2
+    # Ray Data raises if no clip finishes for this long (a clip can take minutes).
+    no_progress_timeout_s: float = 3600.0
+
+
+@dataclass
+class RetryConfig:
+    """What happens when a clip runs out of GPU memory (``retry=...``)."""
+
+    # max_seconds rungs tried after an OOM at the configured length, longest first.
+    oom_max_seconds: list[float] = field(default_factory=lambda: [4.0, 2.0])
+    # Try the model's cheaper memory savers (e.g. VAE tiling) before shortening the clip.
+    memory_savers_first: bool = True
+
+
+@dataclass
+class Config:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    cluster: Any = MISSING
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    # Results go to <output_dir>/clips/<clip_id>/; the same output_dir resumes a run.
+    output_dir: str = MISSING
+    # Run seed; each clip's seed is derived from it and the clip id (order-independent).
+    seed: int = 42
+    # Frames are resampled to this rate (slower sources keep their own rate).
+    target_fps: float = 8.0
+    # Clips are cut to this many seconds (49 frames at 8 fps for 6.0 s).
+    max_seconds: float = 6.0
+    # Masks are dilated with a square kernel of this many pixels (0 = off).
+    dilate_size: int = 32
+    # How a frame of another aspect ratio becomes height x width: stretch | pad | crop.
+    resize_mode: str = "stretch"
+    # Write result.mp4 at the source's size and aspect instead of the model's.
+    restore_size: bool = False
+    # H.264 quality (constant rate factor: lower = better, 17 is visually lossless).
+    crf: int = 17
+    # Print a summary table at the end.
+    summary: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="model", name="base_classic", node=ClassicModelConfig)
+    cs.store(group="model", name="base_videopainter", node=VideoPainterModelConfig)
+    cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
+    cs.store(group="retry", name="base_retry", node=RetryConfig)

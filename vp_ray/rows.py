@@ -1,0 +1,136 @@
+"""The one row schema that flows through every stage of the pipeline.
+
+A row is a flat dict of small scalars: the clip record (what to do) plus its status
+(what happened so far). Heavy data (frames, masks, results) lives in files under the
+clip's work folder and only their paths travel, so Ray's object store stays small.
+Every stage returns every column, for ok and failed rows alike, so all blocks share
+one Arrow schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+
+from vp_ray.errors import ClipError
+
+PENDING, OK, FAILED, DONE_BEFORE = "pending", "ok", "failed", "done_before"
+
+
+@dataclass
+class ClipRecord:
+    """What to do with one clip. Empty string / -1 / NaN mean "not given"."""
+
+    clip_id: str
+    video_path: str
+    prompt: str = ""
+    # npz (VPData all_masks.npz + mask_id) | video (mask video) | png_dir | points | box
+    mask_kind: str = ""
+    mask_path: str = ""
+    mask_id: int = -1
+    # JSON [[x, y, label], ...]; label 1 = object (positive), 0 = background (negative).
+    points: str = ""
+    # JSON [x0, y0, x1, y1].
+    box: str = ""
+    # Source frame range, end exclusive (-1 = to the end).
+    start_frame: int = 0
+    end_frame: int = -1
+    # Source frame rate, overriding the container's (NaN = read from the file).
+    fps: float = math.nan
+    seed: int = -1
+    max_seconds: float = math.nan
+    # The clean background video, where known (the demo dataset): enables scoring.
+    ground_truth_path: str = ""
+    # Index of the record in its dataset file, for error messages.
+    row_index: int = -1
+
+
+@dataclass
+class ClipStatus:
+    """What happened to the clip so far. Filled in by the stages."""
+
+    status: str = PENDING
+    failed_stage: str = ""
+    error_type: str = ""
+    error: str = ""
+    warnings: str = ""
+    # Folder holding the clip's intermediate files (prepared frames, masks, result).
+    work_dir: str = ""
+    output_dir: str = ""
+    source_width: int = 0
+    source_height: int = 0
+    source_fps: float = 0.0
+    num_frames: int = 0
+    out_fps: float = 0.0
+    seconds: float = 0.0
+    mask_area: float = 0.0
+    effective_seed: int = -1
+    effective_max_seconds: float = 0.0
+    attempts: int = 0
+    degraded: bool = False
+    peak_gpu_mem_gb: float = 0.0
+    time_prepare_s: float = 0.0
+    time_segment_s: float = 0.0
+    time_inpaint_s: float = 0.0
+    time_write_s: float = 0.0
+
+
+RECORD_COLUMNS = [f.name for f in dataclasses.fields(ClipRecord)]
+STATUS_COLUMNS = [f.name for f in dataclasses.fields(ClipStatus)]
+ROW_COLUMNS = RECORD_COLUMNS + STATUS_COLUMNS
+
+
+def new_row(record: ClipRecord) -> dict[str, Any]:
+    return {**dataclasses.asdict(record), **dataclasses.asdict(ClipStatus())}
+
+
+def failed_row(row: dict[str, Any], stage: str, error: BaseException) -> dict[str, Any]:
+    """Mark ``row`` failed at ``stage``; the message names the clip and the cause."""
+    kind = error.kind if isinstance(error, ClipError) else type(error).__name__
+    message = str(error) or type(error).__name__
+    if not isinstance(error, ClipError):
+        # An unexpected exception: keep where it came from, for whoever debugs it.
+        frame = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+        where = f" (at {frame[0].filename}:{frame[0].lineno})" if frame else ""
+        message = f"{type(error).__name__}: {message}{where}"
+    return {**row, "status": FAILED, "failed_stage": stage, "error_type": kind,
+            "error": f"clip {row.get('clip_id', '?')!r}: {message}"}
+
+
+def add_warning(row: dict[str, Any], warning: str) -> None:
+    row["warnings"] = f"{row['warnings']}; {warning}" if row["warnings"] else warning
+
+
+def run_stage(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict],
+              timing_column: str | None = None) -> pd.DataFrame:
+    """Apply ``fn`` to each pending row; any exception becomes that row's failure.
+
+    Rows that failed earlier (or were done in an earlier run) pass through untouched.
+    Exceptions never escape: one bad clip must not fail Ray's whole dataset.
+    """
+    out = []
+    for row in batch.to_dict("records"):
+        if row["status"] == PENDING:
+            start = time.perf_counter()
+            try:
+                row = fn(dict(row))
+            except Exception as error:  # noqa: BLE001 - every clip error becomes a row
+                row = failed_row(row, stage, error)
+            if timing_column:
+                row[timing_column] = round(time.perf_counter() - start, 3)
+        out.append(row)
+    return rows_to_frame(out)
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    for f in dataclasses.fields(ClipRecord) + dataclasses.fields(ClipStatus):
+        frame[f.name] = frame[f.name].astype({"str": object, "int": "int64", "float": "float64",
+                                              "bool": "bool"}[f.type])
+    return frame

@@ -1,0 +1,48 @@
+"""The files of one clip between stages, under ``<output_dir>/.work/<clip_id>/``.
+
+Stages pass each other paths, not arrays: a 49x480x720 clip is 50 MB of frames, and
+passing it through Ray's object store for every queued clip would fill it. Arrays are
+plain ``.npy`` files (no pickle), loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+FRAMES = "frames.npy"          # uint8 [T, H, W, 3] RGB at the model's size
+MASKS_RAW = "masks_raw.npy"    # bool [T, H, W]: the object, as given or segmented
+MASKS = "masks.npy"            # bool [T, H, W]: dilated, what the inpainter fills
+RESULT = "result.npy"          # uint8 [T', H, W, 3]: T' <= T after an OOM retry shortened it
+
+
+def save_array(work_dir: str | os.PathLike, name: str, array: np.ndarray) -> None:
+    """Write atomically so a killed worker never leaves a half-written array behind."""
+    path = Path(work_dir) / name
+    tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def load_array(work_dir: str | os.PathLike, name: str) -> np.ndarray:
+    return np.load(Path(work_dir) / name, allow_pickle=False)
+
+
+def has_array(work_dir: str | os.PathLike, name: str) -> bool:
+    return (Path(work_dir) / name).is_file()
+
+
+def make_work_dir(output_dir: str | os.PathLike, clip_id: str) -> Path:
+    path = Path(output_dir) / ".work" / clip_id
+    shutil.rmtree(path, ignore_errors=True)  # leftovers of an interrupted run are stale
+    path.mkdir(parents=True)
+    return path
+
+
+def remove_work_dir(work_dir: str | os.PathLike) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)
