@@ -8,6 +8,7 @@ instead of an hour into a run. Every field is documented where it is declared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -35,6 +36,8 @@ class DatasetConfig:
     # Pixel space of click points and boxes: "source" (the original video's pixels) or
     # "model" (the resized frame the model sees, e.g. 720x480).
     prompt_coords: str = "source"
+    # Extra columns of the dataset file to ignore (any other unknown column is an error).
+    ignore_columns: list[str] = field(default_factory=list)
     # Process only the first N records (-1 = all); handy for a trial run.
     limit: int = -1
     # demo only: how many synthetic clips, and how many source frames each.
@@ -133,6 +136,9 @@ class RetryConfig:
     oom_max_seconds: list[float] = field(default_factory=lambda: [4.0, 2.0])
     # Try the model's cheaper memory savers (e.g. VAE tiling) before shortening the clip.
     memory_savers_first: bool = True
+    # A clip whose worker process dies (host OOM kill, crash) is retried on a restarted
+    # worker at most this many times, then recorded as failed.
+    max_worker_deaths: int = 2
 
 
 @dataclass
@@ -149,6 +155,8 @@ class Config:
     target_fps: float = 8.0
     # Clips are cut to this many seconds (49 frames at 8 fps for 6.0 s).
     max_seconds: float = 6.0
+    # Clips with fewer frames than this after resampling fail (a 1-frame "video" is an image).
+    min_frames: int = 9
     # Masks are dilated with a square kernel of this many pixels (0 = off).
     dilate_size: int = 32
     # How a frame of another aspect ratio becomes height x width: stretch | pad | crop.
@@ -157,8 +165,8 @@ class Config:
     restore_size: bool = False
     # H.264 quality (constant rate factor: lower = better, 17 is visually lossless).
     crf: int = 17
-    # Print a summary table at the end.
-    summary: bool = True
+    # Only segment/load masks and write the mask files (no inpainting, no inpainting GPU actors).
+    mask_only: bool = False
 
 
 def register_configs() -> None:
@@ -169,3 +177,26 @@ def register_configs() -> None:
     cs.store(group="model", name="base_videopainter", node=VideoPainterModelConfig)
     cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
     cs.store(group="retry", name="base_retry", node=RetryConfig)
+
+
+# Config keys holding file system paths: made absolute on the driver, because Ray workers
+# (and `ray job submit`, whose working directory is a temporary copy) see another cwd.
+PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path",
+             "checkpoint"}
+
+
+def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
+    """Resolve interpolations (``${hydra:...}`` fails inside Ray workers) and make paths absolute."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    base = Path(base_dir or Path.cwd())
+
+    def absolutize(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (str((base / v).resolve()) if k in PATH_KEYS and isinstance(v, str) and v
+                        and not Path(v).expanduser().is_absolute() else absolutize(v))
+                    for k, v in node.items()}
+        return node
+
+    return absolutize(plain)

@@ -47,8 +47,6 @@ class ClipRecord:
     max_seconds: float = math.nan
     # The clean background video, where known (the demo dataset): enables scoring.
     ground_truth_path: str = ""
-    # Index of the record in its dataset file, for error messages.
-    row_index: int = -1
 
 
 @dataclass

@@ -1,0 +1,213 @@
+"""Assembles and runs the Ray Data pipeline; the only module that knows every stage.
+
+    read CSV/Parquet -> one row per block -> normalize -> prepare (CPU tasks)
+      -> segment (SAM2 actors, only if the dataset has click/box prompts)
+      -> inpaint (one actor per GPU, one clip per call) -> write (CPU tasks)
+      -> the driver's ledger: manifest.parquet + failures.parquet
+
+Rows carry paths and small fields only; frames travel through each clip's work folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import ray
+from tqdm import tqdm
+
+from vp_ray import outputs, records
+from vp_ray.errors import ConfigError
+from vp_ray.manifest import Ledger
+from vp_ray.stages.inpaint import InpaintClips
+from vp_ray.stages.normalize import NormalizeRecords
+from vp_ray.stages.prepare import PrepareClips
+from vp_ray.stages.write import WriteClips
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetPlan:
+    """What preflight learned about the dataset file, without reading its rows into memory."""
+
+    path: str
+    format: str
+    columns: list[str]
+    total: int
+    duplicates: dict[str, int]
+
+    @property
+    def needs_segmentation(self) -> bool:
+        return bool({"points", "box"} & set(self.columns))
+
+
+@dataclass
+class RunResult:
+    ledger: Ledger
+    interrupted: bool
+    manifest_path: Path
+    failures_path: Path
+
+
+def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
+    """Check the dataset before any worker starts: columns, ids, size."""
+    dataset = cfg["dataset"]
+    fmt, path = dataset["format"], dataset["path"]
+    if fmt == "demo":
+        from vp_ray.demo import ensure_demo_dataset
+
+        path = str(ensure_demo_dataset(path, num_clips=dataset["demo_num_clips"],
+                                       num_frames=dataset["demo_num_frames"], fps=dataset["demo_fps"],
+                                       seed=cfg["seed"]))
+        fmt = "csv"
+    elif fmt not in ("csv", "parquet"):
+        raise ConfigError(f"dataset.format {fmt!r} is not csv, parquet or demo")
+    if dataset["layout"] not in ("generic", "vpdata"):
+        raise ConfigError(f"dataset.layout {dataset['layout']!r} is not generic or vpdata")
+    columns = records.dataset_columns(path, fmt)
+    records.check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
+    id_rows = records.read_id_columns(path, fmt, dataset["layout"], columns)
+    total = len(id_rows) if dataset["limit"] < 0 else min(len(id_rows), dataset["limit"])
+    duplicates = records.duplicate_ids(id_rows[:total], dataset["layout"])
+    return DatasetPlan(path=path, format=fmt, columns=columns, total=total, duplicates=duplicates)
+
+
+def connect(cluster: dict[str, Any]) -> None:
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "include_dashboard": cluster["include_dashboard"],
+        "runtime_env": {"env_vars": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}},
+    }
+    address = cluster["address"]
+    if address in (None, "local") and not (address is None and os.environ.get("RAY_ADDRESS")):
+        # Starting a local instance: these size it. (They are not allowed when connecting.)
+        kwargs.update(num_cpus=cluster["num_cpus"], num_gpus=cluster["num_gpus"],
+                      object_store_memory=cluster["object_store_memory"])
+        if cluster["include_dashboard"]:
+            kwargs.update(dashboard_host=cluster["dashboard_host"], dashboard_port=cluster["dashboard_port"])
+    context = ray.init(address=address, **kwargs)
+    if getattr(context, "dashboard_url", None):
+        log.info("Ray dashboard: http://%s", context.dashboard_url)
+
+
+def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
+    if plan.format == "csv":
+        # Every column as bytes: our own parser checks types, and bad UTF-8 in one row becomes
+        # that row's failure instead of an Arrow error that would fail the whole dataset.
+        options = pacsv.ConvertOptions(column_types={c: pa.binary() for c in plan.columns},
+                                       check_utf8=False)
+        return ray.data.read_csv(plan.path, convert_options=options)
+    return ray.data.read_parquet(plan.path)
+
+
+def inpaint_pool_size(cfg: dict[str, Any]) -> int:
+    model, cluster = cfg["model"], cfg["cluster"]
+    if cluster["inpaint_actors"]:
+        return int(cluster["inpaint_actors"])
+    if model["num_gpus"] > 0:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        size = int(gpus // model["num_gpus"])
+        if size < 1:
+            raise ConfigError(f"model {model['name']!r} needs {model['num_gpus']} GPU(s) per actor "
+                              f"but the Ray cluster has {gpus:g}")
+        return size
+    return 1
+
+
+def actor_resources(num_gpus: float, num_cpus: float) -> dict[str, float]:
+    """GPU actors get Ray Data's default of 1 CPU unless asked otherwise (both set is 'experimental')."""
+    if num_gpus and num_cpus == 1:
+        return {"num_gpus": num_gpus}
+    return {"num_gpus": num_gpus, "num_cpus": num_cpus}
+
+
+def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
+    cluster, model = cfg["cluster"], cfg["model"]
+    ds = read_dataset(plan)
+    if cfg["dataset"]["limit"] >= 0:
+        ds = ds.limit(cfg["dataset"]["limit"])
+    # One clip per block: otherwise a small CSV becomes a few blocks and a single actor
+    # would run all the rows of a block one after another while other GPUs idle.
+    ds = ds.repartition(target_num_rows_per_block=1)
+    base_dir = str(Path(plan.path).resolve().parent)
+    ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas", num_cpus=0.25,
+                        fn_kwargs={"stage": NormalizeRecords, "args": (cfg, base_dir, plan.duplicates)})
+    ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
+                        compute=ray.data.TaskPoolStrategy(size=cluster["prepare_concurrency"]),
+                        fn_kwargs={"stage": PrepareClips, "args": (cfg,)})
+    if plan.needs_segmentation:
+        ds = add_segment_stage(ds, cfg)
+    if not cfg["mask_only"]:
+        size = inpaint_pool_size(cfg)
+        pool = (ray.data.ActorPoolStrategy(min_size=1, max_size=None, max_tasks_in_flight_per_actor=1)
+                if cluster["autoscale"] else
+                ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1))
+        ds = ds.map_batches(InpaintClips, batch_size=1, batch_format="pandas", compute=pool,
+                            fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
+                            memory=model["memory"] or None,
+                            **actor_resources(model["num_gpus"], model["num_cpus"]))
+    ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
+                        compute=ray.data.TaskPoolStrategy(size=cluster["write_concurrency"]),
+                        fn_kwargs={"stage": WriteClips, "args": (cfg,)})
+    return ds
+
+
+def add_segment_stage(ds: ray.data.Dataset, cfg: dict[str, Any]) -> ray.data.Dataset:
+    from vp_ray.segment import sam2_actor_resources
+    from vp_ray.stages.segment import SegmentStage
+
+    resources = sam2_actor_resources(cfg, ray.cluster_resources().get("GPU", 0))
+    pool = ray.data.ActorPoolStrategy(size=cfg["sam2"]["pool_size"], max_tasks_in_flight_per_actor=1)
+    return ds.map_batches(SegmentStage, batch_size=1, batch_format="pandas", compute=pool,
+                          fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
+                          **resources)
+
+
+def _stage_task(batch, stage, args):
+    return stage(*args)(batch)
+
+
+def configure_ray_data(cfg: dict[str, Any]) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = False
+    ctx.execution_no_progress_timeout_s = cfg["cluster"]["no_progress_timeout_s"]
+    # Replace an actor that dies while loading its model once or twice; a model that cannot
+    # load at all still fails the run instead of retrying forever.
+    ctx.max_consecutive_actor_init_deaths = 2
+
+
+def run(cfg: dict[str, Any]) -> RunResult:
+    """Run the whole job for ``cfg`` (a plain, resolved config dict)."""
+    output_dir = Path(cfg["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_dataset(cfg)
+    if plan.needs_segmentation:
+        log.info("dataset has click/box prompts: SAM2 stage enabled")
+    stale = outputs.remove_stale_temporaries(output_dir)
+    if stale:
+        log.info("removed %d partial clip folder(s) of an interrupted run", stale)
+    connect(cfg["cluster"])
+    configure_ray_data(cfg)
+    ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"])
+    interrupted = False
+    bar = tqdm(total=plan.total, desc="clips", unit="clip", dynamic_ncols=True)
+    try:
+        for batch in build_dataset(cfg, plan).iter_batches(batch_size=None, batch_format="pandas"):
+            for row in batch.to_dict("records"):
+                ledger.add(row)
+                bar.update(1)
+                bar.set_postfix(ok=len(ledger.done), failed=len(ledger.failed), refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: finished clips are kept; run the same command again to resume")
+    finally:
+        bar.close()
+        manifest_path, failures_path = ledger.write()
+    return RunResult(ledger, interrupted, manifest_path, failures_path)

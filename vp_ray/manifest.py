@@ -1,0 +1,79 @@
+"""The run's ledger: every input record ends as one manifest row or one failure row.
+
+The driver feeds it the rows streaming out of the pipeline. At the end (or on Ctrl-C)
+it writes ``manifest.parquet`` (clips with complete outputs, including those done by
+an earlier run of the same output_dir) and ``failures.parquet`` (clips that failed in
+this run). Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vp_ray import outputs
+from vp_ray.rows import DONE_BEFORE, FAILED, OK
+
+MANIFEST_COLUMNS = [
+    "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
+    "num_frames", "out_fps", "seconds", "source_width", "source_height", "source_fps",
+    "effective_seed", "effective_max_seconds", "attempts", "degraded", "peak_gpu_mem_gb",
+    "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
+]
+FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path", "warnings"]
+
+
+@dataclass
+class Ledger:
+    output_dir: str
+    mask_only: bool = False
+    done: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    seen: Counter = field(default_factory=Counter)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.seen[row["clip_id"]] += 1
+        if row["status"] == FAILED:
+            self.failed.append(row)
+        elif row["status"] == DONE_BEFORE:
+            meta = outputs.read_meta(self.output_dir, row["clip_id"]) or {}
+            self.done.append({**row, **{k: v for k, v in meta.items() if k in MANIFEST_COLUMNS},
+                              "status": DONE_BEFORE,
+                              "output_dir": str(outputs.clip_dir(self.output_dir, row["clip_id"]))})
+        elif row["status"] == OK:
+            self.done.append(row)
+        else:
+            raise ValueError(f"clip {row['clip_id']!r} left the pipeline with status {row['status']!r}")
+
+    @property
+    def count(self) -> int:
+        return len(self.done) + len(self.failed)
+
+    def duplicates(self) -> list[str]:
+        """Ids seen more than once: must stay empty (nothing twice)."""
+        return sorted(k for k, v in self.seen.items() if v > 1)
+
+    def write(self) -> tuple[Path, Path]:
+        manifest = pd.DataFrame([self._manifest_row(r) for r in self.done], columns=MANIFEST_COLUMNS)
+        failures = pd.DataFrame([{k: r[k] for k in FAILURE_COLUMNS} for r in self.failed],
+                                columns=FAILURE_COLUMNS)
+        return (_write_parquet(manifest, Path(self.output_dir) / "manifest.parquet"),
+                _write_parquet(failures, Path(self.output_dir) / "failures.parquet"))
+
+    def _manifest_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = {k: row.get(k) for k in MANIFEST_COLUMNS}
+        out["result_path"] = "" if self.mask_only else str(Path(row["output_dir"]) / "result.mp4")
+        return out
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path

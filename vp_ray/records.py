@@ -1,0 +1,300 @@
+"""Clip records: the dataset's columns, their checks, and one ``ClipRecord`` per row.
+
+Two layouts are understood:
+
+* ``generic``: our own columns (README, "Dataset schema").
+* ``vpdata``: the VPData/VPBench metadata CSV (``path, mask_id, start_frame, end_frame,
+  fps, caption``) whose videos and ``all_masks.npz`` files sit in VPData's folder tree.
+
+Whole-dataset problems (missing or unknown columns, duplicate ids) are found by
+``preflight`` on the driver before any GPU starts; per-row problems become failed rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from vp_ray.errors import ClipError, ConfigError
+from vp_ray.rows import ClipRecord
+
+GENERIC_COLUMNS = {
+    "clip_id", "video_path", "prompt", "mask_kind", "mask_path", "mask_id", "points", "box",
+    "start_frame", "end_frame", "fps", "seed", "max_seconds", "ground_truth_path",
+}
+VPDATA_COLUMNS = {"path", "mask_id", "start_frame", "end_frame", "fps", "caption"}
+MASK_KINDS = ("npz", "video", "png_dir", "points", "box")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+# ----------------------------------------------------------------------------- preflight
+
+def dataset_columns(path: str, fmt: str) -> list[str]:
+    """Column names of the dataset file, read without loading its rows."""
+    if not os.path.exists(path):
+        raise ConfigError(f"dataset file not found: {path}")
+    try:
+        if fmt == "csv":
+            with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(check_utf8=False)) as reader:
+                return list(reader.schema.names)
+        return list(pq.ParquetDataset(path).schema.names)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ConfigError(f"cannot read the {fmt} dataset {path}: {error}") from error
+
+
+def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
+    """Fail fast, listing every problem, before any work starts."""
+    problems = []
+    known = GENERIC_COLUMNS if layout == "generic" else VPDATA_COLUMNS
+    unknown = sorted(set(columns) - known - set(ignore))
+    if unknown:
+        problems.append(f"unknown column(s) {unknown} (known: {sorted(known)}; list columns to "
+                        f"skip in dataset.ignore_columns)")
+    if layout == "generic":
+        if "video_path" not in columns:
+            problems.append("missing column 'video_path'")
+    else:
+        missing = sorted(VPDATA_COLUMNS - set(columns))
+        if missing:
+            problems.append(f"missing VPData column(s) {missing}")
+    if problems:
+        raise ConfigError("dataset columns: " + "; ".join(problems))
+
+
+def read_id_columns(path: str, fmt: str, layout: str, columns: list[str]) -> list[dict[str, Any]]:
+    """The few columns that decide clip ids (for the duplicate check), as raw rows."""
+    wanted = [c for c in ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
+              if c in columns]
+    if fmt == "csv":
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=wanted, column_types={c: pa.binary() for c in wanted}))
+    else:
+        table = pq.ParquetDataset(path).read(columns=wanted)
+    return table.to_pylist()
+
+
+def duplicate_ids(raw_rows: list[dict[str, Any]], layout: str) -> dict[str, int]:
+    """Clip ids that occur more than once, with their counts."""
+    counts: dict[str, int] = {}
+    for raw in raw_rows:
+        try:
+            clip_id = clip_id_of(clean(raw), layout)
+        except ClipError:
+            continue  # the row fails on its own later
+        counts[clip_id] = counts.get(clip_id, 0) + 1
+    return {k: v for k, v in counts.items() if v > 1}
+
+
+# ----------------------------------------------------------------------------- one row
+
+def clean(raw: dict[str, Any]) -> dict[str, Any]:
+    """Text as str (bytes decoded strictly), missing values as None."""
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ClipError(f"column {key!r} is not valid UTF-8 text ({error.reason} at byte "
+                                f"{error.start})") from None
+        if isinstance(value, str):
+            value = value.strip()
+            value = None if value == "" else value
+        elif isinstance(value, float) and math.isnan(value):
+            value = None
+        elif value is not None and hasattr(value, "item") and np.ndim(value) == 0:
+            value = value.item()
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+        out[key] = value
+    return out
+
+
+def clip_id_of(row: dict[str, Any], layout: str) -> str:
+    """The record's id: given, or derived from its video (and mask id / frame range)."""
+    given = row.get("clip_id")
+    if given is not None:
+        clip_id = str(given)
+        if not CLIP_ID_PATTERN.match(clip_id) or ".." in clip_id:
+            raise ClipError(f"clip_id {clip_id!r} is not allowed: use letters, digits, '.', '_' "
+                            "and '-' only (no path separators, no leading '.')")
+        return clip_id
+    video = row.get("path" if layout == "vpdata" else "video_path")
+    if video is None:
+        raise ClipError("row has no video path")
+    stem = Path(str(video)).name
+    for suffix in VIDEO_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    parts = [stem]
+    if row.get("mask_id") is not None:
+        parts.append(f"m{_as_int(row['mask_id'], 'mask_id')}")
+    if layout == "vpdata":
+        parts.append(f"{_as_int(row.get('start_frame') or 0, 'start_frame')}-"
+                     f"{_as_int(row.get('end_frame') if row.get('end_frame') is not None else -1, 'end_frame')}")
+    clip_id = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)).lstrip("._-")[:200]
+    return clip_id or "clip_" + hashlib.sha1(str(video).encode()).hexdigest()[:12]
+
+
+def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> ClipRecord:
+    """Turn one dataset row into a checked ``ClipRecord`` (raises ClipError on a bad row)."""
+    row = clean(raw)
+    layout = dataset["layout"]
+    clip_id = clip_id_of(row, layout)
+    if layout == "vpdata":
+        row = _vpdata_to_generic(row, dataset, base_dir)
+    video_root = dataset["video_root"] or base_dir
+    mask_root = dataset["mask_root"] or base_dir
+    record = ClipRecord(
+        clip_id=clip_id,
+        video_path=_resolve(row.get("video_path"), video_root, "video_path"),
+        prompt=str(row.get("prompt") or dataset["default_prompt"]),
+        mask_path=_resolve(row.get("mask_path"), mask_root, "mask_path") if row.get("mask_path") else "",
+        mask_id=_as_int(row.get("mask_id"), "mask_id") if row.get("mask_id") is not None else -1,
+        points=_points_json(row.get("points")),
+        box=_box_json(row.get("box")),
+        start_frame=_as_int(row.get("start_frame") or 0, "start_frame"),
+        end_frame=_as_int(row["end_frame"], "end_frame") if row.get("end_frame") is not None else -1,
+        fps=_as_float(row["fps"], "fps") if row.get("fps") is not None else math.nan,
+        seed=_as_int(row["seed"], "seed") if row.get("seed") is not None else -1,
+        max_seconds=(_as_float(row["max_seconds"], "max_seconds")
+                     if row.get("max_seconds") is not None else math.nan),
+        ground_truth_path=(_resolve(row.get("ground_truth_path"), video_root, "ground_truth_path")
+                           if row.get("ground_truth_path") else ""),
+    )
+    record.mask_kind = _mask_kind(row.get("mask_kind"), record)
+    _check_ranges(record)
+    return record
+
+
+def _vpdata_to_generic(row: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> dict[str, Any]:
+    """VPData's folder conventions: ``<id>.0.mp4`` is a Videovo clip, anything else Pexels."""
+    path = str(row["path"])
+    base = path.split(".")[0]
+    video_root = dataset["video_root"] or base_dir
+    if path.endswith(".0.mp4"):
+        video = os.path.join(video_root, "videovo", "raw_video", base[:-3], f"{base}.0.mp4")
+        masks = os.path.join("video_inpainting", "videovo", base, "all_masks.npz")
+    elif path.endswith(".mp4"):
+        video = os.path.join(video_root, "pexels", "pexels", "raw_video", base[:9], f"{base}.mp4")
+        masks = os.path.join("video_inpainting", "pexels", base, "all_masks.npz")
+    else:
+        raise ClipError(f"VPData path {path!r} does not end in .mp4")
+    return {**row, "video_path": video, "mask_path": masks, "mask_kind": "npz",
+            "prompt": row.get("caption")}
+
+
+def _resolve(value: Any, root: str, column: str) -> str:
+    if value is None:
+        raise ClipError(f"{column} is empty")
+    path = os.path.expanduser(str(value))
+    return os.path.abspath(path if os.path.isabs(path) else os.path.join(root, path))
+
+
+def _mask_kind(given: Any, record: ClipRecord) -> str:
+    if given is not None:
+        kind = str(given)
+        if kind not in MASK_KINDS:
+            raise ClipError(f"mask_kind {kind!r} is not one of {list(MASK_KINDS)}")
+    elif record.mask_path:
+        lower = record.mask_path.lower()
+        kind = "npz" if lower.endswith(".npz") else "video" if lower.endswith(VIDEO_SUFFIXES) else "png_dir"
+    elif record.points:
+        kind = "points"
+    elif record.box:
+        kind = "box"
+    else:
+        raise ClipError("no mask source: give mask_path (npz, mask video or PNG folder), points or box")
+    needs = {"npz": "mask_path", "video": "mask_path", "png_dir": "mask_path",
+             "points": "points", "box": "box"}[kind]
+    if not getattr(record, needs):
+        raise ClipError(f"mask_kind {kind!r} needs the column {needs!r}")
+    if kind == "npz" and record.mask_id < 0:
+        raise ClipError("mask_kind 'npz' needs a mask_id (the label of the object in all_masks.npz)")
+    return kind
+
+
+def _check_ranges(record: ClipRecord) -> None:
+    if record.start_frame < 0:
+        raise ClipError(f"start_frame {record.start_frame} is negative")
+    if record.end_frame != -1 and record.end_frame <= record.start_frame:
+        raise ClipError(f"end_frame {record.end_frame} is not after start_frame {record.start_frame}")
+    if not math.isnan(record.fps) and not (0 < record.fps <= 1000):
+        raise ClipError(f"fps {record.fps} is not a usable frame rate (0 < fps <= 1000)")
+    if not math.isnan(record.max_seconds) and not (0 < record.max_seconds <= 3600):
+        raise ClipError(f"max_seconds {record.max_seconds} is out of range (0, 3600]")
+
+
+def _as_int(value: Any, column: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ClipError(f"{column} {value!r} is not a number") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ClipError(f"{column} {value!r} is not a whole number")
+    return int(number)
+
+
+def _as_float(value: Any, column: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ClipError(f"{column} {value!r} is not a number") from None
+    if math.isnan(number):
+        raise ClipError(f"{column} is NaN")
+    return number
+
+
+def _points_json(value: Any) -> str:
+    """Points as JSON ``[[x, y, label], ...]`` (label 1 = object, 0 = background)."""
+    if value is None:
+        return ""
+    try:
+        points = json.loads(value) if isinstance(value, str) else value
+        points = [list(p) for p in points]
+    except (TypeError, ValueError):
+        raise ClipError(f"points {value!r} is not JSON like [[x, y, 1], [x, y, 0]]") from None
+    out = []
+    for point in points:
+        if len(point) not in (2, 3) or not all(_finite(v) for v in point):
+            raise ClipError(f"point {point!r} is not [x, y] or [x, y, label]")
+        label = int(point[2]) if len(point) == 3 else 1
+        if label not in (0, 1):
+            raise ClipError(f"point label {point[2]!r} must be 1 (object) or 0 (background)")
+        out.append([float(point[0]), float(point[1]), label])
+    if not out or not any(p[2] == 1 for p in out):
+        raise ClipError("points need at least one positive (label 1) point")
+    return json.dumps(out)
+
+
+def _box_json(value: Any) -> str:
+    if value is None:
+        return ""
+    try:
+        box = json.loads(value) if isinstance(value, str) else list(value)
+    except (TypeError, ValueError):
+        raise ClipError(f"box {value!r} is not JSON like [x0, y0, x1, y1]") from None
+    if len(box) != 4 or not all(_finite(v) for v in box):
+        raise ClipError(f"box {value!r} is not [x0, y0, x1, y1]")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        raise ClipError(f"box {value!r} is empty: x1 must exceed x0 and y1 exceed y0")
+    return json.dumps([x0, y0, x1, y1])
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,179 @@
+"""The inpainting stage: a Ray actor holding one loaded inpainter, one clip per call.
+
+Out-of-memory handling happens here, inside the actor, rather than by re-queuing the
+record: the actor already holds the model and the clip's prepared frames, so a retry
+is a slice of arrays it has; and the clip keeps exactly one row whatever happens, so
+the run's accounting stays in one place. The ladder is: the model's cheaper memory
+savers (VAE tiling, offload) first, then shorter clips (``retry.oom_max_seconds``),
+then a failure row.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vp_ray import workdir
+from vp_ray.errors import ClipError
+from vp_ray.models import load_inpainter, usable_frames
+from vp_ray.rows import add_warning, run_stage
+
+log = logging.getLogger(__name__)
+OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
+
+def is_cuda_oom(error: BaseException) -> bool:
+    """True if ``error`` or anything in its cause/context chain is a GPU out-of-memory error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ == "OutOfMemoryError" or any(
+                marker in str(error).lower() for marker in OOM_MARKERS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def free_gpu_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+
+
+class InpaintClips:
+    def __init__(self, cfg: dict[str, Any]):
+        # Must be set before CUDA initialises; reduces fragmentation after an OOM.
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        self.cfg = cfg
+        self.inpainter = load_inpainter(cfg["model"])
+        self.baseline_bytes = self._allocated_bytes()
+        self.restart_needed = False
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if self.restart_needed:
+            # GPU memory could not be freed after an OOM (fragmentation or a leak): die before
+            # touching this clip. Ray restarts the actor and retries this call on a clean one.
+            log.warning("inpainting actor restarting to release GPU memory")
+            os._exit(1)
+        return run_stage(batch, "inpaint", self.inpaint, "time_inpaint_s")
+
+    def inpaint(self, row: dict[str, Any]) -> dict[str, Any]:
+        self._count_worker_attempt(row)
+        frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
+        masks = workdir.load_array(row["work_dir"], workdir.MASKS)
+        start_gpu_stats()
+        result, row = self.inpaint_with_oom_ladder(row, frames, masks)
+        workdir.save_array(row["work_dir"], workdir.RESULT, result)
+        for warning in getattr(self.inpainter, "last_warnings", []):
+            add_warning(row, warning)
+        row["peak_gpu_mem_gb"] = peak_gpu_gb()
+        return row
+
+    def inpaint_with_oom_ladder(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray):
+        retry = self.cfg["retry"]
+        count, max_seconds = len(frames), row["effective_max_seconds"]
+        shorter = [s for s in retry["oom_max_seconds"] if s < max_seconds]
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                result = self.inpainter.inpaint_clip(
+                    frames[:count], masks[:count], row["prompt"], row["effective_seed"],
+                    progress=self._progress(row["clip_id"]))
+                break
+            except Exception as error:  # noqa: BLE001 - classified below
+                if not is_cuda_oom(error):
+                    raise
+                message = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            # Retried outside the except block: a live traceback would pin the failed
+            # attempt's tensors in GPU memory.
+            free_gpu_memory()
+            self._check_memory_released()
+            log.warning("%s: GPU out of memory with %d frames (%s)", row["clip_id"], count, message)
+            if retry["memory_savers_first"] and self.inpainter.reduce_memory():
+                add_warning(row, f"OOM at attempt {attempts}: switched on a memory saver")
+                continue
+            if not shorter:
+                raise ClipError(f"CUDA out of memory after {attempts} attempt(s), last with {count} "
+                                f"frames ({max_seconds:g} s): {message}", kind="oom")
+            max_seconds = shorter.pop(0)
+            count = min(count, usable_frames(self.cfg["model"],
+                                             int(round(max_seconds * row["out_fps"])) + 1))
+            add_warning(row, f"OOM at attempt {attempts}: retrying with max_seconds={max_seconds:g}")
+        row.update(attempts=attempts, num_frames=len(result), effective_max_seconds=max_seconds,
+                   degraded=len(result) < row["num_frames"],
+                   seconds=round((len(result) - 1) / row["out_fps"], 3))
+        return result, row
+
+    def _count_worker_attempt(self, row: dict[str, Any]) -> None:
+        """Bound retries of a clip that kills its worker (host OOM kill, segfault).
+
+        Ray restarts dead actors and retries their calls forever; a clip that kills the
+        process every time would never end. A counter file in the clip's work folder
+        survives the process and turns the (limit+1)-th try into a failure row.
+        """
+        marker = Path(row["work_dir"]) / "inpaint.attempts"
+        tries = int(marker.read_text()) if marker.exists() else 0
+        limit = self.cfg["retry"]["max_worker_deaths"]
+        if tries > limit:
+            raise ClipError(f"the inpainting worker died {tries} time(s) while processing this clip "
+                            "(host out-of-memory kill or crash); giving up", kind="worker_died")
+        marker.write_text(str(tries + 1))
+
+    def _check_memory_released(self) -> None:
+        leaked = self._allocated_bytes() - self.baseline_bytes
+        if leaked > 1 << 30:
+            self.restart_needed = True
+            raise ClipError(f"GPU memory not released after an out-of-memory error "
+                            f"({leaked / 2**30:.1f} GiB still held); the actor will restart", kind="oom")
+
+    @staticmethod
+    def _allocated_bytes() -> int:
+        try:
+            import torch
+        except ImportError:
+            return 0
+        return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+
+    @staticmethod
+    def _progress(clip_id: str):
+        last = [-1.0]
+
+        def report(step: int, total: int) -> None:
+            # Log about every 10% so the driver's console shows each clip advancing.
+            if total and (step == total or step / total - last[0] >= 0.1):
+                last[0] = step / total
+                log.info("%s: step %d/%d", clip_id, step, total)
+
+        return report
+
+
+def start_gpu_stats() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_gb() -> float:
+    try:
+        import torch
+    except ImportError:
+        return 0.0
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else 0.0
+
+

@@ -1,0 +1,72 @@
+"""Decode a clip, resample and resize it, load and dilate its masks, into the clip's work folder."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import pandas as pd
+
+from vp_ray import masks as mask_io
+from vp_ray import video, workdir
+from vp_ray.errors import ClipError
+from vp_ray.models import usable_frames
+from vp_ray.rows import run_stage
+
+FILE_MASK_KINDS = ("npz", "video", "png_dir")
+
+
+def clip_seed(run_seed: int, clip_id: str) -> int:
+    """A per-clip seed from the run seed and the clip id: independent of scheduling order."""
+    digest = hashlib.sha256(f"{run_seed}:{clip_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class PrepareClips:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return run_stage(batch, "prepare", self.prepare, "time_prepare_s")
+
+    def prepare(self, row: dict[str, Any]) -> dict[str, Any]:
+        cfg, model = self.cfg, self.cfg["model"]
+        max_seconds = cfg["max_seconds"] if math.isnan(row["max_seconds"]) else row["max_seconds"]
+        clip = video.read_clip(
+            row["video_path"], start_frame=row["start_frame"], end_frame=row["end_frame"],
+            fps=None if math.isnan(row["fps"]) else row["fps"],
+            target_fps=cfg["target_fps"], max_seconds=max_seconds)
+        count = usable_frames(model, len(clip.frames))
+        if count < cfg["min_frames"]:
+            raise ClipError(
+                f"only {len(clip.frames)} frame(s) at {clip.out_fps:g} fps after resampling "
+                f"(source {clip.source_fps:g} fps, frames {row['start_frame']}..{row['end_frame']}); "
+                f"at least {cfg['min_frames']} are needed", kind="bad_input")
+        frames, indices = clip.frames[:count], clip.indices[:count]
+        source_h, source_w = frames.shape[1:3]
+        placement = video.placement_for(source_h, source_w, model["height"], model["width"],
+                                        cfg["resize_mode"])
+        raw_masks = self.load_masks(row, indices, (source_h, source_w)) \
+            if row["mask_kind"] in FILE_MASK_KINDS else None
+
+        work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"])
+        workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement))
+        if raw_masks is not None:
+            row["mask_area"] = workdir.store_masks(work_dir, video.fit_masks(raw_masks, placement),
+                                                   cfg["dilate_size"])
+        row.update(
+            work_dir=str(work_dir), source_height=source_h, source_width=source_w,
+            source_fps=clip.source_fps, out_fps=clip.out_fps, num_frames=count,
+            seconds=round((count - 1) / clip.out_fps, 3), effective_max_seconds=max_seconds,
+            effective_seed=row["seed"] if row["seed"] >= 0 else clip_seed(cfg["seed"], row["clip_id"]),
+        )
+        return row
+
+    def load_masks(self, row: dict[str, Any], indices, expect_hw):
+        kind, path = row["mask_kind"], row["mask_path"]
+        if kind == "npz":
+            return mask_io.load_npz_masks(path, row["mask_id"], indices, expect_hw)
+        if kind == "video":
+            return mask_io.load_mask_video(path, indices, expect_hw)
+        return mask_io.load_png_masks(path, indices, expect_hw)

@@ -1,0 +1,55 @@
+"""Last stage: encode a clip's result and masks into its final folder, then drop its work files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vp_ray import masks as mask_io
+from vp_ray import outputs, video, workdir
+from vp_ray.rows import OK, RECORD_COLUMNS, STATUS_COLUMNS, run_stage
+
+
+class WriteClips:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return run_stage(batch, "write", self.write, "time_write_s")
+
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        work = row["work_dir"]
+        frames = workdir.load_array(work, workdir.FRAMES)
+        masks = workdir.load_array(work, workdir.MASKS)
+        raw_masks = workdir.load_array(work, workdir.MASKS_RAW)
+        result = None if cfg["mask_only"] else workdir.load_array(work, workdir.RESULT)
+        if result is not None:  # an OOM retry may have shortened the clip
+            frames, masks, raw_masks = frames[:len(result)], masks[:len(result)], raw_masks[:len(result)]
+        fps = row["out_fps"]
+
+        def write_files(folder: Path) -> None:
+            if result is not None:
+                final = result
+                if cfg["restore_size"]:
+                    placement = video.placement_for(row["source_height"], row["source_width"],
+                                                    frames.shape[1], frames.shape[2], cfg["resize_mode"])
+                    final = video.restore_frames(result, placement)
+                video.write_video(folder / "result.mp4", final, fps, crf=cfg["crf"])
+                video.write_video(folder / "result_vis.mp4",
+                                  outputs.comparison_frames(frames, masks, result), fps, crf=cfg["crf"])
+            video.write_video(folder / "mask.mp4", outputs.mask_frames(masks), fps, crf=cfg["crf"])
+            mask_io.save_vpdata_masks(folder / "all_masks.npz", raw_masks)
+            outputs.write_png(folder / "frame0_original.png", frames[0])
+            outputs.write_png(folder / "frame0_with_mask.png", outputs.overlay(frames[0], masks[0]))
+            outputs.write_png(folder / "mask0.png", masks[0].astype("uint8") * 255)
+
+        row["status"] = OK
+        row["output_dir"] = str(outputs.clip_dir(cfg["output_dir"], row["clip_id"]))
+        meta = {k: row[k] for k in RECORD_COLUMNS + STATUS_COLUMNS}
+        meta["fingerprint"] = outputs.fingerprint(cfg, row)
+        outputs.commit_clip(cfg["output_dir"], row["clip_id"], meta, write_files)
+        workdir.remove_work_dir(work)
+        return row

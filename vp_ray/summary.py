@@ -1,0 +1,34 @@
+"""The table printed at the end of a run."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vp_ray.graph import RunResult
+from vp_ray.rows import DONE_BEFORE
+
+
+def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> str:
+    ledger = result.ledger
+    new = [r for r in ledger.done if r["status"] != DONE_BEFORE]
+    inpaint_times = [r["time_inpaint_s"] for r in new if r["time_inpaint_s"]]
+    per_clip = sum(inpaint_times) / len(inpaint_times) if inpaint_times else 0.0
+    lines = [
+        ("clips ok (this run)", str(len(new))),
+        ("clips done before (resumed)", str(len(ledger.done) - len(new))),
+        ("clips failed", str(len(ledger.failed))),
+        ("clips degraded (shortened after OOM)", str(sum(bool(r["degraded"]) for r in new))),
+        ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
+        ("wall time", f"{wall_seconds:.1f} s"),
+        ("manifest", str(result.manifest_path)),
+        ("failures", str(result.failures_path)),
+        ("output dir", output_dir),
+    ]
+    for (stage, kind), count in sorted(Counter((r["failed_stage"], r["error_type"])
+                                               for r in ledger.failed).items()):
+        lines.insert(3, (f"  failed at {stage}: {kind}", str(count)))
+    if result.interrupted:
+        lines.append(("INTERRUPTED", "run the same command again to resume"))
+    width = max(len(k) for k, _ in lines)
+    rule = "-" * (width + 2 + max(len(v) for _, v in lines))
+    return "\n".join([rule] + [f"{k:<{width}}  {v}" for k, v in lines] + [rule])
