@@ -1,0 +1,131 @@
+"""Dataset readers and record checks: CSV, Parquet, VPData, and the bad rows users send."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from vp_ray import records
+from vp_ray.errors import ClipError, ConfigError
+from vp_ray.graph import plan_dataset
+from vp_ray.stages.normalize import NormalizeRecords
+
+GENERIC = {"layout": "generic", "video_root": "", "mask_root": "", "default_prompt": "a background",
+           "ignore_columns": [], "limit": -1, "format": "csv"}
+
+
+def normalize(raw, **dataset):
+    return records.normalize(raw, {**GENERIC, **dataset}, "/data")
+
+
+def test_generic_row_resolves_paths_and_defaults():
+    record = normalize({"video_path": "clips/a.mp4", "mask_path": "masks/a.npz", "mask_id": "3"})
+    assert record.clip_id == "a_m3"
+    assert record.video_path == "/data/clips/a.mp4"
+    assert record.mask_path == "/data/masks/a.npz"
+    assert (record.mask_kind, record.mask_id) == ("npz", 3)
+    assert record.prompt == "a background"  # empty prompt -> dataset default
+    assert record.end_frame == -1 and math.isnan(record.fps) and record.seed == -1
+
+
+@pytest.mark.parametrize("mask_path,kind", [("m.mp4", "video"), ("pngs", "png_dir"), ("m.npz", "npz")])
+def test_mask_kind_is_inferred_from_the_path(mask_path, kind):
+    raw = {"video_path": "a.mp4", "mask_path": mask_path, "mask_id": 1}
+    assert normalize(raw).mask_kind == kind
+
+
+def test_click_points_and_box_are_normalized_to_json():
+    record = normalize({"video_path": "a.mp4", "points": "[[10, 20], [30, 40, 0]]"})
+    assert record.mask_kind == "points"
+    assert record.points == "[[10.0, 20.0, 1], [30.0, 40.0, 0]]"
+    assert normalize({"video_path": "a.mp4", "box": "[1, 2, 30, 40]"}).mask_kind == "box"
+
+
+def test_vpdata_row_follows_the_vpdata_folder_tree():
+    dataset = {"layout": "vpdata", "video_root": "/vp", "mask_root": "/vp"}
+    row = {"path": "000000000855_854996_seg_696_890.mp4", "mask_id": 2, "start_frame": 10,
+           "end_frame": 110, "fps": 30, "caption": "a street"}
+    record = normalize(row, **dataset)
+    assert record.video_path == ("/vp/pexels/pexels/raw_video/000000000/"
+                                 "000000000855_854996_seg_696_890.mp4")
+    assert record.mask_path == "/vp/video_inpainting/pexels/000000000855_854996_seg_696_890/all_masks.npz"
+    assert (record.mask_kind, record.mask_id, record.start_frame, record.end_frame) == ("npz", 2, 10, 110)
+    assert record.prompt == "a street" and record.fps == 30
+    videovo = normalize({**row, "path": "abcdef123.0.mp4"}, **dataset)
+    assert videovo.video_path == "/vp/videovo/raw_video/abcdef/abcdef123.0.mp4"
+    assert videovo.mask_path == "/vp/video_inpainting/videovo/abcdef123/all_masks.npz"
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"video_path": "a.mp4"}, "no mask source"),
+    ({"video_path": "a.mp4", "mask_path": "m.npz"}, "needs a mask_id"),
+    ({"video_path": "a.mp4", "points": "[[1, 2, 5]]"}, "label"),
+    ({"video_path": "a.mp4", "points": "not json"}, "not JSON"),
+    ({"video_path": "a.mp4", "points": "[[1, 2, 0]]"}, "positive"),
+    ({"video_path": "a.mp4", "box": "[10, 10, 5, 20]"}, "empty"),
+    ({"video_path": "a.mp4", "box": "[1, 2]"}, "[x0, y0, x1, y1]"),
+    ({"video_path": "a.mp4", "points": "[[1, 2]]", "fps": "0"}, "fps 0.0"),
+    ({"video_path": "a.mp4", "points": "[[1, 2]]", "fps": "nan"}, "NaN"),
+    ({"video_path": "a.mp4", "points": "[[1, 2]]", "fps": "100000"}, "not a usable frame rate"),
+    ({"video_path": "a.mp4", "points": "[[1, 2]]", "start_frame": "x"}, "not a number"),
+    ({"video_path": "a.mp4", "points": "[[1, 2]]", "start_frame": 5, "end_frame": 5}, "not after"),
+    ({"video_path": "a.mp4", "points": "[[1, 2]]", "mask_kind": "lasso"}, "not one of"),
+    ({"clip_id": "../../etc", "video_path": "a.mp4", "points": "[[1, 2]]"}, "not allowed"),
+    ({"clip_id": "/abs/path", "video_path": "a.mp4", "points": "[[1, 2]]"}, "not allowed"),
+    ({"clip_id": ".hidden", "video_path": "a.mp4", "points": "[[1, 2]]"}, "not allowed"),
+    ({"video_path": b"a.mp4", "prompt": b"caf\xe9", "points": "[[1, 2]]"}, "not valid UTF-8"),
+    ({"prompt": "x", "points": "[[1, 2]]"}, "no video path"),
+])
+def test_bad_rows_raise_a_clip_error_naming_the_problem(raw, message):
+    with pytest.raises(ClipError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        normalize(raw)
+
+
+def test_unknown_and_missing_columns_fail_before_anything_runs(tmp_path):
+    path = tmp_path / "clips.csv"
+    pd.DataFrame({"video": ["a.mp4"], "colour": ["red"]}).to_csv(path, index=False)
+    cfg = {"dataset": {**GENERIC, "path": str(path)}, "seed": 0}
+    with pytest.raises(ConfigError) as info:
+        plan_dataset(cfg)
+    assert "unknown column(s) ['colour', 'video']" in str(info.value)
+    assert "missing column 'video_path'" in str(info.value)
+    cfg["dataset"]["ignore_columns"] = ["colour", "video"]
+    with pytest.raises(ConfigError, match="missing column 'video_path'"):
+        plan_dataset(cfg)
+
+
+def test_missing_dataset_file_is_a_config_error(tmp_path):
+    cfg = {"dataset": {**GENERIC, "path": str(tmp_path / "nope.csv")}, "seed": 0}
+    with pytest.raises(ConfigError, match="not found"):
+        plan_dataset(cfg)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_preflight_counts_rows_and_finds_duplicate_ids(tmp_path, fmt):
+    frame = pd.DataFrame({"clip_id": ["a", "b", "a", "c"], "video_path": ["x.mp4"] * 4,
+                          "points": ["[[1, 2]]"] * 4})
+    path = tmp_path / f"clips.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    plan = plan_dataset({"dataset": {**GENERIC, "format": fmt, "path": str(path)}, "seed": 0})
+    assert plan.total == 4
+    assert plan.duplicates == {"a": 2}
+    assert plan.needs_segmentation
+
+
+def test_normalize_stage_turns_bad_rows_into_failed_rows(tmp_path):
+    cfg = {"dataset": GENERIC, "output_dir": str(tmp_path), "model": {"name": "classic"}}
+    stage = NormalizeRecords(cfg, "/data", duplicates={"dup": 2})
+    batch = pd.DataFrame([
+        {"clip_id": b"good", "video_path": b"a.mp4", "points": b"[[1, 2]]"},
+        {"clip_id": b"dup", "video_path": b"b.mp4", "points": b"[[1, 2]]"},
+        {"clip_id": b"bad", "video_path": b"c.mp4", "points": None},
+        {"clip_id": b"txt", "video_path": b"d.mp4", "points": b"[[1, 2]]", "prompt": b"\xff\xfe"},
+    ])
+    out = stage(batch).set_index("clip_id")
+    assert out.loc["good", "status"] == "pending"
+    assert out.loc["dup", "status"] == "failed" and "appears 2 times" in out.loc["dup", "error"]
+    assert "no mask source" in out.loc["bad", "error"] and out.loc["bad", "failed_stage"] == "read"
+    assert "not valid UTF-8" in out.loc["txt", "error"]
+    assert all(out.loc[k, "error"].startswith(f"clip '{k}'") for k in ("dup", "bad", "txt"))
