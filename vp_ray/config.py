@@ -73,6 +73,18 @@ class ClassicModelConfig(ModelConfig):
 
 
 @dataclass
+class FaultyModelConfig(ClassicModelConfig):
+    """``model=faulty``: ``classic`` with injected faults, for testing failure handling."""
+
+    # Clips longer than this raise a CUDA out-of-memory error (-1 = never) ...
+    oom_above_frames: int = -1
+    # ... or longer than this once the memory saver is on.
+    oom_above_frames_with_saver: int = -1
+    # Where ``[crash-once]`` remembers which clips already crashed their worker.
+    fault_state_dir: str = "/tmp/vp_ray_faults"
+
+
+@dataclass
 class VideoPainterModelConfig(ModelConfig):
     """``model=videopainter`` (and ``model=tiny``): CogVideoX-5b-I2V + the VideoPainter branch."""
 
@@ -175,6 +187,7 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="model", name="base_classic", node=ClassicModelConfig)
     cs.store(group="model", name="base_videopainter", node=VideoPainterModelConfig)
+    cs.store(group="model", name="base_faulty", node=FaultyModelConfig)
     cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
     cs.store(group="retry", name="base_retry", node=RetryConfig)
 

@@ -41,8 +41,12 @@ def load_inpainter(model_cfg: dict[str, Any]) -> Inpainter:
         from vp_ray.models.classic import ClassicInpainter
 
         return ClassicInpainter(model_cfg)
+    if name == "faulty":
+        from vp_ray.models.faulty import FaultyInpainter
+
+        return FaultyInpainter(model_cfg)
     if name in ("videopainter", "tiny"):
         from vp_ray.models.videopainter import VideoPainterInpainter
 
         return VideoPainterInpainter(model_cfg)
-    raise ValueError(f"unknown model {name!r}: expected classic, videopainter or tiny")
+    raise ValueError(f"unknown model {name!r}: expected classic, videopainter, tiny or faulty")

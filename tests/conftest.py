@@ -1,0 +1,32 @@
+"""Shared fixtures: a local Ray instance for the whole session, and configs composed from conf/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, like CI) shared by the end-to-end tests."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}})
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def compose_config(overrides: list[str]) -> dict:
+    """The plain config ``launch.py`` would build for these command-line overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from vp_ray.config import register_configs, to_plain_config
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return to_plain_config(compose("config", overrides=overrides))
