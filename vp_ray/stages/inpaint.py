@@ -52,11 +52,12 @@ def free_gpu_memory() -> None:
 
 
 class InpaintClips:
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], progress_bar: bool = False):
         # Must be set before CUDA initialises; reduces fragmentation after an OOM.
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.cfg = cfg
+        self.progress_bar = progress_bar
         self.inpainter = load_inpainter(cfg["model"])
         self.baseline_bytes = self._allocated_bytes()
         self.restart_needed = False
@@ -91,7 +92,7 @@ class InpaintClips:
             try:
                 result = self.inpainter.inpaint_clip(
                     frames[:count], masks[:count], row["prompt"], row["effective_seed"],
-                    progress=self._progress(row["clip_id"]))
+                    progress=self._progress(row["clip_id"], self.progress_bar))
                 break
             except Exception as error:  # noqa: BLE001 - classified below
                 if not is_cuda_oom(error):
@@ -148,7 +149,19 @@ class InpaintClips:
         return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
 
     @staticmethod
-    def _progress(clip_id: str):
+    def _progress(clip_id: str, bar: bool):
+        if bar:
+            from tqdm import tqdm
+
+            steps = tqdm(desc=f"{clip_id} denoising", unit="step")
+
+            def advance(step: int, total: int) -> None:
+                steps.total = total
+                steps.update(step - steps.n)
+                if step == total:
+                    steps.close()
+
+            return advance
         last = [-1.0]
 
         def report(step: int, total: int) -> None:
