@@ -41,12 +41,20 @@ class NormalizeRecords:
 
 
 def _placeholder(raw: dict[str, Any], layout: str) -> ClipRecord:
-    """A record for a row too broken to normalize, so its failure can still name it."""
-    try:
-        clip_id = records.clip_id_of(records.clean(raw), layout)
-    except ClipError:
-        clip_id = "unnamed-row:" + ",".join(f"{k}={v!r}" for k, v in raw.items() if v is not None)[:120]
-    video = raw.get("video_path", raw.get("path"))
-    if isinstance(video, bytes):
-        video = video.decode("utf-8", "replace")
-    return ClipRecord(clip_id=clip_id, video_path=str(video or ""))
+    """A record for a row too broken to normalize, so that its failure still names it.
+
+    The id here is only a label in the failures table, never used as a path.
+    """
+    given, video = raw.get("clip_id"), raw.get("video_path", raw.get("path"))
+    if given is not None:
+        clip_id = _text(given)
+    else:
+        try:
+            clip_id = records.clip_id_of(records.clean(raw), layout)
+        except ClipError:
+            clip_id = "row:" + ",".join(f"{k}={_text(v)}" for k, v in raw.items() if v is not None)[:120]
+    return ClipRecord(clip_id=clip_id, video_path=_text(video) if video is not None else "")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,202 @@
+"""Nothing lost: bad input, OOM, dying workers, a killed driver. Every record ends exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, compose_config
+from vp_ray import graph, video
+from vp_ray.demo import ensure_demo_dataset
+from vp_ray.masks import save_vpdata_masks
+
+pytestmark = pytest.mark.slow
+SMALL = ["model.height=64", "model.width=96", "dilate_size=2"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Four small demo clips: (csv path, its rows)."""
+    folder = tmp_path_factory.mktemp("demo")
+    csv = ensure_demo_dataset(folder, num_clips=4, num_frames=48, height=96, width=144, seed=3)
+    return csv, pd.read_csv(csv)
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def run(tmp_path, csv, *overrides, out="out"):
+    cfg = compose_config([f"output_dir={tmp_path / out}", "dataset=csv", f"dataset.path={csv}",
+                          *SMALL, *overrides])
+    result = graph.run(cfg)
+    manifest = pd.read_parquet(tmp_path / out / "manifest.parquet")
+    failures = pd.read_parquet(tmp_path / out / "failures.parquet")
+    return result, manifest, failures.set_index("clip_id")
+
+
+def good_row(demo_csv, demo_rows, i, **fields):
+    row = demo_rows.iloc[i].to_dict()
+    for key in ("video_path", "mask_path", "ground_truth_path"):
+        row[key] = str(demo_csv.parent / row[key])
+    return {**row, **fields}
+
+
+def test_a_dataset_of_bad_inputs_fails_each_clip_clearly_and_keeps_the_good_ones(ray_local, tmp_path, demo):
+    csv, rows = demo
+    good_video = good_row(csv, rows, 0)["video_path"]
+    npz = good_row(csv, rows, 0)["mask_path"]
+    frames, fps = video.read_video(good_video)
+    h, w = frames.shape[1:3]
+
+    (tmp_path / "corrupt.mp4").write_bytes(os.urandom(5000))
+    data = (tmp_path / "truncated.mp4")
+    data.write_bytes(open(good_video, "rb").read()[:1500])
+    video.write_video(tmp_path / "one.mp4", frames[:1], fps)
+    video.write_video(tmp_path / "short.mp4", frames[:4], fps)
+    save_vpdata_masks(tmp_path / "wrong_shape.npz", np.ones((len(frames), h // 2, w), bool))
+    save_vpdata_masks(tmp_path / "few_frames.npz", np.ones((2, h, w), bool))
+    save_vpdata_masks(tmp_path / "empty.npz", np.zeros((len(frames), h, w), bool))
+    np.savez(tmp_path / "empty_labels.npz", np.zeros((len(frames), h, w), np.uint8))
+    base = {"mask_path": npz, "mask_id": 1, "video_path": good_video}
+    expected = {  # clip_id -> (stage, words of the message)
+        "missing_video": ("prepare", "not found", {"video_path": str(tmp_path / "nope.mp4")}),
+        "corrupt": ("prepare", "corrupt", {"video_path": str(tmp_path / "corrupt.mp4")}),
+        "truncated": ("prepare", "", {"video_path": str(data)}),
+        "one_frame": ("prepare", "frame", {"video_path": str(tmp_path / "one.mp4")}),
+        "too_short": ("prepare", "at least 9", {"video_path": str(tmp_path / "short.mp4")}),
+        "fps_zero": ("read", "fps", {"fps": 0}),
+        "fps_absurd": ("read", "fps", {"fps": 1e6}),
+        "npz_missing": ("prepare", "not found", {"mask_path": str(tmp_path / "none.npz")}),
+        "npz_shape": ("prepare", "shape", {"mask_path": str(tmp_path / "wrong_shape.npz")}),
+        "npz_frames": ("prepare", "frames", {"mask_path": str(tmp_path / "few_frames.npz")}),
+        "npz_no_id": ("prepare", "mask_id 7", {"mask_id": 7}),
+        "empty_mask": ("prepare", "empty", {"mask_path": str(tmp_path / "empty.npz"), "mask_id": 1}),
+        "dup": ("read", "appears 2 times", {}),
+        "bad_text": ("read", "UTF-8", {"prompt": "caf\udce9"}),
+    }
+    bad_rows = [{**base, "clip_id": k, **v[2]} for k, v in expected.items()]
+    bad_rows.append({**base, "clip_id": "dup"})
+    good = [good_row(csv, rows, i) for i in range(2)]
+    path = tmp_path / "mixed.csv"
+    frame = pd.DataFrame(good + bad_rows + [{**base, "clip_id": "../escape"}])
+    frame.to_csv(path, index=False, encoding="utf-8", errors="surrogateescape")
+
+    result, manifest, failures = run(tmp_path, path, "model=classic")
+
+    inputs = len(frame)
+    assert len(manifest) + len(failures) == inputs
+    assert sorted(manifest.clip_id) == sorted(r["clip_id"] for r in good)
+    assert result.ledger.duplicates() == ["dup"]  # the two duplicate rows, each failed once
+    for clip_id, (stage, words, _) in expected.items():
+        failure = failures.loc[[clip_id]].iloc[0]
+        assert failure.failed_stage == stage, (clip_id, failure.error)
+        assert words.lower() in failure.error.lower(), (clip_id, failure.error)
+        assert failure.error.startswith(f"clip '{clip_id}'")
+    assert "not allowed" in failures.loc["../escape"].error
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "escape").exists()
+
+
+def test_oom_uses_the_memory_saver_then_shorter_clips_then_fails(ray_local, tmp_path, demo):
+    csv, rows = demo
+    clips = [good_row(csv, rows, i) for i in range(3)]
+    clips[0]["max_seconds"] = 1.0   # 9 frames: fits at once
+    clips[1]["max_seconds"] = 6.0   # too long even with the saver: shortened to 4 s = 33 frames
+    clips[2]["max_seconds"] = 6.0
+    clips[2]["prompt"] = "[error] a model bug, not an OOM"
+    path = write_csv(tmp_path / "oom.csv", clips)
+    result, manifest, failures = run(
+        tmp_path, path, "model=faulty", "model.oom_above_frames=12",
+        "model.oom_above_frames_with_saver=40", "retry.oom_max_seconds=[4.0,2.0]")
+    by_id = manifest.set_index("clip_id")
+    fits = by_id.loc[clips[0]["clip_id"]]
+    assert (fits.attempts, bool(fits.degraded)) == (1, False)
+    shortened = by_id.loc[clips[1]["clip_id"]]
+    assert bool(shortened.degraded) and shortened.effective_max_seconds in (4.0, 2.0)
+    assert shortened.num_frames <= 33 and "memory saver" in shortened.warnings
+    assert failures.loc[clips[2]["clip_id"]].error_type == "ValueError"
+
+
+def test_oom_on_every_rung_ends_as_an_oom_failure(ray_local, tmp_path, demo):
+    csv, rows = demo
+    path = write_csv(tmp_path / "oom.csv", [good_row(csv, rows, 0)])
+    _, manifest, failures = run(tmp_path, path, "model=faulty", "model.oom_above_frames=1",
+                                "model.oom_above_frames_with_saver=1")
+    assert len(manifest) == 0
+    failure = failures.iloc[0]
+    assert failure.error_type == "oom" and "CUDA out of memory after" in failure.error
+
+
+def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(ray_local, tmp_path, demo):
+    csv, rows = demo
+    clips = [good_row(csv, rows, 0, prompt="[crash-once] background"), good_row(csv, rows, 1),
+             good_row(csv, rows, 2, prompt="[crash-always] background")]
+    path = write_csv(tmp_path / "crash.csv", clips)
+    result, manifest, failures = run(tmp_path, path, "model=faulty",
+                                     f"model.fault_state_dir={tmp_path / 'faults'}",
+                                     "retry.max_worker_deaths=1")
+    assert sorted(manifest.clip_id) == sorted([clips[0]["clip_id"], clips[1]["clip_id"]])
+    assert failures.loc[clips[2]["clip_id"]].error_type == "worker_died"
+    assert result.ledger.duplicates() == []
+    assert len(list((tmp_path / "out" / "clips").iterdir())) == 2
+
+
+def test_a_killed_driver_resumes_without_redoing_finished_clips(tmp_path, demo):
+    csv, rows = demo
+    clips = [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)]
+    path = write_csv(tmp_path / "many.csv", clips)
+    command = [sys.executable, "launch.py", "dataset=csv", f"dataset.path={path}",
+               f"output_dir={tmp_path / 'out'}", "cluster.address=local", "cluster.num_cpus=2", *SMALL]
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    clips_dir = tmp_path / "out" / "clips"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(done_clips(clips_dir)) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-run
+    proc.wait()
+    finished_before = {c: (clips_dir / c / "meta.json").stat().st_mtime for c in done_clips(clips_dir)}
+    assert 2 <= len(finished_before) < 8
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("clip_id")
+    assert sorted(manifest.index) == [f"c{i}" for i in range(8)]
+    for clip_id, mtime in finished_before.items():
+        assert manifest.loc[clip_id, "status"] == "done_before"
+        assert (clips_dir / clip_id / "meta.json").stat().st_mtime == mtime  # not redone
+    assert not [p for p in clips_dir.iterdir() if p.name.startswith(".")]  # no partial folders left
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(tmp_path, demo):
+    csv, rows = demo
+    clips = [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)]
+    path = write_csv(tmp_path / "many.csv", clips)
+    command = [sys.executable, "launch.py", "dataset=csv", f"dataset.path={path}",
+               f"output_dir={tmp_path / 'out'}", "cluster.address=local", "cluster.num_cpus=2", *SMALL]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    clips_dir = tmp_path / "out" / "clips"
+    deadline = time.time() + 300
+    while time.time() < deadline and not done_clips(clips_dir):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-3000:]
+    assert "INTERRUPTED" in output
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert set(manifest.clip_id) <= set(done_clips(clips_dir)) and len(manifest) >= 1
+
+
+def done_clips(clips_dir):
+    if not clips_dir.is_dir():
+        return []
+    return sorted(p.name for p in clips_dir.iterdir() if (p / "meta.json").is_file())
