@@ -56,6 +56,8 @@ def test_fingerprint_follows_output_settings_not_resources():
     assert outputs.fingerprint({**CFG, "model": {**CFG["model"], "num_gpus": 1}}, row()) == base
     assert outputs.fingerprint({**CFG, "seed": 2}, row()) != base
     assert outputs.fingerprint(CFG, row(prompt="other")) != base
+    # The same row after a trip through Ray/pandas (numpy scalars) hashes the same.
+    assert outputs.fingerprint(CFG, row(start_frame=np.int64(0), fps=np.float64("nan"))) == base
 
 
 def test_comparison_video_has_four_panels():

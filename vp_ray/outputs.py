@@ -41,7 +41,8 @@ def fingerprint(cfg: dict[str, Any], row: dict[str, Any]) -> str:
     """Hash of everything that decides this clip's output: its record, the model, the settings."""
     model = {k: v for k, v in cfg["model"].items() if k not in MODEL_RESOURCE_KEYS}
     settings = {k: cfg.get(k) for k in OUTPUT_SETTINGS}
-    record = {k: row[k] for k in RECORD_COLUMNS}
+    # Rows that crossed Ray carry numpy scalars; .item() makes them hash like Python values.
+    record = {k: row[k].item() if isinstance(row[k], np.generic) else row[k] for k in RECORD_COLUMNS}
     blob = json.dumps([record, model, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
