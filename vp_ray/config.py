@@ -102,6 +102,9 @@ class VideoPainterModelConfig(ModelConfig):
     dtype: str = "bfloat16"
     # auto | resident | model_offload | sequential_offload (auto picks by free GPU memory).
     memory: str = "auto"
+    # The same choice under a name that does not shadow ModelConfig.memory (the actor's host
+    # RAM reservation in bytes); read first when set.
+    memory_mode: str = "auto"
     # VAE tiling/slicing: null = follow the memory mode, true/false = force.
     vae_tiling: Optional[bool] = None
     # Keep frame 0 as the original (its mask is cleared), as the reference scripts do.

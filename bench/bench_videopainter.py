@@ -1,0 +1,275 @@
+"""Benchmark VideoPainter inpainting at full size, with the stock CogVideoX I2V pipeline as yardstick.
+
+    python bench/bench_videopainter.py [--steps 50] [--stock-steps 50] [--modes resident,model_offload]
+    python bench/bench_videopainter.py --tiny      # CPU smoke run on tiny models
+
+Every component has the real architecture (CogVideoX-5b-I2V transformer, its 3D VAE, the
+two-block VideoPainter branch, T5-v1.1-XXL) with random weights created directly on the GPU, so
+no checkpoint is needed. One clip of 49 frames at 480x720 per memory mode goes through
+``VideoPainterInpainter.inpaint_clip`` (the production path: prompt encoding, CFG 6 with
+dynamic guidance, VAE encodes, denoising loop, decode). Reported per mode: seconds per clip,
+per-step wall time, transformer and branch forward times, VAE decode time, peak GPU memory.
+The stock ``CogVideoXImageToVideoPipeline`` then runs on the same transformer and VAE with
+``prompt_embeds`` given (no tokenizer/text encoder) for its per-step time.
+
+Memory modes: resident | resident+tiling | model_offload | sequential_offload (the offload
+modes switch VAE slicing + tiling on, as the inpainter does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vp_ray.models import tiny as tiny_models  # noqa: E402
+from vp_ray.models.branch import CogvideoXBranchModel  # noqa: E402
+from vp_ray.models.pipeline import VideoPainterPipeline  # noqa: E402
+from vp_ray.models.videopainter import VideoPainterInpainter  # noqa: E402
+
+FULL_TRANSFORMER = dict(
+    num_attention_heads=48, attention_head_dim=64, in_channels=32, out_channels=16, flip_sin_to_cos=True,
+    freq_shift=0, time_embed_dim=512, text_embed_dim=4096, num_layers=42, dropout=0.0, attention_bias=True,
+    sample_width=90, sample_height=60, sample_frames=49, patch_size=2, temporal_compression_ratio=4,
+    max_text_seq_length=226, activation_fn="gelu-approximate", timestep_activation_fn="silu",
+    norm_elementwise_affine=True, norm_eps=1e-5, spatial_interpolation_scale=1.875,
+    temporal_interpolation_scale=1.0, use_rotary_positional_embeddings=True,
+    use_learned_positional_embeddings=True)
+FULL_VAE = dict(
+    in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+    up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(128, 256, 256, 512), latent_channels=16,
+    layers_per_block=3, act_fn="silu", norm_eps=1e-6, norm_num_groups=32, temporal_compression_ratio=4,
+    sample_height=480, sample_width=720, scaling_factor=0.7, use_quant_conv=False, use_post_quant_conv=False)
+T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+              relative_attention_num_buckets=32, relative_attention_max_distance=128,
+              feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False, dropout_rate=0.0,
+              pad_token_id=0, eos_token_id=1)
+PROMPT = "A quiet street with parked cars and trees under a clear sky, the camera slowly panning left."
+
+
+def word_tokenizer():
+    """A word-level tokenizer with T5's special ids: tokenising costs nothing next to the models,
+    and it needs neither sentencepiece nor a download."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    prompt_words = PROMPT.lower().replace(",", " ").replace(".", " ").split()
+    words = ["<pad>", "</s>", "<unk>", *sorted(set(prompt_words))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=226)
+
+
+def build_pipeline(tiny: bool, device: torch.device, dtype: torch.dtype) -> VideoPainterPipeline:
+    """Random-weight components created directly on ``device`` (full size unless ``tiny``)."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = word_tokenizer()
+    t5 = tiny_models.t5_config(len(tokenizer)) if tiny else T5_XXL
+    with torch.device(device):  # built in float32 one model at a time, then cast (peak ~45 GB at full size)
+        text_encoder = T5EncoderModel(T5Config(**t5)).to(dtype).eval()
+        vae = AutoencoderKLCogVideoX(**(tiny_models.vae_config() if tiny else FULL_VAE)).to(dtype).eval()
+        transformer_cfg = tiny_models.transformer_config() if tiny else FULL_TRANSFORMER
+        transformer = CogVideoXTransformer3DModel(**transformer_cfg).to(dtype).eval()
+        branch = CogvideoXBranchModel.from_transformer(transformer, num_layers=2).to(dtype).eval()
+    scheduler = CogVideoXDPMScheduler.from_config(tiny_models.SCHEDULER_CONFIG, timestep_spacing="trailing")
+    return VideoPainterPipeline(tokenizer=tokenizer,
+                                text_encoder=text_encoder, vae=vae, transformer=transformer,
+                                scheduler=scheduler, branch=branch)
+
+
+class ForwardTimer:
+    """Wall time of every forward call of a module (synchronised around the call on CUDA)."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        self.device, self.times, self._start = device, [], 0.0
+        self.handles = [module.register_forward_pre_hook(self._before),
+                        module.register_forward_hook(self._after)]
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _before(self, *args):
+        self._sync()
+        self._start = time.perf_counter()
+
+    def _after(self, *args):
+        self._sync()
+        self.times.append(time.perf_counter() - self._start)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def timed_decode(pipe, timings: dict, device: torch.device):
+    original = pipe.decode_latents
+
+    def decode(latents):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        frames = original(latents)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["vae_decode_s"] = time.perf_counter() - start
+        return frames
+
+    pipe.decode_latents = decode
+
+
+def summary(times: list[float]) -> dict:
+    if not times:
+        return {}
+    return {"median_s": statistics.median(times), "mean_s": statistics.mean(times), "first_s": times[0],
+            "count": len(times)}
+
+
+def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
+    memory_mode, tiling = {"resident": ("resident", False), "resident+tiling": ("resident", True),
+                           "model_offload": ("model_offload", True),
+                           "sequential_offload": ("sequential_offload", True)}[mode]
+    cfg = dict(name="videopainter", memory_mode=memory_mode, vae_tiling=tiling,
+               num_inference_steps=args.steps, guidance_scale=6.0, use_dynamic_cfg=True, negative_prompt="",
+               first_frame_gt=True, replace_gt=True, mask_add=True, pad_short_clips=True)
+    inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+    transformer_timer = ForwardTimer(pipe.transformer, device)
+    branch_timer = ForwardTimer(pipe.branch, device)
+    timings: dict = {}
+    timed_decode(pipe, timings, device)
+    step_ends: list[float] = []
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+
+    def progress(step, total):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
+
+    result = inpainter.inpaint_clip(frames, masks, PROMPT, seed=0, progress=progress)
+    seconds = time.perf_counter() - start
+    del pipe.decode_latents
+    transformer_timer.remove()
+    branch_timer.remove()
+    steps = np.diff(step_ends).tolist()
+    return {"mode": mode, "seconds_per_clip": seconds, "frames": int(len(result)),
+            "step_s": summary(steps), "transformer_forward_s": summary(transformer_timer.times),
+            "branch_forward_s": summary(branch_timer.times), "vae_decode_s": timings.get("vae_decode_s"),
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+
+
+def run_stock(pipe, args, device, frames) -> dict:
+    """Per-step time of diffusers' stock I2V pipeline on the same transformer and VAE."""
+    from diffusers import CogVideoXImageToVideoPipeline
+    from PIL import Image
+
+    pipe.remove_all_hooks()
+    pipe.to(device)
+    pipe.vae.disable_slicing()
+    pipe.vae.disable_tiling()
+    stock = CogVideoXImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=pipe.vae,
+                                          transformer=pipe.transformer, scheduler=pipe.scheduler)
+    stock.set_progress_bar_config(disable=True)
+    config = pipe.transformer.config
+    embeds = torch.randn(1, config.max_text_seq_length, config.text_embed_dim, device=device,
+                         dtype=pipe.transformer.dtype)
+    step_ends: list[float] = []
+
+    def on_step_end(_pipe, step, timestep, tensors):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
+        return {}
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    stock(image=Image.fromarray(frames[0]), prompt_embeds=embeds,
+          negative_prompt_embeds=torch.zeros_like(embeds), height=frames.shape[1], width=frames.shape[2],
+          num_frames=len(frames),
+          num_inference_steps=args.stock_steps, guidance_scale=6.0, use_dynamic_cfg=True,
+          generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=on_step_end)
+    return {"mode": "stock_i2v (loop only, no decode)", "seconds_loop": time.perf_counter() - start,
+            "step_s": summary(np.diff(step_ends).tolist()),
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['device']}, {report['dtype']}, {report['frames']}x{report['height']}x{report['width']},"
+          f" {report['steps']} steps, CFG 6")
+    header = (f"{'mode':<36}{'s/clip':>9}{'s/step':>9}{'transf s':>10}{'branch s':>10}{'decode s':>10}"
+              f"{'peak GiB':>10}")
+    print(header + "\n" + "-" * len(header))
+
+    def fmt(value, width=9, digits=2):
+        return f"{value:>{width}.{digits}f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+    for row in report["modes"] + [report["stock"]]:
+        print(f"{row['mode']:<36}{fmt(row.get('seconds_per_clip'))}{fmt(row['step_s'].get('median_s'), 9, 3)}"
+              f"{fmt(row.get('transformer_forward_s', {}).get('median_s'), 10, 3)}"
+              f"{fmt(row.get('branch_forward_s', {}).get('median_s'), 10, 3)}"
+              f"{fmt(row.get('vae_decode_s'), 10)}{fmt(row.get('peak_gpu_gib'), 10)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps per clip (default 50)")
+    parser.add_argument("--stock-steps", type=int, default=None,
+                        help="steps of the stock yardstick (default: --steps)")
+    parser.add_argument("--modes", default="resident,model_offload",
+                        help="comma-separated: resident, resident+tiling, model_offload, sequential_offload")
+    parser.add_argument("--frames", type=int, default=49, help="frames per clip (4k+1, at most 49)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
+    parser.add_argument("--out", default="bench/videopainter_bench.json", help="JSON report path")
+    args = parser.parse_args(argv)
+    args.stock_steps = args.stock_steps or args.steps
+
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    dtype = torch.float32 if device.type == "cpu" else getattr(torch, args.dtype)
+    modes = [m for m in args.modes.split(",") if m]
+    if device.type == "cpu":
+        modes = [m for m in modes if m.startswith("resident")] or ["resident"]
+    height, width = (64, 96) if args.tiny else (480, 720)
+
+    start = time.perf_counter()
+    pipe = build_pipeline(args.tiny, device, dtype)
+    build_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (args.frames, height, width, 3), dtype=np.uint8)
+    masks = np.zeros((args.frames, height, width), dtype=bool)
+    masks[:, height // 4: 3 * height // 4, width // 3: 2 * width // 3] = True
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "dtype": str(dtype), "frames": args.frames, "height": height, "width": width,
+              "steps": args.steps, "stock_steps": args.stock_steps, "build_s": build_s,
+              "transformer_params": sum(p.numel() for p in pipe.transformer.parameters()),
+              "branch_params": sum(p.numel() for p in pipe.branch.parameters()),
+              "text_encoder_params": sum(p.numel() for p in pipe.text_encoder.parameters()), "modes": []}
+    for mode in modes:
+        report["modes"].append(run_mode(pipe, mode, args, device, frames, masks))
+        print(json.dumps(report["modes"][-1]), flush=True)
+    report["stock"] = run_stock(pipe, args, device, frames)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"\nreport: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

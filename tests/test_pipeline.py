@@ -1,0 +1,127 @@
+"""The tiny VideoPainter end to end: loading, frames in/out, seeds, first frame, padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vp_ray.models import usable_frames
+from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
+from vp_ray.models.videopainter import VideoPainterInpainter, mirrored_indices
+
+PROMPT = "a clean road scene"
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory):
+    return ensure_tiny_tree(tmp_path_factory.getbasetemp() / "tiny-ckpt")
+
+
+def tiny_cfg(tiny_tree, **overrides):
+    base, branch = tiny_tree
+    cfg = dict(name="tiny", base_model_path=str(base), branch_path=str(branch), dtype="float32",
+               num_inference_steps=2, guidance_scale=6.0, use_dynamic_cfg=True, negative_prompt="",
+               memory_mode="auto", vae_tiling=None, first_frame_gt=True, replace_gt=True, mask_add=True,
+               pad_short_clips=True)
+    return {**cfg, **overrides}
+
+
+@pytest.fixture(scope="module")
+def inpainter(tiny_tree):
+    return VideoPainterInpainter(tiny_cfg(tiny_tree))
+
+
+def clip(num_frames=49, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (num_frames, TINY_HEIGHT, TINY_WIDTH, 3), dtype=np.uint8)
+    masks = np.zeros((num_frames, TINY_HEIGHT, TINY_WIDTH), dtype=bool)
+    masks[:, 16:48, 24:64] = True
+    return frames, masks
+
+
+@pytest.fixture(scope="module")
+def results(inpainter):
+    """Inpainted clips by (prompt, seed), computed once."""
+    frames, masks = clip()
+    cache = {}
+
+    def get(prompt=PROMPT, seed=1):
+        if (prompt, seed) not in cache:
+            cache[prompt, seed] = inpainter.inpaint_clip(frames, masks, prompt, seed)
+        return cache[prompt, seed]
+
+    return get
+
+
+def test_tiny_clip_has_the_input_shape_and_reports_progress(inpainter):
+    frames, masks = clip()
+    steps = []
+    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1, progress=lambda i, n: steps.append((i, n)))
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_same_seed_same_result_other_seed_other_result(results):
+    assert np.array_equal(results(seed=1), results(seed=1))
+    assert not np.array_equal(results(seed=1), results(seed=2))
+
+
+def test_first_frame_gt_keeps_frame_zero_out_of_the_generation(results):
+    # Frame 0's mask is cleared, so its latents are re-imposed from the input: another prompt
+    # changes the generated frames but leaves frame 0 (up to the VAE's cross-frame group norm).
+    one = results(prompt=PROMPT).astype(int)
+    other = results(prompt="a red car on a bridge at night").astype(int)
+    frame_zero_change = np.abs(one[0] - other[0]).mean()
+    later_change = np.abs(one[1:] - other[1:]).mean()
+    assert later_change > 1.0 and frame_zero_change < later_change / 10
+
+
+def test_first_frame_latent_is_the_encoded_input_frame(inpainter):
+    frames, masks = clip()
+    masks[0] = False
+    out = inpainter.pipe(video=frames, masks=masks, prompt=PROMPT, num_inference_steps=2,
+                         generator=torch.Generator().manual_seed(3), output_type="latent",
+                         return_intermediates=True)
+    record = out.intermediates
+    assert torch.equal(out.frames[:, 0], record["video_latents"][:, 0])
+    background = 1 - record["mask_latents"]
+    assert torch.equal(out.frames * background, record["video_latents"] * background)
+    assert len(record["branch_samples"]) == 2 and all(s.abs().sum() > 0 for s in record["branch_samples"])
+
+
+def test_short_clip_is_padded_and_cut_back(inpainter):
+    frames, masks = clip(num_frames=13)
+    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert out.shape == frames.shape
+    assert mirrored_indices(4, 9).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+
+
+def test_usable_frames_with_and_without_padding():
+    padded, unpadded = {"name": "tiny", "pad_short_clips": True}, {"name": "tiny", "pad_short_clips": False}
+    assert [usable_frames(padded, n) for n in (5, 12, 49, 80)] == [5, 12, 49, 49]
+    assert [usable_frames(unpadded, n) for n in (5, 12, 49, 80)] == [5, 9, 49, 49]
+
+
+def test_unpadded_clip_must_have_4k_plus_1_frames(tiny_tree, inpainter):
+    unpadded = VideoPainterInpainter.__new__(VideoPainterInpainter)
+    unpadded.__dict__.update(inpainter.__dict__, cfg=tiny_cfg(tiny_tree, pad_short_clips=False))
+    frames, masks = clip(num_frames=12)
+    with pytest.raises(ValueError, match="4k\\+1"):
+        unpadded.inpaint_clip(frames, masks, PROMPT, seed=1)
+
+
+def test_overlong_prompt_is_truncated_with_a_warning(inpainter):
+    frames, masks = clip(num_frames=5)
+    inpainter.inpaint_clip(frames, masks, "a clean road " * 200, seed=1)
+    assert len(inpainter.last_warnings) == 1 and "truncated to 226" in inpainter.last_warnings[0]
+    inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert inpainter.last_warnings == []
+
+
+def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
+    inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree))
+    assert inpainter.memory_mode == "resident" and not inpainter.pipe.vae.use_tiling  # CPU
+    assert inpainter.reduce_memory() is True
+    assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
+    assert inpainter.reduce_memory() is False  # no GPU: model offload does not apply

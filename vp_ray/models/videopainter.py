@@ -1,0 +1,160 @@
+"""``model=videopainter`` / ``model=tiny``: the Inpainter over ``VideoPainterPipeline``.
+
+One instance per actor loads the weights once. Each clip is inpainted the way the original
+single-clip demo calls the pipeline: the masked video (object blacked out) is both the video
+and, through its first frame, the image condition; frame 0's mask is cleared with
+``first_frame_gt``; the generator is seeded per clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vp_ray.models import Progress
+from vp_ray.models.checkpoint import load_pipeline
+from vp_ray.models.pipeline import VideoPainterPipeline
+
+log = logging.getLogger(__name__)
+
+WINDOW_FRAMES = 49  # the I2V backbone's 13 latent frames
+RESIDENT_MIN_FREE_GB = 60.0  # `memory=auto`: whole pipeline on the GPU above this, else model offload
+MEMORY_MODES = ("auto", "resident", "model_offload", "sequential_offload")
+
+
+def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
+    """Frames of a clip the model processes: up to 49; without padding, a 4k+1 count."""
+    count = min(num_frames, WINDOW_FRAMES)
+    if model_cfg.get("pad_short_clips", True):
+        return count
+    return count - (count - 1) % 4 if count >= 1 else 0
+
+
+def mirrored_indices(length: int, total: int) -> np.ndarray:
+    """0, 1, ..., length-1, length-2, ..., 0, 1, ...: ``total`` frame indices bouncing off both ends."""
+    if length == 1:
+        return np.zeros(total, dtype=int)
+    period = 2 * (length - 1)
+    phase = np.arange(total) % period
+    return np.where(phase < length, phase, period - phase)
+
+
+class VideoPainterInpainter:
+    def __init__(self, model_cfg: dict[str, Any], pipe: VideoPainterPipeline | None = None):
+        """Load the checkpoint named by ``model_cfg`` (or use ``pipe``, already built)."""
+        self.cfg = model_cfg
+        self.pipe = pipe if pipe is not None else self._load(model_cfg)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.memory_mode = self._resolve_memory_mode()
+        self.vae_savers = model_cfg.get("vae_tiling")
+        if self.vae_savers is None:
+            self.vae_savers = self.memory_mode != "resident"
+        self._apply_memory_mode()
+        self.last_warnings: list[str] = []
+
+    # ------------------------------------------------------------------ Inpainter protocol
+    def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
+                     progress: Progress = None) -> np.ndarray:
+        cfg = self.cfg
+        self.last_warnings = []
+        count = len(frames)
+        if count > WINDOW_FRAMES or usable_frames(cfg, count) != count:
+            raise ValueError(f"{count} frames: expected at most {WINDOW_FRAMES}"
+                             + ("" if cfg.get("pad_short_clips", True) else " and a 4k+1 count"))
+        if count < WINDOW_FRAMES and cfg.get("pad_short_clips", True):
+            # Shorter windows come out as noise: mirror the clip to 49 frames, cut back after.
+            order = mirrored_indices(count, WINDOW_FRAMES)
+            frames, masks = frames[order], masks[order]
+
+        masks = masks.astype(bool)
+        if cfg.get("first_frame_gt", True):
+            masks[0] = False
+        masked_video = np.where(masks[..., None], np.uint8(0), frames)
+        self._check_prompt_length(prompt)
+
+        steps = cfg.get("num_inference_steps", 50)
+        callback = None
+        if progress is not None:
+            def callback(pipe, step, timestep, tensors):
+                progress(step + 1, steps)
+                return {}
+
+        output = self.pipe(
+            video=masked_video, masks=masks, image=masked_video[0], prompt=prompt,
+            negative_prompt=cfg.get("negative_prompt", ""), num_inference_steps=steps,
+            guidance_scale=cfg.get("guidance_scale", 6.0), use_dynamic_cfg=cfg.get("use_dynamic_cfg", True),
+            generator=torch.Generator().manual_seed(seed), replace_gt=cfg.get("replace_gt", True),
+            mask_add=cfg.get("mask_add", True), callback_on_step_end=callback)
+        result = np.clip(np.round(output.frames[:count] * 255.0), 0, 255).astype(np.uint8)
+        return result
+
+    def reduce_memory(self) -> bool:
+        """OOM ladder: VAE tiling + slicing first, then model CPU offload; False when both are on."""
+        if not self.vae_savers:
+            self.vae_savers = True
+            self._apply_vae_savers()
+            return True
+        if self.memory_mode == "resident" and self.device.type == "cuda":
+            self.pipe.to("cpu")
+            self.memory_mode = "model_offload"
+            self._apply_memory_mode()
+            return True
+        return False
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _load(model_cfg: dict[str, Any]) -> VideoPainterPipeline:
+        base, branch = model_cfg["base_model_path"], model_cfg["branch_path"]
+        if model_cfg.get("create_tiny_if_missing") and not Path(base).exists() and not Path(branch).exists():
+            from vp_ray.models.tiny import write_tiny_tree
+
+            log.info("writing a tiny random checkpoint at %s and %s", base, branch)
+            write_tiny_tree(base, branch)
+        return load_pipeline(base, branch, model_cfg.get("dtype", "bfloat16"))
+
+    def _check_prompt_length(self, prompt: str) -> None:
+        limit = self.pipe.transformer.config.max_text_seq_length
+        tokens = len(self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids)
+        if tokens > limit:
+            message = f"prompt truncated to {limit} of its {tokens} T5 tokens"
+            log.warning(message)
+            self.last_warnings.append(message)
+
+    def _resolve_memory_mode(self) -> str:
+        # `memory_mode`, or `memory` where a config gives the mode under that name (in the base
+        # model config `memory` is the actor's host RAM reservation, a number).
+        chosen = [m for m in (self.cfg.get("memory_mode"), self.cfg.get("memory"))
+                  if isinstance(m, str) and m != "auto"]
+        mode = chosen[0] if chosen else "auto"
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"unknown memory mode {mode!r}: expected one of {', '.join(MEMORY_MODES)}")
+        if self.device.type != "cuda":
+            return "resident"
+        if mode == "auto":
+            free_bytes, _ = torch.cuda.mem_get_info()
+            mode = "resident" if free_bytes / 2**30 >= RESIDENT_MIN_FREE_GB else "model_offload"
+            log.info("memory=auto: %.1f GiB free on the GPU -> %s", free_bytes / 2**30, mode)
+        return mode
+
+    def _apply_memory_mode(self) -> None:
+        self.pipe.remove_all_hooks()
+        if self.memory_mode == "resident":
+            self.pipe.to(self.device)
+        elif self.memory_mode == "model_offload":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            self.pipe.enable_sequential_cpu_offload(device=self.device)
+        self._apply_vae_savers()
+
+    def _apply_vae_savers(self) -> None:
+        if self.vae_savers:
+            self.pipe.vae.enable_slicing()
+            self.pipe.vae.enable_tiling()
+        else:
+            self.pipe.vae.disable_slicing()
+            self.pipe.vae.disable_tiling()
