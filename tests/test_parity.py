@@ -21,9 +21,9 @@ from vp_ray.models.tiny import ensure_tiny_tree
 DATA = Path(__file__).parent / "data" / "parity"
 CASES = ["inpaint49", "demo17"]
 TOLERANCE = 1e-4
-QUANTITIES = ["prompt_input_ids", "negative_input_ids", "prompt_embeds", "negative_prompt_embeds", "timesteps",
-              "guidance_per_step", "rope_cos", "rope_sin", "image_latents", "video_latents", "noise",
-              "mask_latents", "masked_video_latents", "branch_samples_step0", "noise_pred_step0",
+QUANTITIES = ["prompt_input_ids", "negative_input_ids", "prompt_embeds", "negative_prompt_embeds",
+              "timesteps", "guidance_per_step", "rope_cos", "rope_sin", "image_latents", "video_latents",
+              "noise", "mask_latents", "masked_video_latents", "branch_samples_step0", "noise_pred_step0",
               "scheduler_out_step0", "latents_step0", "final_latents", "frames"]
 
 
@@ -73,7 +73,8 @@ def run_case(tree, ref) -> dict[str, np.ndarray]:
                   output_type="np", callback_on_step_end=on_step_end, return_intermediates=True)
     record = output.intermediates
     height, width, frames = int(ref["height"]), int(ref["width"]), int(ref["num_frames"])
-    rope_cos, rope_sin = pipe._prepare_rotary_positional_embeddings(height, width, (frames - 1) // 4 + 1, "cpu")
+    latent_frames = (frames - 1) // 4 + 1
+    rope_cos, rope_sin = pipe._prepare_rotary_positional_embeddings(height, width, latent_frames, "cpu")
 
     def ids(text):
         return pipe.tokenizer([text], padding="max_length", max_length=226, truncation=True,
@@ -91,6 +92,25 @@ def run_case(tree, ref) -> dict[str, np.ndarray]:
         "latents_step0": per_step["latents"][0], "final_latents": record["latents"], "frames": output.frames,
     }
     return {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in values.items()}
+
+
+def test_inpainter_reproduces_the_original_single_clip_demo(parity_tree):
+    """The production path (``VideoPainterInpainter.inpaint_clip``) makes the demo's call."""
+    if not (DATA / "demo17.npz").exists():
+        pytest.skip(f"no parity data: {DATA}/demo17.npz is absent")
+    from vp_ray.models.videopainter import VideoPainterInpainter
+
+    ref = np.load(DATA / "demo17.npz")
+    base, branch = parity_tree
+    inpainter = VideoPainterInpainter({
+        "name": "tiny", "base_model_path": str(base), "branch_path": str(branch), "dtype": "float32",
+        "num_inference_steps": int(ref["num_inference_steps"]),
+        "guidance_scale": float(ref["guidance_scale"]),
+        "use_dynamic_cfg": True, "negative_prompt": "", "first_frame_gt": True, "first_frame_fill": "none",
+        "replace_gt": True, "mask_add": True, "pad_short_clips": False})
+    result = inpainter.inpaint_clip(ref["video"], ref["masks_raw"] > 0, str(ref["prompt"]), int(ref["seed"]))
+    expected = np.round(ref["frames"] * 255.0)
+    assert np.abs(result.astype(np.float64) - expected).max() <= 1.0
 
 
 @pytest.mark.parametrize("quantity", QUANTITIES)

@@ -8,7 +8,7 @@ import torch
 
 from vp_ray.models import usable_frames
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
-from vp_ray.models.videopainter import VideoPainterInpainter, mirrored_indices
+from vp_ray.models.videopainter import VideoPainterInpainter, condition_inputs, mirrored_indices
 
 PROMPT = "a clean road scene"
 
@@ -77,6 +77,20 @@ def test_first_frame_gt_keeps_frame_zero_out_of_the_generation(results):
     assert later_change > 1.0 and frame_zero_change < later_change / 10
 
 
+def test_object_is_blacked_out_and_frame_zero_filled_and_unmasked():
+    frames, masks = clip(num_frames=5)
+    video, cond_masks = condition_inputs(frames, masks, first_frame_gt=True, first_frame_fill="opencv")
+    assert not cond_masks[0].any() and np.array_equal(cond_masks[1:], masks[1:])
+    assert not video[1:][masks[1:]].any()  # the object is gone from the frames the model fills
+    assert video[0][masks[0]].any() and np.array_equal(video[0][~masks[0]], frames[0][~masks[0]])
+
+    demo_video, _ = condition_inputs(frames, masks, first_frame_gt=True, first_frame_fill="none")
+    assert not demo_video[0][masks[0]].any()  # the original demo leaves frame 0's hole black
+
+    video, cond_masks = condition_inputs(frames, masks, first_frame_gt=False, first_frame_fill="opencv")
+    assert np.array_equal(cond_masks, masks) and not video[masks].any()
+
+
 def test_first_frame_latent_is_the_encoded_input_frame(inpainter):
     frames, masks = clip()
     masks[0] = False
@@ -104,8 +118,7 @@ def test_usable_frames_with_and_without_padding():
 
 
 def test_unpadded_clip_must_have_4k_plus_1_frames(tiny_tree, inpainter):
-    unpadded = VideoPainterInpainter.__new__(VideoPainterInpainter)
-    unpadded.__dict__.update(inpainter.__dict__, cfg=tiny_cfg(tiny_tree, pad_short_clips=False))
+    unpadded = VideoPainterInpainter(tiny_cfg(tiny_tree, pad_short_clips=False), pipe=inpainter.pipe)
     frames, masks = clip(num_frames=12)
     with pytest.raises(ValueError, match="4k\\+1"):
         unpadded.inpaint_clip(frames, masks, PROMPT, seed=1)

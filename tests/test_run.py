@@ -66,8 +66,9 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
         truth = ground_truth(tmp_path / "demo" / demo.loc[clip["clip_id"], "ground_truth_path"],
                              clip, cfg)
         score = metrics.psnr(result_frames, truth, mask=masks)
-        # Measured 2026-11-25: 30-36 dB per demo clip at 120x180 (codec included).
-        assert score > 26.0, (clip["clip_id"], score)
+        # Measured at 120x180, codec included: 29.4 dB (landscape: part of its background is
+        # hidden in every frame, so cv2.inpaint guesses it), 41.8 (portrait), 41.4 (odd size).
+        assert score > 27.0, (clip["clip_id"], score)
 
 
 def dilate(masks, size):

@@ -109,6 +109,10 @@ class VideoPainterModelConfig(ModelConfig):
     vae_tiling: Optional[bool] = None
     # Keep frame 0 as the original (its mask is cleared), as the reference scripts do.
     first_frame_gt: bool = True
+    # With first_frame_gt, how frame 0's masked region is filled before it conditions the clip
+    # (the original fills it with FLUX.1-Fill): opencv (cv2.inpaint, Telea) | none (left black,
+    # as the original's single-clip demo does).
+    first_frame_fill: str = "opencv"
     # Re-impose the original background in latent space at every denoising step.
     replace_gt: bool = True
     # Add branch features to background tokens only.

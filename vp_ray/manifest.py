@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from vp_ray import outputs
-from vp_ray.rows import DONE_BEFORE, FAILED, OK
+from vp_ray.rows import DONE_BEFORE, FAILED, OK, coerce
 
 MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
@@ -38,6 +38,7 @@ class Ledger:
     seen: Counter = field(default_factory=Counter)
 
     def add(self, row: dict[str, Any]) -> None:
+        row = coerce(row)
         self.seen[row["clip_id"]] += 1
         if row["status"] == FAILED:
             self.failed.append(row)

@@ -84,6 +84,21 @@ STATUS_COLUMNS = [f.name for f in dataclasses.fields(ClipStatus)]
 ROW_COLUMNS = RECORD_COLUMNS + STATUS_COLUMNS
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ClipRecord) + dataclasses.fields(ClipStatus)
+             if f.default is not dataclasses.MISSING}
+_DEFAULTS.update(clip_id="", video_path="")
+
+
+def coerce(row: dict[str, Any]) -> dict[str, Any]:
+    """Undo Arrow's round trip: nulls (e.g. NaN floats stored as null) back to the field defaults."""
+    out = {}
+    for key, value in row.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = _DEFAULTS.get(key, value)
+        out[key] = value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+    return out
+
+
 def new_row(record: ClipRecord) -> dict[str, Any]:
     return {**dataclasses.asdict(record), **dataclasses.asdict(ClipStatus())}
 
@@ -113,7 +128,7 @@ def run_stage(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict],
     Exceptions never escape: one bad clip must not fail Ray's whole dataset.
     """
     out = []
-    for row in batch.to_dict("records"):
+    for row in map(coerce, batch.to_dict("records")):
         if row["status"] == PENDING:
             start = time.perf_counter()
             try:

@@ -114,12 +114,10 @@ class CogvideoXBranchModel(ModelMixin, ConfigMixin):
             nn.init.zeros_(layer.bias)
 
     @classmethod
-    def from_transformer(cls, transformer: nn.Module, num_layers: int = 2) -> "CogvideoXBranchModel":
-        """A new branch shaped like ``transformer`` (the released one: I2V backbone, 2 layers)."""
-        fields = {k: v for k, v in transformer.config.items()
-                  if k in _init_fields(cls)}
-        fields["num_layers"] = num_layers
-        return cls(**fields)
+    def from_transformer(cls, transformer: nn.Module, num_layers: int = 2) -> CogvideoXBranchModel:
+        """A new (no-op) branch shaped like ``transformer`` (the released one: I2V backbone, 2 layers)."""
+        fields = {k: v for k, v in transformer.config.items() if k in cls._get_init_keys(cls)}
+        return cls(**{**fields, "num_layers": num_layers})
 
     def forward(
         self,
@@ -149,9 +147,3 @@ class CogvideoXBranchModel(ModelMixin, ConfigMixin):
                                 image_rotary_emb=image_rotary_emb)
             samples.append((project(video) * conditioning_scale).to(hidden_states.dtype))
         return samples
-
-
-def _init_fields(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}

@@ -98,7 +98,8 @@ def load_pipeline(base_model_path: str | Path, branch_path: str | Path,
                                                   timestep_spacing="trailing")
     # Eager attention in T5 as in the original (transformers 4.x); SDPA differs by ~1e-4 on the
     # embeddings and T5 runs once per clip (226 tokens), so its speed does not matter.
-    text_encoder = T5EncoderModel.from_pretrained(base / "text_encoder", dtype=dtype, attn_implementation="eager")
+    text_encoder = T5EncoderModel.from_pretrained(base / "text_encoder", dtype=dtype,
+                                                  attn_implementation="eager")
     return VideoPainterPipeline(
         tokenizer=T5Tokenizer.from_pretrained(base / "tokenizer"),
         text_encoder=text_encoder,

@@ -142,7 +142,12 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
 
         video: uint8 [T, H, W, 3] RGB with T = 4k + 1 (the original passes the masked video);
         masks: bool [T, H, W], True where the content is to be generated; image: uint8
-        [H, W, 3] first-frame condition (default ``video[0]``).
+        [H, W, 3] first-frame condition (default ``video[0]``). ``callback_on_step_end(pipe, i, t,
+        {"latents": ...})`` runs after each step (its return value is not used).
+        ``return_intermediates`` fills ``intermediates`` with prompt_embeds,
+        negative_prompt_embeds, image_latents, video_latents, initial_latents, mask_latents,
+        masked_video_latents, the first step's branch_samples, noise_pred (before guidance)
+        and scheduler_output (before replace_gt), and the final latents.
         """
         # 1. Check inputs
         num_frames, height, width = video.shape[:3]
@@ -218,7 +223,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                     noise_pred = self.transformer(
                         hidden_states=latent_model_input, encoder_hidden_states=prompt_embeds,
                         timestep=timestep, image_rotary_emb=image_rotary_emb, return_dict=False)[0].float()
-                if i == 0:  # first-step tensors, for parity checks
+                if return_intermediates and i == 0:
                     record.update(branch_samples=branch_samples, noise_pred=noise_pred)
 
                 self._guidance_scale = guidance_scale
@@ -233,7 +238,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                     noise_pred, old_pred_original_sample, t, timesteps[i - 1] if i > 0 else None, latents,
                     eta=0.0, generator=generator, return_dict=False)
                 latents = latents.to(dtype)
-                if i == 0:
+                if return_intermediates and i == 0:
                     record["scheduler_output"] = latents
 
                 if replace_gt:

@@ -1,9 +1,10 @@
 """``model=videopainter`` / ``model=tiny``: the Inpainter over ``VideoPainterPipeline``.
 
 One instance per actor loads the weights once. Each clip is inpainted the way the original
-single-clip demo calls the pipeline: the masked video (object blacked out) is both the video
-and, through its first frame, the image condition; frame 0's mask is cleared with
-``first_frame_gt``; the generator is seeded per clip.
+scripts call the pipeline: the masked video (object blacked out) is both the video and,
+through its first frame, the image condition; with ``first_frame_gt`` frame 0 is filled
+(``first_frame_fill``) and its mask cleared; the generator is seeded per clip. Clips shorter
+than 49 frames are mirrored to 49 and cut back (``pad_short_clips``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,29 @@ def mirrored_indices(length: int, total: int) -> np.ndarray:
     return np.where(phase < length, phase, period - phase)
 
 
+def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool,
+                     first_frame_fill: str) -> tuple[np.ndarray, np.ndarray]:
+    """The video and masks the pipeline gets, prepared as the original scripts do.
+
+    The object is blacked out in every frame. With ``first_frame_gt`` frame 0 becomes ground
+    truth: its mask is cleared, so frame 0 (after ``first_frame_fill``) is kept and conditions
+    the whole clip. The original fills it with FLUX.1-Fill; ``opencv`` is a light stand-in,
+    ``none`` leaves the hole black as the original's single-clip demo does.
+    """
+    masks = masks.astype(bool)
+    video = np.where(masks[..., None], np.uint8(0), frames)
+    if first_frame_gt:
+        if first_frame_fill == "opencv":
+            import cv2
+
+            video[0] = cv2.inpaint(np.ascontiguousarray(frames[0]), masks[0].astype(np.uint8), 5,
+                                   cv2.INPAINT_TELEA)
+        elif first_frame_fill != "none":
+            raise ValueError(f"unknown first_frame_fill {first_frame_fill!r}: expected opencv or none")
+        masks[0] = False
+    return video, masks
+
+
 class VideoPainterInpainter:
     def __init__(self, model_cfg: dict[str, Any], pipe: VideoPainterPipeline | None = None):
         """Load the checkpoint named by ``model_cfg`` (or use ``pipe``, already built)."""
@@ -71,10 +95,8 @@ class VideoPainterInpainter:
             order = mirrored_indices(count, WINDOW_FRAMES)
             frames, masks = frames[order], masks[order]
 
-        masks = masks.astype(bool)
-        if cfg.get("first_frame_gt", True):
-            masks[0] = False
-        masked_video = np.where(masks[..., None], np.uint8(0), frames)
+        masked_video, masks = condition_inputs(frames, masks, cfg.get("first_frame_gt", True),
+                                               cfg.get("first_frame_fill", "opencv"))
         self._check_prompt_length(prompt)
 
         steps = cfg.get("num_inference_steps", 50)
@@ -90,8 +112,7 @@ class VideoPainterInpainter:
             guidance_scale=cfg.get("guidance_scale", 6.0), use_dynamic_cfg=cfg.get("use_dynamic_cfg", True),
             generator=torch.Generator().manual_seed(seed), replace_gt=cfg.get("replace_gt", True),
             mask_add=cfg.get("mask_add", True), callback_on_step_end=callback)
-        result = np.clip(np.round(output.frames[:count] * 255.0), 0, 255).astype(np.uint8)
-        return result
+        return np.clip(np.round(output.frames[:count] * 255.0), 0, 255).astype(np.uint8)
 
     def reduce_memory(self) -> bool:
         """OOM ladder: VAE tiling + slicing first, then model CPU offload; False when both are on."""
@@ -100,7 +121,6 @@ class VideoPainterInpainter:
             self._apply_vae_savers()
             return True
         if self.memory_mode == "resident" and self.device.type == "cuda":
-            self.pipe.to("cpu")
             self.memory_mode = "model_offload"
             self._apply_memory_mode()
             return True
