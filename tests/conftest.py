@@ -24,9 +24,11 @@ def ray_local():
 def compose_config(overrides: list[str]) -> dict:
     """The plain config ``launch.py`` would build for these command-line overrides."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from vp_ray.config import register_configs, to_plain_config
 
     register_configs()
+    GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
         return to_plain_config(compose("config", overrides=overrides))

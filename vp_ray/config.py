@@ -101,9 +101,6 @@ class VideoPainterModelConfig(ModelConfig):
     # bfloat16 | float16 | float32
     dtype: str = "bfloat16"
     # auto | resident | model_offload | sequential_offload (auto picks by free GPU memory).
-    memory: str = "auto"
-    # The same choice under a name that does not shadow ModelConfig.memory (the actor's host
-    # RAM reservation in bytes); read first when set.
     memory_mode: str = "auto"
     # VAE tiling/slicing: null = follow the memory mode, true/false = force.
     vae_tiling: Optional[bool] = None
@@ -148,6 +145,35 @@ class ClusterConfig:
 
 
 @dataclass
+class Sam2Config:
+    """SAM2, for records whose mask comes from clicks or a box (``sam2=...``)."""
+
+    name: str = MISSING
+    # Model config inside the sam2 package: configs/sam2/sam2_hiera_l.yaml (SAM 2) or
+    # configs/sam2.1/sam2.1_hiera_l.yaml (SAM 2.1); the short sam2_hiera_l.yaml works too.
+    config: str = "configs/sam2/sam2_hiera_l.yaml"
+    checkpoint: str = "ckpt/sam2_hiera_large.pt"
+    # No checkpoint: random weights, for tests and benchmarks (masks are meaningless).
+    random_init: bool = False
+    # Input size of the image encoder (null = the config's, 1024). Smaller is faster, coarser.
+    image_size: Optional[int] = None
+    # auto (GPU if the actor has one) | cpu | cuda
+    device: str = "auto"
+    # auto (shared on GPU clusters, else cpu) | cpu | shared | dedicated: see vp_ray/segment.py.
+    placement: str = "auto"
+    # SAM2 actors; one serves many GPUs (seconds per clip against minutes of inpainting).
+    pool_size: int = 1
+    # shared: GPU fraction per SAM2 actor; each inpainting actor asks for 1 - pool_size * this.
+    gpu_fraction: float = 0.1
+    # dedicated: whole GPUs the SAM2 actors share (the inpainting pool gets the rest).
+    dedicated_gpus: int = 1
+    # A first-frame mask smaller than this many pixels (model frame) is flagged in the manifest.
+    min_mask_area: int = 64
+    # Mask = logits > this.
+    mask_threshold: float = 0.0
+
+
+@dataclass
 class RetryConfig:
     """What happens when a clip runs out of GPU memory (``retry=...``)."""
 
@@ -165,6 +191,7 @@ class Config:
     dataset: Any = MISSING
     model: Any = MISSING
     cluster: Any = MISSING
+    sam2: Any = MISSING
     retry: RetryConfig = field(default_factory=RetryConfig)
     # Results go to <output_dir>/clips/<clip_id>/; the same output_dir resumes a run.
     output_dir: str = MISSING
@@ -197,6 +224,7 @@ def register_configs() -> None:
     cs.store(group="model", name="base_faulty", node=FaultyModelConfig)
     cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
     cs.store(group="retry", name="base_retry", node=RetryConfig)
+    cs.store(group="sam2", name="base_sam2", node=Sam2Config)
 
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers

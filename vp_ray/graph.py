@@ -24,6 +24,7 @@ from tqdm import tqdm
 from vp_ray import outputs, records
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
+from vp_ray.segment import Sam2Placement, plan_placement
 from vp_ray.stages.inpaint import InpaintClips
 from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips
@@ -107,16 +108,16 @@ def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
     return ray.data.read_parquet(plan.path)
 
 
-def inpaint_pool_size(cfg: dict[str, Any]) -> int:
+def inpaint_pool_size(cfg: dict[str, Any], gpus: float) -> int:
+    """One actor per GPU (``gpus``: those left for inpainting), or as configured."""
     model, cluster = cfg["model"], cfg["cluster"]
     if cluster["inpaint_actors"]:
         return int(cluster["inpaint_actors"])
     if model["num_gpus"] > 0:
-        gpus = ray.cluster_resources().get("GPU", 0)
         size = int(gpus // model["num_gpus"])
         if size < 1:
             raise ConfigError(f"model {model['name']!r} needs {model['num_gpus']} GPU(s) per actor "
-                              f"but the Ray cluster has {gpus:g}")
+                              f"but the Ray cluster has {gpus:g} for it")
         return size
     return 1
 
@@ -142,32 +143,36 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
     ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
                         compute=ray.data.TaskPoolStrategy(size=cluster["prepare_concurrency"]),
                         fn_kwargs={"stage": PrepareClips, "args": (cfg,)})
+    gpus = ray.cluster_resources().get("GPU", 0)
+    inpaint_gpus, gpus_for_inpaint = model["num_gpus"], gpus
     if plan.needs_segmentation:
-        ds = add_segment_stage(ds, cfg)
+        placement = plan_placement(cfg["sam2"], model["num_gpus"], gpus)
+        log.info("SAM2 placement: %s", placement)
+        inpaint_gpus, gpus_for_inpaint = placement.inpaint_num_gpus, placement.inpaint_gpus_available
+        ds = add_segment_stage(ds, cfg, placement)
     if not cfg["mask_only"]:
-        size = inpaint_pool_size(cfg)
+        size = inpaint_pool_size(cfg, gpus_for_inpaint)
         pool = (ray.data.ActorPoolStrategy(min_size=1, max_size=None, max_tasks_in_flight_per_actor=1)
                 if cluster["autoscale"] else
                 ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1))
         ds = ds.map_batches(InpaintClips, batch_size=1, batch_format="pandas", compute=pool,
                             fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
                             memory=model["memory"] or None,
-                            **actor_resources(model["num_gpus"], model["num_cpus"]))
+                            **actor_resources(inpaint_gpus, model["num_cpus"]))
     ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
                         compute=ray.data.TaskPoolStrategy(size=cluster["write_concurrency"]),
                         fn_kwargs={"stage": WriteClips, "args": (cfg,)})
     return ds
 
 
-def add_segment_stage(ds: ray.data.Dataset, cfg: dict[str, Any]) -> ray.data.Dataset:
-    from vp_ray.segment import sam2_actor_resources
+def add_segment_stage(ds: ray.data.Dataset, cfg: dict[str, Any], placement: Sam2Placement) -> ray.data.Dataset:
     from vp_ray.stages.segment import SegmentStage
 
-    resources = sam2_actor_resources(cfg, ray.cluster_resources().get("GPU", 0))
     pool = ray.data.ActorPoolStrategy(size=cfg["sam2"]["pool_size"], max_tasks_in_flight_per_actor=1)
+    # A CPU SAM2 actor takes one CPU; a GPU one Ray Data's default of one.
     return ds.map_batches(SegmentStage, batch_size=1, batch_format="pandas", compute=pool,
                           fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
-                          **resources)
+                          **actor_resources(placement.sam2_num_gpus, 1))
 
 
 def _stage_task(batch, stage, args):

@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask_only", action="store_true",
                         help="only segment and write the mask files (fast preview of the click)")
     parser.add_argument("overrides", nargs="*",
-                        help="more config overrides, as for launch.py (e.g. model.memory=resident)")
+                        help="more config overrides, as for launch.py (e.g. model.memory_mode=resident)")
     args = parser.parse_args(argv)
     if (args.click_x is None) != (args.click_y is None):
         parser.error("--click_x and --click_y go together")
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> dict:
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from vp_ray.config import register_configs, to_plain_config
 
@@ -80,6 +81,7 @@ def build_config(args: argparse.Namespace) -> dict:
         overrides += [f"model.num_inference_steps={args.num_inference_steps}",
                       f"model.guidance_scale={args.guidance_scale}"]
     register_configs()
+    GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO_CONF)):
         return to_plain_config(compose("config", overrides=overrides + list(args.overrides)))
 

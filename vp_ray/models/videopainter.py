@@ -146,11 +146,7 @@ class VideoPainterInpainter:
             self.last_warnings.append(message)
 
     def _resolve_memory_mode(self) -> str:
-        # `memory_mode`, or `memory` where a config gives the mode under that name (in the base
-        # model config `memory` is the actor's host RAM reservation, a number).
-        chosen = [m for m in (self.cfg.get("memory_mode"), self.cfg.get("memory"))
-                  if isinstance(m, str) and m != "auto"]
-        mode = chosen[0] if chosen else "auto"
+        mode = self.cfg.get("memory_mode", "auto")
         if mode not in MEMORY_MODES:
             raise ValueError(f"unknown memory mode {mode!r}: expected one of {', '.join(MEMORY_MODES)}")
         if self.device.type != "cuda":

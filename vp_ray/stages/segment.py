@@ -1,0 +1,41 @@
+"""The SAM2 stage: records with clicks or a box get their masks; other records pass through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from vp_ray import segment, video, workdir
+from vp_ray.rows import add_warning, run_stage
+
+PROMPT_KINDS = ("points", "box")
+
+
+class SegmentStage:
+    """A Ray actor holding one SAM2 video predictor."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.segmenter = segment.load_segmenter(cfg["sam2"])
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return run_stage(batch, "segment", self.segment, "time_segment_s")
+
+    def segment(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["mask_kind"] not in PROMPT_KINDS:
+            return row
+        cfg, sam2_cfg = self.cfg, self.cfg["sam2"]
+        frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
+        placement = video.placement_for(row["source_height"], row["source_width"], frames.shape[1],
+                                        frames.shape[2], cfg["resize_mode"])
+        coords = cfg["dataset"]["prompt_coords"]
+        points, box = segment.parse_prompts(row["points"], row["box"], placement, coords)
+        segment.check_prompts(points, box, frames.shape[1], frames.shape[2], placement, coords)
+        masks = self.segmenter.segment_clip(frames, points, box, threshold=sam2_cfg["mask_threshold"])
+        first_area = int(masks[0].sum())
+        if first_area < sam2_cfg["min_mask_area"]:
+            add_warning(row, f"first-frame mask is {'empty' if not first_area else 'tiny'} "
+                             f"({first_area} px): move the click onto the object")
+        row["mask_area"] = workdir.store_masks(row["work_dir"], masks, cfg["dilate_size"])
+        return row
