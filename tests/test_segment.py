@@ -1,187 +1,301 @@
-"""SAM2 mechanics on a random tiny model (masks mean nothing; shapes, prompts and plumbing do)."""
+"""SAM2 mechanics on a random tiny model (masks mean nothing; shapes, prompts and plumbing do),
+its hole filling without the compiled extension, and where its actors are placed."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
+import warnings
+from collections import deque
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from scipy import ndimage
 
-from vp_ray import segment, workdir
+from vp_ray import connected_components, segment, workdir
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.rows import ClipRecord, new_row
+from vp_ray.sam2_placement import Sam2Placement, plan_placement, sam2_actor_resources
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.video import placement_for
 
 TINY = {"config": "configs/sam2/sam2_hiera_t.yaml", "checkpoint": "", "random_init": True,
-        "image_size": 256, "device": "cpu", "placement": "cpu", "pool_size": 1, "gpu_fraction": 0.1,
-        "dedicated_gpus": 1, "min_mask_area": 64, "mask_threshold": 0.0}
+        "image_size": 128, "device": "cpu", "dtype": "bfloat16", "placement": "cpu", "pool_size": 1,
+        "gpu_fraction": 0.1, "num_cpus": 1.0, "min_mask_area": 64, "mask_threshold": 0.0}
 
 
 @pytest.fixture(scope="module")
 def segmenter():
-    torch.manual_seed(0)
     return segment.load_segmenter(TINY)
 
 
-def frames(count=6, height=64, width=96, seed=0):
+def frames(count=5, height=64, width=96, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (count, height, width, 3), dtype=np.uint8)
 
 
-def test_opencv_connected_components_match_a_brute_force_labelling():
-    rng = np.random.default_rng(1)
-    mask = torch.from_numpy(rng.random((3, 1, 20, 30)) > 0.6)
-    labels, areas = segment.connected_components(mask)
+# ----------------------------------------------------------------------------- hole filling
+
+def flood_fill_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force 8-connected labelling: labels and per-pixel component areas."""
+    labels, areas = np.zeros(mask.shape, int), np.zeros(mask.shape, int)
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        label, queue, members = labels.max() + 1, deque([start]), []
+        labels[start] = label
+        while queue:
+            y, x = queue.popleft()
+            members.append((y, x))
+            for ny in range(y - 1, y + 2):
+                for nx in range(x - 1, x + 2):
+                    if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = label
+                        queue.append((ny, nx))
+        for member in members:
+            areas[member] = len(members)
+    return labels, areas
+
+
+@pytest.mark.parametrize("density", [0.2, 0.5, 0.8])
+def test_opencv_components_match_a_brute_force_flood_fill(density):
+    rng = np.random.default_rng(int(density * 10))
+    mask = torch.from_numpy(rng.random((3, 1, 18, 25)) < density)
+    labels, areas = connected_components.connected_components(mask)
+    assert labels.shape == areas.shape == mask.shape and labels.dtype == areas.dtype == torch.int32
     for i in range(3):
-        expected, count = ndimage.label(mask[i, 0].numpy(), structure=np.ones((3, 3)))
-        sizes = np.bincount(expected.ravel())
-        assert ((labels[i, 0].numpy() > 0) == (expected > 0)).all()
-        assert (areas[i, 0].numpy() == np.where(expected > 0, sizes[expected], 0)).all()
-        # Same partition: each of our labels maps onto exactly one reference label.
-        pairs = {(a, b) for a, b in zip(labels[i, 0].numpy().ravel(), expected.ravel()) if b}
-        assert len(pairs) == count
+        expected_labels, expected_areas = flood_fill_components(mask[i, 0].numpy())
+        assert (areas[i, 0].numpy() == expected_areas).all()
+        got = labels[i, 0].numpy()
+        assert ((got > 0) == (expected_labels > 0)).all()
+        # The same partition, numbered differently: labels map one to one.
+        pairs = set(zip(got[got > 0], expected_labels[got > 0]))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
 
 
-def test_missing_compiled_extension_switches_hole_filling_to_opencv():
+def test_hole_filling_runs_without_the_compiled_extension(monkeypatch, caplog):
     import sam2.utils.misc as misc
 
-    uses_c = segment.ensure_postprocessing()
-    assert uses_c or misc.get_connected_components is segment.connected_components
+    monkeypatch.setattr(misc, "get_connected_components", misc.get_connected_components)
+    with caplog.at_level(logging.INFO, logger="vp_ray.connected_components"):
+        connected_components.use_compiled_or_opencv()
+        connected_components.use_compiled_or_opencv()
+    if connected_components.compiled_kernel_error():
+        assert len(caplog.records) == 1 and "OpenCV" in caplog.text  # one line, once
+    scores = torch.full((1, 1, 16, 16), 5.0)
+    scores[0, 0, 2:4, 2:4] = -5.0    # a 4-pixel hole: filled (sam2's video predictor fills up to 8)
+    scores[0, 0, 8:11, 8:11] = -5.0  # a 9-pixel hole: kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sam2 warns when it has to skip the step
+        filled = misc.fill_holes_in_mask_scores(scores, max_area=8)
+    assert (filled[0, 0, 2:4, 2:4] > 0).all() and (filled[0, 0, 8:11, 8:11] < 0).all()
 
 
-def test_a_click_gives_a_mask_on_every_frame(segmenter):
+# ----------------------------------------------------------------------------- segmenting
+
+def test_clicks_and_boxes_give_a_mask_on_every_frame(segmenter):
     clip = frames()
-    masks = segmenter.segment_clip(clip, [(40, 30, 1), (80, 50, 0)])
-    assert masks.shape == (6, 64, 96) and masks.dtype == bool
-    boxed = segmenter.segment_clip(clip, [], box=(10, 10, 60, 50))
-    assert boxed.shape == (6, 64, 96)
-    # State is reset between clips: a second, longer clip works the same way.
-    assert segmenter.segment_clip(frames(count=9, seed=2), [(5, 5, 1)]).shape == (9, 64, 96)
     steps = []
-    segmenter.segment_clip(clip, [(40, 30, 1)], progress=lambda done, total: steps.append((done, total)))
-    assert steps[-1] == (6, 6) and len(steps) == 6
+    masks = segmenter.segment_clip(clip, [(40, 30, 1), (80, 50, 0)], progress=lambda *s: steps.append(s))
+    assert masks.shape == (5, 64, 96) and masks.dtype == bool
+    assert steps == [(i, 5) for i in range(1, 6)]  # propagation reached every frame
+    assert segmenter.segment_clip(clip, [], box=(10, 10, 60, 50)).shape == (5, 64, 96)
+    assert segmenter.segment_clip(clip, [(30, 30, 1)], box=(10, 10, 60, 50)).shape == (5, 64, 96)
+
+
+def test_one_segmenter_serves_clips_of_any_length_and_size_in_a_row(segmenter):
+    first = segmenter.segment_clip(frames(), [(40, 30, 1)])
+    assert segmenter.segment_clip(frames(count=8, height=48, width=80, seed=1), [(5, 5, 1)]).shape == (8, 48, 80)
+    assert segmenter.segment_clip(frames(count=1), [(40, 30, 1)]).shape == (1, 64, 96)
+    # Nothing of the earlier clips is left in the predictor: the first clip comes out the same.
+    assert (segmenter.segment_clip(frames(), [(40, 30, 1)]) == first).all()
+
+
+def test_a_threshold_below_every_logit_marks_every_pixel():
+    everything = segment.load_segmenter({**TINY, "mask_threshold": -1e9})
+    assert everything.segment_clip(frames(count=3), [(40, 30, 1)]).all()
 
 
 @pytest.mark.parametrize("points,box,message", [
-    ([(100, 30, 1)], None, r"click \(100, 30\)"),
-    ([(10, -1, 1)], None, "outside"),
-    ([], (10, 10, 200, 50), "box"),
+    ([(100, 30, 1)], None, r"click \(100, 30\) lies outside the 96x64 frame"),
+    ([(10, -1, 1)], None, r"click \(10, -1\)"),
+    ([], (10, 10, 200, 50), r"box \(10, 10, 200, 50\) goes outside the 96x64 frame"),
     ([], None, "no click or box"),
 ])
-def test_prompts_outside_the_frame_fail_clearly(segmenter, points, box, message):
-    with pytest.raises(ClipError, match=message):
+def test_prompts_outside_the_frame_fail_before_sam2_runs(segmenter, points, box, message):
+    with pytest.raises(ClipError, match=message) as raised:
         segmenter.segment_clip(frames(), points, box)
+    assert raised.value.kind == "bad_input"
 
+
+# ----------------------------------------------------------------------------- prompts
 
 def test_source_coordinates_are_mapped_into_the_model_frame():
-    placement = placement_for(480, 1280, 64, 96, "stretch")
-    points, box = segment.parse_prompts(json.dumps([[640, 240, 1]]), json.dumps([0, 0, 1280, 480]),
-                                        placement, "source")
-    assert points == [(48.0, 32.0, 1)] and box == (0.0, 0.0, 96.0, 64.0)
-    points, _ = segment.parse_prompts(json.dumps([[10, 20, 0]]), "", placement, "model")
-    assert points == [(10.0, 20.0, 0)]
+    stretch = placement_for(480, 1280, 64, 96, "stretch")
+    points, box = segment.parse_prompts("[[640, 240, 1], [0, 0, 0]]", "[0, 0, 1280, 480]", stretch, "source")
+    assert points == [(48.0, 32.0, 1), (0.0, 0.0, 0)] and box == (0.0, 0.0, 96.0, 64.0)
+    pad = placement_for(480, 1280, 64, 96, "pad")  # 1280x480 -> 96x36, 14 px bars above and below
+    assert segment.parse_prompts("[[640, 240, 1]]", "", pad, "source") == ([(48.0, 32.0, 1)], None)
+    assert segment.parse_prompts("[[10, 20, 0]]", "", stretch, "model") == ([(10.0, 20.0, 0)], None)
+
+
+@pytest.mark.parametrize("points,box,mode,message", [
+    ("[[1281, 10, 1]]", "", "stretch", r"click \(1281, 10\) lies outside the 1280x480 source frame"),
+    ("", "[0, 0, 1300, 480]", "stretch", r"box \(0, 0, 1300, 480\) goes outside the 1280x480 source"),
+    ("[[5, 240, 1]]", "", "crop", "resize_mode=crop cuts"),
+    ("[[5, 5, 2]]", "", "stretch", "label 1"),
+    ("[[5, 5]]", "", "stretch", "not JSON"),
+    ("", "[50, 10, 40, 60]", "stretch", "x0 < x1"),
+    ("", "", "stretch", "no click or box"),
+])
+def test_bad_source_prompts_name_the_problem(points, box, mode, message):
+    with pytest.raises(ClipError, match=message):
+        segment.parse_prompts(points, box, placement_for(480, 1280, 64, 96, mode), "source")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def test_sam2_and_sam2_1_model_configs_are_found_by_short_names():
+    assert segment.model_config_name("sam2_hiera_l.yaml") == "configs/sam2/sam2_hiera_l.yaml"
+    assert segment.model_config_name("sam2.1_hiera_l") == "configs/sam2.1/sam2.1_hiera_l.yaml"
+    with pytest.raises(ConfigError, match="known: .*configs/sam2.1/sam2.1_hiera_t.yaml"):
+        segment.model_config_name("sam3_hiera_l.yaml")
 
 
 def test_a_checkpoint_file_in_the_released_format_loads(tmp_path, segmenter):
     path = tmp_path / "sam2_hiera_tiny.pt"
     torch.save({"model": segmenter.predictor.state_dict()}, path)
-    loaded = segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(path)})
+    loaded = segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(path), "image_size": None})
+    assert loaded.predictor.image_size == 1024  # the config's own size
     for name, value in segmenter.predictor.state_dict().items():
         assert torch.equal(loaded.predictor.state_dict()[name], value), name
-    with pytest.raises(ConfigError, match="not found"):
-        segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(tmp_path / "none.pt")})
 
 
-def stage_row(tmp_path, clip, **fields):
-    work = workdir.make_work_dir(tmp_path, "c")
-    workdir.save_array(work, workdir.FRAMES, clip)
-    record = ClipRecord(clip_id="c", video_path="v.mp4", mask_kind="points",
-                        points=json.dumps([[40, 30, 1]]))
-    return {**new_row(record), "work_dir": str(work), "source_height": 64, "source_width": 96, **fields}
+def test_unusable_checkpoints_fail_at_load_with_the_reason(tmp_path, segmenter):
+    missing = tmp_path / "sam2_hiera_large.pt"
+    with pytest.raises(ConfigError, match=f"SAM2 checkpoint not found: {missing}"):
+        segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(missing)})
+    sam2_weights = tmp_path / "sam2.pt"
+    torch.save({"model": segmenter.predictor.state_dict()}, sam2_weights)
+    with pytest.raises(ConfigError, match="does not fit model config configs/sam2.1/sam2.1_hiera_t.yaml"):
+        segment.load_segmenter({**TINY, "config": "sam2.1_hiera_t.yaml", "random_init": False,
+                                "checkpoint": str(sam2_weights)})
+    code = tmp_path / "code.pt"
+    torch.save({"model": ClipRecord("c", "v.mp4")}, code)  # a pickled object, not tensors
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(code)})
 
 
-def stage_cfg():
-    return {"sam2": TINY, "dilate_size": 3, "resize_mode": "stretch", "dataset": {"prompt_coords": "source"}}
+# ----------------------------------------------------------------------------- the stage
+
+def stage_row(tmp_path, clip_id="c", **fields):
+    work = workdir.make_work_dir(tmp_path, clip_id)
+    workdir.save_array(work, workdir.FRAMES, frames())
+    record = ClipRecord(clip_id=clip_id, video_path="v.mp4", mask_kind="points", points="[[80, 60, 1]]")
+    return {**new_row(record), "work_dir": str(work), "source_height": 128, "source_width": 192, **fields}
 
 
-def test_stage_writes_masks_and_flags_an_empty_first_frame(tmp_path):
-    import pandas as pd
+def stage_cfg(**sam2):
+    return {"sam2": {**TINY, **sam2}, "dilate_size": 3, "resize_mode": "stretch",
+            "dataset": {"prompt_coords": "source"}}
 
+
+def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
+    stage = SegmentStage(stage_cfg(mask_threshold=-1e9))  # every pixel: the plumbing is what counts
+    given = pd.DataFrame([stage_row(tmp_path, "click"),
+                          stage_row(tmp_path, "box", mask_kind="box", points="", box="[20, 20, 100, 90]"),
+                          stage_row(tmp_path, "file", mask_kind="npz", points="")])
+    out = stage(given).set_index("clip_id")
+    assert (out.status == "pending").all() and (out.warnings == "").all()
+    for clip_id in ("click", "box"):
+        raw = workdir.load_array(out.work_dir[clip_id], workdir.MASKS_RAW)
+        assert raw.shape == (5, 64, 96) and raw.all() and workdir.has_array(out.work_dir[clip_id], workdir.MASKS)
+        assert out.mask_area[clip_id] == 1.0 and out.time_segment_s[clip_id] > 0
+    assert not workdir.has_array(out.work_dir["file"], workdir.MASKS_RAW)
+    pd.testing.assert_series_equal(out.loc["file"], given.set_index("clip_id").loc["file"], check_dtype=False)
+
+
+def test_stage_warns_when_the_click_misses_on_the_first_frame(tmp_path):
     stage = SegmentStage(stage_cfg())
 
-    class FirstFrameEmpty:
-        def segment_clip(self, clip, points, box=None, threshold=0.0):
+    class MissesFrameZero:
+        def segment_clip(self, clip, points, box=None):
             masks = np.zeros(clip.shape[:3], bool)
             masks[1:, 10:20, 10:20] = True
             return masks
 
-    stage.segmenter = FirstFrameEmpty()
-    out = stage(pd.DataFrame([stage_row(tmp_path, frames())])).iloc[0]
-    assert out.status == "pending" and "first-frame mask is empty" in out.warnings
-    assert workdir.load_array(out.work_dir, workdir.MASKS_RAW)[1:, 10:20, 10:20].all()
-    assert workdir.load_array(out.work_dir, workdir.MASKS).sum() > workdir.load_array(
-        out.work_dir, workdir.MASKS_RAW).sum()  # dilated
+    stage.segmenter = MissesFrameZero()
+    out = stage(pd.DataFrame([stage_row(tmp_path)])).iloc[0]
+    assert out.status == "pending"
+    assert out.warnings == "first-frame mask is empty (0 px): move the click onto the object"
+    raw, dilated = (workdir.load_array(out.work_dir, name) for name in (workdir.MASKS_RAW, workdir.MASKS))
+    assert raw[1:, 10:20, 10:20].all() and dilated.sum() > raw.sum()
 
 
 def test_stage_fails_a_click_outside_the_source_frame(tmp_path):
-    import pandas as pd
-
-    stage = SegmentStage(stage_cfg())
-    row = stage_row(tmp_path, frames(), points=json.dumps([[500, 30, 1]]))
-    out = stage(pd.DataFrame([row])).iloc[0]
-    assert out.status == "failed" and out.failed_stage == "segment"
-    assert "outside the 96x64 source frame" in out.error
+    out = SegmentStage(stage_cfg())(pd.DataFrame([stage_row(tmp_path, points="[[500, 30, 1]]")])).iloc[0]
+    assert (out.status, out.failed_stage, out.error_type) == ("failed", "segment", "bad_input")
+    assert "click (500, 30) lies outside the 192x128 source frame" in out.error
 
 
-def test_placement_modes():
-    cfg = {**TINY, "placement": "shared", "pool_size": 2, "gpu_fraction": 0.1}
-    shared = segment.plan_placement(cfg, 1.0, 8)
-    assert (shared.sam2_num_gpus, shared.inpaint_num_gpus, shared.inpaint_gpus_available) == (0.1, 0.8, 8)
-    dedicated = segment.plan_placement({**cfg, "placement": "dedicated"}, 1.0, 8)
-    assert (dedicated.sam2_num_gpus, dedicated.inpaint_num_gpus, dedicated.inpaint_gpus_available) == (0.5, 1.0, 7)
-    assert segment.plan_placement({**cfg, "placement": "auto"}, 1.0, 0).mode == "cpu"
-    with pytest.raises(ConfigError):
-        segment.plan_placement({**cfg, "gpu_fraction": 0.6}, 1.0, 8)
+# ----------------------------------------------------------------------------- placement
+
+def test_placement_modes_split_the_gpus():
+    cfg = {**TINY, "pool_size": 2}
+    assert plan_placement({**cfg, "placement": "shared"}, 1, 8) == Sam2Placement("shared", 0.1, 0.8, 8)
+    assert plan_placement({**cfg, "placement": "dedicated"}, 1, 8) == Sam2Placement("dedicated", 1.0, 1, 6)
+    assert plan_placement({**cfg, "placement": "auto"}, 1, 8).mode == "shared"
+    assert plan_placement({**cfg, "placement": "auto"}, 0, 8).mode == "cpu"  # a CPU inpainter
+    assert plan_placement({**cfg, "placement": "auto"}, 1, 0).mode == "cpu"
+    run = {"sam2": {**cfg, "placement": "auto"}, "model": {"num_gpus": 1}}
+    assert sam2_actor_resources(run, 8) == {"num_gpus": 0.1}
+    assert sam2_actor_resources({**run, "model": {"num_gpus": 0}}, 8) == {"num_gpus": 0.0, "num_cpus": 1.0}
+    for bad, gpus in [({"gpu_fraction": 0.3}, 8), ({"placement": "dedicated", "pool_size": 8}, 8),
+                      ({"placement": "shared"}, 0), ({"placement": "spread"}, 8)]:
+        with pytest.raises(ConfigError):
+            plan_placement({**cfg, "placement": "shared", **bad}, 1, gpus)
 
 
 PLACEMENT_SCRIPT = textwrap.dedent('''
-    import json, sys, ray
-    from vp_ray.segment import plan_placement
-    gpus, sam2_actors, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+    import json, ray
+    from vp_ray.sam2_placement import plan_placement
+    GPUS = 4
+    ray.init(num_cpus=2, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=0)
     class Probe:
-        def where(self):
+        def gpus(self):
             return ray.get_gpu_ids()
 
-    if mode == "naive":   # the trap: fractional SAM2 actors first, then 0.75-GPU inpainters
-        sam2_gpus, inpaint_gpus, inpaint_count = 0.25, 0.75, gpus
-    else:
-        cfg = {"placement": mode, "pool_size": sam2_actors, "gpu_fraction": 0.1, "dedicated_gpus": 1}
-        p = plan_placement(cfg, 1.0, gpus)
-        sam2_gpus, inpaint_gpus, inpaint_count = p.sam2_num_gpus, p.inpaint_num_gpus, int(p.inpaint_gpus_available)
-    sam2 = [Probe.options(num_gpus=sam2_gpus).remote() for _ in range(sam2_actors)]
-    ray.get([a.where.remote() for a in sam2])           # SAM2 pool placed first: the worst case
-    inpaint = [Probe.options(num_gpus=inpaint_gpus).remote() for _ in range(inpaint_count)]
-    ready, _ = ray.wait([a.where.remote() for a in inpaint], num_returns=inpaint_count, timeout=20)
-    print(json.dumps({"wanted": inpaint_count, "placed": len(ready),
-                      "gpus": sorted(str(ray.get(r)) for r in ready)}))
+    def place(sam2_count, sam2_gpus, inpaint_gpus, inpaint_count, wait_s):
+        sam2 = [Probe.options(num_gpus=sam2_gpus).remote() for _ in range(sam2_count)]
+        ray.get([a.gpus.remote() for a in sam2])  # the SAM2 pool is placed first: the worst case
+        inpaint = [Probe.options(num_gpus=inpaint_gpus).remote() for _ in range(inpaint_count)]
+        ready, _ = ray.wait([a.gpus.remote() for a in inpaint], num_returns=inpaint_count, timeout=wait_s)
+        placed = [ray.get(r) for r in ready]
+        for actor in sam2 + inpaint:
+            ray.kill(actor)
+        return {"wanted": inpaint_count, "placed": placed}
+
+    p = plan_placement({"placement": "auto", "pool_size": 3, "gpu_fraction": 0.1}, 1, GPUS)
+    result = {"auto": place(3, p.sam2_num_gpus, p.inpaint_num_gpus, int(p.inpaint_gpus_available), 60)}
+    p = plan_placement({"placement": "dedicated", "pool_size": 1}, 1, GPUS)
+    result["dedicated"] = place(1, p.sam2_num_gpus, p.inpaint_num_gpus, int(p.inpaint_gpus_available), 60)
+    result["quarter_gpus"] = place(3, 0.25, 0.75, GPUS, 3)  # the trap, for contrast
+    print(json.dumps(result))
 ''')
 
 
-@pytest.mark.parametrize("mode,expect_all", [("shared", True), ("dedicated", True), ("naive", False)])
-def test_every_inpainting_actor_is_placed_next_to_the_sam2_pool(mode, expect_all):
-    done = subprocess.run([sys.executable, "-c", PLACEMENT_SCRIPT, "4", "3", mode],
-                          capture_output=True, text=True, timeout=180)
+def test_default_placement_leaves_every_gpu_an_inpainting_actor():
+    """4 logical GPUs, 3 SAM2 actors placed first, then one inpainting actor per GPU."""
+    done = subprocess.run([sys.executable, "-c", PLACEMENT_SCRIPT], capture_output=True, text=True, timeout=180)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    if expect_all:
-        assert result["placed"] == result["wanted"], result
-        assert len(set(result["gpus"])) == result["wanted"]  # one per GPU
-    else:
-        assert result["placed"] < result["wanted"], result  # shows the trap is real
+    shared = result["auto"]  # 3 x 0.1 GPU for SAM2, 4 x 0.7 GPU for inpainting
+    assert shared["wanted"] == 4 and sorted(map(tuple, shared["placed"])) == [(0,), (1,), (2,), (3,)]
+    dedicated = result["dedicated"]  # 1 whole GPU for SAM2, the other 3 for inpainting
+    assert dedicated["wanted"] == 3 and len({tuple(g) for g in dedicated["placed"]}) == 3
+    trap = result["quarter_gpus"]  # 3 x 0.25 packed onto GPU 0: its inpainting actor never starts
+    assert len(trap["placed"]) == 3

@@ -150,26 +150,34 @@ class Sam2Config:
 
     name: str = MISSING
     # Model config inside the sam2 package: configs/sam2/sam2_hiera_l.yaml (SAM 2) or
-    # configs/sam2.1/sam2.1_hiera_l.yaml (SAM 2.1); the short sam2_hiera_l.yaml works too.
+    # configs/sam2.1/sam2.1_hiera_l.yaml (SAM 2.1); short names (sam2.1_hiera_l.yaml) work too.
+    # It must match the checkpoint's generation.
     config: str = "configs/sam2/sam2_hiera_l.yaml"
+    # Released checkpoint file ({"model": state_dict}), e.g. sam2_hiera_large.pt or sam2.1_hiera_large.pt.
     checkpoint: str = "ckpt/sam2_hiera_large.pt"
     # No checkpoint: random weights, for tests and benchmarks (masks are meaningless).
     random_init: bool = False
-    # Input size of the image encoder (null = the config's, 1024). Smaller is faster, coarser.
+    # Input size of the image encoder (null = the config's 1024). Smaller is faster and coarser;
+    # a multiple of 32 is safest (the tests use 128).
     image_size: Optional[int] = None
-    # auto (GPU if the actor has one) | cpu | cuda
+    # auto (cuda if the actor sees a GPU) | cpu | cuda
     device: str = "auto"
-    # auto (shared on GPU clusters, else cpu) | cpu | shared | dedicated: see vp_ray/segment.py.
+    # Autocast dtype on CUDA: bfloat16 (as sam2's demos) | float16 | float32 (no autocast). CPU runs float32.
+    dtype: str = "bfloat16"
+    # Where SAM2 actors go: auto (shared when inpainting actors take one whole GPU each, else cpu)
+    # | cpu | shared | dedicated. The reasons are in vp_ray/sam2_placement.py.
     placement: str = "auto"
     # SAM2 actors; one serves many GPUs (seconds per clip against minutes of inpainting).
+    # dedicated: also the number of GPUs taken from inpainting.
     pool_size: int = 1
-    # shared: GPU fraction per SAM2 actor; each inpainting actor asks for 1 - pool_size * this.
+    # shared: GPU share of each SAM2 actor; each inpainting actor asks for 1 - pool_size * this
+    # (pool_size * gpu_fraction must stay below 0.5).
     gpu_fraction: float = 0.1
-    # dedicated: whole GPUs the SAM2 actors share (the inpainting pool gets the rest).
-    dedicated_gpus: int = 1
+    # CPUs reserved per SAM2 actor (raise it with placement=cpu so Ray does not oversubscribe).
+    num_cpus: float = 1.0
     # A first-frame mask smaller than this many pixels (model frame) is flagged in the manifest.
     min_mask_area: int = 64
-    # Mask = logits > this.
+    # Mask = logits > this (0.0 = probability 0.5, as sam2's demos).
     mask_threshold: float = 0.0
 
 

@@ -3,8 +3,9 @@
 Each clip is a smooth coloured static background with a moving object composited over it.
 The object's exact mask is saved as a VPData ``all_masks.npz`` and the clean background as
 ``background.mp4``, so results can be scored. Clips differ on purpose: one landscape at the
-target size, one portrait, one whose size is no multiple of 8, one at 24 fps (resampled to 8), and in
-the first the object barely moves, so part of the background is never visible.
+target size, one portrait (3:4, 480x360 by default), one of an awkward size (even, as H.264 4:2:0 requires, but
+no multiple of 8), one at 24 fps (resampled to 8). In the first the object barely moves, so part
+of the background is never visible and the classic inpainter must guess it.
 """
 
 from __future__ import annotations
@@ -54,17 +55,34 @@ def moving_object(height: int, width: int, count: int, travel: float,
     return np.stack(masks), rng.integers(0, 256, size=3).astype(np.uint8)
 
 
+def _is_complete(folder: Path, params: dict) -> bool:
+    """Written with these parameters, and no file since deleted (the stamp is written last)."""
+    csv, stamp = folder / "demo.csv", folder / "demo.json"
+    try:
+        if json.loads(stamp.read_text()) != params:
+            return False
+        rows = pd.read_csv(csv)
+    except (OSError, ValueError):
+        return False
+    columns = ("video_path", "mask_path", "ground_truth_path")
+    return all((folder / row[c]).is_file() for row in rows.to_dict("records") for c in columns)
+
+
 def ensure_demo_dataset(folder: str | Path, *, num_clips: int = 4, num_frames: int = 24, fps: float = 8.0,
                         height: int = 480, width: int = 720, seed: int = 0) -> Path:
-    """Write the demo clips and ``demo.csv`` under ``folder`` unless they are already there."""
+    """Write the demo clips and ``demo.csv`` under ``folder`` unless they are already there.
+
+    Returns the CSV's path. Its columns follow the generic layout (paths relative to ``folder``).
+    """
     folder = Path(folder)
     params = {"num_clips": num_clips, "num_frames": num_frames, "fps": fps, "height": height,
               "width": width, "seed": seed, "version": 1}
     csv = folder / "demo.csv"
     stamp = folder / "demo.json"
-    if csv.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == params:
+    if _is_complete(folder, params):
         return csv
     folder.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)  # an interrupted rewrite must not pass for a complete one
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(num_clips):

@@ -79,6 +79,20 @@ def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
     return DatasetPlan(path=path, format=fmt, columns=columns, total=total, duplicates=duplicates)
 
 
+def check_weights(cfg: dict[str, Any], plan: DatasetPlan) -> None:
+    """Missing weights fail here, naming every file, before any actor starts loading them."""
+    model = cfg["model"]
+    if model["name"] in ("videopainter", "tiny") and not cfg["mask_only"] \
+            and not model["create_tiny_if_missing"]:
+        from vp_ray.models.checkpoint import require_complete
+
+        require_complete(model["base_model_path"], model["branch_path"])
+    sam2 = cfg["sam2"]
+    if plan.needs_segmentation and not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
+        raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (the dataset has click/box "
+                          "prompts; see ckpt/README.md)")
+
+
 def connect(cluster: dict[str, Any]) -> None:
     if ray.is_initialized():
         return
@@ -193,6 +207,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     output_dir = Path(cfg["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_dataset(cfg)
+    check_weights(cfg, plan)
     if plan.needs_segmentation:
         log.info("dataset has click/box prompts: SAM2 stage enabled")
     stale = outputs.remove_stale_temporaries(output_dir)

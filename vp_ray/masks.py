@@ -7,6 +7,7 @@ same source frame numbers as the video, and checked against the video's size.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -16,72 +17,104 @@ import numpy as np
 from vp_ray.errors import ClipError
 
 
-def _check(masks: np.ndarray, indices: np.ndarray, expect_hw: tuple[int, int], source: str) -> np.ndarray:
+def _pick(masks: np.ndarray, indices: np.ndarray, expect_hw: tuple[int, int], source: str) -> np.ndarray:
+    """The frames ``indices`` of ``masks`` [frames, H, W], after checking its shape against the video."""
     if masks.ndim != 3:
         raise ClipError(f"masks in {source} have shape {masks.shape}; expected [frames, height, width]",
                         kind="mask")
     if tuple(masks.shape[1:]) != tuple(expect_hw):
-        raise ClipError(f"masks in {source} have shape {masks.shape[1]}x{masks.shape[2]} but the video is "
-                        f"{expect_hw[0]}x{expect_hw[1]} (height x width)", kind="mask")
-    needed = int(indices.max()) + 1 if len(indices) else 0
+        raise ClipError(f"masks in {source} have shape {masks.shape[1]}x{masks.shape[2]} but the video "
+                        f"is {expect_hw[0]}x{expect_hw[1]} (height x width)", kind="mask")
+    needed = int(np.max(indices)) + 1 if len(indices) else 0
     if len(masks) < needed:
         raise ClipError(f"{source} has {len(masks)} mask frames but the clip needs source frame "
                         f"{needed - 1} (at least {needed} frames)", kind="mask")
     return masks[indices]
 
 
-def load_npz_masks(path: str | os.PathLike, mask_id: int, indices: np.ndarray,
-                   expect_hw: tuple[int, int]) -> np.ndarray:
-    """VPData ``all_masks.npz``: a uint8 label map [frames, H, W]; the object is ``labels == mask_id``."""
+def _read_label_map(path: str | os.PathLike) -> np.ndarray:
     if not os.path.isfile(path):
         raise ClipError(f"mask file not found: {path}", kind="mask")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a plain .npy holding the label map
+            return loaded
+        with loaded as archive:
             keys = list(archive.keys())
+            # VPData uses arr_0 (np.savez's default name); accept any name for a single array.
             key = "arr_0" if "arr_0" in keys else keys[0] if len(keys) == 1 else None
             if key is None:
-                raise ClipError(f"{path} holds arrays {keys}; expected arr_0", kind="mask")
-            labels = archive[key]
+                raise ClipError(f"{path} holds arrays {keys}; expected one, named arr_0", kind="mask")
+            return archive[key]
     except ClipError:
         raise
-    except (OSError, ValueError, EOFError) as error:
-        raise ClipError(f"cannot read mask file {path}: {error}", kind="mask") from None
-    clip_labels = _check(labels, indices, expect_hw, str(path))
-    masks = clip_labels == mask_id
+    except Exception as error:  # noqa: BLE001 - zip, zlib, format and OS errors all mean unreadable
+        raise ClipError(f"cannot read mask file {path}: {type(error).__name__}: {error}", kind="mask") from None
+
+
+def load_npz_masks(path: str | os.PathLike, mask_id: int, indices: np.ndarray,
+                   expect_hw: tuple[int, int]) -> np.ndarray:
+    """VPData ``all_masks.npz``: a uint8 label map [frames, H, W] indexed like the whole source
+    video; the object is ``labels == mask_id``. Returns the masks of the source frames ``indices``.
+    """
+    labels = _read_label_map(path)
+    masks = _pick(labels, indices, expect_hw, str(path)) == mask_id
     if not masks.any() and not (labels == mask_id).any():
-        present = [int(v) for v in np.unique(clip_labels) if v != 0]
+        present = [int(v) for v in np.unique(labels) if v != 0]
         raise ClipError(f"mask_id {mask_id} does not occur in {path}; object ids present: "
-                        f"{present[:10]}", kind="mask")
-    return masks  # may be empty on these frames: the caller reports an empty mask
+                        f"{present[:10]}{' ...' if len(present) > 10 else ''}", kind="mask")
+    return masks  # may be empty on these frames only: the caller reports an empty mask
 
 
 def load_mask_video(path: str | os.PathLike, indices: np.ndarray, expect_hw: tuple[int, int]) -> np.ndarray:
+    """A mask video: the object is where any channel is above 127 (robust to codec noise)."""
     from vp_ray.video import read_video
 
     if not os.path.isfile(path):
         raise ClipError(f"mask video not found: {path}", kind="mask")
-    frames, _ = read_video(path)
-    return _check(frames.max(axis=-1) > 127, indices, expect_hw, str(path))
+    needed = int(np.max(indices)) + 1 if len(indices) else 1
+    try:
+        frames, _ = read_video(path, max_frames=needed)
+    except ClipError as error:
+        raise ClipError(f"mask video: {error}", kind="mask") from None
+    return _pick(frames.max(axis=-1) > 127, indices, expect_hw, str(path))
+
+
+def _natural_key(path: Path) -> list:
+    """frame_2.png before frame_10.png."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _binary(image: np.ndarray) -> np.ndarray:
+    """A mask image (grey, RGB or RGBA; 8 or 16 bit) -> bool, object where any colour channel is bright."""
+    if image.ndim == 3:
+        image = image[..., :3].max(axis=-1)
+    return image > np.iinfo(image.dtype).max // 2
 
 
 def load_png_masks(folder: str | os.PathLike, indices: np.ndarray, expect_hw: tuple[int, int]) -> np.ndarray:
-    files = sorted(Path(folder).glob("*.png")) if Path(folder).is_dir() else []
+    """A folder of PNG masks, one per source frame, in natural file-name order."""
+    files = sorted(Path(folder).glob("*.png"), key=_natural_key) if Path(folder).is_dir() else []
     if not files:
-        raise ClipError(f"no PNG masks in {folder}", kind="mask")
-    needed = int(indices.max()) + 1
+        raise ClipError(f"no PNG masks in {folder} (missing folder, or no *.png in it)", kind="mask")
+    needed = int(np.max(indices)) + 1 if len(indices) else 0
     if len(files) < needed:
-        raise ClipError(f"{folder} has {len(files)} PNG masks but the clip needs {needed}", kind="mask")
+        raise ClipError(f"{folder} has {len(files)} PNG mask frames but the clip needs source frame "
+                        f"{needed - 1} (at least {needed} frames)", kind="mask")
     masks = []
     for i in indices:
-        image = cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imread(str(files[i]), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise ClipError(f"cannot read mask {files[i]}", kind="mask")
-        masks.append(image > 127)
-    return _check(np.stack(masks), np.arange(len(indices)), expect_hw, str(folder))
+            raise ClipError(f"cannot read mask image {files[i]}", kind="mask")
+        if image.shape[:2] != tuple(expect_hw):
+            raise ClipError(f"mask image {files[i]} has shape {image.shape[0]}x{image.shape[1]} but the "
+                            f"video is {expect_hw[0]}x{expect_hw[1]} (height x width)", kind="mask")
+        masks.append(_binary(image))
+    return np.stack(masks) if masks else np.zeros((0, *expect_hw), bool)
 
 
 def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
-    """Grow each mask with a size x size box kernel, so the fill covers the object's fringe."""
+    """Grow each mask with a size x size box kernel, so the fill also covers the object's fringe."""
     if size <= 0:
         return masks.astype(bool)
     kernel = np.ones((size, size), np.uint8)
@@ -89,14 +122,19 @@ def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def save_vpdata_masks(path: str | os.PathLike, masks: np.ndarray) -> None:
-    """Write masks as a VPData ``all_masks.npz`` (arr_0 label map, object = 1), atomically."""
+    """Write masks as a VPData ``all_masks.npz`` (arr_0 uint8 label map, object = mask_id 1), atomically."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npz")
-    np.savez_compressed(tmp, arr_0=np.asarray(masks, bool).astype(np.uint8))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, arr_0=np.asarray(masks, bool).astype(np.uint8))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def mask_stats(masks: np.ndarray) -> dict[str, float]:
+    """Area fraction over the clip and on frame 0, and how many frames have no object."""
     per_frame = masks.reshape(len(masks), -1).mean(axis=1)
     return {"area": float(per_frame.mean()), "area_frame0": float(per_frame[0]),
             "empty_frames": int((per_frame == 0).sum())}

@@ -1,13 +1,12 @@
 """SAM2 segmentation: clicks or a box on frame 0 -> a mask on every frame.
 
 Built on the official ``sam2`` package's video predictor (``init_state``,
-``add_new_points_or_box``, ``propagate_in_video``). Two things are ours:
+``add_new_points_or_box``, ``propagate_in_video``, ``reset_state``). What is ours:
 
-* frames come from memory (sam2's ``init_state`` reads a JPEG folder or an mp4 through
-  decord): we hand it the already-decoded frames, preprocessed exactly as its loader does;
-* sam2's hole-filling post-processing needs its compiled ``_C`` extension, which is often
-  missing or built for another torch (``undefined symbol``). Without it sam2 silently skips
-  the step; we put an OpenCV implementation of the same function in its place instead.
+* frames come from memory (``init_state`` reads a JPEG folder or an mp4): the prepared clip
+  is handed to it directly, preprocessed as its loader does, with no JPEG round trip;
+* prompts are checked and mapped from source pixels into the model frame before SAM2 sees them;
+* hole filling works without sam2's compiled extension (``vp_ray.connected_components``).
 """
 
 from __future__ import annotations
@@ -15,188 +14,168 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+import math
+import os
+import pickle
 from typing import Any, Callable, Optional
 
-import cv2
 import numpy as np
 
+from vp_ray.connected_components import use_compiled_or_opencv
 from vp_ray.errors import ClipError, ConfigError
+from vp_ray.sam2_placement import Sam2Placement, plan_placement  # noqa: F401 - imported from here by graph.py
 
 log = logging.getLogger(__name__)
-IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # sam2's load_video_frames defaults
 IMAGE_STD = (0.229, 0.224, 0.225)
+DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": None}
 
-
-# ----------------------------------------------------------------------------- _C fallback
-
-def connected_components(mask):
-    """OpenCV twin of sam2's ``_C.get_connected_componnets`` (8-connectivity).
-
-    mask: [N, 1, H, W] tensor, nonzero = foreground. Returns (labels, areas), both
-    [N, 1, H, W] int32: component label per foreground pixel (0 = background) and the
-    area of the pixel's component (0 = background).
-    """
-    import torch
-
-    binary = (mask > 0).to(torch.uint8).cpu().numpy()
-    labels = np.zeros(binary.shape, np.int32)
-    areas = np.zeros(binary.shape, np.int32)
-    for i in range(binary.shape[0]):
-        _, lab, stats, _ = cv2.connectedComponentsWithStats(binary[i, 0], connectivity=8)
-        labels[i, 0] = lab
-        areas[i, 0] = np.where(lab > 0, stats[lab, cv2.CC_STAT_AREA], 0)
-    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(areas).to(mask.device)
-
-
-def ensure_postprocessing() -> bool:
-    """Use sam2's compiled ``_C`` if it works, else our OpenCV version. True if ``_C`` is used."""
-    import sam2.utils.misc as misc
-    import torch
-
-    try:
-        from sam2 import _C
-
-        _C.get_connected_componnets(torch.zeros(1, 1, 4, 4, dtype=torch.uint8))
-        return True
-    except Exception as error:  # noqa: BLE001 - ImportError, undefined symbol, no CUDA ...
-        if misc.get_connected_components is not connected_components:
-            log.info("sam2's _C extension is unavailable (%s); hole filling uses OpenCV instead",
-                     str(error).splitlines()[0][:120])
-            misc.get_connected_components = connected_components
-        return False
-
-
-# ----------------------------------------------------------------------------- placement
-
-@dataclass(frozen=True)
-class Sam2Placement:
-    """Resources of the SAM2 pool and what is left per inpainting actor.
-
-    Fractional GPUs pack onto the first GPUs instead of spreading, so "SAM2 at 0.25 next to
-    VideoPainter at 0.75 on every GPU" silently loses inpainting actors once the SAM2 pool
-    has more than one actor. The modes below are safe whatever Ray packs where:
-
-    * ``cpu``: SAM2 runs on CPUs; inpainting actors keep whole GPUs.
-    * ``shared``: k SAM2 actors take ``gpu_fraction`` each and every inpainting actor asks
-      for ``1 - k * gpu_fraction``: even if all k land on one GPU, that GPU still has room
-      for its inpainting actor, so all N are placed.
-    * ``dedicated``: the k SAM2 actors share ``dedicated_gpus`` whole GPUs (packing is then
-      what we want); the inpainting pool gets the other GPUs.
-    """
-
-    mode: str
-    sam2_num_gpus: float
-    inpaint_num_gpus: float
-    inpaint_gpus_available: float
-
-
-def plan_placement(sam2_cfg: dict[str, Any], model_num_gpus: float, cluster_gpus: float) -> Sam2Placement:
-    mode = sam2_cfg["placement"]
-    if mode == "auto":
-        mode = "shared" if cluster_gpus >= 1 and model_num_gpus > 0 else "cpu"
-    size = sam2_cfg["pool_size"]
-    if mode == "cpu":
-        return Sam2Placement("cpu", 0.0, model_num_gpus, cluster_gpus)
-    if cluster_gpus < 1:
-        raise ConfigError(f"sam2.placement={mode} needs GPUs but the Ray cluster has none")
-    if mode == "shared":
-        taken = size * sam2_cfg["gpu_fraction"]
-        if not 0 < taken < model_num_gpus:
-            raise ConfigError(f"sam2.pool_size x sam2.gpu_fraction = {taken:g} must be below the "
-                              f"inpainting actor's {model_num_gpus:g} GPU")
-        return Sam2Placement("shared", sam2_cfg["gpu_fraction"], round(model_num_gpus - taken, 4),
-                             cluster_gpus)
-    if mode == "dedicated":
-        dedicated = sam2_cfg["dedicated_gpus"]
-        if dedicated >= cluster_gpus:
-            raise ConfigError(f"sam2.dedicated_gpus={dedicated} leaves no GPU for inpainting "
-                              f"(cluster has {cluster_gpus:g})")
-        return Sam2Placement("dedicated", dedicated / size, model_num_gpus, cluster_gpus - dedicated)
-    raise ConfigError(f"sam2.placement {mode!r} is not auto, cpu, shared or dedicated")
+Point = tuple[float, float, int]
+Box = tuple[float, float, float, float]
 
 
 # ----------------------------------------------------------------------------- prompts
 
-def parse_prompts(points_json: str, box_json: str, placement=None, coords: str = "source"):
-    """Points ``[(x, y, label)]`` and box ``(x0, y0, x1, y1)`` in the model frame's pixels."""
+def _outside(x: float, y: float, width: float, height: float) -> bool:
+    return not (0 <= x <= width and 0 <= y <= height)
+
+
+def _read_points(points_json: str) -> list[Point]:
+    try:
+        raw = json.loads(points_json) if points_json else []
+        points = [(float(x), float(y), int(label)) for x, y, label in raw]
+    except (ValueError, TypeError) as error:
+        raise ClipError(f"points {points_json!r} are not JSON [[x, y, label], ...] ({error})") from None
+    for x, y, label in points:
+        if label not in (0, 1) or not (math.isfinite(x) and math.isfinite(y)):
+            raise ClipError(f"point ({x:g}, {y:g}, {label}) needs finite x, y and label 1 (object) "
+                            "or 0 (background)")
+    return points
+
+
+def _read_box(box_json: str) -> Optional[Box]:
+    if not box_json:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in json.loads(box_json))
+    except (ValueError, TypeError) as error:
+        raise ClipError(f"box {box_json!r} is not JSON [x0, y0, x1, y1] ({error})") from None
+    if not (x0 < x1 and y0 < y1):
+        raise ClipError(f"box {box_json} needs x0 < x1 and y0 < y1")
+    return x0, y0, x1, y1
+
+
+def check_prompts(points: list[Point], box: Optional[Box], width: float, height: float,
+                  frame: str = "frame") -> None:
+    """Raise a ClipError naming any click or box corner outside the ``width x height`` frame."""
+    if not points and box is None:
+        raise ClipError("no click or box to segment from")
+    for x, y, _ in points:
+        if _outside(x, y, width, height):
+            raise ClipError(f"click ({x:g}, {y:g}) lies outside the {width:g}x{height:g} {frame}")
+    if box is not None and (_outside(*box[:2], width, height) or _outside(*box[2:], width, height)):
+        raise ClipError(f"box ({', '.join(f'{v:g}' for v in box)}) goes outside the "
+                        f"{width:g}x{height:g} {frame}")
+
+
+def parse_prompts(points_json: str, box_json: str, placement=None,
+                  coords: str = "source") -> tuple[list[Point], Optional[Box]]:
+    """A record's ``points`` and ``box`` JSON -> clicks ``[(x, y, label)]`` and a box
+    ``(x0, y0, x1, y1)`` in the model frame's pixels.
+
+    ``coords="source"``: the JSON holds source-video pixels; they are checked against the source
+    frame and mapped through ``placement`` (a ``vp_ray.video.Placement``). ``"model"``: they are
+    model-frame pixels already and are returned as they are.
+    """
     from vp_ray.video import to_model_coords
 
-    points = [tuple(p) for p in json.loads(points_json)] if points_json else []
-    box = tuple(json.loads(box_json)) if box_json else None
-    if coords == "source" and placement is not None:
-        points = [(*to_model_coords(x, y, placement), label) for x, y, label in points]
-        if box is not None:
-            box = (*to_model_coords(box[0], box[1], placement), *to_model_coords(box[2], box[3], placement))
-    elif coords not in ("source", "model"):
-        raise ValueError(f"prompt coordinates {coords!r} are not source or model")
-    return points, box
-
-
-def check_prompts(points, box, height: int, width: int, placement=None, coords: str = "source") -> None:
-    """Raise a ClipError naming any click or box corner outside the frame."""
-    def outside(x, y):
-        return not (0 <= x <= width - 1 and 0 <= y <= height - 1)
-
-    where = (f"the {placement.source_width}x{placement.source_height} source frame"
-             if coords == "source" and placement is not None else f"the {width}x{height} frame")
-    for x, y, _ in points:
-        if outside(x, y):
-            raise ClipError(f"click ({x:g}, {y:g}) (in model pixels) lies outside {where}", kind="bad_input")
-    if box is not None and (outside(box[0], box[1]) or outside(box[2], box[3])):
-        raise ClipError(f"box {tuple(round(v, 1) for v in box)} (in model pixels) goes outside {where}",
-                        kind="bad_input")
-    if not points and box is None:
-        raise ClipError("no click or box to segment from", kind="bad_input")
+    if coords not in ("source", "model"):
+        raise ConfigError(f"prompt coordinates {coords!r} are not source or model")
+    points, box = _read_points(points_json), _read_box(box_json)
+    if coords == "model" or placement is None:
+        return points, box
+    p = placement
+    check_prompts(points, box, p.source_width, p.source_height, "source frame")
+    mapped = []
+    for x, y, label in points:
+        mx, my = to_model_coords(x, y, p)
+        if _outside(mx, my, p.width, p.height):  # only resize_mode=crop cuts parts of the source away
+            raise ClipError(f"click ({x:g}, {y:g}) falls in the border that resize_mode={p.mode} "
+                            f"cuts from the {p.source_width}x{p.source_height} source frame")
+        mapped.append((mx, my, label))
+    if box is not None:
+        (x0, y0), (x1, y1) = to_model_coords(*box[:2], p), to_model_coords(*box[2:], p)
+        box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(p.width)), min(y1, float(p.height)))
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise ClipError(f"box {box_json} lies in the border that resize_mode={p.mode} cuts away")
+    return mapped, box
 
 
 # ----------------------------------------------------------------------------- the model
 
 class Segmenter:
-    def __init__(self, predictor, device):
+    """One loaded SAM2 video predictor; segments one clip at a time."""
+
+    def __init__(self, predictor, device, mask_threshold: float = 0.0, dtype: Optional[str] = "bfloat16"):
         self.predictor = predictor
         self.device = device
+        self.mask_threshold = mask_threshold
+        self.dtype = dtype
 
-    def segment_clip(self, frames: np.ndarray, points, box=None,
-                     progress: Optional[Callable[[int, int], None]] = None,
-                     threshold: float = 0.0) -> np.ndarray:
-        """Masks (bool [T, H, W]) of the object marked on frame 0, propagated over every frame."""
+    def segment_clip(self, frames: np.ndarray, points: list[Point], box: Optional[Box] = None,
+                     progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        """Masks (bool [T, H, W]) of the object marked on frame 0 (``frames``: uint8 [T, H, W, 3];
+        prompts in its pixels), propagated over every frame. ``progress(done, total)`` per frame."""
         import torch
 
         count, height, width = frames.shape[:3]
-        check_prompts(points, box, height, width, coords="model")
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
+        check_prompts(points, box, width, height)
+        prompt: dict[str, Any] = {}
+        if points:
+            prompt["points"] = np.array([p[:2] for p in points], np.float32)
+            prompt["labels"] = np.array([p[2] for p in points], np.int32)
+        if box is not None:
+            prompt["box"] = np.array(box, np.float32)
         masks = np.zeros((count, height, width), bool)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._autocast():
             state = self._init_state(frames)
-            kwargs = {}
-            if points:
-                kwargs["points"] = np.array([p[:2] for p in points], np.float32)
-                kwargs["labels"] = np.array([p[2] for p in points], np.int32)
-            if box is not None:
-                kwargs["box"] = np.array(box, np.float32)
-            self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, **kwargs)
-            for done, (index, _, logits) in enumerate(self.predictor.propagate_in_video(state), 1):
-                masks[index] = (logits[0, 0] > threshold).cpu().numpy()
-                if progress:
-                    progress(done, count)
-            self.predictor.reset_state(state)
+            try:
+                self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, **prompt)
+                for done, (index, _, logits) in enumerate(self.predictor.propagate_in_video(state), 1):
+                    masks[index] = (logits[0, 0] > self.mask_threshold).cpu().numpy()
+                    if progress:
+                        progress(done, count)
+            finally:
+                self.predictor.reset_state(state)
         return masks
 
-    def _init_state(self, frames: np.ndarray):
-        """sam2's ``init_state`` with our frames instead of its file loader's."""
+    def _autocast(self):
+        import torch
+
+        if self.device.type == "cuda" and self.dtype:
+            return torch.autocast("cuda", dtype=getattr(torch, self.dtype))
+        return contextlib.nullcontext()
+
+    def _init_state(self, frames: np.ndarray) -> dict:
+        """sam2's ``init_state`` on in-memory frames.
+
+        ``init_state`` gets its frames from the module-level ``load_video_frames`` (JPEG folder
+        or mp4 only) and then builds a state dict whose layout changes between sam2 releases.
+        Swapping the loader for the duration of the call keeps all of sam2's own state building;
+        copying that instead would break on the next release. A Ray actor runs one clip at a time.
+        """
         import sam2.sam2_video_predictor as video_predictor
         import torch
         import torch.nn.functional as F
 
         size = self.predictor.image_size
-        images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-        # sam2's loader resizes with PIL's bicubic filter; torch's bicubic + antialias matches it closely.
+        images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        # The loader resizes to a size x size square with PIL's bicubic filter (antialiased).
         images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True,
-                               align_corners=False).clamp(0, 1)
-        images = (images - torch.tensor(IMAGE_MEAN)[:, None, None]) / torch.tensor(IMAGE_STD)[:, None, None]
-        images = images.to(self.device)
+                               align_corners=False).clamp_(0, 1)
+        mean = torch.tensor(IMAGE_MEAN, device=self.device)[:, None, None]
+        std = torch.tensor(IMAGE_STD, device=self.device)[:, None, None]
+        images = (images - mean) / std
         height, width = frames.shape[1:3]
 
         def from_memory(**_):
@@ -210,37 +189,89 @@ class Segmenter:
             video_predictor.load_video_frames = original
 
 
-def _ensure_sam2_hydra() -> None:
-    """sam2 finds its model configs through a global Hydra it initialises at import time;
-    a Hydra app that ran in this process since (ours) may have replaced it."""
+def model_config_name(name: str) -> str:
+    """A sam2 model config name as sam2's Hydra finds it: ``configs/sam2/sam2_hiera_l.yaml``,
+    ``configs/sam2.1/sam2.1_hiera_l.yaml``; short names (``sam2.1_hiera_l``) are expanded."""
+    from importlib.resources import files
+
+    if not name.endswith(".yaml"):
+        name += ".yaml"
+    if "/" not in name:
+        name = f"configs/{'sam2.1' if name.startswith('sam2.1') else 'sam2'}/{name}"
+    package = files("sam2")
+    if not package.joinpath(name).is_file():
+        known = sorted(f"configs/{d.name}/{f.name}" for d in package.joinpath("configs").iterdir()
+                       if d.is_dir() for f in d.iterdir() if f.name.endswith(".yaml"))
+        raise ConfigError(f"sam2.config {name!r} is not a model config of the sam2 package; "
+                          f"known: {', '.join(known)}")
+    return name
+
+
+@contextlib.contextmanager
+def _sam2_hydra():
+    """sam2 composes its model configs through the global Hydra it initialises at import time;
+    a Hydra app (ours) may own that global now. Borrow it for sam2, then give it back."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
+    backup = get_gh_backup()
     GlobalHydra.instance().clear()
-    initialize_config_module("sam2", version_base="1.2")
+    try:
+        with initialize_config_module("sam2", version_base="1.2"):
+            yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
-def load_segmenter(sam2_cfg: dict[str, Any]) -> Segmenter:
-    """The official SAM2 video predictor, with real weights or (``random_init``) none."""
+def _build(sam2_cfg: dict[str, Any], config: str, device: str):
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
-    device_name = sam2_cfg["device"]
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    checkpoint = None if sam2_cfg["random_init"] else sam2_cfg["checkpoint"]
-    if checkpoint is not None:
-        import os
-
-        if not os.path.isfile(checkpoint):
-            raise ConfigError(f"SAM2 checkpoint not found: {checkpoint} (see ckpt/README.md; "
-                              "sam2.random_init=true runs without weights, for tests)")
     overrides = [f"++model.image_size={sam2_cfg['image_size']}"] if sam2_cfg["image_size"] else []
-    ensure_postprocessing()
-    _ensure_sam2_hydra()
-    # sam2 loads checkpoints with torch.load(weights_only=True): no pickled code runs.
-    predictor = build_sam2_video_predictor(sam2_cfg["config"], ckpt_path=checkpoint, device=device_name,
-                                           hydra_overrides_extra=overrides)
-    if not sam2_cfg["random_init"]:
-        log.info("SAM2 loaded from %s (%s) on %s", checkpoint, sam2_cfg["config"], device_name)
-    return Segmenter(predictor, torch.device(device_name))
+    with _sam2_hydra(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random_init: the same weights in every actor and every run
+        return build_sam2_video_predictor(config, ckpt_path=None, device=device,
+                                          hydra_overrides_extra=overrides)
+
+
+def _load_checkpoint(predictor, checkpoint: str, config: str) -> None:
+    """sam2's own loader (``torch.load(weights_only=True)``: a file cannot run code; strict keys),
+    with errors that say what is wrong."""
+    from sam2.build_sam import _load_checkpoint
+
+    try:
+        _load_checkpoint(predictor, checkpoint)
+    except pickle.UnpicklingError as error:
+        raise ConfigError(f"SAM2 checkpoint {checkpoint} holds more than tensors and is refused "
+                          f"(loaded with weights_only=True): {str(error).splitlines()[0]}") from None
+    except KeyError as error:
+        raise ConfigError(f"SAM2 checkpoint {checkpoint} has no {error} entry: not a SAM2 checkpoint") from None
+    except RuntimeError as error:
+        cause = str(error).splitlines()[0][:200] if str(error) else "missing or unexpected weights, logged above"
+        raise ConfigError(f"SAM2 checkpoint {checkpoint} does not fit model config {config} ({cause}); "
+                          "SAM 2.1 checkpoints need configs/sam2.1/sam2.1_hiera_*.yaml, SAM 2 ones "
+                          "configs/sam2/sam2_hiera_*.yaml") from None
+
+
+def load_segmenter(sam2_cfg: dict[str, Any]) -> Segmenter:
+    """The official SAM2 video predictor for the ``sam2`` config group, with real weights or
+    (``random_init``) none."""
+    import torch
+
+    device = sam2_cfg["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if sam2_cfg["dtype"] not in DTYPES:
+        raise ConfigError(f"sam2.dtype {sam2_cfg['dtype']!r} is not one of {', '.join(DTYPES)}")
+    config = model_config_name(sam2_cfg["config"])
+    checkpoint = None if sam2_cfg["random_init"] else sam2_cfg["checkpoint"]
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        raise ConfigError(f"SAM2 checkpoint not found: {checkpoint} (see ckpt/README.md; "
+                          "sam2.random_init=true runs without weights, for tests)")
+    use_compiled_or_opencv()
+    predictor = _build(sam2_cfg, config, device)
+    if checkpoint is not None:
+        _load_checkpoint(predictor, checkpoint, config)
+    log.info("SAM2 %s from %s on %s", config, checkpoint or "random weights", device)
+    return Segmenter(predictor, torch.device(device), sam2_cfg["mask_threshold"], DTYPES[sam2_cfg["dtype"]])

@@ -1,6 +1,7 @@
 """Video in and out with PyAV: decode, resample to a frame rate, fit to the model's size, encode H.264.
 
-Frames are uint8 RGB arrays ``[T, H, W, 3]``. No system ffmpeg is needed (PyAV ships its own).
+Frames are uint8 RGB arrays ``[T, H, W, 3]``, as displayed (rotation metadata applied).
+No system ffmpeg is needed: PyAV ships its own libraries.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ import numpy as np
 from vp_ray.errors import ClipError
 
 MAX_FPS = 1000.0
+# Containers may list a frame or two more than decode (edit lists); a truncated file loses more.
+FRAME_COUNT_SLACK = 2
+# Stands for "as long as the clip needs" when the container does not list its frame count.
+UNKNOWN_LENGTH = 2**31
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     fps: float
-    num_frames: int  # from the container; may be an estimate (0 if unknown)
+    num_frames: int  # from the container; an estimate from the duration where it lists none (0: unknown)
     width: int       # as displayed (rotation applied)
     height: int
-    rotation: int
+    rotation: int    # degrees counter-clockwise that turn the stored frames into displayed ones
 
 
 @dataclass
@@ -38,13 +43,16 @@ class DecodedClip:
     out_fps: float
 
 
+# ----------------------------------------------------------------------------- decoding
+
 def _open(path: str | os.PathLike):
     if not os.path.isfile(path):
         raise ClipError(f"video file not found: {path}", kind="decode")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, ValueError) as error:
-        raise ClipError(f"cannot open video {path}: not a video, or corrupt ({error})", kind="decode") from None
+        raise ClipError(f"cannot open video {path}: not a video, or corrupt ({error})",
+                        kind="decode") from None
     if not container.streams.video:
         container.close()
         raise ClipError(f"{path} has no video stream", kind="decode")
@@ -56,22 +64,80 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def _probe(path: str | os.PathLike) -> tuple[VideoInfo, int]:
+    """The video's info, and the frame count its container lists (0 when it lists none)."""
     with _open(path) as container:
         stream = container.streams.video[0]
         try:
             first = next(container.decode(stream))
         except (StopIteration, av.error.FFmpegError, ValueError):
-            raise ClipError(f"{path} has no decodable frames", kind="decode") from None
-        rotation = int(first.rotation or 0) % 360
+            raise ClipError(f"{path} has no decodable frames (empty, corrupt or truncated)",
+                            kind="decode") from None
+        # Portrait phone videos store landscape frames plus a display rotation.
+        rotation = int(round((first.rotation or 0) / 90)) * 90 % 360
         w, h = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
-        return VideoInfo(fps=_stream_fps(stream), num_frames=int(stream.frames or 0), width=w,
-                         height=h, rotation=rotation)
+        fps, listed = _stream_fps(stream), int(stream.frames or 0)
+        seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                   else (container.duration or 0) / av.time_base)
+        estimate = listed or int(round(seconds * fps))
+        return VideoInfo(fps=fps, num_frames=estimate, width=w, height=h, rotation=rotation), listed
 
 
-def check_fps(fps: float, what: str) -> float:
-    if fps is None or not math.isfinite(fps) or not (0 < fps <= MAX_FPS):
-        raise ClipError(f"{what} frame rate {fps!r} is not usable (0 < fps <= {MAX_FPS:g})",
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    return _probe(path)[0]
+
+
+def _displayed(frame) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = int(round((frame.rotation or 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
+
+
+def _decode(path: str | os.PathLike, wanted: set[int] | None, stop: int | None) -> tuple[list, int]:
+    """Decode frames ``0 .. stop-1``, keeping those in ``wanted`` (None: all).
+
+    Returns the kept frames and how many frames were decoded (below ``stop`` only when the
+    stream ended first). Stops at frame ``stop - 1``: a long video is not read to its end.
+    """
+    kept, count = [], 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if wanted is None or count in wanted:
+                    kept.append(_displayed(frame))
+                count += 1
+                if count == stop:
+                    break
+        except (av.error.FFmpegError, ValueError) as error:
+            raise ClipError(f"cannot decode {path} after {count} frame(s): corrupt or truncated "
+                            f"({error})", kind="decode") from None
+    return kept, count
+
+
+def _check_complete(path, listed: int, decoded: int) -> None:
+    if listed and decoded < listed - FRAME_COUNT_SLACK:
+        raise ClipError(f"{path} is truncated or corrupt: its container lists {listed} frames but "
+                        f"only {decoded} decode", kind="decode")
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Every frame of a video (or its first ``max_frames``), and its frame rate."""
+    info, listed = _probe(path)
+    frames, count = _decode(path, None, max_frames)
+    if max_frames is None or count < max_frames:
+        _check_complete(path, min(listed, max_frames or listed), count)
+    if not frames:
+        raise ClipError(f"{path} has no decodable frames", kind="decode")
+    return np.stack(frames), info.fps
+
+
+# ----------------------------------------------------------------------------- frame selection
+
+def _check_fps(fps: float | None, source: str) -> float:
+    if fps is None or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+        raise ClipError(f"fps {fps!r} ({source}) is not usable: expected 0 < fps <= {MAX_FPS:g}",
                         kind="bad_input")
     return float(fps)
 
@@ -83,110 +149,85 @@ def sample_indices(num_frames: int, source_fps: float, target_fps: float,
     Time-based: output frame k shows the source frame nearest to time k / target_fps.
     Sources slower than ``target_fps`` keep every frame at their own rate (nothing is
     duplicated). The clip is cut to ``round(max_seconds * out_fps) + 1`` frames, so 6.0 s
-    at 8 fps is 49 frames.
+    at 8 fps is 49 frames. A shorter ``num_frames`` gives a prefix of a longer one's indices.
     """
     out_fps = min(source_fps, target_fps)
     limit = int(round(max_seconds * out_fps)) + 1
-    if out_fps == source_fps:
-        indices = np.arange(num_frames)
-    else:
-        duration = num_frames / source_fps
-        count = int(math.floor(duration * out_fps - 1e-9)) + 1
-        indices = np.round(np.arange(count) * source_fps / out_fps).astype(np.int64)
-        indices = indices[indices < num_frames]
-    return indices[:limit].astype(np.int64), float(out_fps)
-
-
-def _decode(path: str | os.PathLike, wanted: set[int] | None, stop: int | None):
-    """Frames (RGB, as displayed) with their frame numbers, up to ``stop`` exclusive."""
-    frames, numbers = [], []
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for number, frame in enumerate(container.decode(stream)):
-                if stop is not None and number >= stop:
-                    break
-                if wanted is None or number in wanted:
-                    frames.append(_rotate(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0)))
-                    numbers.append(number)
-        except (av.error.FFmpegError, ValueError) as error:
-            if not frames:
-                raise ClipError(f"cannot decode {path}: corrupt or truncated ({error})", kind="decode") from None
-            # A truncated tail: keep what decoded, the caller checks the count.
-        return frames, numbers, _stream_fps(stream)
-
-
-def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply the display rotation (degrees counter-clockwise): phone videos store portrait sideways."""
-    turns = (rotation % 360) // 90
-    return np.ascontiguousarray(np.rot90(frame, k=turns)) if turns else frame
-
-
-def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Every frame of a video, and its frame rate."""
-    frames, _, fps = _decode(path, None, None)
-    if not frames:
-        raise ClipError(f"{path} has no decodable frames", kind="decode")
-    return np.stack(frames), fps
+    step = source_fps / out_fps  # source frames per output frame, >= 1
+    indices = np.floor(np.arange(limit) * step + 0.5).astype(np.int64)  # nearest, halves up
+    return indices[indices < num_frames], float(out_fps)
 
 
 def read_clip(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int = -1,
               fps: float | None = None, target_fps: float = 8.0, max_seconds: float = 6.0) -> DecodedClip:
-    """The frames of ``[start_frame, end_frame)`` resampled to ``target_fps`` and cut to ``max_seconds``."""
-    info = probe_video(path)
-    source_fps = check_fps(fps if fps is not None else info.fps,
-                           "given" if fps is not None else f"container ({path})")
-    known = info.num_frames if end_frame < 0 else min(end_frame, info.num_frames or end_frame)
-    if known and start_frame >= known:
-        raise ClipError(f"start_frame {start_frame} is beyond the end of {path} ({known} frames)",
+    """The frames of ``[start_frame, end_frame)`` resampled to ``target_fps`` and cut to ``max_seconds``.
+
+    ``fps`` overrides the container's frame rate. ``end_frame=-1`` means to the end.
+    """
+    # 1. What the container says, checked.
+    info, listed = _probe(path)
+    source_fps = _check_fps(info.fps if fps is None else fps,
+                            f"{'read from' if fps is None else 'given for'} {path}")
+    if not max_seconds >= 0 or math.isinf(max_seconds):
+        raise ClipError(f"max_seconds {max_seconds!r} for {path} is not a duration", kind="bad_input")
+    if start_frame < 0 or 0 <= end_frame <= start_frame:
+        raise ClipError(f"frame range [{start_frame}, {end_frame}) of {path} is empty or negative",
                         kind="bad_input")
-    if known:
-        indices, out_fps = sample_indices(known - start_frame, source_fps, target_fps, max_seconds)
-        frames, numbers, _ = _decode(path, set((indices + start_frame).tolist()),
-                                     int(indices[-1]) + start_frame + 1 if len(indices) else 0)
-        if len(numbers) < len(indices):  # the container over-counted (truncated file): decode all
-            known = 0
-    if not known:
-        all_frames, _, _ = _decode(path, None, None if end_frame < 0 else end_frame)
-        available = len(all_frames) - start_frame
-        if available <= 0:
-            raise ClipError(f"{path} has {len(all_frames)} decodable frame(s); start_frame is {start_frame}",
-                            kind="decode")
-        indices, out_fps = sample_indices(available, source_fps, target_fps, max_seconds)
-        frames = [all_frames[start_frame + i] for i in indices]
-        numbers = (indices + start_frame).tolist()
-    if not frames:
-        raise ClipError(f"{path} has no decodable frames", kind="decode")
-    return DecodedClip(frames=np.stack(frames), indices=np.asarray(numbers, np.int64),
+    end = end_frame if end_frame >= 0 else None
+    if listed:
+        end = listed if end is None else min(end, listed)
+        if start_frame >= end:
+            raise ClipError(f"start_frame {start_frame} is beyond the end of {path} ({listed} frames)",
+                            kind="bad_input")
+
+    # 2. Plan on the listed length; a stream that ends early yields a prefix of the plan.
+    planned, out_fps = sample_indices(UNKNOWN_LENGTH if end is None else end - start_frame,
+                                      source_fps, target_fps, max_seconds)
+    stop = start_frame + int(planned[-1]) + 1
+    frames, decoded = _decode(path, set((planned + start_frame).tolist()), stop)
+
+    # 3. Fewer frames than planned: the container over-counted, lists none, or the file is cut.
+    if decoded < stop:
+        _check_complete(path, min(listed, stop), decoded)
+        if decoded <= start_frame:
+            raise ClipError(f"start_frame {start_frame} is beyond the end of {path} "
+                            f"({decoded} decodable frames)", kind="bad_input")
+    indices = planned[: len(frames)]
+    return DecodedClip(frames=np.stack(frames), indices=indices + start_frame,
                        source_fps=source_fps, out_fps=out_fps)
 
 
+# ----------------------------------------------------------------------------- encoding
+
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 17) -> None:
-    """H.264 (yuv420p, plays in browsers) mp4, written under a temporary name then renamed.
+    """H.264 mp4 that browsers play (yuv420p, index up front), written under a temporary name
+    in the same folder, then renamed: a reader never sees half a file.
 
     yuv420p needs even sizes: an odd width or height is padded by repeating the last column/row.
     """
-    frames = np.asarray(frames, np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"write_video needs uint8 [T, H, W, 3] frames, got {frames.shape}")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"write_video needs uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"write_video needs a positive frame rate, got {fps!r}")
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)  # 29.97 stays 30000/1001-like, exact in the file
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    rate = Fraction(fps).limit_denominator(1001)
     try:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = 1 / rate
             stream.options = {"crf": str(crf), "preset": "medium"}
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+            for number, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                frame.pts, frame.time_base = number, 1 / rate
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -197,10 +238,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a source frame lands in the model's frame: ``stretch``, ``pad`` (letterbox) or ``crop``.
+    """Where a source frame lands in the model's ``height x width`` frame.
 
-    ``scale_x/scale_y`` map source pixels to model pixels; ``offset_x/offset_y`` are the model-frame
-    position of the source's top-left corner (positive: padding, negative: cropped away).
+    The source is resized to ``resized_height x resized_width`` and its top-left corner put at
+    ``(offset_x, offset_y)`` in the model frame: positive offsets leave black bars (``pad``),
+    negative ones cut the borders away (``crop``). ``stretch`` fills the frame, squashing the aspect.
     """
 
     source_height: int
@@ -208,65 +250,79 @@ class Placement:
     height: int
     width: int
     mode: str
-    scale_x: float
-    scale_y: float
-    offset_x: float
-    offset_y: float
+    resized_height: int
+    resized_width: int
+    offset_x: int
+    offset_y: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.resized_width / self.source_width
+
+    @property
+    def scale_y(self) -> float:
+        return self.resized_height / self.source_height
 
 
 def placement_for(source_height: int, source_width: int, height: int, width: int,
                   mode: str = "stretch") -> Placement:
+    if min(source_height, source_width, height, width) <= 0:
+        raise ValueError(f"sizes must be positive: source {source_height}x{source_width}, "
+                         f"model {height}x{width}")
     if mode == "stretch":
-        sx, sy = width / source_width, height / source_height
+        rh, rw = height, width
     elif mode in ("pad", "crop"):
-        pick = min if mode == "pad" else max
-        sx = sy = pick(width / source_width, height / source_height)
+        scale = (min if mode == "pad" else max)(width / source_width, height / source_height)
+        rh, rw = max(1, round(source_height * scale)), max(1, round(source_width * scale))
     else:
         raise ValueError(f"resize mode {mode!r} is not stretch, pad or crop")
-    return Placement(source_height, source_width, height, width, mode, sx, sy,
-                     (width - source_width * sx) / 2, (height - source_height * sy) / 2)
+    return Placement(source_height, source_width, height, width, mode, rh, rw,
+                     (width - rw) // 2, (height - rh) // 2)
 
 
-def _affine(p: Placement) -> np.ndarray:
-    return np.array([[p.scale_x, 0, p.offset_x], [0, p.scale_y, p.offset_y]], np.float64)
+def _resize(images: np.ndarray, width: int, height: int, interpolation: int) -> np.ndarray:
+    if images.shape[1:3] == (height, width):
+        return images
+    return np.stack([cv2.resize(image, (width, height), interpolation=interpolation) for image in images])
 
 
-def _warp(images: np.ndarray, matrix: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
-    out = [cv2.warpAffine(image, matrix, size, flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0) for image in images]
-    return np.stack(out)
+def _paste(images: np.ndarray, height: int, width: int, x: int, y: int) -> np.ndarray:
+    """``images`` with their top-left corner at (x, y) of black ``height x width`` canvases, clipped."""
+    if images.shape[1:3] == (height, width) and x == y == 0:
+        return images
+    canvas = np.zeros((len(images), height, width, *images.shape[3:]), images.dtype)
+    h, w = images.shape[1:3]
+    y0, y1, x0, x1 = max(y, 0), min(y + h, height), max(x, 0), min(x + w, width)
+    canvas[:, y0:y1, x0:x1] = images[:, y0 - y:y1 - y, x0 - x:x1 - x]
+    return canvas
+
+
+def _image_filter(shrinking: bool) -> int:
+    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR  # area averaging avoids aliasing
 
 
 def fit_frames(frames: np.ndarray, placement: Placement) -> np.ndarray:
-    """Source frames -> model frames (area filter when shrinking, bilinear when growing)."""
+    """Source frames -> model frames."""
     p = placement
-    if (p.source_height, p.source_width) == (p.height, p.width) and p.mode == "stretch":
-        return frames
-    shrink = p.scale_x < 1 or p.scale_y < 1
-    if p.mode == "stretch":
-        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(f, (p.width, p.height), interpolation=interpolation) for f in frames])
-    return _warp(frames, _affine(p), (p.width, p.height), cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    resized = _resize(frames, p.resized_width, p.resized_height,
+                      _image_filter(p.scale_x < 1 or p.scale_y < 1))
+    return _paste(resized, p.height, p.width, p.offset_x, p.offset_y)
 
 
 def fit_masks(masks: np.ndarray, placement: Placement) -> np.ndarray:
     """Source masks -> model masks, nearest neighbour, bool."""
     p = placement
-    as_u8 = masks.astype(np.uint8)
-    if p.mode == "stretch":
-        out = np.stack([cv2.resize(m, (p.width, p.height), interpolation=cv2.INTER_NEAREST) for m in as_u8])
-    else:
-        out = _warp(as_u8, _affine(p), (p.width, p.height), cv2.INTER_NEAREST)
-    return out.astype(bool)
+    resized = _resize(masks.astype(np.uint8), p.resized_width, p.resized_height, cv2.INTER_NEAREST)
+    return _paste(resized, p.height, p.width, p.offset_x, p.offset_y).astype(bool)
 
 
 def restore_frames(frames: np.ndarray, placement: Placement) -> np.ndarray:
-    """Model frames -> the source's size and aspect (padding removed; cropped borders stay black)."""
+    """Model frames -> the source's size and aspect (bars removed; borders a crop cut off come back black)."""
     p = placement
-    inverse = cv2.invertAffineTransform(_affine(p))
-    return _warp(frames, inverse, (p.source_width, p.source_height), cv2.INTER_LINEAR)
+    resized = _paste(frames, p.resized_height, p.resized_width, -p.offset_x, -p.offset_y)
+    return _resize(resized, p.source_width, p.source_height, _image_filter(p.scale_x > 1 or p.scale_y > 1))
 
 
 def to_model_coords(x: float, y: float, placement: Placement) -> tuple[float, float]:
-    """A source-pixel coordinate (e.g. a click) in the model frame's pixels."""
+    """A source-pixel coordinate (a click, a box corner) in the model frame's pixels."""
     return x * placement.scale_x + placement.offset_x, y * placement.scale_y + placement.offset_y

@@ -1,8 +1,9 @@
 """The ``classic`` inpainter: no weights, CPU only, a baseline.
 
 Each masked pixel takes its value from the temporally nearest frame where that pixel is
-not masked. This assumes a static camera (the background does not move between frames);
-pixels that are masked in every frame are filled by ``cv2.inpaint`` from their surroundings.
+not masked. This assumes a static camera: the background behind the object is the same in
+every frame, so a pixel seen once is known everywhere. Pixels masked in every frame were
+never seen; ``cv2.inpaint`` fills them from their surroundings.
 """
 
 from __future__ import annotations
@@ -18,18 +19,15 @@ METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
 
 def nearest_visible_frame(masks: np.ndarray) -> np.ndarray:
-    """For every (t, y, x): the index of the nearest frame where (y, x) is visible, or -1 if none."""
+    """For every (t, y, x): the nearest frame where (y, x) is visible (earlier one on ties), or -1."""
     count = len(masks)
     visible = ~masks
-    big = np.int64(10 * count + 10)
-    frame_index = np.arange(count)[:, None, None]
-    # Last visible frame at or before t, and first visible frame at or after t (two sweeps).
-    before = np.where(visible, frame_index, -big)
-    before = np.maximum.accumulate(before, axis=0)
-    after = np.where(visible, frame_index, big)
-    after = np.minimum.accumulate(after[::-1], axis=0)[::-1]
-    pick = np.where(frame_index - before <= after - frame_index, before, after)
-    return np.where((pick >= 0) & (pick < count), pick, -1)
+    frame = np.arange(count, dtype=np.int32)[:, None, None]
+    # Last visible frame at or before t, and first visible frame at or after t: two running sweeps.
+    before = np.maximum.accumulate(np.where(visible, frame, np.int32(-2 * count)), axis=0)
+    after = np.minimum.accumulate(np.where(visible, frame, np.int32(3 * count))[::-1], axis=0)[::-1]
+    nearest = np.where(frame - before <= after - frame, before, after)
+    return np.where((nearest >= 0) & (nearest < count), nearest, -1)
 
 
 class ClassicInpainter:
@@ -42,17 +40,19 @@ class ClassicInpainter:
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None) -> np.ndarray:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or masks.shape != frames.shape[:3]:
+            raise ValueError(f"expected uint8 frames [T, H, W, 3] and masks [T, H, W], got "
+                             f"{frames.dtype} {frames.shape} and {masks.shape}")
         masks = masks.astype(bool)
         source = nearest_visible_frame(masks)
-        t, y, x = np.nonzero(masks)
+        t, y, x = np.nonzero(masks & (source >= 0))
         result = frames.copy()
-        fill_from = source[t, y, x]
-        known = fill_from >= 0
-        result[t[known], y[known], x[known]] = frames[fill_from[known], y[known], x[known]]
-        never_visible = masks & (source < 0)
+        result[t, y, x] = frames[source[t, y, x], y, x]
+        never_seen = masks & (source < 0)
         for i in range(len(frames)):
-            if never_visible[i].any():
-                result[i] = cv2.inpaint(result[i], never_visible[i].astype(np.uint8), self.radius, self.method)
+            if never_seen[i].any():
+                # cv2.inpaint changes only the pixels under its mask: the rest stays bit-identical.
+                result[i] = cv2.inpaint(result[i], never_seen[i].astype(np.uint8), self.radius, self.method)
             if progress:
                 progress(i + 1, len(frames))
         return result

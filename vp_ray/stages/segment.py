@@ -13,7 +13,7 @@ PROMPT_KINDS = ("points", "box")
 
 
 class SegmentStage:
-    """A Ray actor holding one SAM2 video predictor."""
+    """A Ray actor holding one SAM2 video predictor (``cfg``: the plain run config)."""
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
@@ -25,17 +25,15 @@ class SegmentStage:
     def segment(self, row: dict[str, Any]) -> dict[str, Any]:
         if row["mask_kind"] not in PROMPT_KINDS:
             return row
-        cfg, sam2_cfg = self.cfg, self.cfg["sam2"]
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
         placement = video.placement_for(row["source_height"], row["source_width"], frames.shape[1],
-                                        frames.shape[2], cfg["resize_mode"])
-        coords = cfg["dataset"]["prompt_coords"]
-        points, box = segment.parse_prompts(row["points"], row["box"], placement, coords)
-        segment.check_prompts(points, box, frames.shape[1], frames.shape[2], placement, coords)
-        masks = self.segmenter.segment_clip(frames, points, box, threshold=sam2_cfg["mask_threshold"])
+                                        frames.shape[2], self.cfg["resize_mode"])
+        points, box = segment.parse_prompts(row["points"], row["box"], placement,
+                                            self.cfg["dataset"]["prompt_coords"])
+        masks = self.segmenter.segment_clip(frames, points, box)
         first_area = int(masks[0].sum())
-        if first_area < sam2_cfg["min_mask_area"]:
-            add_warning(row, f"first-frame mask is {'empty' if not first_area else 'tiny'} "
+        if first_area < self.cfg["sam2"]["min_mask_area"]:
+            add_warning(row, f"first-frame mask is {'tiny' if first_area else 'empty'} "
                              f"({first_area} px): move the click onto the object")
-        row["mask_area"] = workdir.store_masks(row["work_dir"], masks, cfg["dilate_size"])
+        row["mask_area"] = workdir.store_masks(row["work_dir"], masks, self.cfg["dilate_size"])
         return row

@@ -1,0 +1,118 @@
+"""Click-prompted clips end to end: SAM2 (tiny, random) then inpainting, in the batch job and the
+single-video command. Random SAM2 weights make the masks meaningless: only the mechanics count."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import compose_config
+from vp_ray import graph, single
+from vp_ray.demo import ensure_demo_dataset
+from vp_ray.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+MASK_FILES = {"mask.mp4", "all_masks.npz", "frame0_original.png", "frame0_with_mask.png", "mask0.png",
+              "meta.json"}
+ALL_FILES = MASK_FILES | {"result.mp4", "result_vis.mp4"}
+
+
+@pytest.fixture(scope="module")
+def demo_video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    ensure_demo_dataset(folder, num_clips=1, num_frames=12, height=96, width=144, seed=5)
+    return str(folder / "demo00_landscape" / "video.mp4")
+
+
+def tiny_paths(tmp_path):
+    return [f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
+            f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}",
+            "model.create_tiny_if_missing=true"]
+
+
+@pytest.mark.parametrize("model", ["classic", "tiny"])
+def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_path, demo_video, model):
+    rows = [{"clip_id": "click", "video_path": demo_video, "points": "[[30, 48, 1], [120, 20, 0]]"},
+            {"clip_id": "box", "video_path": demo_video, "box": "[10, 20, 60, 80]"},
+            {"clip_id": "outside", "video_path": demo_video, "points": "[[500, 48, 1]]"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "clicks.csv", index=False)
+    extra = ["model.height=64", "model.width=96"] if model == "classic" else tiny_paths(tmp_path)
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv",
+                          f"dataset.path={tmp_path / 'clicks.csv'}", f"model={model}", "sam2=tiny_random",
+                          "dilate_size=2", *extra])
+    result = graph.run(cfg)
+    assert sorted(r["clip_id"] for r in result.ledger.done) == ["box", "click"]
+    (failure,) = result.ledger.failed
+    assert failure["clip_id"] == "outside" and failure["failed_stage"] == "segment"
+    assert "click (500, 48)" in failure["error"] and "outside the 144x96 source frame" in failure["error"]
+    for clip_id in ("click", "box"):
+        folder = tmp_path / "out" / "clips" / clip_id
+        assert {p.name for p in folder.iterdir()} == ALL_FILES
+        masks = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
+        assert masks.shape == (12, 64, 96)  # every frame segmented, at the model's size
+        assert json.loads((folder / "meta.json").read_text())["time_segment_s"] >= 0
+
+
+def test_mask_only_run_writes_masks_that_a_later_run_can_use(ray_local, tmp_path, demo_video):
+    pd.DataFrame([{"clip_id": "c", "video_path": demo_video, "points": "[[30, 48, 1]]"}]).to_csv(
+        tmp_path / "clicks.csv", index=False)
+    base = [f"dataset.path={tmp_path / 'clicks.csv'}", "dataset=csv", "sam2=tiny_random",
+            "model.height=64", "model.width=96", "dilate_size=0"]
+    graph.run(compose_config([f"output_dir={tmp_path / 'masks'}", "mask_only=true", *base]))
+    folder = tmp_path / "masks" / "clips" / "c"
+    assert {p.name for p in folder.iterdir()} == MASK_FILES
+
+    # The saved masks are a valid input of the next run (same frames: source already 8 fps).
+    pd.DataFrame([{"clip_id": "c", "video_path": demo_video,
+                   "mask_path": str(folder / "all_masks.npz"), "mask_id": 1}]).to_csv(
+        tmp_path / "masks.csv", index=False)
+    _ = base
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv",
+                          f"dataset.path={tmp_path / 'masks.csv'}", "model.height=96",
+                          "model.width=144", "dilate_size=0"])
+    result = graph.run(cfg)
+    assert [r["clip_id"] for r in result.ledger.done] == ["c"], result.ledger.failed
+
+
+def test_missing_sam2_weights_stop_the_run_before_it_starts(tmp_path, demo_video):
+    pd.DataFrame([{"video_path": demo_video, "points": "[[30, 48, 1]]"}]).to_csv(tmp_path / "c.csv", index=False)
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={tmp_path / 'c.csv'}",
+                          f"sam2.checkpoint={tmp_path / 'sam2_hiera_large.pt'}"])
+    with pytest.raises(ConfigError, match="SAM2 checkpoint not found"):
+        graph.run(cfg)
+
+
+def test_single_video_command_writes_the_demo_files(tmp_path, demo_video):
+    out = tmp_path / "single"
+    code = single.main(["--video", demo_video, "--click_x", "30", "--click_y", "48", "--point", "120", "20", "0",
+                        "--prompt", "a wall", "--output_dir", str(out), "--model", "tiny",
+                        "--num_inference_steps", "2", "--dilate_size", "4", "sam2=tiny_random",
+                        *tiny_paths(tmp_path)])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == ALL_FILES
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["prompt"] == "a wall" and meta["mask_kind"] == "points"
+
+
+def test_single_video_mask_only_writes_only_mask_files(tmp_path, demo_video):
+    out = tmp_path / "masks"
+    code = single.main(["--video", demo_video, "--box", "10", "20", "60", "80", "--output_dir", str(out),
+                        "--mask_only", "--model", "classic", "sam2=tiny_random", "model.height=64",
+                        "model.width=96"])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == MASK_FILES
+
+
+def test_single_video_bad_click_fails_clearly(tmp_path, demo_video, caplog):
+    code = single.main(["--video", demo_video, "--click_x", "-5", "--click_y", "10", "--output_dir",
+                        str(tmp_path / "o"), "--model", "classic", "sam2=tiny_random"])
+    assert code == 1
+    assert "click (-5, 10)" in caplog.text and "outside" in caplog.text
+
+
+def test_single_video_needs_something_to_remove(tmp_path, demo_video):
+    with pytest.raises(SystemExit):
+        single.main(["--video", demo_video, "--output_dir", str(tmp_path)])
