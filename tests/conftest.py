@@ -11,10 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray (2 CPUs, like CI) shared by the end-to-end tests."""
+    """One local Ray shared by the end-to-end tests. 4 logical CPUs on CI's 2 cores: a SAM2 and an
+    inpainting actor hold one each for the whole run and the decode/write tasks need the others."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

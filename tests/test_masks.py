@@ -35,6 +35,14 @@ def test_an_npz_with_one_array_under_another_name_is_accepted(tmp_path):
     assert mask_io.load_npz_masks(tmp_path / "labels.npz", 1, np.arange(6), HW)[:, :, :16].all()
 
 
+def test_masks_are_indexed_like_the_source_with_the_nearest_used_frame():
+    masks = np.arange(3)[:, None, None] * np.ones((3, *HW), np.uint8)  # frame t holds the value t
+    indexed = mask_io.index_like_source(masks, np.array([2, 6, 10]))  # e.g. 30 fps sampled at 8
+    assert indexed.shape == (11, *HW)
+    assert list(indexed[:, 0, 0]) == [0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2]  # ties go to the earlier frame
+    np.testing.assert_array_equal(indexed[[2, 6, 10]], masks)  # the used frames load back exactly
+
+
 def test_saved_masks_load_back_as_mask_id_1(tmp_path):
     masks = label_map() == 3
     mask_io.save_vpdata_masks(tmp_path / "all_masks.npz", masks)

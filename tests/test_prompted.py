@@ -52,7 +52,7 @@ def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_
         folder = tmp_path / "out" / "clips" / clip_id
         assert {p.name for p in folder.iterdir()} == ALL_FILES
         masks = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
-        assert masks.shape == (12, 64, 96)  # every frame segmented, at the model's size
+        assert masks.shape == (12, 96, 144)  # every frame segmented, at the source's size
         assert json.loads((folder / "meta.json").read_text())["time_segment_s"] >= 0
 
 
@@ -65,16 +65,19 @@ def test_mask_only_run_writes_masks_that_a_later_run_can_use(ray_local, tmp_path
     folder = tmp_path / "masks" / "clips" / "c"
     assert {p.name for p in folder.iterdir()} == MASK_FILES
 
-    # The saved masks are a valid input of the next run (same frames: source already 8 fps).
+    # The saved masks (source size and frame numbers) with the source video are a valid record
+    # of the next run, also at another model size: its inpainting sees the masks SAM2 made.
     pd.DataFrame([{"clip_id": "c", "video_path": demo_video,
                    "mask_path": str(folder / "all_masks.npz"), "mask_id": 1}]).to_csv(
         tmp_path / "masks.csv", index=False)
-    _ = base
-    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv",
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", "model=classic",
                           f"dataset.path={tmp_path / 'masks.csv'}", "model.height=96",
                           "model.width=144", "dilate_size=0"])
     result = graph.run(cfg)
     assert [r["clip_id"] for r in result.ledger.done] == ["c"], result.ledger.failed
+    first = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
+    second = np.load(tmp_path / "out" / "clips" / "c" / "all_masks.npz", allow_pickle=False)["arr_0"]
+    np.testing.assert_array_equal(first, second)
 
 
 def test_missing_sam2_weights_stop_the_run_before_it_starts(tmp_path, demo_video):

@@ -115,3 +115,12 @@ def test_typo_in_an_override_fails_with_a_clear_message():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "Key 'num_inference_step' not in 'ClassicModelConfig'" in done.stderr
+
+
+def test_too_few_cpus_for_the_actor_pools_fail_before_the_run_hangs():
+    from vp_ray.errors import ConfigError
+
+    graph.check_cpus(3, {"SAM2": 1, "inpainting": 1})
+    with pytest.raises(ConfigError, match=r"has 2 CPU\(s\) but needs at least 3: the actor pools hold "
+                                          r"SAM2 1, inpainting 1"):
+        graph.check_cpus(2, {"SAM2": 1, "inpainting": 1})

@@ -140,6 +140,8 @@ def test_source_coordinates_are_mapped_into_the_model_frame():
     pad = placement_for(480, 1280, 64, 96, "pad")  # 1280x480 -> 96x36, 14 px bars above and below
     assert segment.parse_prompts("[[640, 240, 1]]", "", pad, "source") == ([(48.0, 32.0, 1)], None)
     assert segment.parse_prompts("[[10, 20, 0]]", "", stretch, "model") == ([(10.0, 20.0, 0)], None)
+    with pytest.raises(ClipError, match=r"click \(100, 20\) lies outside the 96x64 model frame"):
+        segment.parse_prompts("[[100, 20, 1]]", "", stretch, "model")
 
 
 @pytest.mark.parametrize("points,box,mode,message", [

@@ -283,6 +283,9 @@ def test_masks_are_fitted_with_nearest_neighbour(mode):
     x, y = video.to_model_coords(25, 50, p)  # the mask's centre stays in the mask
     assert fitted[0, int(y), int(x)]
     assert fitted.sum() == pytest.approx(masks.sum() * p.scale_x * p.scale_y, rel=0.25)
+    restored = video.restore_masks(fitted, p)  # back at the source's size: the same object
+    assert restored.dtype == bool and restored.shape == masks.shape
+    assert (restored != masks).mean() < 0.01
 
 
 def test_unknown_resize_mode_fails():

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from vp_ray import outputs, records
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
-from vp_ray.segment import Sam2Placement, plan_placement
+from vp_ray.sam2_placement import plan_placement, sam2_actor_resources
 from vp_ray.stages.inpaint import InpaintClips
 from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips
@@ -143,8 +143,36 @@ def actor_resources(num_gpus: float, num_cpus: float) -> dict[str, float]:
     return {"num_gpus": num_gpus, "num_cpus": num_cpus}
 
 
+def check_cpus(cluster_cpus: float, holders: dict[str, float]) -> None:
+    """Actor pools hold their CPUs for the whole run; the decode/prepare and write tasks need at
+    least one more, or the run waits forever. Fail now, saying which pool takes what."""
+    needed = sum(holders.values()) + 1
+    if cluster_cpus < needed:
+        held = ", ".join(f"{name} {cpus:g}" for name, cpus in holders.items())
+        raise ConfigError(f"the Ray cluster has {cluster_cpus:g} CPU(s) but needs at least {needed:g}: "
+                          f"the actor pools hold {held} and the prepare/write tasks need 1 more. Start "
+                          "Ray with more (cluster.num_cpus; logical CPUs may exceed cores) or lower "
+                          "model.num_cpus / sam2.num_cpus / sam2.pool_size")
+
+
 def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
     cluster, model = cfg["cluster"], cfg["model"]
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    inpaint_gpus, gpus_for_inpaint = model["num_gpus"], gpus
+    holders: dict[str, float] = {}
+    if plan.needs_segmentation:
+        placement = plan_placement(cfg["sam2"], model["num_gpus"], gpus)
+        log.info("SAM2 placement: %s", placement)
+        inpaint_gpus, gpus_for_inpaint = placement.inpaint_num_gpus, placement.inpaint_gpus_available
+        sam2_resources = sam2_actor_resources(cfg, gpus)
+        holders["SAM2"] = cfg["sam2"]["pool_size"] * sam2_resources.get("num_cpus", 1)
+    if not cfg["mask_only"]:
+        size = 1 if cluster["autoscale"] else inpaint_pool_size(cfg, gpus_for_inpaint)
+        inpaint_resources = actor_resources(inpaint_gpus, model["num_cpus"])
+        holders["inpainting"] = size * inpaint_resources.get("num_cpus", 1)
+    check_cpus(resources.get("CPU", 0), holders)
+
     ds = read_dataset(plan)
     if cfg["dataset"]["limit"] >= 0:
         ds = ds.limit(cfg["dataset"]["limit"])
@@ -157,36 +185,24 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
     ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
                         compute=ray.data.TaskPoolStrategy(size=cluster["prepare_concurrency"]),
                         fn_kwargs={"stage": PrepareClips, "args": (cfg,)})
-    gpus = ray.cluster_resources().get("GPU", 0)
-    inpaint_gpus, gpus_for_inpaint = model["num_gpus"], gpus
     if plan.needs_segmentation:
-        placement = plan_placement(cfg["sam2"], model["num_gpus"], gpus)
-        log.info("SAM2 placement: %s", placement)
-        inpaint_gpus, gpus_for_inpaint = placement.inpaint_num_gpus, placement.inpaint_gpus_available
-        ds = add_segment_stage(ds, cfg, placement)
+        from vp_ray.stages.segment import SegmentStage
+
+        pool = ray.data.ActorPoolStrategy(size=cfg["sam2"]["pool_size"], max_tasks_in_flight_per_actor=1)
+        ds = ds.map_batches(SegmentStage, batch_size=1, batch_format="pandas", compute=pool,
+                            fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
+                            **sam2_resources)
     if not cfg["mask_only"]:
-        size = inpaint_pool_size(cfg, gpus_for_inpaint)
         pool = (ray.data.ActorPoolStrategy(min_size=1, max_size=None, max_tasks_in_flight_per_actor=1)
                 if cluster["autoscale"] else
                 ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1))
         ds = ds.map_batches(InpaintClips, batch_size=1, batch_format="pandas", compute=pool,
                             fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
-                            memory=model["memory"] or None,
-                            **actor_resources(inpaint_gpus, model["num_cpus"]))
+                            memory=model["memory"] or None, **inpaint_resources)
     ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
                         compute=ray.data.TaskPoolStrategy(size=cluster["write_concurrency"]),
                         fn_kwargs={"stage": WriteClips, "args": (cfg,)})
     return ds
-
-
-def add_segment_stage(ds: ray.data.Dataset, cfg: dict[str, Any], placement: Sam2Placement) -> ray.data.Dataset:
-    from vp_ray.stages.segment import SegmentStage
-
-    pool = ray.data.ActorPoolStrategy(size=cfg["sam2"]["pool_size"], max_tasks_in_flight_per_actor=1)
-    # A CPU SAM2 actor takes one CPU; a GPU one Ray Data's default of one.
-    return ds.map_batches(SegmentStage, batch_size=1, batch_format="pandas", compute=pool,
-                          fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
-                          **actor_resources(placement.sam2_num_gpus, 1))
 
 
 def _stage_task(batch, stage, args):

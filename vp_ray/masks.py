@@ -121,6 +121,18 @@ def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in masks]).astype(bool)
 
 
+def index_like_source(masks: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Masks of the frames ``indices`` of a source video -> one mask per source frame from 0 to the
+    last one used, as VPData files index them. A frame skipped by fps resampling (or before the
+    clip's start) takes the mask of the nearest frame that was used."""
+    indices = np.asarray(indices)
+    frames = np.arange(int(indices[-1]) + 1)
+    right = np.clip(np.searchsorted(indices, frames), 0, len(indices) - 1)
+    left = np.clip(right - 1, 0, len(indices) - 1)
+    nearest = np.where(np.abs(indices[left] - frames) <= np.abs(indices[right] - frames), left, right)
+    return masks[nearest]
+
+
 def save_vpdata_masks(path: str | os.PathLike, masks: np.ndarray) -> None:
     """Write masks as a VPData ``all_masks.npz`` (arr_0 uint8 label map, object = mask_id 1), atomically."""
     path = Path(path)

@@ -23,7 +23,6 @@ import numpy as np
 
 from vp_ray.connected_components import use_compiled_or_opencv
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.sam2_placement import Sam2Placement, plan_placement  # noqa: F401 - imported from here by graph.py
 
 log = logging.getLogger(__name__)
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # sam2's load_video_frames defaults
@@ -92,9 +91,12 @@ def parse_prompts(points_json: str, box_json: str, placement=None,
     if coords not in ("source", "model"):
         raise ConfigError(f"prompt coordinates {coords!r} are not source or model")
     points, box = _read_points(points_json), _read_box(box_json)
-    if coords == "model" or placement is None:
+    if placement is None:
         return points, box
     p = placement
+    if coords == "model":
+        check_prompts(points, box, p.width, p.height, "model frame")
+        return points, box
     check_prompts(points, box, p.source_width, p.source_height, "source frame")
     mapped = []
     for x, y, label in points:

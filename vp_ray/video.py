@@ -323,6 +323,13 @@ def restore_frames(frames: np.ndarray, placement: Placement) -> np.ndarray:
     return _resize(resized, p.source_width, p.source_height, _image_filter(p.scale_x > 1 or p.scale_y > 1))
 
 
+def restore_masks(masks: np.ndarray, placement: Placement) -> np.ndarray:
+    """Model masks -> the source's size and aspect, nearest neighbour, bool."""
+    p = placement
+    resized = _paste(masks.astype(np.uint8), p.resized_height, p.resized_width, -p.offset_x, -p.offset_y)
+    return _resize(resized, p.source_width, p.source_height, cv2.INTER_NEAREST).astype(bool)
+
+
 def to_model_coords(x: float, y: float, placement: Placement) -> tuple[float, float]:
     """A source-pixel coordinate (a click, a box corner) in the model frame's pixels."""
     return x * placement.scale_x + placement.offset_x, y * placement.scale_y + placement.offset_y

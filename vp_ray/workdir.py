@@ -17,6 +17,7 @@ import numpy as np
 FRAMES = "frames.npy"          # uint8 [T, H, W, 3] RGB at the model's size
 MASKS_RAW = "masks_raw.npy"    # bool [T, H, W]: the object, as given or segmented
 MASKS = "masks.npy"            # bool [T, H, W]: dilated, what the inpainter fills
+INDICES = "indices.npy"        # int64 [T]: the source frame number of each frame
 RESULT = "result.npy"          # uint8 [T', H, W, 3]: T' <= T after an OOM retry shortened it
 
 

@@ -52,6 +52,7 @@ class PrepareClips:
 
         work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"])
         workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement))
+        workdir.save_array(work_dir, workdir.INDICES, indices)
         if raw_masks is not None:
             row["mask_area"] = workdir.store_masks(work_dir, video.fit_masks(raw_masks, placement),
                                                    cfg["dilate_size"])

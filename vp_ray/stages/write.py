@@ -29,19 +29,24 @@ class WriteClips:
         if result is not None:  # an OOM retry may have shortened the clip
             frames, masks, raw_masks = frames[:len(result)], masks[:len(result)], raw_masks[:len(result)]
         fps = row["out_fps"]
+        indices = workdir.load_array(work, workdir.INDICES)[:len(frames)]
+        placement = video.placement_for(row["source_height"], row["source_width"],
+                                        frames.shape[1], frames.shape[2], cfg["resize_mode"])
 
         def write_files(folder: Path) -> None:
             if result is not None:
                 final = result
                 if cfg["restore_size"]:
-                    placement = video.placement_for(row["source_height"], row["source_width"],
-                                                    frames.shape[1], frames.shape[2], cfg["resize_mode"])
                     final = video.restore_frames(result, placement)
                 video.write_video(folder / "result.mp4", final, fps, crf=cfg["crf"])
                 video.write_video(folder / "result_vis.mp4",
                                   outputs.comparison_frames(frames, masks, result), fps, crf=cfg["crf"])
             video.write_video(folder / "mask.mp4", outputs.mask_frames(masks), fps, crf=cfg["crf"])
-            mask_io.save_vpdata_masks(folder / "all_masks.npz", raw_masks)
+            # At the source's size and frame numbers: with the source video and mask_id 1, a
+            # record of a later run (e.g. inpainting after a mask-only pass).
+            source_masks = video.restore_masks(raw_masks, placement)
+            mask_io.save_vpdata_masks(folder / "all_masks.npz",
+                                      mask_io.index_like_source(source_masks, indices))
             outputs.write_png(folder / "frame0_original.png", frames[0])
             outputs.write_png(folder / "frame0_with_mask.png", outputs.overlay(frames[0], masks[0]))
             outputs.write_png(folder / "mask0.png", masks[0].astype("uint8") * 255)
