@@ -138,3 +138,21 @@ def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
     assert inpainter.reduce_memory() is True
     assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
     assert inpainter.reduce_memory() is False  # no GPU: model offload does not apply
+
+
+def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
+    from types import SimpleNamespace
+
+    from vp_ray.models import videopainter
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+    cuda = torch.device("cuda")
+    videopainter.limit_memory(cuda, 30)
+    assert calls == [(0.375, cuda)]
+    videopainter.limit_memory(cuda, None)
+    videopainter.limit_memory(torch.device("cpu"), 30)  # no GPU: nothing to cap
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="gpu_memory_limit_gb=90 is not within the GPU's 80.0 GiB"):
+        videopainter.limit_memory(cuda, 90)

@@ -76,10 +76,15 @@ def test_opencv_components_match_a_brute_force_flood_fill(density):
         assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
 
 
+def sam2_kernel_only(mask):
+    raise AssertionError("sam2's compiled kernel was called")
+
+
 def test_hole_filling_runs_without_the_compiled_extension(monkeypatch, caplog):
     import sam2.utils.misc as misc
 
-    monkeypatch.setattr(misc, "get_connected_components", misc.get_connected_components)
+    # As sam2 ships it (an earlier test may have installed ours already); restored afterwards.
+    monkeypatch.setattr(misc, "get_connected_components", lambda mask: sam2_kernel_only(mask))
     with caplog.at_level(logging.INFO, logger="vp_ray.connected_components"):
         connected_components.use_compiled_or_opencv()
         connected_components.use_compiled_or_opencv()

@@ -104,6 +104,10 @@ class VideoPainterModelConfig(ModelConfig):
     memory_mode: str = "auto"
     # VAE tiling/slicing: null = follow the memory mode, true/false = force.
     vae_tiling: Optional[bool] = None
+    # Cap on the GPU memory this actor's PyTorch may allocate, in GiB (null = the whole GPU).
+    # Allocations beyond it raise CUDA out-of-memory (and take the OOM ladder) instead of
+    # crowding out what shares the GPU, e.g. SAM2 with sam2.placement=shared.
+    gpu_memory_limit_gb: Optional[float] = None
     # Keep frame 0 as the original (its mask is cleared), as the reference scripts do.
     first_frame_gt: bool = True
     # With first_frame_gt, how frame 0's masked region is filled before it conditions the clip

@@ -67,6 +67,19 @@ def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool
     return video, masks
 
 
+def limit_memory(device: torch.device, limit_gb: float | None) -> None:
+    """Cap PyTorch's allocations on ``device`` at ``limit_gb`` GiB (no-op without a limit or a GPU)."""
+    if not limit_gb or device.type != "cuda":
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = limit_gb * 2**30 / total
+    if not 0 < fraction <= 1:
+        raise ValueError(f"model.gpu_memory_limit_gb={limit_gb:g} is not within the GPU's "
+                         f"{total / 2**30:.1f} GiB")
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    log.info("GPU memory capped at %.1f of %.1f GiB", limit_gb, total / 2**30)
+
+
 class VideoPainterInpainter:
     def __init__(self, model_cfg: dict[str, Any], pipe: VideoPainterPipeline | None = None):
         """Load the checkpoint named by ``model_cfg`` (or use ``pipe``, already built)."""
@@ -74,6 +87,7 @@ class VideoPainterInpainter:
         self.pipe = pipe if pipe is not None else self._load(model_cfg)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        limit_memory(self.device, model_cfg.get("gpu_memory_limit_gb"))
         self.memory_mode = self._resolve_memory_mode()
         self.vae_savers = model_cfg.get("vae_tiling")
         if self.vae_savers is None:
@@ -153,6 +167,8 @@ class VideoPainterInpainter:
             return "resident"
         if mode == "auto":
             free_bytes, _ = torch.cuda.mem_get_info()
+            if self.cfg.get("gpu_memory_limit_gb"):
+                free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
             mode = "resident" if free_bytes / 2**30 >= RESIDENT_MIN_FREE_GB else "model_offload"
             log.info("memory=auto: %.1f GiB free on the GPU -> %s", free_bytes / 2**30, mode)
         return mode
