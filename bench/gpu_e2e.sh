@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The batch job end to end on one GPU with full-size random weights (bench/RESULTS.md, "end to end").
+#
+#   bash bench/gpu_e2e.sh OUT_DIR [STEPS]
+#
+# 1. writes a full-size random checkpoint tree (bench/write_random_ckpt.py) under /tmp;
+# 2. run "mixed": 2 demo clips with mask files + 2 click-prompted clips (SAM2 hiera-large, random
+#    weights, on the same GPU: sam2.placement=auto -> shared), 49 frames at 480x720, STEPS steps;
+# 3. run "oom": the 2 mask-file clips again, resident, with the actor capped at 26 GiB of GPU
+#    memory (model.gpu_memory_limit_gb), so real CUDA OOMs drive the degradation ladder.
+# Copies the manifests, failures, per-clip meta.json and logs to OUT_DIR (not the videos).
+set -uo pipefail
+out=${1:?usage: bench/gpu_e2e.sh OUT_DIR [STEPS]}
+steps=${2:-10}
+mkdir -p "$out"
+work=/tmp/vp-e2e
+ckpt=$work/ckpt
+mkdir -p "$work"
+
+python bench/write_random_ckpt.py --root "$ckpt" 2>&1 | tee "$out/ckpt.log" || exit 1
+
+python - "$work" <<'EOF' || exit 1
+import sys, pandas as pd
+from pathlib import Path
+from vp_ray.demo import ensure_demo_dataset
+work = Path(sys.argv[1])
+csv = ensure_demo_dataset(work / "demo", num_clips=2, num_frames=49, height=480, width=720)
+rows = pd.read_csv(csv)
+for col in ("video_path", "mask_path", "ground_truth_path"):
+    rows[col] = [str(work / "demo" / p) for p in rows[col]]
+clicks = [{"clip_id": f"click{i}", "video_path": rows.video_path[i], "prompt": "an empty street",
+           "points": "[[300, 200, 1]]"} for i in range(2)]
+pd.concat([rows, pd.DataFrame(clicks)]).to_csv(work / "mixed.csv", index=False)
+rows.to_csv(work / "masks.csv", index=False)
+EOF
+
+common=(model=videopainter "model.base_model_path=$ckpt/CogVideoX-5b-I2V"
+        "model.branch_path=$ckpt/VideoPainter/checkpoints/branch" "model.num_inference_steps=$steps"
+        cluster.include_dashboard=false)
+
+collect() {  # run name
+    local run=$work/$1
+    mkdir -p "$out/$1"
+    cp "$run"/manifest.parquet "$run"/failures.parquet "$out/$1/" 2>/dev/null
+    for meta in "$run"/clips/*/meta.json; do
+        [ -f "$meta" ] && cp "$meta" "$out/$1/$(basename "$(dirname "$meta")").meta.json"
+    done
+    python - "$run" > "$out/$1/summary.txt" 2>&1 <<'EOF'
+import sys, pandas as pd
+run = sys.argv[1]
+cols = ["clip_id", "status", "num_frames", "attempts", "degraded", "effective_max_seconds",
+        "peak_gpu_mem_gb", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "warnings"]
+m = pd.read_parquet(f"{run}/manifest.parquet")
+print(m[[c for c in cols if c in m]].to_string())
+f = pd.read_parquet(f"{run}/failures.parquet")
+print(f.to_string() if len(f) else "no failures")
+EOF
+}
+
+start=$(date +%s)
+python launch.py dataset=csv "dataset.path=$work/mixed.csv" "output_dir=$work/mixed" sam2=large_random \
+    "${common[@]}" 2>&1 | tee "$out/mixed.log"
+echo "mixed run wall: $(( $(date +%s) - start )) s" | tee -a "$out/mixed.log"
+collect mixed
+
+start=$(date +%s)
+python launch.py dataset=csv "dataset.path=$work/masks.csv" "output_dir=$work/oom" \
+    model.memory_mode=resident model.gpu_memory_limit_gb=26 "${common[@]}" 2>&1 | tee "$out/oom.log"
+echo "oom run wall: $(( $(date +%s) - start )) s" | tee -a "$out/oom.log"
+collect oom
