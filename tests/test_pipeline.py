@@ -146,11 +146,12 @@ def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
     from vp_ray.models import videopainter
 
     calls = []
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
     cuda = torch.device("cuda")
     videopainter.limit_memory(cuda, 30)
-    assert calls == [(0.375, cuda)]
+    assert calls == [(0.375, 0)]  # torch wants a device index, not a bare "cuda"
     videopainter.limit_memory(cuda, None)
     videopainter.limit_memory(torch.device("cpu"), 30)  # no GPU: nothing to cap
     assert len(calls) == 1

@@ -119,3 +119,12 @@ def test_single_video_bad_click_fails_clearly(tmp_path, demo_video, caplog):
 def test_single_video_needs_something_to_remove(tmp_path, demo_video):
     with pytest.raises(SystemExit):
         single.main(["--video", demo_video, "--output_dir", str(tmp_path)])
+
+
+def test_single_video_missing_weights_fail_before_any_work(tmp_path, demo_video, caplog):
+    code = single.main(["--video", demo_video, "--click_x", "30", "--click_y", "48", "--output_dir",
+                        str(tmp_path / "o"), "--model", "videopainter",
+                        f"model.base_model_path={tmp_path / 'none'}", f"model.branch_path={tmp_path / 'nob'}"])
+    assert code == 2
+    assert "VideoPainter checkpoint incomplete" in caplog.text and "model_index.json" in caplog.text
+    assert not (tmp_path / "o" / ".vp_ray").exists()  # nothing decoded or segmented

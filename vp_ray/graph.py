@@ -79,7 +79,7 @@ def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
     return DatasetPlan(path=path, format=fmt, columns=columns, total=total, duplicates=duplicates)
 
 
-def check_weights(cfg: dict[str, Any], plan: DatasetPlan) -> None:
+def check_weights(cfg: dict[str, Any], needs_segmentation: bool) -> None:
     """Missing weights fail here, naming every file, before any actor starts loading them."""
     model = cfg["model"]
     if model["name"] in ("videopainter", "tiny") and not cfg["mask_only"] \
@@ -88,7 +88,7 @@ def check_weights(cfg: dict[str, Any], plan: DatasetPlan) -> None:
 
         require_complete(model["base_model_path"], model["branch_path"])
     sam2 = cfg["sam2"]
-    if plan.needs_segmentation and not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
+    if needs_segmentation and not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
         raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (the dataset has click/box "
                           "prompts; see ckpt/README.md)")
 
@@ -223,7 +223,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     output_dir = Path(cfg["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_dataset(cfg)
-    check_weights(cfg, plan)
+    check_weights(cfg, plan.needs_segmentation)
     if plan.needs_segmentation:
         log.info("dataset has click/box prompts: SAM2 stage enabled")
     stale = outputs.remove_stale_temporaries(output_dir)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from vp_ray.errors import ConfigError
+from vp_ray.graph import check_weights
 from vp_ray.rows import FAILED, rows_to_frame
 
 log = logging.getLogger("vp_ray.single")
@@ -144,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(args.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg = build_config(args)
-    row = run_single(cfg, record_of(args))
+    raw = record_of(args)
+    try:
+        check_weights(cfg, needs_segmentation=bool(raw.get("points") or raw.get("box")))
+        row = run_single(cfg, raw)
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
     if row["status"] == FAILED:
         log.error("failed at %s: %s", row["failed_stage"], row["error"])
         return 1

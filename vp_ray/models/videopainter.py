@@ -71,12 +71,13 @@ def limit_memory(device: torch.device, limit_gb: float | None) -> None:
     """Cap PyTorch's allocations on ``device`` at ``limit_gb`` GiB (no-op without a limit or a GPU)."""
     if not limit_gb or device.type != "cuda":
         return
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
     fraction = limit_gb * 2**30 / total
     if not 0 < fraction <= 1:
         raise ValueError(f"model.gpu_memory_limit_gb={limit_gb:g} is not within the GPU's "
                          f"{total / 2**30:.1f} GiB")
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
     log.info("GPU memory capped at %.1f of %.1f GiB", limit_gb, total / 2**30)
 
 
