@@ -18,9 +18,9 @@ args=(--video "$video" --click_x 300 --click_y 200 --prompt "an empty street"
 
 for mode in mask_only full; do
     flag=(); [ "$mode" = mask_only ] && flag=(--mask_only)
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     python -m vp_ray.single "${args[@]}" "${flag[@]}" --output_dir "$work/$mode" > "$out/$mode.log" 2>&1
-    echo "exit $? wall $(echo "$(date +%s.%N) - $start" | bc) s" >> "$out/$mode.log"
+    echo "exit $? wall $(( ($(date +%s%N) - start) / 1000000 )) ms" >> "$out/$mode.log"
     ls -l "$work/$mode" >> "$out/$mode.log"
 done
 
