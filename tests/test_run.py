@@ -124,3 +124,11 @@ def test_too_few_cpus_for_the_actor_pools_fail_before_the_run_hangs():
     with pytest.raises(ConfigError, match=r"has 2 CPU\(s\) but needs at least 3: the actor pools hold "
                                           r"SAM2 1, inpainting 1"):
         graph.check_cpus(2, {"SAM2": 1, "inpainting": 1})
+
+
+def test_cpu_stages_do_not_import_the_model_libraries():
+    """Prepare/write tasks run in fresh Ray workers: importing diffusers there cost ~7 s per worker."""
+    code = ("import sys, vp_ray.stages.prepare, vp_ray.stages.write, vp_ray.stages.normalize; "
+            "print(sorted(m for m in ('diffusers', 'transformers', 'sam2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]"

@@ -26,13 +26,20 @@ class Inpainter(Protocol):
         """Switch on the next cheaper memory saver (e.g. VAE tiling); False when none is left."""
 
 
-def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
-    """How many of ``num_frames`` frames the model processes in one call."""
-    if model_cfg["name"] in ("videopainter", "tiny"):
-        from vp_ray.models.videopainter import usable_frames as vp_usable_frames
+# VideoPainter's window: the I2V backbone's 13 latent frames. Kept here, free of torch and
+# diffusers, because the CPU stages need it and should not pay seconds of imports per worker.
+WINDOW_FRAMES = 49
 
-        return vp_usable_frames(model_cfg, num_frames)
-    return num_frames
+
+def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
+    """How many of ``num_frames`` frames the model processes in one call: everything for the
+    classic inpainter; up to 49 for VideoPainter and, without ``pad_short_clips``, a 4k+1 count."""
+    if model_cfg["name"] not in ("videopainter", "tiny"):
+        return num_frames
+    count = min(num_frames, WINDOW_FRAMES)
+    if model_cfg.get("pad_short_clips", True):
+        return count
+    return count - (count - 1) % 4 if count >= 1 else 0
 
 
 def load_inpainter(model_cfg: dict[str, Any]) -> Inpainter:

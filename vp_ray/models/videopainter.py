@@ -16,23 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vp_ray.models import Progress
+from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.pipeline import VideoPainterPipeline
 
 log = logging.getLogger(__name__)
 
-WINDOW_FRAMES = 49  # the I2V backbone's 13 latent frames
 RESIDENT_MIN_FREE_GB = 60.0  # `memory=auto`: whole pipeline on the GPU above this, else model offload
 MEMORY_MODES = ("auto", "resident", "model_offload", "sequential_offload")
-
-
-def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
-    """Frames of a clip the model processes: up to 49; without padding, a 4k+1 count."""
-    count = min(num_frames, WINDOW_FRAMES)
-    if model_cfg.get("pad_short_clips", True):
-        return count
-    return count - (count - 1) % 4 if count >= 1 else 0
 
 
 def mirrored_indices(length: int, total: int) -> np.ndarray:
