@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import compose_config
+
 from vp_ray import graph, single
 from vp_ray.demo import ensure_demo_dataset
 from vp_ray.errors import ConfigError

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, compose_config
+
 from vp_ray import graph, video
 from vp_ray.demo import ensure_demo_dataset
 from vp_ray.masks import save_vpdata_masks

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, compose_config
+
 from vp_ray import graph, metrics, video
 
 pytestmark = pytest.mark.slow

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import warnings
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -207,7 +208,7 @@ def stage_row(tmp_path, clip_id="c", **fields):
 
 def stage_cfg(**sam2):
     return {"sam2": {**TINY, **sam2}, "dilate_size": 3, "resize_mode": "stretch",
-            "dataset": {"prompt_coords": "source"}}
+            "dataset": {"prompt_coords": "source"}, "retry": {"max_worker_deaths": 1}}
 
 
 def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
@@ -306,3 +307,15 @@ def test_default_placement_leaves_every_gpu_an_inpainting_actor():
     assert dedicated["wanted"] == 3 and len({tuple(g) for g in dedicated["placed"]}) == 3
     trap = result["quarter_gpus"]  # 3 x 0.25 packed onto GPU 0: its inpainting actor never starts
     assert len(trap["placed"]) == 3
+
+
+def test_a_clip_that_keeps_killing_the_sam2_worker_ends_as_a_failure(tmp_path):
+    """Each try is counted in the clip's work folder, which outlives a killed actor process."""
+    stage = SegmentStage(stage_cfg(mask_threshold=-1e9))
+    row = stage_row(tmp_path)
+    (Path(row["work_dir"]) / "segment.attempts").write_text("1")  # one earlier try died
+    assert stage(pd.DataFrame([row])).iloc[0].status == "pending"  # within retry.max_worker_deaths=1
+    (Path(row["work_dir"]) / "segment.attempts").write_text("2")  # that one died too
+    out = stage(pd.DataFrame([row])).iloc[0]
+    assert (out.status, out.failed_stage, out.error_type) == ("failed", "segment", "worker_died")
+    assert "segment worker died 2 time(s)" in out.error

@@ -172,6 +172,10 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
         inpaint_resources = actor_resources(inpaint_gpus, model["num_cpus"])
         holders["inpainting"] = size * inpaint_resources.get("num_cpus", 1)
     check_cpus(resources.get("CPU", 0), holders)
+    # Process death (segfault, host-OOM kill, node loss) is left to Ray: Ray Data restarts its
+    # actors and retries their calls (max_restarts=-1, max_task_retries=-1, its documented
+    # defaults; passing them is deprecated in 2.60). The stages bound the tries per clip
+    # (workdir.count_worker_attempt). Everything else is caught per clip inside the stages.
 
     ds = read_dataset(plan)
     if cfg["dataset"]["limit"] >= 0:

@@ -65,3 +65,21 @@ def store_masks(work_dir: str | os.PathLike, raw_masks: np.ndarray, dilate_size:
     save_array(work_dir, MASKS_RAW, raw_masks)
     save_array(work_dir, MASKS, masks)
     return float(masks.mean())
+
+
+def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) -> None:
+    """Bound the retries of a clip that kills its worker process (host OOM kill, segfault).
+
+    Ray Data restarts dead actors and retries their calls without limit (its defaults,
+    ``max_restarts=-1, max_task_retries=-1``; setting them is deprecated in Ray 2.60), so a clip
+    that kills the process every time would never end. A counter file in the clip's work folder
+    outlives the process and turns try ``limit + 2`` into a failure row.
+    """
+    from vp_ray.errors import ClipError
+
+    marker = Path(work_dir) / f"{stage}.attempts"
+    tries = int(marker.read_text()) if marker.exists() else 0
+    if tries > limit:
+        raise ClipError(f"the {stage} worker died {tries} time(s) while processing this clip "
+                        "(host out-of-memory kill or crash); giving up", kind="worker_died")
+    marker.write_text(str(tries + 1))

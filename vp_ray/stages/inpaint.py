@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,7 +70,7 @@ class InpaintClips:
         return run_stage(batch, "inpaint", self.inpaint, "time_inpaint_s")
 
     def inpaint(self, row: dict[str, Any]) -> dict[str, Any]:
-        self._count_worker_attempt(row)
+        workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
         masks = workdir.load_array(row["work_dir"], workdir.MASKS)
         start_gpu_stats()
@@ -117,21 +116,6 @@ class InpaintClips:
                    degraded=len(result) < row["num_frames"],
                    seconds=round((len(result) - 1) / row["out_fps"], 3))
         return result, row
-
-    def _count_worker_attempt(self, row: dict[str, Any]) -> None:
-        """Bound retries of a clip that kills its worker (host OOM kill, segfault).
-
-        Ray restarts dead actors and retries their calls forever; a clip that kills the
-        process every time would never end. A counter file in the clip's work folder
-        survives the process and turns the (limit+1)-th try into a failure row.
-        """
-        marker = Path(row["work_dir"]) / "inpaint.attempts"
-        tries = int(marker.read_text()) if marker.exists() else 0
-        limit = self.cfg["retry"]["max_worker_deaths"]
-        if tries > limit:
-            raise ClipError(f"the inpainting worker died {tries} time(s) while processing this clip "
-                            "(host out-of-memory kill or crash); giving up", kind="worker_died")
-        marker.write_text(str(tries + 1))
 
     def _check_memory_released(self) -> None:
         leaked = self._allocated_bytes() - self.baseline_bytes

@@ -25,6 +25,7 @@ class SegmentStage:
     def segment(self, row: dict[str, Any]) -> dict[str, Any]:
         if row["mask_kind"] not in PROMPT_KINDS:
             return row
+        workdir.count_worker_attempt(row["work_dir"], "segment", self.cfg["retry"]["max_worker_deaths"])
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
         placement = video.placement_for(row["source_height"], row["source_width"], frames.shape[1],
                                         frames.shape[2], self.cfg["resize_mode"])
