@@ -150,14 +150,18 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     timings: dict = {}
     timed_decode(pipe, timings, device)
     step_ends: list[float] = []
+    loop_peak: dict = {}
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    weights_gib = torch.cuda.memory_allocated() / 2**30 if device.type == "cuda" else None
     start = time.perf_counter()
 
     def progress(step, total):
         if device.type == "cuda":
             torch.cuda.synchronize()
+            if step == total:  # the denoising loop alone, before the VAE decode
+                loop_peak["gib"] = torch.cuda.max_memory_allocated() / 2**30
         step_ends.append(time.perf_counter())
 
     result = inpainter.inpaint_clip(frames, masks, PROMPT, seed=0, progress=progress)
@@ -169,7 +173,9 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     return {"mode": mode, "seconds_per_clip": seconds, "frames": int(len(result)),
             "step_s": summary(steps), "transformer_forward_s": summary(transformer_timer.times),
             "branch_forward_s": summary(branch_timer.times), "vae_decode_s": timings.get("vae_decode_s"),
-            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+            "peak_until_last_step_gib": loop_peak.get("gib"), "allocated_before_gib": weights_gib,
+            "text_encoder_gib": sum(p.numel() * p.element_size() for p in pipe.text_encoder.parameters()) / 2**30}
 
 
 def run_stock(pipe, args, device, frames) -> dict:
@@ -197,6 +203,7 @@ def run_stock(pipe, args, device, frames) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    weights_gib = torch.cuda.memory_allocated() / 2**30 if device.type == "cuda" else None
     start = time.perf_counter()
     stock(image=Image.fromarray(frames[0]), prompt_embeds=embeds,
           negative_prompt_embeds=torch.zeros_like(embeds), height=frames.shape[1], width=frames.shape[2],
@@ -204,7 +211,7 @@ def run_stock(pipe, args, device, frames) -> dict:
           num_inference_steps=args.stock_steps, guidance_scale=6.0, use_dynamic_cfg=True,
           generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=on_step_end)
     return {"mode": "stock_i2v (loop only, no decode)", "seconds_loop": time.perf_counter() - start,
-            "step_s": summary(np.diff(step_ends).tolist()),
+            "step_s": summary(np.diff(step_ends).tolist()), "allocated_before_gib": weights_gib,
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
 
 
