@@ -132,3 +132,22 @@ def test_cpu_stages_do_not_import_the_model_libraries():
             "print(sorted(m for m in ('diffusers', 'transformers', 'sam2') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local, tmp_path):
+    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.ckpt tiny` output."""
+    from vp_ray.ckpt import main as ckpt_main
+
+    assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset.path={tmp_path / 'demo'}",
+                          "dataset.demo_num_clips=2", "dataset.demo_num_frames=9", "model=videopainter",
+                          f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
+                          f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}",
+                          "model.height=64", "model.width=96", "model.num_gpus=0", "model.num_cpus=1",
+                          "model.dtype=float32", "model.num_inference_steps=2", "dilate_size=2"])
+    result = graph.run(cfg)
+    assert len(result.ledger.done) == 2 and not result.ledger.failed
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert (manifest.time_inpaint_s > 0).all() and (manifest.num_frames == 9).all()
+    codec, _, frames = decode(tmp_path / "out" / "clips" / manifest.clip_id[0] / "result.mp4")
+    assert codec == "h264" and frames.shape[0] == 9
