@@ -19,8 +19,9 @@ import torch
 
 from vp_ray import connected_components, segment, workdir
 from vp_ray.errors import ClipError, ConfigError
+from vp_ray.graph import actor_resources
 from vp_ray.rows import ClipRecord, new_row
-from vp_ray.sam2_placement import Sam2Placement, plan_placement, sam2_actor_resources
+from vp_ray.sam2_placement import Sam2Placement, plan_placement
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.video import placement_for
 
@@ -85,7 +86,7 @@ def test_hole_filling_runs_without_the_compiled_extension(monkeypatch, caplog):
     import sam2.utils.misc as misc
 
     # As sam2 ships it (an earlier test may have installed ours already); restored afterwards.
-    monkeypatch.setattr(misc, "get_connected_components", lambda mask: sam2_kernel_only(mask))
+    monkeypatch.setattr(misc, "get_connected_components", sam2_kernel_only)
     with caplog.at_level(logging.INFO, logger="vp_ray.connected_components"):
         connected_components.use_compiled_or_opencv()
         connected_components.use_compiled_or_opencv()
@@ -258,9 +259,10 @@ def test_placement_modes_split_the_gpus():
     assert plan_placement({**cfg, "placement": "auto"}, 1, 8).mode == "shared"
     assert plan_placement({**cfg, "placement": "auto"}, 0, 8).mode == "cpu"  # a CPU inpainter
     assert plan_placement({**cfg, "placement": "auto"}, 1, 0).mode == "cpu"
-    run = {"sam2": {**cfg, "placement": "auto"}, "model": {"num_gpus": 1}}
-    assert sam2_actor_resources(run, 8) == {"num_gpus": 0.1}
-    assert sam2_actor_resources({**run, "model": {"num_gpus": 0}}, 8) == {"num_gpus": 0.0, "num_cpus": 1.0}
+    auto = {**cfg, "placement": "auto"}  # the SAM2 actor's Ray resources, as graph.py asks for them
+    assert actor_resources(plan_placement(auto, 1, 8).sam2_num_gpus, auto["num_cpus"]) == {"num_gpus": 0.1}
+    assert actor_resources(plan_placement(auto, 0, 8).sam2_num_gpus, auto["num_cpus"]) == \
+        {"num_gpus": 0.0, "num_cpus": 1.0}
     for bad, gpus in [({"gpu_fraction": 0.3}, 8), ({"placement": "dedicated", "pool_size": 8}, 8),
                       ({"placement": "shared"}, 0), ({"placement": "spread"}, 8)]:
         with pytest.raises(ConfigError):

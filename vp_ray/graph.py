@@ -24,7 +24,7 @@ from tqdm import tqdm
 from vp_ray import outputs, records
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
-from vp_ray.sam2_placement import plan_placement, sam2_actor_resources
+from vp_ray.sam2_placement import plan_placement
 from vp_ray.stages.inpaint import InpaintClips
 from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips
@@ -165,7 +165,7 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
         placement = plan_placement(cfg["sam2"], model["num_gpus"], gpus)
         log.info("SAM2 placement: %s", placement)
         inpaint_gpus, gpus_for_inpaint = placement.inpaint_num_gpus, placement.inpaint_gpus_available
-        sam2_resources = sam2_actor_resources(cfg, gpus)
+        sam2_resources = actor_resources(placement.sam2_num_gpus, cfg["sam2"]["num_cpus"])
         holders["SAM2"] = cfg["sam2"]["pool_size"] * sam2_resources.get("num_cpus", 1)
     if not cfg["mask_only"]:
         size = 1 if cluster["autoscale"] else inpaint_pool_size(cfg, gpus_for_inpaint)

@@ -76,11 +76,3 @@ def plan_placement(sam2_cfg: dict[str, Any], model_num_gpus: float, cluster_gpus
                           f"inpainting (the cluster has {cluster_gpus:g})")
     return Sam2Placement("dedicated", 1.0, model_num_gpus, cluster_gpus - size)
 
-
-def sam2_actor_resources(cfg: dict[str, Any], cluster_gpus: float) -> dict[str, float]:
-    """Ray resources of one SAM2 actor (``map_batches`` keyword arguments) for the run ``cfg``."""
-    sam2 = cfg["sam2"]
-    placement = plan_placement(sam2, cfg["model"]["num_gpus"], cluster_gpus)
-    if placement.sam2_num_gpus and sam2["num_cpus"] == 1:
-        return {"num_gpus": placement.sam2_num_gpus}  # Ray Data's default of one CPU for GPU actors
-    return {"num_gpus": placement.sam2_num_gpus, "num_cpus": sam2["num_cpus"]}
