@@ -8,7 +8,8 @@ non-zero (a freshly created branch is a no-op). The files load through the same 
 real checkpoint, so tests and smoke runs exercise the real loading path.
 
 Frames are ``TINY_HEIGHT`` x ``TINY_WIDTH`` (the learned positional embedding fixes the size).
-The tree is a pure function of the seed.
+The tree is a function of the seed on one machine; the sin/cos tables of the learned positional
+embedding can differ in their last bits on another CPU (the parity tests load a committed tree).
 """
 
 from __future__ import annotations
