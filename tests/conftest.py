@@ -22,14 +22,21 @@ def ray_local():
     ray.shutdown()
 
 
-def compose_config(overrides: list[str]) -> dict:
-    """The plain config ``launch.py`` would build for these command-line overrides."""
+def compose_dictconfig(overrides: list[str]):
+    """The typed config Hydra composes for these command-line overrides."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from vp_ray.config import register_configs, to_plain_config
+    from vp_ray.config import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return to_plain_config(compose("config", overrides=overrides))
+        return compose("config", overrides=overrides)
+
+
+def compose_config(overrides: list[str]) -> dict:
+    """The plain config ``launch.py`` would build for these command-line overrides."""
+    from vp_ray.config import to_plain_config
+
+    return to_plain_config(compose_dictconfig(overrides))

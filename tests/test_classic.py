@@ -9,9 +9,10 @@ import pytest
 from vp_ray import masks as mask_io
 from vp_ray import metrics, video
 from vp_ray.demo import ensure_demo_dataset
+from vp_ray.config import ClassicModelConfig, schema_defaults
 from vp_ray.models.classic import ClassicInpainter, nearest_visible_frame
 
-INPAINTER = ClassicInpainter({"name": "classic", "inpaint_radius": 5, "inpaint_method": "telea"})
+INPAINTER = ClassicInpainter(schema_defaults(ClassicModelConfig))
 
 
 def static_scene(count=6, height=20, width=30):
@@ -60,17 +61,18 @@ def test_the_temporally_nearest_visible_frame_is_used():
     assert nearest_visible_frame(np.ones((3, 1, 1), bool)).ravel().tolist() == [-1, -1, -1]
 
 
-def test_progress_is_reported_per_frame_and_memory_cannot_be_reduced():
+def test_no_denoising_steps_are_reported_and_memory_cannot_be_reduced():
+    """A classic clip takes milliseconds and has no steps: no "step i/n" lines in the run's log."""
     _, frames, masks = static_scene(count=3)
     calls = []
     INPAINTER.inpaint_clip(frames, masks, "", 0, progress=lambda i, total: calls.append((i, total)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert calls == []
     assert INPAINTER.reduce_memory() is False
 
 
 def test_bad_config_and_inputs_fail_clearly():
     with pytest.raises(ValueError, match="inpaint_method"):
-        ClassicInpainter({"inpaint_method": "magic"})
+        ClassicInpainter({**schema_defaults(ClassicModelConfig), "inpaint_method": "magic"})
     _, frames, masks = static_scene()
     with pytest.raises(ValueError, match="masks"):
         INPAINTER.inpaint_clip(frames, masks[:, :10], "", 0)

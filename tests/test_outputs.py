@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from enum import Enum
 
 import numpy as np
 import pytest
 
+from omegaconf import DictConfig, OmegaConf
+
 from vp_ray import outputs
+from vp_ray.config import _fields as config_fields
+from vp_ray.config import to_plain_config
 from vp_ray.manifest import Ledger
 from vp_ray.rows import ClipRecord, new_row
+from conftest import compose_dictconfig
 
-CFG = {"model": {"name": "classic", "num_gpus": 0, "inpaint_radius": 5}, "seed": 1, "target_fps": 8.0,
-       "max_seconds": 6.0, "dilate_size": 32, "resize_mode": "stretch", "restore_size": False,
-       "crf": 17, "min_frames": 9, "mask_only": False}
+CFG = {"output_settings": {"model": {"name": "classic", "inpaint_radius": 5}, "seed": 1, "max_seconds": 6.0}}
 
 
 def row(clip_id="a", **fields):
@@ -27,7 +32,7 @@ def write_two_files(folder):
 
 def test_committed_clip_is_complete_until_a_file_changes(tmp_path):
     fp = outputs.fingerprint(CFG, row())
-    outputs.commit_clip(tmp_path, "a", {"fingerprint": fp}, write_two_files)
+    outputs.commit_clip(tmp_path, "a", write_two_files, lambda: {"fingerprint": fp})
     assert outputs.is_complete(tmp_path, "a", fp)
     assert not outputs.is_complete(tmp_path, "a", "another-fingerprint")
     (outputs.clip_dir(tmp_path, "a") / "result.mp4").write_bytes(b"truncated")
@@ -40,7 +45,7 @@ def test_failed_write_leaves_no_folder_under_the_final_name(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        outputs.commit_clip(tmp_path, "a", {}, crash)
+        outputs.commit_clip(tmp_path, "a", crash, dict)
     assert not outputs.clip_dir(tmp_path, "a").exists()
     assert list((tmp_path / "clips").iterdir()) == []
 
@@ -51,13 +56,58 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
     assert list((tmp_path / "clips").iterdir()) == []
 
 
-def test_fingerprint_follows_output_settings_not_resources():
+def test_fingerprint_covers_the_record_and_the_output_settings():
     base = outputs.fingerprint(CFG, row())
-    assert outputs.fingerprint({**CFG, "model": {**CFG["model"], "num_gpus": 1}}, row()) == base
-    assert outputs.fingerprint({**CFG, "seed": 2}, row()) != base
+    assert outputs.fingerprint({"output_settings": {**CFG["output_settings"], "seed": 2}}, row()) != base
     assert outputs.fingerprint(CFG, row(prompt="other")) != base
     # The same row after a trip through Ray/pandas (numpy scalars) hashes the same.
     assert outputs.fingerprint(CFG, row(start_frame=np.int64(0), fps=np.float64("nan"))) == base
+
+
+def mutated(value, annotation: str):
+    """Another valid value of a config field, by its current value (or its type when null)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, Enum):
+        members = list(type(value))
+        return members[(members.index(value) + 1) % len(members)]
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 1.5 if value else 1.0
+    if isinstance(value, str):
+        return value + "x"
+    if OmegaConf.is_list(value):
+        return [*value, 1.0] if "float" in annotation else [*value, "x"]
+    return {"Optional[bool]": True, "Optional[int]": 64, "Optional[float]": 10.0,
+            "Optional[str]": "auto"}[annotation]
+
+
+@pytest.mark.parametrize("model", ["classic", "videopainter", "faulty"])
+def test_each_setting_that_can_change_output_flips_the_fingerprint_and_no_other(tmp_path, model):
+    """By exclusion: every schema field is in unless marked output=False (resources, placement,
+    logging, where things are), so a field added later is covered without touching this test."""
+    composed = compose_dictconfig([f"output_dir={tmp_path}", f"model={model}"])
+    base = outputs.fingerprint(to_plain_config(composed), row())
+    checked = []
+
+    def walk(node, prefix):
+        for name, value, spec in config_fields(node):
+            key = prefix + name
+            if isinstance(value, DictConfig):
+                walk(value, key + ".")
+                continue
+            changed = copy.deepcopy(composed)
+            OmegaConf.update(changed, key, mutated(value, str(spec.type)), merge=False)
+            flipped = outputs.fingerprint(to_plain_config(changed), row()) != base
+            assert flipped == spec.metadata.get("output", True), key
+            checked.append(key)
+
+    walk(composed, "")
+    assert len(checked) >= 60  # every field of every group was tried
+    for key in ("sam2.checkpoint", "sam2.mask_threshold", "sam2.config", "dataset.prompt_coords", "seed"):
+        assert key in checked  # each of these flips it (asserted above)
+    assert "model.num_gpus" in checked and "cluster.num_cpus" in checked  # and these do not
 
 
 def test_comparison_video_has_four_panels():
@@ -72,7 +122,7 @@ def test_comparison_video_has_four_panels():
 
 def test_ledger_writes_one_row_per_clip(tmp_path):
     fp = outputs.fingerprint(CFG, row("old"))
-    outputs.commit_clip(tmp_path, "old", {"fingerprint": fp, "num_frames": 17}, write_two_files)
+    outputs.commit_clip(tmp_path, "old", write_two_files, lambda: {"fingerprint": fp, "num_frames": 17})
     ledger = Ledger(str(tmp_path))
     ledger.add(row("new", status="ok", output_dir=str(tmp_path / "clips/new"), num_frames=49))
     ledger.add(row("old", status="done_before"))
@@ -88,3 +138,32 @@ def test_ledger_writes_one_row_per_clip(tmp_path):
     assert ledger.duplicates() == []
     assert json.loads((outputs.clip_dir(tmp_path, "old") / "meta.json").read_text())["files"] == {
         "mask0.png": 5, "result.mp4": 10}
+
+
+def test_meta_json_is_strict_json_with_null_for_values_not_given(tmp_path):
+    clip = row(fps=float("nan"), max_seconds=np.float64("nan"))
+    outputs.commit_clip(tmp_path, "a", write_two_files, lambda: dict(clip))
+    text = (outputs.clip_dir(tmp_path, "a") / "meta.json").read_text()
+    meta = json.loads(text, parse_constant=lambda name: pytest.fail(f"meta.json holds bare {name}"))
+    assert meta["fps"] is None and meta["max_seconds"] is None
+    # Read back from meta.json, the record hashes as it did in the run that wrote it.
+    assert outputs.fingerprint(CFG, meta) == outputs.fingerprint(CFG, clip)
+
+
+def test_interrupted_run_manifest_lists_every_committed_clip(tmp_path):
+    """Rows still on their way to the driver when Ctrl-C came: their committed folders count."""
+    for clip_id in ("a", "b", "c"):
+        clip = row(clip_id, status="ok", num_frames=24, output_dir=str(outputs.clip_dir(tmp_path, clip_id)))
+        outputs.commit_clip(tmp_path, clip_id, write_two_files,
+                            lambda clip=clip: {**clip, "fingerprint": outputs.fingerprint(CFG, clip)})
+    stale = row("d", status="ok")  # committed under other settings: a resume would redo it
+    outputs.commit_clip(tmp_path, "d", write_two_files,
+                        lambda: {**stale, "fingerprint": outputs.fingerprint(
+                            {"output_settings": {**CFG["output_settings"], "seed": 9}}, stale)})
+    ledger = Ledger(str(tmp_path))
+    ledger.add(row("a", status="ok", output_dir=str(outputs.clip_dir(tmp_path, "a"))))
+    assert ledger.add_committed(CFG) == 2
+    import pandas as pd
+
+    manifest = pd.read_parquet(ledger.write()[0])
+    assert sorted(manifest["clip_id"]) == ["a", "b", "c"] and ledger.duplicates() == []

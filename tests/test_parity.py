@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from vp_ray.config import VideoPainterModelConfig, schema_defaults
 from vp_ray.models.checkpoint import load_pipeline, tree_paths
 
 DATA = Path(__file__).parent / "data" / "parity"
@@ -118,11 +119,9 @@ def test_inpainter_reproduces_the_original_single_clip_demo():
     ref = np.load(DATA / "demo17.npz")
     base, branch = TREE
     inpainter = VideoPainterInpainter({
-        "name": "tiny", "base_model_path": str(base), "branch_path": str(branch), "dtype": "float32",
-        "num_inference_steps": int(ref["num_inference_steps"]),
-        "guidance_scale": float(ref["guidance_scale"]),
-        "use_dynamic_cfg": True, "negative_prompt": "", "first_frame_gt": True, "first_frame_fill": "none",
-        "replace_gt": True, "mask_add": True, "pad_short_clips": False})
+        **schema_defaults(VideoPainterModelConfig), "name": "tiny", "base_model_path": str(base),
+        "branch_path": str(branch), "dtype": "float32", "num_inference_steps": int(ref["num_inference_steps"]),
+        "guidance_scale": float(ref["guidance_scale"]), "first_frame_fill": "none", "pad_short_clips": False})
     result = inpainter.inpaint_clip(ref["video"], ref["masks_raw"] > 0, str(ref["prompt"]), int(ref["seed"]))
     expected = np.round(ref["frames"] * 255.0)
     assert np.abs(result.astype(np.float64) - expected).max() <= 1.0

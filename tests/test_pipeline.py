@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from vp_ray.config import VideoPainterModelConfig, schema_defaults
 from vp_ray.models import usable_frames
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
 from vp_ray.models.videopainter import VideoPainterInpainter, condition_inputs, mirrored_indices
@@ -20,10 +21,8 @@ def tiny_tree(tmp_path_factory):
 
 def tiny_cfg(tiny_tree, **overrides):
     base, branch = tiny_tree
-    cfg = dict(name="tiny", base_model_path=str(base), branch_path=str(branch), dtype="float32",
-               num_inference_steps=2, guidance_scale=6.0, use_dynamic_cfg=True, negative_prompt="",
-               memory_mode="auto", vae_tiling=None, first_frame_gt=True, replace_gt=True, mask_add=True,
-               pad_short_clips=True)
+    cfg = {**schema_defaults(VideoPainterModelConfig), "name": "tiny", "base_model_path": str(base),
+           "branch_path": str(branch), "dtype": "float32", "num_inference_steps": 2}
     return {**cfg, **overrides}
 
 

@@ -46,7 +46,7 @@ def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_
     result = graph.run(cfg)
     assert sorted(r["clip_id"] for r in result.ledger.done) == ["box", "click"]
     (failure,) = result.ledger.failed
-    assert failure["clip_id"] == "outside" and failure["failed_stage"] == "segment"
+    assert failure["clip_id"] == "outside" and failure["failed_stage"] == "prepare"  # before SAM2
     assert "click (500, 48)" in failure["error"] and "outside the 144x96 source frame" in failure["error"]
     for clip_id in ("click", "box"):
         folder = tmp_path / "out" / "clips" / clip_id
@@ -109,11 +109,36 @@ def test_single_video_mask_only_writes_only_mask_files(tmp_path, demo_video):
     assert {p.name for p in out.iterdir()} == MASK_FILES
 
 
-def test_single_video_bad_click_fails_clearly(tmp_path, demo_video, caplog):
+def test_single_video_bad_click_fails_clearly_before_sam2_loads(tmp_path, demo_video, caplog):
     code = single.main(["--video", demo_video, "--click_x", "-5", "--click_y", "10", "--output_dir",
                         str(tmp_path / "o"), "--model", "classic", "sam2=tiny_random"])
     assert code == 1
-    assert "click (-5, 10)" in caplog.text and "outside" in caplog.text
+    assert "failed at prepare" in caplog.text and "click (-5, 10)" in caplog.text and "outside" in caplog.text
+    assert "segmenting" not in caplog.text  # SAM2 never loaded
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_single_video_missing_sam2_weights_leave_nothing_behind(tmp_path, demo_video, caplog):
+    out = tmp_path / "o"
+    code = single.main(["--video", demo_video, "--click_x", "30", "--click_y", "48", "--output_dir", str(out),
+                        "--model", "classic", f"sam2.checkpoint={tmp_path / 'sam2_hiera_large.pt'}"])
+    assert code == 2
+    assert "SAM2 checkpoint not found" in caplog.text and "dataset" not in caplog.text
+    assert not out.exists()
+
+
+def test_single_video_defaults_are_the_run_config_and_help_shows_them(tmp_path, demo_video, capsys):
+    args = single.parse_args(["--video", demo_video, "--click_x", "1", "--click_y", "2", "--output_dir", "o"])
+    launch_default = compose_config([f"output_dir={tmp_path}"])
+    cfg = single.build_config(args)
+    assert cfg["model"] == launch_default["model"]  # launch.py's default model, with its settings
+    for key in ("seed", "dilate_size", "target_fps", "max_seconds"):
+        assert cfg[key] == launch_default[key]
+    with pytest.raises(SystemExit):
+        single.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert f"(default: {launch_default['model']['name']})" in shown and "(default: 42)" in shown
+    assert "(default: 50)" in shown  # VideoPainter's steps, from its schema
 
 
 def test_single_video_needs_something_to_remove(tmp_path, demo_video):

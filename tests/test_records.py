@@ -10,7 +10,7 @@ import pytest
 from vp_ray import records
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.graph import plan_dataset
-from vp_ray.stages.normalize import NormalizeRecords
+from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 
 GENERIC = {"layout": "generic", "video_root": "", "mask_root": "", "default_prompt": "a background",
            "ignore_columns": [], "limit": -1, "format": "csv"}
@@ -115,7 +115,7 @@ def test_preflight_counts_rows_and_finds_duplicate_ids(tmp_path, fmt):
 
 
 def test_normalize_stage_turns_bad_rows_into_failed_rows(tmp_path):
-    cfg = {"dataset": GENERIC, "output_dir": str(tmp_path), "model": {"name": "classic"}}
+    cfg = {"dataset": GENERIC, "output_dir": str(tmp_path), "output_settings": {}}
     stage = NormalizeRecords(cfg, "/data", duplicates={"dup": 2})
     batch = pd.DataFrame([
         {"clip_id": b"good", "video_path": b"a.mp4", "points": b"[[1, 2]]"},
@@ -129,3 +129,39 @@ def test_normalize_stage_turns_bad_rows_into_failed_rows(tmp_path):
     assert "no mask source" in out.loc["bad", "error"] and out.loc["bad", "failed_stage"] == "read"
     assert "not valid UTF-8" in out.loc["txt", "error"]
     assert all(out.loc[k, "error"].startswith(f"clip '{k}'") for k in ("dup", "bad", "txt"))
+
+
+def test_vpdata_row_with_a_bad_caption_keeps_the_id_of_its_path():
+    """Failures must join back to ids: a bad caption does not hide a good path."""
+    cfg = {"dataset": {**GENERIC, "layout": "vpdata"}, "output_dir": "/tmp/out", "output_settings": {}}
+    raw = {"path": b"0000001_clip.mp4", "mask_id": b"1", "start_frame": b"0", "end_frame": b"49", "fps": b"30",
+           "caption": b"caf\xe9 on a street"}
+    out = NormalizeRecords(cfg, "/data", duplicates={})(pd.DataFrame([raw])).iloc[0]
+    assert out.status == "failed" and "not valid UTF-8" in out.error
+    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), "vpdata") == "0000001_clip_m1_0-49"
+
+
+@pytest.mark.parametrize("path", ["../x.mp4", "a/b.mp4", "/abs.mp4", "clip.avi", ".mp4"])
+def test_vpdata_path_that_is_not_a_file_name_is_invalid(path):
+    with pytest.raises(ClipError, match="invalid VPData path"):
+        normalize({"path": path, "mask_id": 1, "start_frame": 0, "end_frame": 9, "fps": 30, "caption": "x"},
+                  layout="vpdata", video_root="/vp", mask_root="/vp")
+
+
+def test_ragged_csv_lines_anywhere_become_failures_named_by_their_id(tmp_path):
+    """A line with a stray comma, early (in pyarrow's first 1 MiB block) or late, is one failed
+    row, not a refused or crashed run."""
+    path = tmp_path / "clips.csv"
+    lines = ["clip_id,video_path,points", 'early,a.mp4,"[[1, 2]]",oops']
+    lines += [f'c{i},{"v" * 40}{i}.mp4,"[[1, 2]]"' for i in range(25000)]  # about 1.5 MB
+    lines += ["late,b.mp4"]
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 1 << 20
+    plan = plan_dataset({"dataset": {**GENERIC, "path": str(path)}, "seed": 0})
+    assert plan.total == 25002 and [r.line for r in plan.ragged] == [2, 25003]
+    failures = [ragged_row_failure(r, plan.columns, "generic") for r in plan.ragged]
+    assert [f["clip_id"] for f in failures] == ["early", "late"]
+    assert all(f["status"] == "failed" and f["failed_stage"] == "read" for f in failures)
+    assert "line 25003 has 2 field(s) but the header has 3" in failures[1]["error"]
+    limited = plan_dataset({"dataset": {**GENERIC, "path": str(path), "limit": 5}, "seed": 0})
+    assert (limited.total, [r.line for r in limited.ragged]) == (6, [2])

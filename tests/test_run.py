@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -151,3 +152,95 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local,
     assert (manifest.time_inpaint_s > 0).all() and (manifest.num_frames == 9).all()
     codec, _, frames = decode(tmp_path / "out" / "clips" / manifest.clip_id[0] / "result.mp4")
     assert codec == "h264" and frames.shape[0] == 9
+
+
+def launch(*overrides, timeout=600):
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    return subprocess.run([sys.executable, "launch.py", *overrides], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_invalid_enumerated_value_is_refused_before_ray_starts(tmp_path):
+    done = launch("resize_mode=squash", f"output_dir={tmp_path / 'out'}", timeout=120)
+    assert done.returncode != 0
+    assert "Invalid value 'squash', expected one of [stretch, pad, crop]" in done.stderr
+    assert "Ray" not in done.stdout + done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override,allowed", [
+    ("model=videopainter model.memory_mode=resdent", "auto, resident, model_offload, sequential_offload"),
+    ("sam2.placement=shard", "auto, cpu, shared, dedicated"),
+    ("dataset.prompt_coords=modl", "source, model"),
+    ("model=videopainter model.first_frame_fill=flux", "opencv, none"),
+    ("dataset.layout=vp", "generic, vpdata"),
+    ("model.inpaint_method=magic", "telea, ns"),
+    ("sam2.device=tpu", "auto, cpu, cuda"),
+    ("model=videopainter model.dtype=fp8", "bfloat16, float16, float32"),
+    ("dataset.format=json", "csv, parquet, demo"),
+])
+def test_every_enumerated_setting_is_checked_when_the_config_is_composed(tmp_path, override, allowed):
+    with pytest.raises(Exception) as raised:
+        compose_config([f"output_dir={tmp_path}", *override.split()])
+    chain = f"{raised.value} {raised.value.__cause__}"
+    assert f"expected one of [{allowed}]" in chain, chain
+
+
+def test_missing_mandatory_value_is_one_line_and_leaves_no_folder(tmp_path):
+    done = launch("dataset=csv", f"output_dir={tmp_path / 'out'}", timeout=120)
+    assert done.returncode == 2
+    assert "missing value: dataset.path" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_refused_run_leaves_no_logs_folder_behind(tmp_path):
+    done = launch("dataset=csv", f"dataset.path={tmp_path / 'none.csv'}", f"output_dir={tmp_path / 'out'}",
+                  timeout=120)
+    assert done.returncode == 2 and "dataset file not found" in done.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_where_every_clip_fails_exits_nonzero_and_says_why(tmp_path):
+    done = launch(*demo_overrides(tmp_path, clips=2), "cluster.address=local", "min_frames=1000")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "ALL CLIPS FAILED" in done.stdout
+    assert re.search(r"most common failure\s+bad_input at prepare \(2 clip\(s\)\), e\.g\. clip 'demo0", done.stdout)
+    assert "at least 1000 are needed" in done.stdout
+    # The run's log file holds our own lines and the summary, not only the console.
+    log_file = next((tmp_path / "out" / "logs").glob("*/launch.log"))
+    logged = log_file.read_text()
+    assert "dataset: 2 clip(s)" in logged and "ALL CLIPS FAILED" in logged
+
+
+def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tmp_path):
+    path = tmp_path / "clips.csv"
+    rows = [f'c{i},{"v" * 40}{i}.mp4,"[[1, 2]]"' for i in range(25000)]
+    path.write_text("\n".join(["clip_id,video_path,points", *rows, "late,b.mp4"]) + "\n")
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={path}"])
+    plan = graph.plan_dataset(cfg)
+    assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
+
+
+DASHBOARD_SCRIPT = """
+import subprocess, sys, urllib.error, urllib.request
+from pathlib import Path
+import ray
+
+context = ray.init(num_cpus=1, include_dashboard=True)
+url = f"http://{context.dashboard_url}/api/version"
+token = subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token"], capture_output=True,
+                       text=True, check=True).stdout.strip()
+for headers in ({}, {"Authorization": f"Bearer {token}"}):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as reply:
+            print(reply.status)
+    except urllib.error.HTTPError as error:
+        print(error.code)
+"""
+
+
+def test_dashboard_opens_with_the_token_the_readme_names():
+    """README, "Ray: dashboard": a local instance wants `ray get-auth-token`'s token."""
+    done = subprocess.run([sys.executable, "-c", DASHBOARD_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["401", "200"]
+    assert "ray get-auth-token" in (REPO / "README.md").read_text()

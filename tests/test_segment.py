@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vp_ray import connected_components, segment, workdir
+from vp_ray import connected_components, prompts, segment, workdir
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.graph import actor_resources
 from vp_ray.rows import ClipRecord, new_row
@@ -142,13 +142,13 @@ def test_prompts_outside_the_frame_fail_before_sam2_runs(segmenter, points, box,
 
 def test_source_coordinates_are_mapped_into_the_model_frame():
     stretch = placement_for(480, 1280, 64, 96, "stretch")
-    points, box = segment.parse_prompts("[[640, 240, 1], [0, 0, 0]]", "[0, 0, 1280, 480]", stretch, "source")
+    points, box = prompts.parse_prompts("[[640, 240, 1], [0, 0, 0]]", "[0, 0, 1280, 480]", stretch, "source")
     assert points == [(48.0, 32.0, 1), (0.0, 0.0, 0)] and box == (0.0, 0.0, 96.0, 64.0)
     pad = placement_for(480, 1280, 64, 96, "pad")  # 1280x480 -> 96x36, 14 px bars above and below
-    assert segment.parse_prompts("[[640, 240, 1]]", "", pad, "source") == ([(48.0, 32.0, 1)], None)
-    assert segment.parse_prompts("[[10, 20, 0]]", "", stretch, "model") == ([(10.0, 20.0, 0)], None)
+    assert prompts.parse_prompts("[[640, 240, 1]]", "", pad, "source") == ([(48.0, 32.0, 1)], None)
+    assert prompts.parse_prompts("[[10, 20, 0]]", "", stretch, "model") == ([(10.0, 20.0, 0)], None)
     with pytest.raises(ClipError, match=r"click \(100, 20\) lies outside the 96x64 model frame"):
-        segment.parse_prompts("[[100, 20, 1]]", "", stretch, "model")
+        prompts.parse_prompts("[[100, 20, 1]]", "", stretch, "model")
 
 
 @pytest.mark.parametrize("points,box,mode,message", [
@@ -162,7 +162,7 @@ def test_source_coordinates_are_mapped_into_the_model_frame():
 ])
 def test_bad_source_prompts_name_the_problem(points, box, mode, message):
     with pytest.raises(ClipError, match=message):
-        segment.parse_prompts(points, box, placement_for(480, 1280, 64, 96, mode), "source")
+        prompts.parse_prompts(points, box, placement_for(480, 1280, 64, 96, mode), "source")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -1,49 +1,151 @@
-"""Typed configuration: one dataclass per Hydra config group.
+"""Typed configuration: one dataclass per Hydra config group, the single place of every default.
 
-The YAML files under ``conf/`` pick values; these dataclasses fix the keys and
-types, so a misspelt override (``model.num_inference_step=30``) fails at start
-instead of an hour into a run. Every field is documented where it is declared.
+The YAML files under ``conf/`` hold only what differs from these defaults; these dataclasses fix
+the keys, types and allowed values, so a misspelt key (``model.num_inference_step=30``), a value
+outside an Enum (``resize_mode=squash``) or out of range (``target_fps=0``) fails when the config
+is composed, before Ray starts, instead of an hour into a run. Every field is documented where it
+is declared.
+
+Two markers on fields, through ``setting(...)``:
+
+* ``check``: the values a field accepts, beyond its type (checked by ``check_values``).
+* ``output=False``: the field cannot change a clip's files (resources, placement, logging, where
+  things are). Every other field is part of a clip's fingerprint (``output_settings``), so a
+  resumed run redoes the clips whose settings changed; a new field is in by default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from vp_ray.errors import ConfigError
+
+
+# Mode-like settings. Hydra rejects any other value when the config is composed, listing these.
+# Member names are the values a user types; workers see them as plain strings.
+class DatasetFormat(Enum):
+    csv = "csv"
+    parquet = "parquet"
+    demo = "demo"
+
+
+class Layout(Enum):
+    generic = "generic"
+    vpdata = "vpdata"
+
+
+class PromptCoords(Enum):
+    source = "source"
+    model = "model"
+
+
+class InpaintMethod(Enum):
+    telea = "telea"
+    ns = "ns"
+
+
+class Dtype(Enum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class MemoryMode(Enum):
+    auto = "auto"
+    resident = "resident"
+    model_offload = "model_offload"
+    sequential_offload = "sequential_offload"
+
+
+class FirstFrameFill(Enum):
+    opencv = "opencv"
+    none = "none"
+
+
+class Sam2Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class PlacementMode(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    shared = "shared"
+    dedicated = "dedicated"
+
+
+class ResizeMode(Enum):
+    stretch = "stretch"
+    pad = "pad"
+    crop = "crop"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A condition on a value, and how to say it to a user."""
+
+    test: Callable[[Any], bool]
+    need: str
+
+
+POSITIVE = Check(lambda v: v > 0, "> 0")
+NON_NEGATIVE = Check(lambda v: v >= 0, ">= 0")
+AT_LEAST_ONE = Check(lambda v: v >= 1, ">= 1")
+FRACTION = Check(lambda v: 0 < v < 1, "between 0 and 1")
+CRF = Check(lambda v: 0 <= v <= 51, "within 0..51 (H.264)")
+ALL_POSITIVE = Check(lambda v: all(x > 0 for x in v), "a list of durations > 0")
+ROWS_OR_ALL = Check(lambda v: v >= -1, ">= 0, or -1 for all")
+SIZE_OR_NEVER = Check(lambda v: v >= -1, ">= 0, or -1 for never")
+
+
+def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, check: Check | None = None,
+            output: bool = True) -> Any:
+    """A config field with its markers (module docstring). ``None`` always passes ``check``."""
+    metadata = {"check": check, "output": output}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class DatasetConfig:
     """Where clip records come from (``dataset=...``)."""
 
-    name: str = MISSING
+    name: str = setting(MISSING, output=False)
     # csv | parquet | demo. ``demo`` generates synthetic clips under ``path`` on first use.
-    format: str = "csv"
+    format: DatasetFormat = setting(DatasetFormat.csv, output=False)
     # The CSV/Parquet file (or a directory of Parquet files); for ``demo``, the folder to fill.
-    path: str = MISSING
+    path: str = setting(MISSING, output=False)
     # generic: our column names (README); vpdata: the VPData/VPBench metadata CSV
     # (path, mask_id, start_frame, end_frame, fps, caption) with its folder conventions.
-    layout: str = "generic"
+    layout: Layout = setting(Layout.generic, output=False)
     # Relative video paths are resolved against this folder ("" = the dataset file's folder).
-    video_root: str = ""
+    # (Resolved paths are part of each record, so the roots themselves are not fingerprinted.)
+    video_root: str = setting("", output=False)
     # Relative mask paths (and VPData's video_inpainting/ tree) are resolved against this folder.
-    mask_root: str = ""
-    # Used when a record's prompt is empty or missing.
-    default_prompt: str = "A clean, natural background scene."
+    mask_root: str = setting("", output=False)
+    # Used when a record's prompt is empty or missing (it becomes the record's prompt).
+    default_prompt: str = setting("A clean, natural background scene.", output=False)
     # Pixel space of click points and boxes: "source" (the original video's pixels) or
     # "model" (the resized frame the model sees, e.g. 720x480).
-    prompt_coords: str = "source"
+    prompt_coords: PromptCoords = setting(PromptCoords.source)
     # Extra columns of the dataset file to ignore (any other unknown column is an error).
-    ignore_columns: list[str] = field(default_factory=list)
+    ignore_columns: list[str] = setting(factory=list, output=False)
     # Process only the first N records (-1 = all); handy for a trial run.
-    limit: int = -1
-    # demo only: how many synthetic clips, and how many source frames each.
-    demo_num_clips: int = 4
-    demo_num_frames: int = 24
-    demo_fps: float = 8.0
+    limit: int = setting(-1, check=ROWS_OR_ALL, output=False)
+    # demo only: how many synthetic clips, and how many source frames each, at what rate. (The
+    # videos change with them under the same paths, so they are fingerprinted.)
+    demo_num_clips: int = setting(4, check=AT_LEAST_ONE)
+    demo_num_frames: int = setting(24, check=AT_LEAST_ONE)
+    demo_fps: float = setting(8.0, check=POSITIVE)
 
 
 @dataclass
@@ -52,68 +154,74 @@ class ModelConfig:
 
     name: str = MISSING
     # Frame size the model runs at (height, width). VideoPainter's I2V backbone only runs at 480x720.
-    height: int = 480
-    width: int = 720
+    height: int = setting(480, check=AT_LEAST_ONE)
+    width: int = setting(720, check=AT_LEAST_ONE)
     # Resources of one inpainting actor; one actor per GPU for GPU models.
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
+    num_gpus: float = setting(0.0, check=NON_NEGATIVE, output=False)
+    num_cpus: float = setting(1.0, check=NON_NEGATIVE, output=False)
     # Host memory reserved per actor in bytes (0 = no reservation), so Ray never places more
     # actors on a node than its RAM holds.
-    memory: int = 0
+    memory: int = setting(0, check=NON_NEGATIVE, output=False)
 
 
 @dataclass
 class ClassicModelConfig(ModelConfig):
     """``model=classic``: temporal propagation + OpenCV inpainting on the CPU, no weights."""
 
+    name: str = "classic"
     # Radius (pixels) of cv2.inpaint for pixels never visible in any frame.
-    inpaint_radius: int = 5
+    inpaint_radius: int = setting(5, check=AT_LEAST_ONE)
     # cv2.inpaint method for never-visible pixels: telea | ns.
-    inpaint_method: str = "telea"
+    inpaint_method: InpaintMethod = InpaintMethod.telea
 
 
 @dataclass
 class FaultyModelConfig(ClassicModelConfig):
     """``model=faulty``: ``classic`` with injected faults, for testing failure handling."""
 
+    name: str = "faulty"
     # Clips longer than this raise a CUDA out-of-memory error (-1 = never) ...
-    oom_above_frames: int = -1
+    oom_above_frames: int = setting(-1, check=SIZE_OR_NEVER)
     # ... or longer than this once the memory saver is on.
-    oom_above_frames_with_saver: int = -1
+    oom_above_frames_with_saver: int = setting(-1, check=SIZE_OR_NEVER)
     # Where ``[crash-once]`` remembers which clips already crashed their worker.
-    fault_state_dir: str = "/tmp/vp_ray_faults"
+    fault_state_dir: str = setting("/tmp/vp_ray_faults", output=False)
 
 
 @dataclass
 class VideoPainterModelConfig(ModelConfig):
     """``model=videopainter`` (and ``model=tiny``): CogVideoX-5b-I2V + the VideoPainter branch."""
 
+    name: str = "videopainter"
+    num_gpus: float = setting(1.0, check=NON_NEGATIVE, output=False)
+    num_cpus: float = setting(4.0, check=NON_NEGATIVE, output=False)
     # Stock CogVideoX-5b-I2V folder (scheduler, text_encoder, tokenizer, transformer, vae).
     base_model_path: str = "ckpt/CogVideoX-5b-I2V"
     # VideoPainter context-encoder branch folder (config.json + safetensors).
     branch_path: str = "ckpt/VideoPainter/checkpoints/branch"
     # Write a tiny random-init checkpoint tree at the paths above if they are missing.
-    create_tiny_if_missing: bool = False
-    num_inference_steps: int = 50
-    guidance_scale: float = 6.0
+    create_tiny_if_missing: bool = setting(False, output=False)
+    num_inference_steps: int = setting(50, check=AT_LEAST_ONE)
+    guidance_scale: float = setting(6.0, check=NON_NEGATIVE)
     use_dynamic_cfg: bool = True
     negative_prompt: str = ""
-    # bfloat16 | float16 | float32
-    dtype: str = "bfloat16"
-    # auto | resident | model_offload | sequential_offload (auto picks by free GPU memory).
-    memory_mode: str = "auto"
-    # VAE tiling/slicing: null = follow the memory mode, true/false = force.
+    dtype: Dtype = Dtype.bfloat16
+    # Where the weights live: auto (picks by free GPU memory) | resident | model_offload |
+    # sequential_offload. Moving weights changes no number, so it is not fingerprinted.
+    memory_mode: MemoryMode = setting(MemoryMode.auto, output=False)
+    # VAE tiling/slicing: null = follow the memory mode, true/false = force. (Tiled decoding
+    # gives slightly different pixels, so it is fingerprinted.)
     vae_tiling: Optional[bool] = None
     # Cap on the GPU memory this actor's PyTorch may allocate, in GiB (null = the whole GPU).
     # Allocations beyond it raise CUDA out-of-memory (and take the OOM ladder) instead of
     # crowding out what shares the GPU, e.g. SAM2 with sam2.placement=shared.
-    gpu_memory_limit_gb: Optional[float] = None
+    gpu_memory_limit_gb: Optional[float] = setting(None, check=POSITIVE, output=False)
     # Keep frame 0 as the original (its mask is cleared), as the reference scripts do.
     first_frame_gt: bool = True
     # With first_frame_gt, how frame 0's masked region is filled before it conditions the clip
     # (the original fills it with FLUX.1-Fill): opencv (cv2.inpaint, Telea) | none (left black,
     # as the original's single-clip demo does).
-    first_frame_fill: str = "opencv"
+    first_frame_fill: FirstFrameFill = FirstFrameFill.opencv
     # Re-impose the original background in latent space at every denoising step.
     replace_gt: bool = True
     # Add branch features to background tokens only.
@@ -124,35 +232,35 @@ class VideoPainterModelConfig(ModelConfig):
 
 @dataclass
 class ClusterConfig:
-    """Where and how Ray runs (``cluster=...``)."""
+    """Where and how Ray runs (``cluster=...``). Nothing here changes a clip's files."""
 
-    name: str = MISSING
+    name: str = setting(MISSING, output=False)
     # null: connect to RAY_ADDRESS or a running cluster, else start a local one;
     # "local": always start a new local instance; "auto": connect or fail; "host:port".
-    address: Optional[str] = None
+    address: Optional[str] = setting(None, output=False)
     # Resources of a locally started instance (null = detect). Logical GPUs are fine in tests.
-    num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
-    object_store_memory: Optional[int] = None
-    include_dashboard: bool = False
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8265
+    num_cpus: Optional[int] = setting(None, check=AT_LEAST_ONE, output=False)
+    num_gpus: Optional[int] = setting(None, check=NON_NEGATIVE, output=False)
+    object_store_memory: Optional[int] = setting(None, check=POSITIVE, output=False)
+    include_dashboard: bool = setting(False, output=False)
+    dashboard_host: str = setting("127.0.0.1", output=False)
+    dashboard_port: int = setting(8265, check=AT_LEAST_ONE, output=False)
     # Inpainting actors: null = one per GPU of the cluster (or 1 on a CPU-only cluster).
-    inpaint_actors: Optional[int] = None
+    inpaint_actors: Optional[int] = setting(None, check=AT_LEAST_ONE, output=False)
     # Let the inpainting pool grow onto nodes added mid-run (min 1 actor, max unbounded).
-    autoscale: bool = False
+    autoscale: bool = setting(False, output=False)
     # CPU tasks that decode/prepare and encode/write clips in parallel.
-    prepare_concurrency: int = 2
-    write_concurrency: int = 2
+    prepare_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
+    write_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
     # Ray Data raises if no clip finishes for this long (a clip can take minutes).
-    no_progress_timeout_s: float = 3600.0
+    no_progress_timeout_s: float = setting(3600.0, check=POSITIVE, output=False)
 
 
 @dataclass
 class Sam2Config:
     """SAM2, for records whose mask comes from clicks or a box (``sam2=...``)."""
 
-    name: str = MISSING
+    name: str = setting(MISSING, output=False)
     # Model config inside the sam2 package: configs/sam2/sam2_hiera_l.yaml (SAM 2) or
     # configs/sam2.1/sam2.1_hiera_l.yaml (SAM 2.1); short names (sam2.1_hiera_l.yaml) work too.
     # It must match the checkpoint's generation.
@@ -163,24 +271,25 @@ class Sam2Config:
     random_init: bool = False
     # Input size of the image encoder (null = the config's 1024). Smaller is faster and coarser;
     # a multiple of 32 is safest (the tests use 128).
-    image_size: Optional[int] = None
+    image_size: Optional[int] = setting(None, check=Check(lambda v: v >= 32 and v % 16 == 0,
+                                                          ">= 32 and a multiple of 16"))
     # auto (cuda if the actor sees a GPU) | cpu | cuda
-    device: str = "auto"
+    device: Sam2Device = Sam2Device.auto
     # Autocast dtype on CUDA: bfloat16 (as sam2's demos) | float16 | float32 (no autocast). CPU runs float32.
-    dtype: str = "bfloat16"
+    dtype: Dtype = Dtype.bfloat16
     # Where SAM2 actors go: auto (shared when inpainting actors take one whole GPU each, else cpu)
     # | cpu | shared | dedicated. The reasons are in vp_ray/sam2_placement.py.
-    placement: str = "auto"
+    placement: PlacementMode = setting(PlacementMode.auto, output=False)
     # SAM2 actors; one serves many GPUs (seconds per clip against minutes of inpainting).
     # dedicated: also the number of GPUs taken from inpainting.
-    pool_size: int = 1
+    pool_size: int = setting(1, check=AT_LEAST_ONE, output=False)
     # shared: GPU share of each SAM2 actor; each inpainting actor asks for 1 - pool_size * this
     # (pool_size * gpu_fraction must stay below 0.5).
-    gpu_fraction: float = 0.1
+    gpu_fraction: float = setting(0.1, check=FRACTION, output=False)
     # CPUs reserved per SAM2 actor (raise it with placement=cpu so Ray does not oversubscribe).
-    num_cpus: float = 1.0
+    num_cpus: float = setting(1.0, check=NON_NEGATIVE, output=False)
     # A first-frame mask smaller than this many pixels (model frame) is flagged in the manifest.
-    min_mask_area: int = 64
+    min_mask_area: int = setting(64, check=NON_NEGATIVE)
     # Mask = logits > this (0.0 = probability 0.5, as sam2's demos).
     mask_threshold: float = 0.0
 
@@ -190,12 +299,13 @@ class RetryConfig:
     """What happens when a clip runs out of GPU memory (``retry=...``)."""
 
     # max_seconds rungs tried after an OOM at the configured length, longest first.
-    oom_max_seconds: list[float] = field(default_factory=lambda: [4.0, 2.0])
-    # Try the model's cheaper memory savers (e.g. VAE tiling) before shortening the clip.
-    memory_savers_first: bool = True
+    oom_max_seconds: list[float] = setting(factory=lambda: [4.0, 2.0], check=ALL_POSITIVE)
+    # After an OOM, switch on the model's cheaper memory savers (VAE tiling, then offload)
+    # before shortening the clip.
+    use_memory_savers: bool = True
     # A clip whose worker process dies (host OOM kill, crash) is retried on a restarted
     # worker at most this many times, then recorded as failed.
-    max_worker_deaths: int = 2
+    max_worker_deaths: int = setting(2, check=NON_NEGATIVE, output=False)
 
 
 @dataclass
@@ -206,37 +316,80 @@ class Config:
     sam2: Any = MISSING
     retry: RetryConfig = field(default_factory=RetryConfig)
     # Results go to <output_dir>/clips/<clip_id>/; the same output_dir resumes a run.
-    output_dir: str = MISSING
+    output_dir: str = setting(MISSING, output=False)
     # Run seed; each clip's seed is derived from it and the clip id (order-independent).
-    seed: int = 42
+    seed: int = setting(42, check=NON_NEGATIVE)
     # Frames are resampled to this rate (slower sources keep their own rate).
-    target_fps: float = 8.0
-    # Clips are cut to this many seconds (49 frames at 8 fps for 6.0 s).
-    max_seconds: float = 6.0
+    target_fps: float = setting(8.0, check=POSITIVE)
+    # Clips are cut to this span from first to last frame: round(max_seconds x fps) + 1 frames
+    # (6.0 s at 8 fps = 49 frames, VideoPainter's window).
+    max_seconds: float = setting(6.0, check=POSITIVE)
     # Clips with fewer frames than this after resampling fail (a 1-frame "video" is an image).
-    min_frames: int = 9
+    min_frames: int = setting(9, check=AT_LEAST_ONE)
     # Masks are dilated with a square kernel of this many pixels (0 = off).
-    dilate_size: int = 32
+    dilate_size: int = setting(32, check=NON_NEGATIVE)
     # How a frame of another aspect ratio becomes height x width: stretch | pad | crop.
-    resize_mode: str = "stretch"
+    resize_mode: ResizeMode = ResizeMode.stretch
     # Write result.mp4 at the source's size and aspect instead of the model's.
     restore_size: bool = False
     # H.264 quality (constant rate factor: lower = better, 17 is visually lossless).
-    crf: int = 17
+    crf: int = setting(17, check=CRF)
     # Only segment/load masks and write the mask files (no inpainting, no inpainting GPU actors).
     mask_only: bool = False
+
+
+GROUP_SCHEMAS = {
+    "dataset": {"base_dataset": DatasetConfig},
+    "model": {"base_classic": ClassicModelConfig, "base_videopainter": VideoPainterModelConfig,
+              "base_faulty": FaultyModelConfig},
+    "cluster": {"base_cluster": ClusterConfig},
+    "retry": {"base_retry": RetryConfig},
+    "sam2": {"base_sam2": Sam2Config},
+}
 
 
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
-    cs.store(group="model", name="base_classic", node=ClassicModelConfig)
-    cs.store(group="model", name="base_videopainter", node=VideoPainterModelConfig)
-    cs.store(group="model", name="base_faulty", node=FaultyModelConfig)
-    cs.store(group="cluster", name="base_cluster", node=ClusterConfig)
-    cs.store(group="retry", name="base_retry", node=RetryConfig)
-    cs.store(group="sam2", name="base_sam2", node=Sam2Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, schema in schemas.items():
+            cs.store(group=group, name=name, node=schema)
+
+
+def _fields(node: DictConfig):
+    """(name, value, dataclass field) of a composed node whose type is one of the schemas."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    return [(f.name, node[f.name], f) for f in dataclasses.fields(schema)]
+
+
+def check_values(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every field whose value its ``check`` refuses, as ``key=value: must be ...`` lines."""
+    problems = []
+    for name, value, spec in _fields(cfg):
+        if isinstance(value, DictConfig):
+            problems += check_values(value, f"{prefix}{name}.")
+            continue
+        check = spec.metadata.get("check")
+        if check is not None and value is not None and not check.test(value):
+            shown = list(value) if OmegaConf.is_list(value) else value
+            problems.append(f"{prefix}{name}={shown}: must be {check.need}")
+    return problems
+
+
+def output_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that can change a clip's files: every field not marked ``output=False``."""
+    settings: dict[str, Any] = {}
+    for name, value, spec in _fields(cfg):
+        if not spec.metadata.get("output", True):
+            continue
+        if isinstance(value, DictConfig):
+            settings[name] = output_settings(value)
+        else:
+            settings[name] = OmegaConf.to_container(value, enum_to_str=True) if OmegaConf.is_list(value) \
+                else (value.name if isinstance(value, Enum) else value)
+    return settings
 
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
@@ -246,10 +399,16 @@ PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path",
 
 
 def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
-    """Resolve interpolations (``${hydra:...}`` fails inside Ray workers) and make paths absolute."""
-    from omegaconf import OmegaConf
+    """The composed config as the plain dict that every stage and worker receives.
 
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    Resolves interpolations (``${hydra:...}`` fails inside Ray workers), refuses values the
+    schema's checks reject (``ConfigError``), makes paths absolute, and adds ``output_settings``
+    (what a clip's fingerprint covers). Missing mandatory values raise ``MissingMandatoryValue``.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
+    problems = check_values(cfg) + _cross_checks(plain)
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
     base = Path(base_dir or Path.cwd())
 
     def absolutize(node: Any) -> Any:
@@ -259,4 +418,26 @@ def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
                     for k, v in node.items()}
         return node
 
-    return absolutize(plain)
+    plain = absolutize(plain)
+    settings = output_settings(cfg)
+    for key in ("base_model_path", "branch_path"):  # the weights, wherever the run resolved them
+        if key in settings["model"]:
+            settings["model"][key] = plain["model"][key]
+    plain["output_settings"] = settings
+    return plain
+
+
+def _cross_checks(plain: dict[str, Any]) -> list[str]:
+    """Rules that involve more than one field."""
+    problems = []
+    sam2 = plain["sam2"]
+    taken = sam2["pool_size"] * sam2["gpu_fraction"]
+    if sam2["placement"] in ("shared", "auto") and not taken < 0.5:
+        problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
+                        "two inpainting actors fit on one GPU (sam2.placement=shared)")
+    return problems
+
+
+def schema_defaults(schema: type) -> dict[str, Any]:
+    """A group's defaults as the plain dict a worker receives (Enums as strings)."""
+    return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)

@@ -26,7 +26,7 @@ from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.sam2_placement import plan_placement
 from vp_ray.stages.inpaint import InpaintClips
-from vp_ray.stages.normalize import NormalizeRecords
+from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 from vp_ray.stages.prepare import PrepareClips
 from vp_ray.stages.write import WriteClips
 
@@ -40,8 +40,9 @@ class DatasetPlan:
     path: str
     format: str
     columns: list[str]
-    total: int
+    total: int  # input rows this run accounts for, ragged CSV lines included
     duplicates: dict[str, int]
+    ragged: list[records.RaggedRow]  # CSV lines that are not rows: failures before the pipeline
 
     @property
     def needs_segmentation(self) -> bool:
@@ -69,14 +70,16 @@ def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
         fmt = "csv"
     elif fmt not in ("csv", "parquet"):
         raise ConfigError(f"dataset.format {fmt!r} is not csv, parquet or demo")
-    if dataset["layout"] not in ("generic", "vpdata"):
-        raise ConfigError(f"dataset.layout {dataset['layout']!r} is not generic or vpdata")
     columns = records.dataset_columns(path, fmt)
     records.check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    id_rows = records.read_id_columns(path, fmt, dataset["layout"], columns)
-    total = len(id_rows) if dataset["limit"] < 0 else min(len(id_rows), dataset["limit"])
-    duplicates = records.duplicate_ids(id_rows[:total], dataset["layout"])
-    return DatasetPlan(path=path, format=fmt, columns=columns, total=total, duplicates=duplicates)
+    id_rows, ragged = records.read_id_columns(path, fmt, dataset["layout"], columns)
+    valid = len(id_rows) if dataset["limit"] < 0 else min(len(id_rows), dataset["limit"])
+    if dataset["limit"] >= 0:
+        # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
+        ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
+    duplicates = records.duplicate_ids(id_rows[:valid], dataset["layout"])
+    return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
+                       duplicates=duplicates, ragged=ragged)
 
 
 def check_weights(cfg: dict[str, Any], needs_segmentation: bool) -> None:
@@ -89,8 +92,8 @@ def check_weights(cfg: dict[str, Any], needs_segmentation: bool) -> None:
         require_complete(model["base_model_path"], model["branch_path"])
     sam2 = cfg["sam2"]
     if needs_segmentation and not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
-        raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (the dataset has click/box "
-                          "prompts; see ckpt/README.md)")
+        raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (SAM2 turns clicks and boxes "
+                          "into masks; see ckpt/README.md, or give masks as files instead)")
 
 
 def connect(cluster: dict[str, Any]) -> None:
@@ -109,7 +112,8 @@ def connect(cluster: dict[str, Any]) -> None:
             kwargs.update(dashboard_host=cluster["dashboard_host"], dashboard_port=cluster["dashboard_port"])
     context = ray.init(address=address, **kwargs)
     if getattr(context, "dashboard_url", None):
-        log.info("Ray dashboard: http://%s", context.dashboard_url)
+        # Ray 2.59+ starts local instances with token authentication: the page asks for it.
+        log.info("Ray dashboard: http://%s (token: run `ray get-auth-token`)", context.dashboard_url)
 
 
 def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
@@ -118,7 +122,8 @@ def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
         # that row's failure instead of an Arrow error that would fail the whole dataset.
         options = pacsv.ConvertOptions(column_types={c: pa.binary() for c in plan.columns},
                                        check_utf8=False)
-        return ray.data.read_csv(plan.path, convert_options=options)
+        return ray.data.read_csv(plan.path, convert_options=options,
+                                 parse_options=pacsv.ParseOptions(invalid_row_handler=records.skip_invalid_row))
     return ray.data.read_parquet(plan.path)
 
 
@@ -225,29 +230,38 @@ def configure_ray_data(cfg: dict[str, Any]) -> None:
 def run(cfg: dict[str, Any]) -> RunResult:
     """Run the whole job for ``cfg`` (a plain, resolved config dict)."""
     output_dir = Path(cfg["output_dir"])
-    output_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_dataset(cfg)
     check_weights(cfg, plan.needs_segmentation)
-    if plan.needs_segmentation:
-        log.info("dataset has click/box prompts: SAM2 stage enabled")
+    log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
+             "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
+    output_dir.mkdir(parents=True, exist_ok=True)
     stale = outputs.remove_stale_temporaries(output_dir)
     if stale:
         log.info("removed %d partial clip folder(s) of an interrupted run", stale)
     connect(cfg["cluster"])
     configure_ray_data(cfg)
     ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"])
-    interrupted = False
-    bar = tqdm(total=plan.total, desc="clips", unit="clip", dynamic_ncols=True)
+    for ragged in plan.ragged:
+        ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
+    interrupted = finished = False
+    bar = tqdm(total=plan.total, initial=len(plan.ragged), desc="clips", unit="clip", dynamic_ncols=True)
     try:
         for batch in build_dataset(cfg, plan).iter_batches(batch_size=None, batch_format="pandas"):
             for row in batch.to_dict("records"):
                 ledger.add(row)
                 bar.update(1)
                 bar.set_postfix(ok=len(ledger.done), failed=len(ledger.failed), refresh=False)
+        finished = True
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: finished clips are kept; run the same command again to resume")
+        ray.shutdown()  # no clip may be committed after the manifest is written
     finally:
         bar.close()
+        if not finished:
+            # Clips committed by the write stage whose rows had not reached the driver yet.
+            found = ledger.add_committed(cfg)
+            if found:
+                log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
         manifest_path, failures_path = ledger.write()
     return RunResult(ledger, interrupted, manifest_path, failures_path)

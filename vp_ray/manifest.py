@@ -52,9 +52,20 @@ class Ledger:
         else:
             raise ValueError(f"clip {row['clip_id']!r} left the pipeline with status {row['status']!r}")
 
-    @property
-    def count(self) -> int:
-        return len(self.done) + len(self.failed)
+    def add_committed(self, cfg: dict[str, Any]) -> int:
+        """Add the clips whose folders are committed, complete and of these settings, but whose
+        rows never reached the driver (an interrupted run): what a resume would find done."""
+        clips = Path(self.output_dir) / "clips"
+        added = 0
+        for meta_path in sorted(clips.glob(f"*/{outputs.META}")) if clips.is_dir() else []:
+            clip_id = meta_path.parent.name
+            meta = outputs.read_meta(self.output_dir, clip_id)
+            if clip_id in self.seen or meta is None or meta.get("status") != OK:
+                continue
+            if outputs.is_complete(self.output_dir, clip_id, outputs.fingerprint(cfg, meta)):
+                self.add(meta)
+                added += 1
+        return added
 
     def duplicates(self) -> list[str]:
         """Ids seen more than once: must stay empty (nothing twice)."""

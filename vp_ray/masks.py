@@ -113,6 +113,14 @@ def load_png_masks(folder: str | os.PathLike, indices: np.ndarray, expect_hw: tu
     return np.stack(masks) if masks else np.zeros((0, *expect_hw), bool)
 
 
+def require_object(masks: np.ndarray) -> np.ndarray:
+    """``masks`` as booleans; a ClipError if no frame shows any object: there is nothing to remove."""
+    masks = masks.astype(bool)
+    if not masks.any():
+        raise ClipError("the mask is empty on every frame: nothing to remove", kind="mask")
+    return masks
+
+
 def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
     """Grow each mask with a size x size box kernel, so the fill also covers the object's fringe."""
     if size <= 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -27,23 +28,16 @@ from vp_ray.rows import RECORD_COLUMNS
 RESULT_FILES = ("result.mp4", "result_vis.mp4")
 MASK_FILES = ("mask.mp4", "all_masks.npz", "frame0_original.png", "frame0_with_mask.png", "mask0.png")
 META = "meta.json"
-# Run settings that change a clip's output; resources and paths of the run do not.
-OUTPUT_SETTINGS = ("seed", "target_fps", "max_seconds", "dilate_size", "resize_mode",
-                   "restore_size", "crf", "min_frames", "mask_only")
-MODEL_RESOURCE_KEYS = ("num_gpus", "num_cpus", "memory", "memory_mode", "create_tiny_if_missing")
-
-
 def clip_dir(output_dir: str | os.PathLike, clip_id: str) -> Path:
     return Path(output_dir) / "clips" / clip_id
 
 
 def fingerprint(cfg: dict[str, Any], row: dict[str, Any]) -> str:
-    """Hash of everything that decides this clip's output: its record, the model, the settings."""
-    model = {k: v for k, v in cfg["model"].items() if k not in MODEL_RESOURCE_KEYS}
-    settings = {k: cfg.get(k) for k in OUTPUT_SETTINGS}
-    # Rows that crossed Ray carry numpy scalars; .item() makes them hash like Python values.
-    record = {k: row[k].item() if isinstance(row[k], np.generic) else row[k] for k in RECORD_COLUMNS}
-    blob = json.dumps([record, model, settings], sort_keys=True, default=str)
+    """Hash of everything that decides this clip's files: its record and every setting that can
+    change them (``cfg["output_settings"]``: the schema's fields not marked ``output=False``)."""
+    # As stored in meta.json, so that a clip's record read back from it hashes the same.
+    record = {k: json_value(row[k]) for k in RECORD_COLUMNS}
+    blob = json.dumps([record, cfg["output_settings"]], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -64,18 +58,20 @@ def is_complete(output_dir: str | os.PathLike, clip_id: str, expected_fingerprin
                for name, size in meta.get("files", {}).items())
 
 
-def commit_clip(output_dir: str | os.PathLike, clip_id: str, meta: dict[str, Any],
-                write_files: Callable[[Path], None]) -> Path:
-    """Run ``write_files(tmp_folder)``, add meta.json, and rename the folder into place."""
+def commit_clip(output_dir: str | os.PathLike, clip_id: str, write_files: Callable[[Path], None],
+                make_meta: Callable[[], dict[str, Any]]) -> Path:
+    """Run ``write_files(tmp_folder)``, add meta.json (from ``make_meta()``, called once the files
+    are written), and rename the folder into place."""
     final = clip_dir(output_dir, clip_id)
     tmp = final.parent / f".{clip_id}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         write_files(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        meta = {**meta, "files": files, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        meta = {**make_meta(), "files": files, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "vp_ray_version": __version__}
-        (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
+        meta = {k: json_value(v) for k, v in meta.items()}
+        (tmp / META).write_text(json.dumps(meta, indent=2, allow_nan=False, default=str))
         if final.exists():
             shutil.rmtree(final)  # an older or incomplete result of the same clip
         os.rename(tmp, final)
@@ -133,7 +129,10 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _json_default(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A row value as JSON holds it: numpy scalars as Python numbers, NaN ("not given") as null."""
     if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,30 @@ GENERIC_COLUMNS = {
 VPDATA_COLUMNS = {"path", "mask_id", "start_frame", "end_frame", "fps", "caption"}
 MASK_KINDS = ("npz", "video", "png_dir", "points", "box")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+VPDATA_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.0)?\.mp4$")
 CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 # ----------------------------------------------------------------------------- preflight
+
+ID_COLUMNS = ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
+
+
+@dataclass
+class RaggedRow:
+    """A CSV line whose field count differs from the header's: it cannot become a record."""
+
+    line: int  # 1-based line number in the file (the header is line 1)
+    text: str
+    fields: int
+    expected: int
+
+
+def skip_invalid_row(row) -> str:
+    """pyarrow's ``invalid_row_handler`` for reading the dataset: ragged lines are skipped there and
+    reported by the preflight (``read_id_columns``) as failed rows, never as a failed run."""
+    return "skip"
+
 
 def dataset_columns(path: str, fmt: str) -> list[str]:
     """Column names of the dataset file, read without loading its rows."""
@@ -46,7 +67,8 @@ def dataset_columns(path: str, fmt: str) -> list[str]:
         raise ConfigError(f"dataset file not found: {path}")
     try:
         if fmt == "csv":
-            with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(check_utf8=False)) as reader:
+            with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(check_utf8=False),
+                                parse_options=pacsv.ParseOptions(invalid_row_handler=skip_invalid_row)) as reader:
                 return list(reader.schema.names)
         return list(pq.ParquetDataset(path).schema.names)
     except (pa.ArrowInvalid, OSError) as error:
@@ -72,16 +94,25 @@ def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
         raise ConfigError("dataset columns: " + "; ".join(problems))
 
 
-def read_id_columns(path: str, fmt: str, layout: str, columns: list[str]) -> list[dict[str, Any]]:
-    """The few columns that decide clip ids (for the duplicate check), as raw rows."""
-    wanted = [c for c in ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
-              if c in columns]
-    if fmt == "csv":
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            include_columns=wanted, column_types={c: pa.binary() for c in wanted}))
-    else:
-        table = pq.ParquetDataset(path).read(columns=wanted)
-    return table.to_pylist()
+def read_id_columns(path: str, fmt: str, layout: str,
+                    columns: list[str]) -> tuple[list[dict[str, Any]], list[RaggedRow]]:
+    """The few columns that decide clip ids (for the duplicate check), as raw rows, and the CSV
+    lines that are not rows at all (too few or too many fields)."""
+    wanted = [c for c in ID_COLUMNS if c in columns]
+    ragged: list[RaggedRow] = []
+    if fmt != "csv":
+        return pq.ParquetDataset(path).read(columns=wanted).to_pylist(), ragged
+
+    def collect(row) -> str:
+        ragged.append(RaggedRow(row.number, row.text, row.actual_columns, row.expected_columns))
+        return "skip"
+
+    # One thread, so that pyarrow knows each ragged line's number.
+    table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                           parse_options=pacsv.ParseOptions(invalid_row_handler=collect),
+                           convert_options=pacsv.ConvertOptions(
+                               include_columns=wanted, column_types={c: pa.binary() for c in wanted}))
+    return table.to_pylist(), ragged
 
 
 def duplicate_ids(raw_rows: list[dict[str, Any]], layout: str) -> dict[str, int]:
@@ -181,16 +212,17 @@ def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> Cl
 def _vpdata_to_generic(row: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> dict[str, Any]:
     """VPData's folder conventions: ``<id>.0.mp4`` is a Videovo clip, anything else Pexels."""
     path = str(row["path"])
+    if not VPDATA_FILE_NAME.match(path):
+        raise ClipError(f"invalid VPData path {path!r}: expected a file name like <id>.mp4 (Pexels) or "
+                        "<id>.0.mp4 (Videovo), without folders")
     base = path.split(".")[0]
     video_root = dataset["video_root"] or base_dir
     if path.endswith(".0.mp4"):
         video = os.path.join(video_root, "videovo", "raw_video", base[:-3], f"{base}.0.mp4")
         masks = os.path.join("video_inpainting", "videovo", base, "all_masks.npz")
-    elif path.endswith(".mp4"):
+    else:
         video = os.path.join(video_root, "pexels", "pexels", "raw_video", base[:9], f"{base}.mp4")
         masks = os.path.join("video_inpainting", "pexels", base, "all_masks.npz")
-    else:
-        raise ClipError(f"VPData path {path!r} does not end in .mp4")
     return {**row, "video_path": video, "mask_path": masks, "mask_kind": "npz",
             "prompt": row.get("caption")}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class ClipStatus:
     source_fps: float = 0.0
     num_frames: int = 0
     out_fps: float = 0.0
+    # Duration of result.mp4 (num_frames / out_fps), as a video player shows it.
     seconds: float = 0.0
     mask_area: float = 0.0
     effective_seed: int = -1
@@ -97,6 +99,11 @@ def coerce(row: dict[str, Any]) -> dict[str, Any]:
             value = _DEFAULTS.get(key, value)
         out[key] = value.item() if hasattr(value, "item") and not isinstance(value, str) else value
     return out
+
+
+def clip_seconds(num_frames: int, fps: float) -> float:
+    """A clip's duration as a player shows it: ``num_frames`` frames of ``1 / fps`` seconds each."""
+    return round(num_frames / fps, 3)
 
 
 def new_row(record: ClipRecord) -> dict[str, Any]:
@@ -135,6 +142,8 @@ def run_stage(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict],
                 row = fn(dict(row))
             except Exception as error:  # noqa: BLE001 - every clip error becomes a row
                 row = failed_row(row, stage, error)
+                if row["work_dir"]:  # a failed clip's intermediate files are of no further use
+                    shutil.rmtree(row["work_dir"], ignore_errors=True)
             if timing_column:
                 row[timing_column] = round(time.perf_counter() - start, 3)
         out.append(row)

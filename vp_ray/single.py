@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from omegaconf.errors import MissingMandatoryValue
 
 from vp_ray.errors import ConfigError
 from vp_ray.graph import check_weights
@@ -28,10 +29,19 @@ log = logging.getLogger("vp_ray.single")
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
+# Options that map onto a config key; unset ones keep the config's value (conf/, as launch.py).
+CONFIG_OPTIONS = {"model": "model", "num_inference_steps": "model.num_inference_steps",
+                  "guidance_scale": "model.guidance_scale", "seed": "seed", "dilate_size": "dilate_size",
+                  "target_fps": "target_fps", "max_seconds": "max_seconds", "coords": "dataset.prompt_coords"}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = compose([])
+    vp_defaults = compose(["model=videopainter"])["model"]
     parser = argparse.ArgumentParser(
         prog="python -m vp_ray.single",
-        description="Remove an object from one video: click on it in frame 0, get the clean video.")
+        description="Remove an object from one video: click on it in frame 0, get the clean video. "
+                    "Unset options keep the values of the run config (conf/), as for launch.py.")
     parser.add_argument("--video", required=True, help="input video file")
     parser.add_argument("--click_x", type=float, help="x of a click on the object in frame 0")
     parser.add_argument("--click_y", type=float, help="y of a click on the object in frame 0")
@@ -42,19 +52,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a box around the object in frame 0")
     parser.add_argument("--mask", help="use this mask instead of clicks: all_masks.npz (with "
                                        "--mask_id), a mask video, or a folder of PNGs")
-    parser.add_argument("--mask_id", type=int, default=1, help="object label in --mask npz (1)")
-    parser.add_argument("--coords", choices=("source", "model"), default="source",
-                        help="clicks/box are in the video's own pixels (source, default) or in the "
-                             "resized frame the model sees (model)")
-    parser.add_argument("--prompt", default="", help="describe the clean background (optional)")
+    parser.add_argument("--mask_id", type=int, default=1, help="object label in --mask npz (default: 1)")
+    parser.add_argument("--coords", choices=("source", "model"),
+                        help="clicks/box are in the video's own pixels (source) or in the resized frame "
+                             f"the model sees (model) (default: {defaults['dataset']['prompt_coords']})")
+    parser.add_argument("--prompt", default="", help="describe the clean background (default: the "
+                                                     "dataset's default prompt)")
     parser.add_argument("--output_dir", required=True, help="where the files go")
-    parser.add_argument("--model", default="videopainter", help="videopainter | tiny | classic")
-    parser.add_argument("--num_inference_steps", type=int, default=50)
-    parser.add_argument("--guidance_scale", type=float, default=6.0)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--dilate_size", type=int, default=32)
-    parser.add_argument("--target_fps", type=float, default=8.0)
-    parser.add_argument("--max_seconds", type=float, default=6.0)
+    parser.add_argument("--model", help=f"videopainter | tiny | classic (default: {defaults['model']['name']})")
+    parser.add_argument("--num_inference_steps", type=int,
+                        help=f"denoising steps, videopainter/tiny (default: {vp_defaults['num_inference_steps']})")
+    parser.add_argument("--guidance_scale", type=float,
+                        help=f"videopainter/tiny (default: {vp_defaults['guidance_scale']:g})")
+    parser.add_argument("--seed", type=int, help=f"(default: {defaults['seed']})")
+    parser.add_argument("--dilate_size", type=int, help=f"mask dilation in pixels (default: {defaults['dilate_size']})")
+    parser.add_argument("--target_fps", type=float, help=f"(default: {defaults['target_fps']:g})")
+    parser.add_argument("--max_seconds", type=float, help=f"(default: {defaults['max_seconds']:g})")
     parser.add_argument("--mask_only", action="store_true",
                         help="only segment and write the mask files (fast preview of the click)")
     parser.add_argument("overrides", nargs="*",
@@ -67,25 +80,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_config(args: argparse.Namespace) -> dict:
-    from hydra import compose, initialize_config_dir
+def compose(overrides: list[str]) -> dict:
+    """The plain run config for these overrides, as launch.py composes it (dataset: this one clip)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import OmegaConfBaseException
 
     from vp_ray.config import register_configs, to_plain_config
 
-    overrides = [
-        f"model={args.model}", f"seed={args.seed}", f"dilate_size={args.dilate_size}",
-        f"target_fps={args.target_fps}", f"max_seconds={args.max_seconds}",
-        f"mask_only={str(args.mask_only).lower()}", f"dataset.prompt_coords={args.coords}",
-        f"output_dir={Path(args.output_dir).resolve() / '.vp_ray'}", "dataset=csv", "dataset.path=-",
-    ]
-    if args.model in ("videopainter", "tiny"):
-        overrides += [f"model.num_inference_steps={args.num_inference_steps}",
-                      f"model.guidance_scale={args.guidance_scale}"]
     register_configs()
     GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_CONF)):
-        return to_plain_config(compose("config", overrides=overrides + list(args.overrides)))
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(REPO_CONF)):
+            return to_plain_config(hydra_compose("config", overrides=["dataset=csv", "dataset.path=-",
+                                                                      "output_dir=-", *overrides]))
+    except (ConfigCompositionException, OmegaConfBaseException) as error:
+        raise ConfigError(f"config: {error}") from None
+
+
+def build_config(args: argparse.Namespace) -> dict:
+    overrides = [f"{key}={getattr(args, option)}" for option, key in CONFIG_OPTIONS.items()
+                 if getattr(args, option) is not None]
+    overrides += [f"mask_only={str(args.mask_only).lower()}",
+                  f"output_dir={Path(args.output_dir).resolve() / '.vp_ray'}"]
+    return compose(overrides + list(args.overrides))
 
 
 def record_of(args: argparse.Namespace) -> dict:
@@ -144,17 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    cfg = build_config(args)
     raw = record_of(args)
     try:
+        cfg = build_config(args)
         check_weights(cfg, needs_segmentation=bool(raw.get("points") or raw.get("box")))
         row = run_single(cfg, raw)
+    except MissingMandatoryValue as error:
+        log.error("missing value: %s", error.full_key)
+        return 2
     except ConfigError as error:
         log.error("%s", error)
         return 2
     if row["status"] == FAILED:
         log.error("failed at %s: %s", row["failed_stage"], row["error"])
+        shutil.rmtree(output_dir / ".vp_ray", ignore_errors=True)
         return 1
     for warning in filter(None, row["warnings"].split("; ")):
         log.warning("warning: %s", warning)

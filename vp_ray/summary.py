@@ -24,11 +24,17 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("failures", str(result.failures_path)),
         ("output dir", output_dir),
     ]
-    for (stage, kind), count in sorted(Counter((r["failed_stage"], r["error_type"])
-                                               for r in ledger.failed).items()):
+    causes = Counter((r["failed_stage"], r["error_type"]) for r in ledger.failed)
+    for (stage, kind), count in sorted(causes.items()):
         lines.insert(3, (f"  failed at {stage}: {kind}", str(count)))
+    if causes:
+        (stage, kind), count = causes.most_common(1)[0]
+        example = next(r["error"] for r in ledger.failed if (r["failed_stage"], r["error_type"]) == (stage, kind))
+        lines.append(("most common failure", f"{kind} at {stage} ({count} clip(s)), e.g. {example[:300]}"))
+    if ledger.failed and not ledger.done:
+        lines.append(("ALL CLIPS FAILED", "see the most common failure above and failures.parquet"))
     if result.interrupted:
         lines.append(("INTERRUPTED", "run the same command again to resume"))
     width = max(len(k) for k, _ in lines)
-    rule = "-" * (width + 2 + max(len(v) for _, v in lines))
+    rule = "-" * min(100, width + 2 + max(len(v) for _, v in lines))
     return "\n".join([rule] + [f"{k:<{width}}  {v}" for k, v in lines] + [rule])

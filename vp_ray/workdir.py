@@ -49,22 +49,10 @@ def remove_work_dir(work_dir: str | os.PathLike) -> None:
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def store_masks(work_dir: str | os.PathLike, raw_masks: np.ndarray, dilate_size: int) -> float:
-    """Save the object masks as given and dilated (what the inpainter fills).
-
-    Returns the dilated masks' area fraction. Raises ClipError if no frame has any object:
-    there would be nothing to remove.
-    """
-    from vp_ray.errors import ClipError
-    from vp_ray.masks import dilate_masks
-
-    raw_masks = raw_masks.astype(bool)
-    if not raw_masks.any():
-        raise ClipError("the mask is empty on every frame: nothing to remove", kind="mask")
-    masks = dilate_masks(raw_masks, dilate_size)
-    save_array(work_dir, MASKS_RAW, raw_masks)
-    save_array(work_dir, MASKS, masks)
-    return float(masks.mean())
+def store_masks(work_dir: str | os.PathLike, raw_masks: np.ndarray, masks: np.ndarray) -> None:
+    """Save the object masks as given or segmented, and dilated (what the inpainter fills)."""
+    save_array(work_dir, MASKS_RAW, raw_masks.astype(bool))
+    save_array(work_dir, MASKS, masks.astype(bool))
 
 
 def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) -> None:

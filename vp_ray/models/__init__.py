@@ -37,7 +37,7 @@ def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
     if model_cfg["name"] not in ("videopainter", "tiny"):
         return num_frames
     count = min(num_frames, WINDOW_FRAMES)
-    if model_cfg.get("pad_short_clips", True):
+    if model_cfg["pad_short_clips"]:
         return count
     return count - (count - 1) % 4 if count >= 1 else 0
 

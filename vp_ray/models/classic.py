@@ -32,14 +32,15 @@ def nearest_visible_frame(masks: np.ndarray) -> np.ndarray:
 
 class ClassicInpainter:
     def __init__(self, model_cfg: dict[str, Any]):
-        self.radius = int(model_cfg.get("inpaint_radius", 5))
-        method = model_cfg.get("inpaint_method", "telea")
+        self.radius = int(model_cfg["inpaint_radius"])
+        method = model_cfg["inpaint_method"]
         if method not in METHODS:
             raise ValueError(f"inpaint_method {method!r} is not one of {sorted(METHODS)}")
         self.method = METHODS[method]
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None) -> np.ndarray:
+        """``progress`` is not called: there are no denoising steps, and a clip takes milliseconds."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or masks.shape != frames.shape[:3]:
             raise ValueError(f"expected uint8 frames [T, H, W, 3] and masks [T, H, W], got "
                              f"{frames.dtype} {frames.shape} and {masks.shape}")
@@ -53,8 +54,6 @@ class ClassicInpainter:
             if never_seen[i].any():
                 # cv2.inpaint changes only the pixels under its mask: the rest stays bit-identical.
                 result[i] = cv2.inpaint(result[i], never_seen[i].astype(np.uint8), self.radius, self.method)
-            if progress:
-                progress(i + 1, len(frames))
         return result
 
     def reduce_memory(self) -> bool:

@@ -23,7 +23,6 @@ from vp_ray.models.pipeline import VideoPainterPipeline
 log = logging.getLogger(__name__)
 
 RESIDENT_MIN_FREE_GB = 60.0  # `memory=auto`: whole pipeline on the GPU above this, else model offload
-MEMORY_MODES = ("auto", "resident", "model_offload", "sequential_offload")
 
 
 def mirrored_indices(length: int, total: int) -> np.ndarray:
@@ -79,9 +78,9 @@ class VideoPainterInpainter:
         self.pipe = pipe if pipe is not None else self._load(model_cfg)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        limit_memory(self.device, model_cfg.get("gpu_memory_limit_gb"))
+        limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
         self.memory_mode = self._resolve_memory_mode()
-        self.vae_savers = model_cfg.get("vae_tiling")
+        self.vae_savers = model_cfg["vae_tiling"]
         if self.vae_savers is None:
             self.vae_savers = self.memory_mode != "resident"
         self._apply_memory_mode()
@@ -95,17 +94,17 @@ class VideoPainterInpainter:
         count = len(frames)
         if count > WINDOW_FRAMES or usable_frames(cfg, count) != count:
             raise ValueError(f"{count} frames: expected at most {WINDOW_FRAMES}"
-                             + ("" if cfg.get("pad_short_clips", True) else " and a 4k+1 count"))
-        if count < WINDOW_FRAMES and cfg.get("pad_short_clips", True):
+                             + ("" if cfg["pad_short_clips"] else " and a 4k+1 count"))
+        if count < WINDOW_FRAMES and cfg["pad_short_clips"]:
             # Shorter windows come out as noise: mirror the clip to 49 frames, cut back after.
             order = mirrored_indices(count, WINDOW_FRAMES)
             frames, masks = frames[order], masks[order]
 
-        masked_video, masks = condition_inputs(frames, masks, cfg.get("first_frame_gt", True),
-                                               cfg.get("first_frame_fill", "opencv"))
+        masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"],
+                                               cfg["first_frame_fill"])
         self._check_prompt_length(prompt)
 
-        steps = cfg.get("num_inference_steps", 50)
+        steps = cfg["num_inference_steps"]
         callback = None
         if progress is not None:
             def callback(pipe, step, timestep, tensors):
@@ -114,10 +113,10 @@ class VideoPainterInpainter:
 
         output = self.pipe(
             video=masked_video, masks=masks, image=masked_video[0], prompt=prompt,
-            negative_prompt=cfg.get("negative_prompt", ""), num_inference_steps=steps,
-            guidance_scale=cfg.get("guidance_scale", 6.0), use_dynamic_cfg=cfg.get("use_dynamic_cfg", True),
-            generator=torch.Generator().manual_seed(seed), replace_gt=cfg.get("replace_gt", True),
-            mask_add=cfg.get("mask_add", True), callback_on_step_end=callback)
+            negative_prompt=cfg["negative_prompt"], num_inference_steps=steps,
+            guidance_scale=cfg["guidance_scale"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
+            generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
+            mask_add=cfg["mask_add"], callback_on_step_end=callback)
         return np.clip(np.round(output.frames[:count] * 255.0), 0, 255).astype(np.uint8)
 
     def reduce_memory(self) -> bool:
@@ -136,12 +135,12 @@ class VideoPainterInpainter:
     @staticmethod
     def _load(model_cfg: dict[str, Any]) -> VideoPainterPipeline:
         base, branch = model_cfg["base_model_path"], model_cfg["branch_path"]
-        if model_cfg.get("create_tiny_if_missing") and not Path(base).exists() and not Path(branch).exists():
+        if model_cfg["create_tiny_if_missing"] and not Path(base).exists() and not Path(branch).exists():
             from vp_ray.models.tiny import write_tiny_tree
 
             log.info("writing a tiny random checkpoint at %s and %s", base, branch)
             write_tiny_tree(base, branch)
-        return load_pipeline(base, branch, model_cfg.get("dtype", "bfloat16"))
+        return load_pipeline(base, branch, model_cfg["dtype"])
 
     def _check_prompt_length(self, prompt: str) -> None:
         limit = self.pipe.transformer.config.max_text_seq_length
@@ -152,14 +151,12 @@ class VideoPainterInpainter:
             self.last_warnings.append(message)
 
     def _resolve_memory_mode(self) -> str:
-        mode = self.cfg.get("memory_mode", "auto")
-        if mode not in MEMORY_MODES:
-            raise ValueError(f"unknown memory mode {mode!r}: expected one of {', '.join(MEMORY_MODES)}")
+        mode = self.cfg["memory_mode"]
         if self.device.type != "cuda":
             return "resident"
         if mode == "auto":
             free_bytes, _ = torch.cuda.mem_get_info()
-            if self.cfg.get("gpu_memory_limit_gb"):
+            if self.cfg["gpu_memory_limit_gb"]:
                 free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
             mode = "resident" if free_bytes / 2**30 >= RESIDENT_MIN_FREE_GB else "model_offload"
             log.info("memory=auto: %.1f GiB free on the GPU -> %s", free_bytes / 2**30, mode)

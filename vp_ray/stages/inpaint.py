@@ -21,7 +21,7 @@ import pandas as pd
 from vp_ray import workdir
 from vp_ray.errors import ClipError
 from vp_ray.models import load_inpainter, usable_frames
-from vp_ray.rows import add_warning, run_stage
+from vp_ray.rows import add_warning, clip_seconds, run_stage
 
 log = logging.getLogger(__name__)
 OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
@@ -102,7 +102,7 @@ class InpaintClips:
             free_gpu_memory()
             self._check_memory_released()
             log.warning("%s: GPU out of memory with %d frames (%s)", row["clip_id"], count, message)
-            if retry["memory_savers_first"] and self.inpainter.reduce_memory():
+            if retry["use_memory_savers"] and self.inpainter.reduce_memory():
                 add_warning(row, f"OOM at attempt {attempts}: switched on a memory saver")
                 continue
             if not shorter:
@@ -114,7 +114,7 @@ class InpaintClips:
             add_warning(row, f"OOM at attempt {attempts}: retrying with max_seconds={max_seconds:g}")
         row.update(attempts=attempts, num_frames=len(result), effective_max_seconds=max_seconds,
                    degraded=len(result) < row["num_frames"],
-                   seconds=round((len(result) - 1) / row["out_fps"], 3))
+                   seconds=clip_seconds(len(result), row["out_fps"]))
         return result, row
 
     def _check_memory_released(self) -> None:

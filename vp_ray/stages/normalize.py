@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from typing import Any
 
 import pandas as pd
@@ -40,19 +41,32 @@ class NormalizeRecords:
         return row
 
 
-def _placeholder(raw: dict[str, Any], layout: str) -> ClipRecord:
+def ragged_row_failure(ragged: records.RaggedRow, columns: list[str], layout: str) -> dict[str, Any]:
+    """The failure row of a CSV line with the wrong number of fields, named by its id if it has one."""
+    fields = next(csv.reader([ragged.text]), [])
+    raw = {column: value for column, value in zip(columns, fields) if column in records.ID_COLUMNS}
+    record = _placeholder(raw, layout, fallback=f"line-{ragged.line}")
+    return failed_row(new_row(record), "read", ClipError(
+        f"CSV line {ragged.line} has {ragged.fields} field(s) but the header has {ragged.expected} "
+        f"(a stray or missing comma, or an unquoted comma in a caption?): {ragged.text[:200]!r}"))
+
+
+def _placeholder(raw: dict[str, Any], layout: str, fallback: str | None = None) -> ClipRecord:
     """A record for a row too broken to normalize, so that its failure still names it.
 
-    The id here is only a label in the failures table, never used as a path.
+    The id comes from the id columns alone (a bad caption must not hide a good path); it is only
+    a label in the failures table, never used as a path.
     """
     given, video = raw.get("clip_id"), raw.get("video_path", raw.get("path"))
-    if given is not None:
-        clip_id = _text(given)
-    else:
-        try:
-            clip_id = records.clip_id_of(records.clean(raw), layout)
-        except ClipError:
-            clip_id = "row:" + ",".join(f"{k}={_text(v)}" for k, v in raw.items() if v is not None)[:120]
+    try:
+        clip_id = records.clip_id_of(records.clean({k: v for k, v in raw.items() if k in records.ID_COLUMNS}),
+                                     layout)
+    except ClipError:
+        if given is not None:
+            clip_id = _text(given)
+        else:
+            clip_id = fallback or "row:" + ",".join(
+                f"{k}={_text(v)}" for k, v in raw.items() if v is not None)[:120]
     return ClipRecord(clip_id=clip_id, video_path=_text(video) if video is not None else "")
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 
 from vp_ray import masks as mask_io
-from vp_ray import video, workdir
+from vp_ray import prompts, video, workdir
 from vp_ray.errors import ClipError
 from vp_ray.models import usable_frames
-from vp_ray.rows import run_stage
+from vp_ray.rows import clip_seconds, run_stage
 
 FILE_MASK_KINDS = ("npz", "video", "png_dir")
 
@@ -41,25 +41,32 @@ class PrepareClips:
         if count < cfg["min_frames"]:
             raise ClipError(
                 f"only {len(clip.frames)} frame(s) at {clip.out_fps:g} fps after resampling "
-                f"(source {clip.source_fps:g} fps, frames {row['start_frame']}..{row['end_frame']}); "
+                f"(source {clip.source_fps:g} fps, frames {row['start_frame']}.."
+                f"{row['end_frame'] if row['end_frame'] >= 0 else 'end'}); "
                 f"at least {cfg['min_frames']} are needed", kind="bad_input")
         frames, indices = clip.frames[:count], clip.indices[:count]
         source_h, source_w = frames.shape[1:3]
         placement = video.placement_for(source_h, source_w, model["height"], model["width"],
                                         cfg["resize_mode"])
+        if row["mask_kind"] in prompts.PROMPT_KINDS:
+            # Clicks outside the frame fail here, before any SAM2 model is loaded or run.
+            prompts.parse_prompts(row["points"], row["box"], placement, cfg["dataset"]["prompt_coords"])
         raw_masks = self.load_masks(row, indices, (source_h, source_w)) \
             if row["mask_kind"] in FILE_MASK_KINDS else None
 
+        if raw_masks is not None:
+            raw_masks = mask_io.require_object(video.fit_masks(raw_masks, placement))
         work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"])
         workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement))
         workdir.save_array(work_dir, workdir.INDICES, indices)
         if raw_masks is not None:
-            row["mask_area"] = workdir.store_masks(work_dir, video.fit_masks(raw_masks, placement),
-                                                   cfg["dilate_size"])
+            masks = mask_io.dilate_masks(raw_masks, cfg["dilate_size"])
+            workdir.store_masks(work_dir, raw_masks, masks)
+            row["mask_area"] = float(masks.mean())
         row.update(
             work_dir=str(work_dir), source_height=source_h, source_width=source_w,
             source_fps=clip.source_fps, out_fps=clip.out_fps, num_frames=count,
-            seconds=round((count - 1) / clip.out_fps, 3), effective_max_seconds=max_seconds,
+            seconds=clip_seconds(count, clip.out_fps), effective_max_seconds=max_seconds,
             effective_seed=row["seed"] if row["seed"] >= 0 else clip_seed(cfg["seed"], row["clip_id"]),
         )
         return row

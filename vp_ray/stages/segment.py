@@ -6,10 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-from vp_ray import segment, video, workdir
+from vp_ray import masks as mask_io
+from vp_ray import prompts, segment, video, workdir
 from vp_ray.rows import add_warning, run_stage
 
-PROMPT_KINDS = ("points", "box")
 
 
 class SegmentStage:
@@ -23,18 +23,21 @@ class SegmentStage:
         return run_stage(batch, "segment", self.segment, "time_segment_s")
 
     def segment(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["mask_kind"] not in PROMPT_KINDS:
+        if row["mask_kind"] not in prompts.PROMPT_KINDS:
             return row
         workdir.count_worker_attempt(row["work_dir"], "segment", self.cfg["retry"]["max_worker_deaths"])
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
         placement = video.placement_for(row["source_height"], row["source_width"], frames.shape[1],
                                         frames.shape[2], self.cfg["resize_mode"])
-        points, box = segment.parse_prompts(row["points"], row["box"], placement,
+        points, box = prompts.parse_prompts(row["points"], row["box"], placement,
                                             self.cfg["dataset"]["prompt_coords"])
-        masks = self.segmenter.segment_clip(frames, points, box)
-        first_area = int(masks[0].sum())
+        raw_masks = self.segmenter.segment_clip(frames, points, box)
+        first_area = int(raw_masks[0].sum())
         if first_area < self.cfg["sam2"]["min_mask_area"]:
             add_warning(row, f"first-frame mask is {'tiny' if first_area else 'empty'} "
                              f"({first_area} px): move the click onto the object")
-        row["mask_area"] = workdir.store_masks(row["work_dir"], masks, self.cfg["dilate_size"])
+        raw_masks = mask_io.require_object(raw_masks)
+        masks = mask_io.dilate_masks(raw_masks, self.cfg["dilate_size"])
+        workdir.store_masks(row["work_dir"], raw_masks, masks)
+        row["mask_area"] = float(masks.mean())
         return row

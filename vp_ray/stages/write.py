@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ class WriteClips:
         self.cfg = cfg
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return run_stage(batch, "write", self.write, "time_write_s")
+        return run_stage(batch, "write", self.write)  # write() times itself, for meta.json
 
     def write(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
+        start = time.perf_counter()
         work = row["work_dir"]
         frames = workdir.load_array(work, workdir.FRAMES)
         masks = workdir.load_array(work, workdir.MASKS)
@@ -51,10 +53,13 @@ class WriteClips:
             outputs.write_png(folder / "frame0_with_mask.png", outputs.overlay(frames[0], masks[0]))
             outputs.write_png(folder / "mask0.png", masks[0].astype("uint8") * 255)
 
+        def make_meta() -> dict[str, Any]:
+            row["time_write_s"] = round(time.perf_counter() - start, 3)
+            return {**{k: row[k] for k in RECORD_COLUMNS + STATUS_COLUMNS},
+                    "fingerprint": outputs.fingerprint(cfg, row)}
+
         row["status"] = OK
         row["output_dir"] = str(outputs.clip_dir(cfg["output_dir"], row["clip_id"]))
-        meta = {k: row[k] for k in RECORD_COLUMNS + STATUS_COLUMNS}
-        meta["fingerprint"] = outputs.fingerprint(cfg, row)
-        outputs.commit_clip(cfg["output_dir"], row["clip_id"], meta, write_files)
+        outputs.commit_clip(cfg["output_dir"], row["clip_id"], write_files, make_meta)
         workdir.remove_work_dir(work)
         return row
