@@ -24,15 +24,9 @@ def ray_local():
 
 def compose_dictconfig(overrides: list[str]):
     """The typed config Hydra composes for these command-line overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from vp_ray.config import compose
 
-    from vp_ray.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose("config", overrides=overrides)
+    return compose(overrides)
 
 
 def compose_config(overrides: list[str]) -> dict:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vp_ray import outputs
 from vp_ray.config import _fields as config_fields
 from vp_ray.config import to_plain_config
+from vp_ray.models import MODELS
 from vp_ray.manifest import Ledger
 from vp_ray.rows import ClipRecord, new_row
 from conftest import compose_dictconfig
@@ -98,7 +99,9 @@ def test_each_setting_that_can_change_output_flips_the_fingerprint_and_no_other(
                 walk(value, key + ".")
                 continue
             changed = copy.deepcopy(composed)
-            OmegaConf.update(changed, key, mutated(value, str(spec.type)), merge=False)
+            other = mutated(value, str(spec.type)) if key != "model.name" else \
+                next(name for name in sorted(MODELS) if name != value)  # names must be registered
+            OmegaConf.update(changed, key, other, merge=False)
             flipped = outputs.fingerprint(to_plain_config(changed), row()) != base
             assert flipped == spec.metadata.get("output", True), key
             checked.append(key)

@@ -142,17 +142,27 @@ def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
 def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
     from types import SimpleNamespace
 
-    from vp_ray.models import videopainter
+    from vp_ray import gpu
 
     calls = []
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
     cuda = torch.device("cuda")
-    videopainter.limit_memory(cuda, 30)
+    gpu.limit_memory(cuda, 30)
     assert calls == [(0.375, 0)]  # torch wants a device index, not a bare "cuda"
-    videopainter.limit_memory(cuda, None)
-    videopainter.limit_memory(torch.device("cpu"), 30)  # no GPU: nothing to cap
+    gpu.limit_memory(cuda, None)
+    gpu.limit_memory(torch.device("cpu"), 30)  # no GPU: nothing to cap
     assert len(calls) == 1
-    with pytest.raises(ValueError, match="gpu_memory_limit_gb=90 is not within the GPU's 80.0 GiB"):
-        videopainter.limit_memory(cuda, 90)
+    with pytest.raises(ValueError, match="limit of 90 GiB is not within the GPU's 80.0 GiB"):
+        gpu.limit_memory(cuda, 90)
+
+
+def test_auto_memory_plan_follows_the_measured_peaks():
+    """141 and 80 GB cards keep everything resident and untiled; a 32 GB card (31 GiB usable, or a
+    27 GiB actor cap beside SAM2) stays resident with VAE tiling; below that, model offload."""
+    from vp_ray.models.videopainter import plan_memory
+
+    assert plan_memory(139) == plan_memory(79) == ("resident", False)
+    assert plan_memory(31) == plan_memory(27) == ("resident", True)
+    assert plan_memory(22) == ("model_offload", True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +55,9 @@ def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_
         masks = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
         assert masks.shape == (12, 96, 144)  # every frame segmented, at the source's size
         assert json.loads((folder / "meta.json").read_text())["time_segment_s"] >= 0
+    if model == "classic":  # 144x96 source stretched to 96x64: the click (30, 48) lands on (20, 32)
+        shown = cv2.cvtColor(cv2.imread(str(tmp_path / "out/clips/click/frame0_with_mask.png")), cv2.COLOR_BGR2RGB)
+        assert shown[32, 20].tolist() == [0, 255, 0]  # the positive click, drawn where SAM2 got it
 
 
 def test_mask_only_run_writes_masks_that_a_later_run_can_use(ray_local, tmp_path, demo_video):

@@ -8,12 +8,18 @@ import pandas as pd
 import pytest
 
 from vp_ray import records
+from vp_ray.records import DatasetPlan, plan_dataset
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.graph import plan_dataset
 from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 
 GENERIC = {"layout": "generic", "video_root": "", "mask_root": "", "default_prompt": "a background",
            "ignore_columns": [], "limit": -1, "format": "csv"}
+
+
+def plan_at(folder, duplicates=None):
+    """The plan of a dataset file in ``folder``."""
+    return DatasetPlan(path=f"{folder}/clips.csv", format="csv", columns=[], total=0,
+                       duplicates=duplicates or {}, ragged=[])
 
 
 def normalize(raw, **dataset):
@@ -116,7 +122,7 @@ def test_preflight_counts_rows_and_finds_duplicate_ids(tmp_path, fmt):
 
 def test_normalize_stage_turns_bad_rows_into_failed_rows(tmp_path):
     cfg = {"dataset": GENERIC, "output_dir": str(tmp_path), "output_settings": {}}
-    stage = NormalizeRecords(cfg, "/data", duplicates={"dup": 2})
+    stage = NormalizeRecords(cfg, plan_at("/data", duplicates={"dup": 2}))
     batch = pd.DataFrame([
         {"clip_id": b"good", "video_path": b"a.mp4", "points": b"[[1, 2]]"},
         {"clip_id": b"dup", "video_path": b"b.mp4", "points": b"[[1, 2]]"},
@@ -136,7 +142,7 @@ def test_vpdata_row_with_a_bad_caption_keeps_the_id_of_its_path():
     cfg = {"dataset": {**GENERIC, "layout": "vpdata"}, "output_dir": "/tmp/out", "output_settings": {}}
     raw = {"path": b"0000001_clip.mp4", "mask_id": b"1", "start_frame": b"0", "end_frame": b"49", "fps": b"30",
            "caption": b"caf\xe9 on a street"}
-    out = NormalizeRecords(cfg, "/data", duplicates={})(pd.DataFrame([raw])).iloc[0]
+    out = NormalizeRecords(cfg, plan_at("/data"))(pd.DataFrame([raw])).iloc[0]
     assert out.status == "failed" and "not valid UTF-8" in out.error
     assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), "vpdata") == "0000001_clip_m1_0-49"
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import graph, metrics, video
+from vp_ray import graph, metrics, records, video
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
@@ -216,7 +216,7 @@ def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tm
     rows = [f'c{i},{"v" * 40}{i}.mp4,"[[1, 2]]"' for i in range(25000)]
     path.write_text("\n".join(["clip_id,video_path,points", *rows, "late,b.mp4"]) + "\n")
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={path}"])
-    plan = graph.plan_dataset(cfg)
+    plan = records.plan_dataset(cfg)
     assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
 
 

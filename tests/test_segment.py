@@ -18,16 +18,17 @@ import pytest
 import torch
 
 from vp_ray import connected_components, prompts, segment, workdir
+from vp_ray.config import Sam2Config, schema_defaults
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.graph import actor_resources
+from vp_ray.records import DatasetPlan
 from vp_ray.rows import ClipRecord, new_row
 from vp_ray.sam2_placement import Sam2Placement, plan_placement
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.video import placement_for
 
-TINY = {"config": "configs/sam2/sam2_hiera_t.yaml", "checkpoint": "", "random_init": True,
-        "image_size": 128, "device": "cpu", "dtype": "bfloat16", "placement": "cpu", "pool_size": 1,
-        "gpu_fraction": 0.1, "num_cpus": 1.0, "min_mask_area": 64, "mask_threshold": 0.0}
+TINY = {**schema_defaults(Sam2Config), "name": "tiny_random", "config": "configs/sam2/sam2_hiera_t.yaml",
+        "checkpoint": "", "random_init": True, "image_size": 128, "device": "cpu", "placement": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +208,17 @@ def stage_row(tmp_path, clip_id="c", **fields):
     return {**new_row(record), "work_dir": str(work), "source_height": 128, "source_width": 192, **fields}
 
 
+PLAN = DatasetPlan(path="/data/clips.csv", format="csv", columns=["points", "box"], total=1, duplicates={},
+                   ragged=[])
+
+
 def stage_cfg(**sam2):
     return {"sam2": {**TINY, **sam2}, "dilate_size": 3, "resize_mode": "stretch",
             "dataset": {"prompt_coords": "source"}, "retry": {"max_worker_deaths": 1}}
 
 
 def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
-    stage = SegmentStage(stage_cfg(mask_threshold=-1e9))  # every pixel: the plumbing is what counts
+    stage = SegmentStage(stage_cfg(mask_threshold=-1e9), PLAN)  # every pixel: the plumbing is what counts
     given = pd.DataFrame([stage_row(tmp_path, "click"),
                           stage_row(tmp_path, "box", mask_kind="box", points="", box="[20, 20, 100, 90]"),
                           stage_row(tmp_path, "file", mask_kind="npz", points="")])
@@ -228,7 +233,7 @@ def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
 
 
 def test_stage_warns_when_the_click_misses_on_the_first_frame(tmp_path):
-    stage = SegmentStage(stage_cfg())
+    stage = SegmentStage(stage_cfg(), PLAN)
 
     class MissesFrameZero:
         def segment_clip(self, clip, points, box=None):
@@ -245,7 +250,7 @@ def test_stage_warns_when_the_click_misses_on_the_first_frame(tmp_path):
 
 
 def test_stage_fails_a_click_outside_the_source_frame(tmp_path):
-    out = SegmentStage(stage_cfg())(pd.DataFrame([stage_row(tmp_path, points="[[500, 30, 1]]")])).iloc[0]
+    out = SegmentStage(stage_cfg(), PLAN)(pd.DataFrame([stage_row(tmp_path, points="[[500, 30, 1]]")])).iloc[0]
     assert (out.status, out.failed_stage, out.error_type) == ("failed", "segment", "bad_input")
     assert "click (500, 30) lies outside the 192x128 source frame" in out.error
 
@@ -313,7 +318,7 @@ def test_default_placement_leaves_every_gpu_an_inpainting_actor():
 
 def test_a_clip_that_keeps_killing_the_sam2_worker_ends_as_a_failure(tmp_path):
     """Each try is counted in the clip's work folder, which outlives a killed actor process."""
-    stage = SegmentStage(stage_cfg(mask_threshold=-1e9))
+    stage = SegmentStage(stage_cfg(mask_threshold=-1e9), PLAN)
     row = stage_row(tmp_path)
     (Path(row["work_dir"]) / "segment.attempts").write_text("1")  # one earlier try died
     assert stage(pd.DataFrame([row])).iloc[0].status == "pending"  # within retry.max_worker_deaths=1

@@ -254,6 +254,9 @@ class ClusterConfig:
     write_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
     # Ray Data raises if no clip finishes for this long (a clip can take minutes).
     no_progress_timeout_s: float = setting(3600.0, check=POSITIVE, output=False)
+    # Every this many seconds the driver appends its memory, the object store's and the clips
+    # waiting in <output_dir>/.work to <output_dir>/run_samples.csv.
+    sample_every_s: float = setting(5.0, check=POSITIVE, output=False)
 
 
 @dataclass
@@ -286,6 +289,9 @@ class Sam2Config:
     # shared: GPU share of each SAM2 actor; each inpainting actor asks for 1 - pool_size * this
     # (pool_size * gpu_fraction must stay below 0.5).
     gpu_fraction: float = setting(0.1, check=FRACTION, output=False)
+    # Cap on each SAM2 actor's GPU memory in GiB (null = none): with placement=shared, the
+    # inpainting actor's cap plus this must fit the card (31 GiB usable on a 32 GB card).
+    gpu_memory_limit_gb: Optional[float] = setting(None, check=POSITIVE, output=False)
     # CPUs reserved per SAM2 actor (raise it with placement=cpu so Ray does not oversubscribe).
     num_cpus: float = setting(1.0, check=NON_NEGATIVE, output=False)
     # A first-frame mask smaller than this many pixels (model frame) is flagged in the manifest.
@@ -338,22 +344,19 @@ class Config:
     mask_only: bool = False
 
 
-GROUP_SCHEMAS = {
-    "dataset": {"base_dataset": DatasetConfig},
-    "model": {"base_classic": ClassicModelConfig, "base_videopainter": VideoPainterModelConfig,
-              "base_faulty": FaultyModelConfig},
-    "cluster": {"base_cluster": ClusterConfig},
-    "retry": {"base_retry": RetryConfig},
-    "sam2": {"base_sam2": Sam2Config},
-}
+GROUP_SCHEMAS = {"dataset": DatasetConfig, "cluster": ClusterConfig, "retry": RetryConfig, "sam2": Sam2Config}
 
 
 def register_configs() -> None:
+    """Schemas for the YAML files' ``defaults``: ``base_<group>``, and ``base_<model>`` per model schema."""
+    from vp_ray.models import MODELS
+
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for group, schemas in GROUP_SCHEMAS.items():
-        for name, schema in schemas.items():
-            cs.store(group=group, name=name, node=schema)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+    for schema in {spec.schema for spec in MODELS.values()}:
+        cs.store(group="model", name=f"base_{schema.name}", node=schema)
 
 
 def _fields(node: DictConfig):
@@ -429,7 +432,11 @@ def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
 
 def _cross_checks(plain: dict[str, Any]) -> list[str]:
     """Rules that involve more than one field."""
+    from vp_ray.models import MODELS
+
     problems = []
+    if plain["model"]["name"] not in MODELS:
+        problems.append(f"model.name={plain['model']['name']}: must be one of {', '.join(sorted(MODELS))}")
     sam2 = plain["sam2"]
     taken = sam2["pool_size"] * sam2["gpu_fraction"]
     if sam2["placement"] in ("shared", "auto") and not taken < 0.5:
@@ -441,3 +448,26 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
 def schema_defaults(schema: type) -> dict[str, Any]:
     """A group's defaults as the plain dict a worker receives (Enums as strings)."""
     return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+
+
+def conf_dir() -> str:
+    """The folder of Hydra's config tree: ``conf/`` beside the package in a checkout, else the
+    copy installed as the package ``vp_ray.conf``."""
+    checkout = Path(__file__).resolve().parents[1] / "conf"
+    if (checkout / "config.yaml").is_file():
+        return str(checkout)
+    from importlib.resources import files
+
+    return str(files("vp_ray.conf"))
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The typed config Hydra composes for these command-line overrides (as launch.py gets it)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
+    with initialize_config_dir(version_base="1.3", config_dir=conf_dir()):
+        return hydra_compose("config", overrides=overrides)

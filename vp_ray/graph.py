@@ -1,4 +1,4 @@
-"""Assembles and runs the Ray Data pipeline; the only module that knows every stage.
+"""Maps the stage list (``vp_ray.stages.pipeline``) onto Ray Data and runs it.
 
     read CSV/Parquet -> one row per block -> normalize -> prepare (CPU tasks)
       -> segment (SAM2 actors, only if the dataset has click/box prompts)
@@ -10,8 +10,10 @@ Rows carry paths and small fields only; frames travel through each clip's work f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,29 +26,13 @@ from tqdm import tqdm
 from vp_ray import outputs, records
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
+from vp_ray.records import DatasetPlan, plan_dataset
 from vp_ray.sam2_placement import plan_placement
-from vp_ray.stages.inpaint import InpaintClips
-from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
-from vp_ray.stages.prepare import PrepareClips
-from vp_ray.stages.write import WriteClips
+from vp_ray.sampler import Sampler
+from vp_ray.stages import pipeline, preflight
+from vp_ray.stages.normalize import ragged_row_failure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DatasetPlan:
-    """What preflight learned about the dataset file, without reading its rows into memory."""
-
-    path: str
-    format: str
-    columns: list[str]
-    total: int  # input rows this run accounts for, ragged CSV lines included
-    duplicates: dict[str, int]
-    ragged: list[records.RaggedRow]  # CSV lines that are not rows: failures before the pipeline
-
-    @property
-    def needs_segmentation(self) -> bool:
-        return bool({"points", "box"} & set(self.columns))
 
 
 @dataclass
@@ -55,45 +41,6 @@ class RunResult:
     interrupted: bool
     manifest_path: Path
     failures_path: Path
-
-
-def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
-    """Check the dataset before any worker starts: columns, ids, size."""
-    dataset = cfg["dataset"]
-    fmt, path = dataset["format"], dataset["path"]
-    if fmt == "demo":
-        from vp_ray.demo import ensure_demo_dataset
-
-        path = str(ensure_demo_dataset(path, num_clips=dataset["demo_num_clips"],
-                                       num_frames=dataset["demo_num_frames"], fps=dataset["demo_fps"],
-                                       seed=cfg["seed"]))
-        fmt = "csv"
-    elif fmt not in ("csv", "parquet"):
-        raise ConfigError(f"dataset.format {fmt!r} is not csv, parquet or demo")
-    columns = records.dataset_columns(path, fmt)
-    records.check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    id_rows, ragged = records.read_id_columns(path, fmt, dataset["layout"], columns)
-    valid = len(id_rows) if dataset["limit"] < 0 else min(len(id_rows), dataset["limit"])
-    if dataset["limit"] >= 0:
-        # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
-        ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
-    duplicates = records.duplicate_ids(id_rows[:valid], dataset["layout"])
-    return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
-                       duplicates=duplicates, ragged=ragged)
-
-
-def check_weights(cfg: dict[str, Any], needs_segmentation: bool) -> None:
-    """Missing weights fail here, naming every file, before any actor starts loading them."""
-    model = cfg["model"]
-    if model["name"] in ("videopainter", "tiny") and not cfg["mask_only"] \
-            and not model["create_tiny_if_missing"]:
-        from vp_ray.models.checkpoint import require_complete
-
-        require_complete(model["base_model_path"], model["branch_path"])
-    sam2 = cfg["sam2"]
-    if needs_segmentation and not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
-        raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (SAM2 turns clicks and boxes "
-                          "into masks; see ckpt/README.md, or give masks as files instead)")
 
 
 def connect(cluster: dict[str, Any]) -> None:
@@ -160,62 +107,73 @@ def check_cpus(cluster_cpus: float, holders: dict[str, float]) -> None:
                           "model.num_cpus / sam2.num_cpus / sam2.pool_size")
 
 
-def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
-    cluster, model = cfg["cluster"], cfg["model"]
+def actor_pools(cfg: dict[str, Any], plan: DatasetPlan, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each actor stage's pool and Ray resources (``map_batches`` arguments), by stage name.
+
+    Fails (``ConfigError``) before anything starts if the cluster cannot hold them all at once.
+    """
+    cluster, model, sam2 = cfg["cluster"], cfg["model"], cfg["sam2"]
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0)
     inpaint_gpus, gpus_for_inpaint = model["num_gpus"], gpus
+    pools: dict[str, dict[str, Any]] = {}
     holders: dict[str, float] = {}
-    if plan.needs_segmentation:
-        placement = plan_placement(cfg["sam2"], model["num_gpus"], gpus)
+    if "segment" in names:
+        placement = plan_placement(sam2, model["num_gpus"], gpus)
         log.info("SAM2 placement: %s", placement)
         inpaint_gpus, gpus_for_inpaint = placement.inpaint_num_gpus, placement.inpaint_gpus_available
-        sam2_resources = actor_resources(placement.sam2_num_gpus, cfg["sam2"]["num_cpus"])
-        holders["SAM2"] = cfg["sam2"]["pool_size"] * sam2_resources.get("num_cpus", 1)
-    if not cfg["mask_only"]:
-        size = 1 if cluster["autoscale"] else inpaint_pool_size(cfg, gpus_for_inpaint)
-        inpaint_resources = actor_resources(inpaint_gpus, model["num_cpus"])
-        holders["inpainting"] = size * inpaint_resources.get("num_cpus", 1)
+        pools["segment"] = {"compute": ray.data.ActorPoolStrategy(size=sam2["pool_size"],
+                                                                  max_tasks_in_flight_per_actor=1),
+                            **actor_resources(placement.sam2_num_gpus, sam2["num_cpus"])}
+        holders["SAM2"] = sam2["pool_size"] * pools["segment"].get("num_cpus", 1)
+    if "inpaint" in names:
+        if cluster["autoscale"]:
+            size, compute = 1, ray.data.ActorPoolStrategy(min_size=1, max_size=None,
+                                                          max_tasks_in_flight_per_actor=1)
+        else:
+            size = inpaint_pool_size(cfg, gpus_for_inpaint)
+            compute = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
+        pools["inpaint"] = {"compute": compute, "memory": model["memory"] or None,
+                            **actor_resources(inpaint_gpus, model["num_cpus"])}
+        holders["inpainting"] = size * pools["inpaint"].get("num_cpus", 1)
     check_cpus(resources.get("CPU", 0), holders)
+    return pools
+
+
+def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
+    stages = pipeline(cfg, plan)
+    pools = actor_pools(cfg, plan, [stage.name for stage in stages if stage.actor])
+    plan = dataclasses.replace(plan, ragged=[])  # what the workers need of it
     # Process death (segfault, host-OOM kill, node loss) is left to Ray: Ray Data restarts its
     # actors and retries their calls (max_restarts=-1, max_task_retries=-1, its documented
     # defaults; passing them is deprecated in 2.60). The stages bound the tries per clip
     # (workdir.count_worker_attempt). Everything else is caught per clip inside the stages.
-
     ds = read_dataset(plan)
     if cfg["dataset"]["limit"] >= 0:
         ds = ds.limit(cfg["dataset"]["limit"])
     # One clip per block: otherwise a small CSV becomes a few blocks and a single actor
     # would run all the rows of a block one after another while other GPUs idle.
     ds = ds.repartition(target_num_rows_per_block=1)
-    base_dir = str(Path(plan.path).resolve().parent)
-    ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas", num_cpus=0.25,
-                        fn_kwargs={"stage": NormalizeRecords, "args": (cfg, base_dir, plan.duplicates)})
-    ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
-                        compute=ray.data.TaskPoolStrategy(size=cluster["prepare_concurrency"]),
-                        fn_kwargs={"stage": PrepareClips, "args": (cfg,)})
-    if plan.needs_segmentation:
-        from vp_ray.stages.segment import SegmentStage
-
-        pool = ray.data.ActorPoolStrategy(size=cfg["sam2"]["pool_size"], max_tasks_in_flight_per_actor=1)
-        ds = ds.map_batches(SegmentStage, batch_size=1, batch_format="pandas", compute=pool,
-                            fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
-                            **sam2_resources)
-    if not cfg["mask_only"]:
-        pool = (ray.data.ActorPoolStrategy(min_size=1, max_size=None, max_tasks_in_flight_per_actor=1)
-                if cluster["autoscale"] else
-                ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1))
-        ds = ds.map_batches(InpaintClips, batch_size=1, batch_format="pandas", compute=pool,
-                            fn_constructor_kwargs={"cfg": cfg}, udf_modifying_row_count=False,
-                            memory=model["memory"] or None, **inpaint_resources)
-    ds = ds.map_batches(_stage_task, batch_size=1, batch_format="pandas",
-                        compute=ray.data.TaskPoolStrategy(size=cluster["write_concurrency"]),
-                        fn_kwargs={"stage": WriteClips, "args": (cfg,)})
+    for stage in stages:
+        if stage.actor:
+            ds = ds.map_batches(stage, batch_size=1, batch_format="pandas", udf_modifying_row_count=False,
+                                fn_constructor_kwargs={"cfg": cfg, "plan": plan}, **pools[stage.name])
+        else:
+            workers = ({"compute": ray.data.TaskPoolStrategy(size=cfg["cluster"][stage.concurrency])}
+                       if stage.concurrency else {"num_cpus": 0.25})  # a light stage: many at once
+            ds = ds.map_batches(stage_task(stage), batch_size=1, batch_format="pandas",
+                                fn_kwargs={"cfg": cfg, "plan": plan}, **workers)
     return ds
 
 
-def _stage_task(batch, stage, args):
-    return stage(*args)(batch)
+def stage_task(stage):
+    """A task stage as a function named after it: Ray Data names the operator (progress, dashboard,
+    backpressure) after the function it maps."""
+    def run(batch, cfg, plan):
+        return stage(cfg, plan)(batch)
+
+    run.__name__ = run.__qualname__ = stage.__name__
+    return run
 
 
 def configure_ray_data(cfg: dict[str, Any]) -> None:
@@ -231,7 +189,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     """Run the whole job for ``cfg`` (a plain, resolved config dict)."""
     output_dir = Path(cfg["output_dir"])
     plan = plan_dataset(cfg)
-    check_weights(cfg, plan.needs_segmentation)
+    preflight(cfg, plan)
     log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
              "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -245,13 +203,18 @@ def run(cfg: dict[str, Any]) -> RunResult:
         ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
     interrupted = finished = False
     bar = tqdm(total=plan.total, initial=len(plan.ragged), desc="clips", unit="clip", dynamic_ncols=True)
+    sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"])
     try:
-        for batch in build_dataset(cfg, plan).iter_batches(batch_size=None, batch_format="pandas"):
-            for row in batch.to_dict("records"):
-                ledger.add(row)
-                bar.update(1)
-                bar.set_postfix(ok=len(ledger.done), failed=len(ledger.failed), refresh=False)
+        with sampler:
+            for batch in build_dataset(cfg, plan).iter_batches(batch_size=None, batch_format="pandas"):
+                for row in batch.to_dict("records"):
+                    ledger.add(row)
+                    bar.update(1)
+                    bar.set_postfix(ok=len(ledger.done), failed=len(ledger.failed), refresh=False)
         finished = True
+        log.info("driver peak RSS %.0f MiB; at most %d clip(s) waited in .work (samples: %s)",
+                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sampler.peak_work_clips,
+                 sampler.path)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: finished clips are kept; run the same command again to resume")

@@ -8,8 +8,6 @@ this run). Both are written atomically.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +16,16 @@ from typing import Any
 import pandas as pd
 
 from vp_ray import outputs
+from vp_ray.atomic import atomic_path
 from vp_ray.rows import DONE_BEFORE, FAILED, OK, coerce
 
 MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
     "num_frames", "out_fps", "seconds", "source_width", "source_height", "source_fps",
     "effective_seed", "effective_max_seconds", "attempts", "degraded", "peak_gpu_mem_gb",
+    "segment_worker", "inpaint_worker",
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
+    "inpaint_started", "inpaint_finished",
 ]
 FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path", "warnings"]
 
@@ -85,7 +86,6 @@ class Ledger:
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from vp_ray.atomic import atomic_path
 from vp_ray.errors import ClipError
 
 
@@ -143,14 +143,8 @@ def index_like_source(masks: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 def save_vpdata_masks(path: str | os.PathLike, masks: np.ndarray) -> None:
     """Write masks as a VPData ``all_masks.npz`` (arr_0 uint8 label map, object = mask_id 1), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npz")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, arr_0=np.asarray(masks, bool).astype(np.uint8))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, arr_0=np.asarray(masks, bool).astype(np.uint8))
 
 
 def mask_stats(masks: np.ndarray) -> dict[str, float]:

@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 
 from vp_ray import __version__
+from vp_ray.atomic import TMP_MARK, atomic_path
 from vp_ray.rows import RECORD_COLUMNS
 
 RESULT_FILES = ("result.mp4", "result_vis.mp4")
@@ -63,9 +63,9 @@ def commit_clip(output_dir: str | os.PathLike, clip_id: str, write_files: Callab
     """Run ``write_files(tmp_folder)``, add meta.json (from ``make_meta()``, called once the files
     are written), and rename the folder into place."""
     final = clip_dir(output_dir, clip_id)
-    tmp = final.parent / f".{clip_id}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
         write_files(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         meta = {**make_meta(), "files": files, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -74,17 +74,13 @@ def commit_clip(output_dir: str | os.PathLike, clip_id: str, write_files: Callab
         (tmp / META).write_text(json.dumps(meta, indent=2, allow_nan=False, default=str))
         if final.exists():
             shutil.rmtree(final)  # an older or incomplete result of the same clip
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> int:
     """Delete temporary clip folders left by a crashed run; returns how many."""
     clips = Path(output_dir) / "clips"
-    stale = list(clips.glob(".*.tmp-*")) if clips.is_dir() else []
+    stale = list(clips.glob(f".*{TMP_MARK}*")) if clips.is_dir() else []
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return len(stale)

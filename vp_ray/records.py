@@ -127,6 +127,50 @@ def duplicate_ids(raw_rows: list[dict[str, Any]], layout: str) -> dict[str, int]
     return {k: v for k, v in counts.items() if v > 1}
 
 
+@dataclass
+class DatasetPlan:
+    """What preflight learned about the dataset file, without reading its rows into memory."""
+
+    path: str
+    format: str
+    columns: list[str]
+    total: int  # input rows this run accounts for, ragged CSV lines included
+    duplicates: dict[str, int]
+    ragged: list[RaggedRow]  # CSV lines that are not rows: failures before the pipeline
+
+    @property
+    def needs_segmentation(self) -> bool:
+        return bool({"points", "box"} & set(self.columns))
+
+    @property
+    def base_dir(self) -> str:
+        """Relative paths in the dataset are resolved against its folder."""
+        return str(Path(self.path).resolve().parent)
+
+
+def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
+    """Check the dataset before any worker starts: columns, ids, size."""
+    dataset = cfg["dataset"]
+    fmt, path = dataset["format"], dataset["path"]
+    if fmt == "demo":
+        from vp_ray.demo import ensure_demo_dataset
+
+        path = str(ensure_demo_dataset(path, num_clips=dataset["demo_num_clips"],
+                                       num_frames=dataset["demo_num_frames"], fps=dataset["demo_fps"],
+                                       seed=cfg["seed"]))
+        fmt = "csv"
+    columns = dataset_columns(path, fmt)
+    check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
+    id_rows, ragged = read_id_columns(path, fmt, dataset["layout"], columns)
+    valid = len(id_rows) if dataset["limit"] < 0 else min(len(id_rows), dataset["limit"])
+    if dataset["limit"] >= 0:
+        # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
+        ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
+    duplicates = duplicate_ids(id_rows[:valid], dataset["layout"])
+    return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
+                       duplicates=duplicates, ragged=ragged)
+
+
 # ----------------------------------------------------------------------------- one row
 
 def clean(raw: dict[str, Any]) -> dict[str, Any]:

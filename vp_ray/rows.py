@@ -75,10 +75,16 @@ class ClipStatus:
     attempts: int = 0
     degraded: bool = False
     peak_gpu_mem_gb: float = 0.0
+    # Where the clip was segmented and inpainted: "node=<id> gpu=<ids> pid=<pid>" of the actor.
+    segment_worker: str = ""
+    inpaint_worker: str = ""
     time_prepare_s: float = 0.0
     time_segment_s: float = 0.0
     time_inpaint_s: float = 0.0
     time_write_s: float = 0.0
+    # Wall-clock (Unix seconds) when the inpainting actor took the clip and gave it back.
+    inpaint_started: float = 0.0
+    inpaint_finished: float = 0.0
 
 
 RECORD_COLUMNS = [f.name for f in dataclasses.fields(ClipRecord)]

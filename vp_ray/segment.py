@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from vp_ray import gpu
 from vp_ray.connected_components import use_compiled_or_opencv
 from vp_ray.errors import ConfigError
 from vp_ray.prompts import Box, Point, check_prompts
@@ -188,6 +189,7 @@ def load_segmenter(sam2_cfg: dict[str, Any]) -> Segmenter:
         raise ConfigError(f"SAM2 checkpoint not found: {checkpoint} (see ckpt/README.md; "
                           "sam2.random_init=true runs without weights, for tests)")
     use_compiled_or_opencv()
+    gpu.limit_memory(torch.device(device), sam2_cfg["gpu_memory_limit_gb"])
     predictor = _build(sam2_cfg, config, device)
     if checkpoint is not None:
         _load_checkpoint(predictor, checkpoint, config)

@@ -2,9 +2,9 @@
 
     python -m vp_ray.single --video in.mp4 --click_x 320 --click_y 240 --output_dir out/
 
-It runs the very stages of the batch job (normalize, prepare, segment, inpaint, write) in
-this process, one after another, without starting Ray: for a single clip Ray's start-up
-would only add time. The files of the clip are then moved up into ``--output_dir``.
+It runs the batch job's own stage list (``vp_ray.stages.pipeline``) in this process, one stage
+after another, without starting Ray: for a single clip Ray's start-up would only add time. The
+clip's files are then moved up into ``--output_dir``.
 """
 
 from __future__ import annotations
@@ -19,25 +19,34 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from omegaconf.errors import MissingMandatoryValue
 
+from vp_ray import config
+from vp_ray.config import VideoPainterModelConfig, schema_defaults, to_plain_config
 from vp_ray.errors import ConfigError
-from vp_ray.graph import check_weights
+from vp_ray.records import DatasetPlan
 from vp_ray.rows import FAILED, rows_to_frame
+from vp_ray.stages import preflight
 
 log = logging.getLogger("vp_ray.single")
-REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-# Options that map onto a config key; unset ones keep the config's value (conf/, as launch.py).
-CONFIG_OPTIONS = {"model": "model", "num_inference_steps": "model.num_inference_steps",
-                  "guidance_scale": "model.guidance_scale", "seed": "seed", "dilate_size": "dilate_size",
-                  "target_fps": "target_fps", "max_seconds": "max_seconds", "coords": "dataset.prompt_coords"}
+# Options that set a config key: (key, type, help). Unset ones keep the run config's value.
+CONFIG_OPTIONS = {
+    "model": ("model", str, "videopainter | tiny | classic"),
+    "num_inference_steps": ("model.num_inference_steps", int, "denoising steps, videopainter/tiny"),
+    "guidance_scale": ("model.guidance_scale", float, "videopainter/tiny"),
+    "seed": ("seed", int, "run seed"),
+    "dilate_size": ("dilate_size", int, "mask dilation in pixels"),
+    "target_fps": ("target_fps", float, "frames are resampled to this rate"),
+    "max_seconds": ("max_seconds", float, "clip length limit"),
+    "coords": ("dataset.prompt_coords", str, "clicks/box in the video's own pixels (source) or in the "
+                                             "resized frame the model sees (model)"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = compose([])
-    vp_defaults = compose(["model=videopainter"])["model"]
+    defaults["model"] = {**schema_defaults(VideoPainterModelConfig), **defaults["model"]}
     parser = argparse.ArgumentParser(
         prog="python -m vp_ray.single",
         description="Remove an object from one video: click on it in frame 0, get the clean video. "
@@ -53,21 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask", help="use this mask instead of clicks: all_masks.npz (with "
                                        "--mask_id), a mask video, or a folder of PNGs")
     parser.add_argument("--mask_id", type=int, default=1, help="object label in --mask npz (default: 1)")
-    parser.add_argument("--coords", choices=("source", "model"),
-                        help="clicks/box are in the video's own pixels (source) or in the resized frame "
-                             f"the model sees (model) (default: {defaults['dataset']['prompt_coords']})")
     parser.add_argument("--prompt", default="", help="describe the clean background (default: the "
                                                      "dataset's default prompt)")
     parser.add_argument("--output_dir", required=True, help="where the files go")
-    parser.add_argument("--model", help=f"videopainter | tiny | classic (default: {defaults['model']['name']})")
-    parser.add_argument("--num_inference_steps", type=int,
-                        help=f"denoising steps, videopainter/tiny (default: {vp_defaults['num_inference_steps']})")
-    parser.add_argument("--guidance_scale", type=float,
-                        help=f"videopainter/tiny (default: {vp_defaults['guidance_scale']:g})")
-    parser.add_argument("--seed", type=int, help=f"(default: {defaults['seed']})")
-    parser.add_argument("--dilate_size", type=int, help=f"mask dilation in pixels (default: {defaults['dilate_size']})")
-    parser.add_argument("--target_fps", type=float, help=f"(default: {defaults['target_fps']:g})")
-    parser.add_argument("--max_seconds", type=float, help=f"(default: {defaults['max_seconds']:g})")
+    for option, (key, kind, text) in CONFIG_OPTIONS.items():
+        section, _, name = key.rpartition(".")
+        default = (defaults[section] if section else defaults)[name]
+        default = default["name"] if isinstance(default, dict) else default
+        parser.add_argument(f"--{option}", type=kind, help=f"{text} (default: {default:g})"
+                            if isinstance(default, float) else f"{text} (default: {default})")
     parser.add_argument("--mask_only", action="store_true",
                         help="only segment and write the mask files (fast preview of the click)")
     parser.add_argument("overrides", nargs="*",
@@ -81,27 +84,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def compose(overrides: list[str]) -> dict:
-    """The plain run config for these overrides, as launch.py composes it (dataset: this one clip)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The plain run config for these overrides, as launch.py's (the dataset: this one clip)."""
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import OmegaConfBaseException
 
-    from vp_ray.config import register_configs, to_plain_config
-
-    register_configs()
-    GlobalHydra.instance().clear()  # sam2 initialises a global Hydra of its own when imported
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(REPO_CONF)):
-            return to_plain_config(hydra_compose("config", overrides=["dataset=csv", "dataset.path=-",
-                                                                      "output_dir=-", *overrides]))
+        return to_plain_config(config.compose(["dataset=csv", "dataset.path=-", "output_dir=-", *overrides]))
     except (ConfigCompositionException, OmegaConfBaseException) as error:
         raise ConfigError(f"config: {error}") from None
 
 
 def build_config(args: argparse.Namespace) -> dict:
-    overrides = [f"{key}={getattr(args, option)}" for option, key in CONFIG_OPTIONS.items()
+    overrides = [f"{key}={getattr(args, option)}" for option, (key, _, _) in CONFIG_OPTIONS.items()
                  if getattr(args, option) is not None]
     overrides += [f"mask_only={str(args.mask_only).lower()}",
                   f"output_dir={Path(args.output_dir).resolve() / '.vp_ray'}"]
@@ -121,69 +115,41 @@ def record_of(args: argparse.Namespace) -> dict:
 
 
 def run_single(cfg: dict, raw: dict) -> dict:
-    """The batch job's stages, in order, on one row."""
-    from vp_ray.stages.inpaint import InpaintClips
-    from vp_ray.stages.normalize import NormalizeRecords
-    from vp_ray.stages.prepare import PrepareClips
-    from vp_ray.stages.write import WriteClips
-
-    stages = [("checking", lambda: NormalizeRecords(cfg, os.getcwd(), duplicates={})),
-              ("decoding", lambda: PrepareClips(cfg))]
-    if raw.get("points") or raw.get("box"):
-        from vp_ray.stages.segment import SegmentStage
-
-        stages.append(("segmenting (SAM2)", lambda: SegmentStage(cfg)))
-    if not cfg["mask_only"]:
-        stages.append(("loading the model and inpainting",
-                       lambda: InpaintClips(cfg, progress_bar=True)))
-    stages.append(("writing", lambda: WriteClips(cfg)))
-
+    """The batch job's stages, in order, on one row, in this process."""
+    columns = [key for key, value in raw.items() if value is not None]  # SAM2 only for clicks or a box
+    plan = DatasetPlan(path=os.path.join(os.getcwd(), "-"), format="csv", columns=columns, total=1,
+                       duplicates={}, ragged=[])
     batch = pd.DataFrame([raw])
-    for label, make_stage in stages:
-        log.info("%s ...", label)
+    for stage in preflight(cfg, plan):
+        log.info("%s ...", stage.title)
         start = time.perf_counter()
-        batch = make_stage()(batch)
-        log.info("%s done in %.1f s", label, time.perf_counter() - start)
+        batch = stage(cfg, plan)(batch)
+        log.info("%s done in %.1f s", stage.title, time.perf_counter() - start)
         if batch.iloc[0]["status"] == FAILED:
             break
     return rows_to_frame(batch.to_dict("records")).iloc[0].to_dict()
-
-
-def publish(row: dict, output_dir: Path) -> list[Path]:
-    """Move the clip's files from the batch layout up into ``output_dir``."""
-    moved = []
-    for path in sorted(Path(row["output_dir"]).iterdir()):
-        target = output_dir / path.name
-        os.replace(path, target)
-        moved.append(target)
-    shutil.rmtree(output_dir / ".vp_ray", ignore_errors=True)
-    return moved
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
-    raw = record_of(args)
     try:
-        cfg = build_config(args)
-        check_weights(cfg, needs_segmentation=bool(raw.get("points") or raw.get("box")))
-        row = run_single(cfg, raw)
-    except MissingMandatoryValue as error:
-        log.error("missing value: %s", error.full_key)
-        return 2
+        row = run_single(build_config(args), record_of(args))
     except ConfigError as error:
         log.error("%s", error)
         return 2
     if row["status"] == FAILED:
         log.error("failed at %s: %s", row["failed_stage"], row["error"])
-        shutil.rmtree(output_dir / ".vp_ray", ignore_errors=True)
-        return 1
-    for warning in filter(None, row["warnings"].split("; ")):
-        log.warning("warning: %s", warning)
-    files = publish(row, output_dir)
-    log.info("wrote %d files to %s: %s", len(files), output_dir, ", ".join(p.name for p in files))
-    return 0
+    else:
+        for warning in filter(None, row["warnings"].split("; ")):
+            log.warning("warning: %s", warning)
+        names = sorted(path.name for path in Path(row["output_dir"]).iterdir())
+        for name in names:  # up from the batch layout into --output_dir
+            os.replace(Path(row["output_dir"]) / name, output_dir / name)
+        log.info("wrote %d files to %s: %s", len(names), output_dir, ", ".join(names))
+    shutil.rmtree(output_dir / ".vp_ray", ignore_errors=True)
+    return 1 if row["status"] == FAILED else 0
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
+from vp_ray.atomic import atomic_path
 from vp_ray.errors import ClipError
 
 MAX_FPS = 1000.0
@@ -214,24 +213,18 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     rate = Fraction(fps).limit_denominator(1001)  # 29.97 stays 30000/1001-like, exact in the file
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.time_base = 1 / rate
-            stream.options = {"crf": str(crf), "preset": "medium"}
-            for number, rgb in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                frame.pts, frame.time_base = number, 1 / rate
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, \
+            av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = 1 / rate
+        stream.options = {"crf": str(crf), "preset": "medium"}
+        for number, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = number, 1 / rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 # ----------------------------------------------------------------------------- geometry

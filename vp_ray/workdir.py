@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from vp_ray.atomic import atomic_path
 
 FRAMES = "frames.npy"          # uint8 [T, H, W, 3] RGB at the model's size
 MASKS_RAW = "masks_raw.npy"    # bool [T, H, W]: the object, as given or segmented
@@ -23,11 +24,8 @@ RESULT = "result.npy"          # uint8 [T', H, W, 3]: T' <= T after an OOM retry
 
 def save_array(work_dir: str | os.PathLike, name: str, array: np.ndarray) -> None:
     """Write atomically so a killed worker never leaves a half-written array behind."""
-    path = Path(work_dir) / name
-    tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(Path(work_dir) / name) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def load_array(work_dir: str | os.PathLike, name: str) -> np.ndarray:

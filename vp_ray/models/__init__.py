@@ -1,14 +1,23 @@
-"""Inpainters: what the inpainting stage calls, one loaded instance per actor.
+"""Inpainters and the model registry: what the inpainting stage calls, one loaded instance per actor.
 
-Every inpainter has the same small surface (see ``Inpainter``) so stages never know
-which model runs. ``load_inpainter`` picks the implementation by ``model.name``.
+Every inpainter has the same small surface (``Inpainter``) so stages never know which model runs.
+``MODELS`` is the one place that knows the models: adding one is a module with its inpainter, a
+config dataclass in ``vp_ray.config``, an entry here and a YAML file under ``conf/model/``.
+
+This module imports neither torch nor diffusers: the CPU stages use the frame rules below, and a
+fresh Ray worker should not pay seconds of imports for them.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
+
+from vp_ray.config import ClassicModelConfig, FaultyModelConfig, VideoPainterModelConfig
+from vp_ray.errors import ConfigError
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -26,34 +35,68 @@ class Inpainter(Protocol):
         """Switch on the next cheaper memory saver (e.g. VAE tiling); False when none is left."""
 
 
-# VideoPainter's window: the I2V backbone's 13 latent frames. Kept here, free of torch and
-# diffusers, because the CPU stages need it and should not pay seconds of imports per worker.
+def whole_clip(model_cfg: dict[str, Any], num_frames: int) -> int:
+    return num_frames
+
+
+# VideoPainter's window: the I2V backbone's 13 latent frames.
 WINDOW_FRAMES = 49
 
 
-def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
-    """How many of ``num_frames`` frames the model processes in one call: everything for the
-    classic inpainter; up to 49 for VideoPainter and, without ``pad_short_clips``, a 4k+1 count."""
-    if model_cfg["name"] not in ("videopainter", "tiny"):
-        return num_frames
+def videopainter_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
+    """Up to 49 frames per call; without ``pad_short_clips`` a 4k+1 count (the VAE's time stride)."""
     count = min(num_frames, WINDOW_FRAMES)
     if model_cfg["pad_short_clips"]:
         return count
     return count - (count - 1) % 4 if count >= 1 else 0
 
 
+def videopainter_weights(model_cfg: dict[str, Any]) -> None:
+    """Missing weights fail before any actor starts loading them (a tiny tree may be written instead)."""
+    if not model_cfg["create_tiny_if_missing"]:
+        from vp_ray.models.checkpoint import require_complete
+
+        require_complete(model_cfg["base_model_path"], model_cfg["branch_path"])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: its config schema, its inpainter, how many frames one call takes, its weights."""
+
+    schema: type
+    inpainter: str  # "module:Class", imported only where the model is loaded
+    frames_per_call: Callable[[dict[str, Any], int], int] = whole_clip
+    check_weights: Callable[[dict[str, Any]], None] = lambda model_cfg: None
+
+
+VIDEOPAINTER = ModelSpec(VideoPainterModelConfig, "vp_ray.models.videopainter:VideoPainterInpainter",
+                         videopainter_frames, videopainter_weights)
+# Keyed by the config's ``name``: ``model=tiny`` is VideoPainter on a tiny random checkpoint.
+MODELS = {
+    "classic": ModelSpec(ClassicModelConfig, "vp_ray.models.classic:ClassicInpainter"),
+    "faulty": ModelSpec(FaultyModelConfig, "vp_ray.models.faulty:FaultyInpainter"),
+    "videopainter": VIDEOPAINTER,
+    "tiny": VIDEOPAINTER,
+}
+
+
+def model_spec(model_cfg: dict[str, Any]) -> ModelSpec:
+    try:
+        return MODELS[model_cfg["name"]]
+    except KeyError:
+        raise ConfigError(f"model.name {model_cfg['name']!r} is not a known model: "
+                          f"{', '.join(sorted(MODELS))}") from None
+
+
+def usable_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
+    """How many of ``num_frames`` frames the model processes in one call."""
+    return model_spec(model_cfg).frames_per_call(model_cfg, num_frames)
+
+
+def check_weights(model_cfg: dict[str, Any]) -> None:
+    model_spec(model_cfg).check_weights(model_cfg)
+
+
 def load_inpainter(model_cfg: dict[str, Any]) -> Inpainter:
-    name = model_cfg["name"]
-    if name == "classic":
-        from vp_ray.models.classic import ClassicInpainter
-
-        return ClassicInpainter(model_cfg)
-    if name == "faulty":
-        from vp_ray.models.faulty import FaultyInpainter
-
-        return FaultyInpainter(model_cfg)
-    if name in ("videopainter", "tiny"):
-        from vp_ray.models.videopainter import VideoPainterInpainter
-
-        return VideoPainterInpainter(model_cfg)
-    raise ValueError(f"unknown model {name!r}: expected classic, videopainter, tiny or faulty")
+    module, cls = model_spec(model_cfg).inpainter.split(":")
+    return getattr(importlib.import_module(module), cls)(model_cfg)

@@ -126,7 +126,6 @@ class CogvideoXBranchModel(ModelMixin, ConfigMixin):
         branch_cond: torch.Tensor,
         timestep: torch.Tensor,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-        conditioning_scale: float = 1.0,
     ) -> list[torch.Tensor]:
         """Features for the backbone's video tokens, one [B, tokens, inner_dim] tensor per block.
 
@@ -145,5 +144,6 @@ class CogvideoXBranchModel(ModelMixin, ConfigMixin):
         for block, project in zip(self.transformer_blocks, self.branch_blocks, strict=True):
             video, text = block(hidden_states=video, encoder_hidden_states=text, temb=emb,
                                 image_rotary_emb=image_rotary_emb)
-            samples.append((project(video) * conditioning_scale).to(hidden_states.dtype))
+            # (The original also multiplies by a conditioning_scale, 1.0 in every script.)
+            samples.append(project(video).to(hidden_states.dtype))
         return samples

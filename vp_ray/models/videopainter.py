@@ -16,13 +16,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from vp_ray import gpu
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.pipeline import VideoPainterPipeline
 
 log = logging.getLogger(__name__)
 
-RESIDENT_MIN_FREE_GB = 60.0  # `memory=auto`: whole pipeline on the GPU above this, else model offload
+# Peak GPU memory (GiB) of one 49x480x720 window with the full-size model in bf16, T5 on the GPU,
+# measured on an H200 (bench/RESULTS.md: `bench_videopainter.py --modes resident,resident+tiling`).
+# `memory_mode=auto` picks the fastest mode whose peak, plus HEADROOM_GIB for the CUDA context and
+# the allocator's slack, fits the memory the actor may use (free memory, or its cap if lower).
+PEAK_RESIDENT_GIB = 35.7          # everything resident, VAE untiled (decode is the peak)
+PEAK_RESIDENT_TILED_GIB = 24.7    # everything resident, VAE tiled + sliced (1.2 s more per clip)
+HEADROOM_GIB = 1.0
+
+
+def plan_memory(available_gib: float) -> tuple[str, bool]:
+    """(memory mode, VAE tiling) for an actor that may use ``available_gib``: resident untiled on
+    80 GB+ cards, resident with VAE tiling on 32 GB cards, model CPU offload below that."""
+    if available_gib >= PEAK_RESIDENT_GIB + HEADROOM_GIB:
+        return "resident", False
+    if available_gib >= PEAK_RESIDENT_TILED_GIB + HEADROOM_GIB:
+        return "resident", True
+    return "model_offload", True
 
 
 def mirrored_indices(length: int, total: int) -> np.ndarray:
@@ -57,20 +74,6 @@ def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool
     return video, masks
 
 
-def limit_memory(device: torch.device, limit_gb: float | None) -> None:
-    """Cap PyTorch's allocations on ``device`` at ``limit_gb`` GiB (no-op without a limit or a GPU)."""
-    if not limit_gb or device.type != "cuda":
-        return
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    total = torch.cuda.get_device_properties(index).total_memory
-    fraction = limit_gb * 2**30 / total
-    if not 0 < fraction <= 1:
-        raise ValueError(f"model.gpu_memory_limit_gb={limit_gb:g} is not within the GPU's "
-                         f"{total / 2**30:.1f} GiB")
-    torch.cuda.set_per_process_memory_fraction(fraction, index)
-    log.info("GPU memory capped at %.1f of %.1f GiB", limit_gb, total / 2**30)
-
-
 class VideoPainterInpainter:
     def __init__(self, model_cfg: dict[str, Any], pipe: VideoPainterPipeline | None = None):
         """Load the checkpoint named by ``model_cfg`` (or use ``pipe``, already built)."""
@@ -78,11 +81,10 @@ class VideoPainterInpainter:
         self.pipe = pipe if pipe is not None else self._load(model_cfg)
         self.pipe.set_progress_bar_config(disable=True)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
-        self.memory_mode = self._resolve_memory_mode()
-        self.vae_savers = model_cfg["vae_tiling"]
-        if self.vae_savers is None:
-            self.vae_savers = self.memory_mode != "resident"
+        gpu.limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
+        self.memory_mode, self.vae_savers = self._resolve_memory_mode()
+        if model_cfg["vae_tiling"] is not None:
+            self.vae_savers = model_cfg["vae_tiling"]
         self._apply_memory_mode()
         self.last_warnings: list[str] = []
 
@@ -150,17 +152,20 @@ class VideoPainterInpainter:
             log.warning(message)
             self.last_warnings.append(message)
 
-    def _resolve_memory_mode(self) -> str:
+    def _resolve_memory_mode(self) -> tuple[str, bool]:
+        """(memory mode, VAE tiling) for the configured mode; ``auto`` plans with measured peaks."""
         mode = self.cfg["memory_mode"]
         if self.device.type != "cuda":
-            return "resident"
-        if mode == "auto":
-            free_bytes, _ = torch.cuda.mem_get_info()
-            if self.cfg["gpu_memory_limit_gb"]:
-                free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
-            mode = "resident" if free_bytes / 2**30 >= RESIDENT_MIN_FREE_GB else "model_offload"
-            log.info("memory=auto: %.1f GiB free on the GPU -> %s", free_bytes / 2**30, mode)
-        return mode
+            return "resident", False
+        if mode != "auto":
+            return mode, mode != "resident"
+        free_bytes, _ = torch.cuda.mem_get_info()
+        if self.cfg["gpu_memory_limit_gb"]:
+            free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
+        mode, tiling = plan_memory(free_bytes / 2**30)
+        log.info("memory=auto: %.1f GiB for this actor -> %s%s", free_bytes / 2**30, mode,
+                 " + VAE tiling" if tiling else "")
+        return mode, tiling
 
     def _apply_memory_mode(self) -> None:
         self.pipe.remove_all_hooks()

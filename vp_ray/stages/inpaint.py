@@ -10,56 +10,44 @@ then a failure row.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
+import sys
+import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from vp_ray import workdir
+from vp_ray import gpu, workdir
 from vp_ray.errors import ClipError
-from vp_ray.models import load_inpainter, usable_frames
-from vp_ray.rows import add_warning, clip_seconds, run_stage
+from vp_ray.models import check_weights, load_inpainter, usable_frames
+from vp_ray.records import DatasetPlan
+from vp_ray.rows import add_warning, clip_seconds
+from vp_ray.stages import ClipStage
 
 log = logging.getLogger(__name__)
-OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+class InpaintClips(ClipStage):
+    """A Ray actor holding one loaded inpainter; one clip per call."""
 
+    name, title = "inpaint", "loading the model and inpainting"
+    reads = ("model", "retry")
+    timing_column = "time_inpaint_s"
+    actor = True
 
-def is_cuda_oom(error: BaseException) -> bool:
-    """True if ``error`` or anything in its cause/context chain is a GPU out-of-memory error."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if type(error).__name__ == "OutOfMemoryError" or any(
-                marker in str(error).lower() for marker in OOM_MARKERS):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def free_gpu_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.ipc_collect()
-
-
-class InpaintClips:
-    def __init__(self, cfg: dict[str, Any], progress_bar: bool = False):
+    def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
         # Must be set before CUDA initialises; reduces fragmentation after an OOM.
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        self.cfg = cfg
-        self.progress_bar = progress_bar
-        self.inpainter = load_inpainter(cfg["model"])
-        self.baseline_bytes = self._allocated_bytes()
+        super().__init__(cfg, plan)
+        self.inpainter = load_inpainter(self.cfg["model"])
+        self.baseline_bytes = gpu.allocated_bytes()
+        self.worker = gpu.where()
         self.restart_needed = False
+
+    @classmethod
+    def check(cls, cfg: dict[str, Any]) -> None:
+        check_weights(cfg["model"])
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if self.restart_needed:
@@ -67,18 +55,19 @@ class InpaintClips:
             # touching this clip. Ray restarts the actor and retries this call on a clean one.
             log.warning("inpainting actor restarting to release GPU memory")
             os._exit(1)
-        return run_stage(batch, "inpaint", self.inpaint, "time_inpaint_s")
+        return super().__call__(batch)
 
-    def inpaint(self, row: dict[str, Any]) -> dict[str, Any]:
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["inpaint_started"] = time.time()
         workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
         masks = workdir.load_array(row["work_dir"], workdir.MASKS)
-        start_gpu_stats()
+        gpu.start_peak()
         result, row = self.inpaint_with_oom_ladder(row, frames, masks)
         workdir.save_array(row["work_dir"], workdir.RESULT, result)
         for warning in getattr(self.inpainter, "last_warnings", []):
             add_warning(row, warning)
-        row["peak_gpu_mem_gb"] = peak_gpu_gb()
+        row.update(peak_gpu_mem_gb=gpu.peak_gb(), inpaint_worker=self.worker, inpaint_finished=time.time())
         return row
 
     def inpaint_with_oom_ladder(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray):
@@ -91,15 +80,15 @@ class InpaintClips:
             try:
                 result = self.inpainter.inpaint_clip(
                     frames[:count], masks[:count], row["prompt"], row["effective_seed"],
-                    progress=self._progress(row["clip_id"], self.progress_bar))
+                    progress=self._progress(row["clip_id"]))
                 break
             except Exception as error:  # noqa: BLE001 - classified below
-                if not is_cuda_oom(error):
+                if not gpu.is_cuda_oom(error):
                     raise
                 message = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             # Retried outside the except block: a live traceback would pin the failed
             # attempt's tensors in GPU memory.
-            free_gpu_memory()
+            gpu.free_memory()
             self._check_memory_released()
             log.warning("%s: GPU out of memory with %d frames (%s)", row["clip_id"], count, message)
             if retry["use_memory_savers"] and self.inpainter.reduce_memory():
@@ -118,23 +107,17 @@ class InpaintClips:
         return result, row
 
     def _check_memory_released(self) -> None:
-        leaked = self._allocated_bytes() - self.baseline_bytes
+        leaked = gpu.allocated_bytes() - self.baseline_bytes
         if leaked > 1 << 30:
             self.restart_needed = True
             raise ClipError(f"GPU memory not released after an out-of-memory error "
                             f"({leaked / 2**30:.1f} GiB still held); the actor will restart", kind="oom")
 
     @staticmethod
-    def _allocated_bytes() -> int:
-        try:
-            import torch
-        except ImportError:
-            return 0
-        return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-
-    @staticmethod
-    def _progress(clip_id: str, bar: bool):
-        if bar:
+    def _progress(clip_id: str):
+        # A bar where a person watches this process (the single-video command); log lines
+        # in Ray workers, whose output goes to log files.
+        if sys.stderr.isatty():
             from tqdm import tqdm
 
             steps = tqdm(desc=f"{clip_id} denoising", unit="step")
@@ -155,22 +138,3 @@ class InpaintClips:
                 log.info("%s: step %d/%d", clip_id, step, total)
 
         return report
-
-
-def start_gpu_stats() -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gpu_gb() -> float:
-    try:
-        import torch
-    except ImportError:
-        return 0.0
-    return round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else 0.0
-
-

@@ -10,32 +10,31 @@ import pandas as pd
 from vp_ray import outputs, records
 from vp_ray.errors import ClipError
 from vp_ray.rows import DONE_BEFORE, ClipRecord, failed_row, new_row, rows_to_frame
+from vp_ray.stages import ClipStage
 
 
-class NormalizeRecords:
+class NormalizeRecords(ClipStage):
     """Checks each row, resolves its paths, and marks clips already complete in ``output_dir``.
 
-    ``duplicates`` (id -> count, found by the driver's preflight) fails every row of an id
-    that occurs twice: which of them the user meant is not ours to guess.
+    The plan's ``duplicates`` (id -> count, found by the driver's preflight) fails every row of an
+    id that occurs twice: which of them the user meant is not ours to guess.
     """
 
-    def __init__(self, cfg: dict[str, Any], base_dir: str, duplicates: dict[str, int]):
-        self.cfg = cfg
-        self.base_dir = base_dir
-        self.duplicates = duplicates
+    name, title = "read", "checking the record"
+    reads = ("dataset", "output_dir", "output_settings")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         return rows_to_frame([self.normalize_one(raw) for raw in batch.to_dict("records")])
 
     def normalize_one(self, raw: dict[str, Any]) -> dict[str, Any]:
         try:
-            record = records.normalize(raw, self.cfg["dataset"], self.base_dir)
+            record = records.normalize(raw, self.cfg["dataset"], self.plan.base_dir)
         except ClipError as error:
-            return failed_row(new_row(_placeholder(raw, self.cfg["dataset"]["layout"])), "read", error)
+            return failed_row(new_row(_placeholder(raw, self.cfg["dataset"]["layout"])), self.name, error)
         row = new_row(record)
-        if record.clip_id in self.duplicates:
-            return failed_row(row, "read", ClipError(
-                f"clip_id appears {self.duplicates[record.clip_id]} times in the dataset; ids must be unique"))
+        if record.clip_id in self.plan.duplicates:
+            return failed_row(row, self.name, ClipError(
+                f"clip_id appears {self.plan.duplicates[record.clip_id]} times in the dataset; ids must be unique"))
         if outputs.is_complete(self.cfg["output_dir"], record.clip_id, outputs.fingerprint(self.cfg, row)):
             row["status"] = DONE_BEFORE
         return row

@@ -6,13 +6,12 @@ import hashlib
 import math
 from typing import Any
 
-import pandas as pd
-
 from vp_ray import masks as mask_io
 from vp_ray import prompts, video, workdir
 from vp_ray.errors import ClipError
 from vp_ray.models import usable_frames
-from vp_ray.rows import clip_seconds, run_stage
+from vp_ray.rows import clip_seconds
+from vp_ray.stages import ClipStage
 
 FILE_MASK_KINDS = ("npz", "video", "png_dir")
 
@@ -23,14 +22,14 @@ def clip_seed(run_seed: int, clip_id: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-class PrepareClips:
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
+class PrepareClips(ClipStage):
+    name, title = "prepare", "decoding, resampling, resizing, loading masks"
+    reads = ("model", "dataset", "output_dir", "seed", "target_fps", "max_seconds", "min_frames",
+             "resize_mode", "dilate_size")
+    timing_column = "time_prepare_s"
+    concurrency = "prepare_concurrency"
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return run_stage(batch, "prepare", self.prepare, "time_prepare_s")
-
-    def prepare(self, row: dict[str, Any]) -> dict[str, Any]:
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg, model = self.cfg, self.cfg["model"]
         max_seconds = cfg["max_seconds"] if math.isnan(row["max_seconds"]) else row["max_seconds"]
         clip = video.read_clip(

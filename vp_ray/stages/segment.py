@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import pandas as pd
-
 from vp_ray import masks as mask_io
-from vp_ray import prompts, segment, video, workdir
-from vp_ray.rows import add_warning, run_stage
+from vp_ray import gpu, prompts, segment, video, workdir
+from vp_ray.errors import ConfigError
+from vp_ray.records import DatasetPlan
+from vp_ray.rows import add_warning
+from vp_ray.stages import ClipStage
 
 
 
-class SegmentStage:
-    """A Ray actor holding one SAM2 video predictor (``cfg``: the plain run config)."""
+class SegmentStage(ClipStage):
+    """A Ray actor holding one SAM2 video predictor; rows without clicks or a box pass through."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
-        self.segmenter = segment.load_segmenter(cfg["sam2"])
+    name, title = "segment", "segmenting (SAM2)"
+    reads = ("sam2", "retry", "dataset", "resize_mode", "dilate_size")
+    timing_column = "time_segment_s"
+    actor = True
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return run_stage(batch, "segment", self.segment, "time_segment_s")
+    def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
+        super().__init__(cfg, plan)
+        self.segmenter = segment.load_segmenter(self.cfg["sam2"])
+        self.worker = gpu.where()
 
-    def segment(self, row: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def check(cls, cfg: dict[str, Any]) -> None:
+        sam2 = cfg["sam2"]
+        if not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
+            raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (SAM2 turns clicks and boxes "
+                              "into masks; see ckpt/README.md, or give masks as files instead)")
+
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
         if row["mask_kind"] not in prompts.PROMPT_KINDS:
             return row
         workdir.count_worker_attempt(row["work_dir"], "segment", self.cfg["retry"]["max_worker_deaths"])
@@ -39,5 +51,5 @@ class SegmentStage:
         raw_masks = mask_io.require_object(raw_masks)
         masks = mask_io.dilate_masks(raw_masks, self.cfg["dilate_size"])
         workdir.store_masks(row["work_dir"], raw_masks, masks)
-        row["mask_area"] = float(masks.mean())
+        row.update(mask_area=float(masks.mean()), segment_worker=self.worker)
         return row

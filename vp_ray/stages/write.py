@@ -6,21 +6,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from vp_ray import masks as mask_io
-from vp_ray import outputs, video, workdir
-from vp_ray.rows import OK, RECORD_COLUMNS, STATUS_COLUMNS, run_stage
+from vp_ray import outputs, prompts, video, workdir
+from vp_ray.rows import OK, RECORD_COLUMNS, STATUS_COLUMNS
+from vp_ray.stages import ClipStage
 
 
-class WriteClips:
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
+class WriteClips(ClipStage):
+    name, title = "write", "encoding and writing the clip's files"
+    reads = ("output_dir", "output_settings", "dataset", "mask_only", "restore_size", "resize_mode", "crf")
+    concurrency = "write_concurrency"
+    # No timing_column: process() times itself, so that meta.json holds the same time_write_s.
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return run_stage(batch, "write", self.write)  # write() times itself, for meta.json
-
-    def write(self, row: dict[str, Any]) -> dict[str, Any]:
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         start = time.perf_counter()
         work = row["work_dir"]
@@ -34,6 +32,11 @@ class WriteClips:
         indices = workdir.load_array(work, workdir.INDICES)[:len(frames)]
         placement = video.placement_for(row["source_height"], row["source_width"],
                                         frames.shape[1], frames.shape[2], cfg["resize_mode"])
+
+        clicks = ([], None)  # the clicks and box SAM2 was given, drawn on frame 0
+        if row["mask_kind"] in prompts.PROMPT_KINDS:
+            clicks = prompts.parse_prompts(row["points"], row["box"], placement,
+                                           cfg["dataset"]["prompt_coords"])
 
         def write_files(folder: Path) -> None:
             if result is not None:
@@ -50,7 +53,7 @@ class WriteClips:
             mask_io.save_vpdata_masks(folder / "all_masks.npz",
                                       mask_io.index_like_source(source_masks, indices))
             outputs.write_png(folder / "frame0_original.png", frames[0])
-            outputs.write_png(folder / "frame0_with_mask.png", outputs.overlay(frames[0], masks[0]))
+            outputs.write_png(folder / "frame0_with_mask.png", outputs.overlay(frames[0], masks[0], *clicks))
             outputs.write_png(folder / "mask0.png", masks[0].astype("uint8") * 255)
 
         def make_meta() -> dict[str, Any]:

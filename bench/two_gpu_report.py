@@ -1,0 +1,112 @@
+"""Figures of a bench/gpu_two.sh run: placement, steady-state throughput, scaling, GPU busy time.
+
+    python bench/two_gpu_report.py OUT_DIR
+
+Reads OUT_DIR/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
+(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps). Exits non-zero if a GPU held more
+than one inpainting actor, or a run used fewer GPUs than it should.
+
+Steady state: on each GPU, clips are ordered by when the actor gave them back; the first clip
+(model load, warm-up) is cut, and the rate is (clips after the first) / (time from the end of the
+first clip to the end of the last). A run's rate is the sum over its GPUs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1}
+
+
+def gpu_of(worker: str) -> str:
+    return re.search(r"node=(\S+) gpu=(\S+)", worker).group(0)
+
+
+def dmon(path: Path) -> pd.DataFrame:
+    """nvidia-smi dmon -s um -o T output as rows: clock (HH:MM:SS), gpu, sm %, fb MiB."""
+    header, rows = None, []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("#Time"):
+            header = line[1:].split()
+        elif header and not line.startswith("#") and line.strip():
+            values = dict(zip(header, line.split()))
+            rows.append({"clock": values["Time"], "gpu": int(values["gpu"]),
+                         "sm": float(values["sm"]) if values["sm"] != "-" else 0.0,
+                         "fb": float(values.get("fb", "0").replace("-", "0"))})
+    return pd.DataFrame(rows, columns=["clock", "gpu", "sm", "fb"])
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def report(out: Path, name: str) -> tuple[float, float] | None:
+    path = out / f"manifest_{name}.parquet"
+    if not path.exists():
+        return None
+    manifest = pd.read_parquet(path)
+    failures = pd.read_parquet(out / f"failures_{name}.parquet")
+    print(f"\n== run {name}: {len(manifest)} ok, {len(failures)} failed")
+    for _, failure in failures.iterrows():
+        print(f"   FAILED {failure.clip_id}: {failure.error[:200]}")
+    ok = True
+    actors = manifest.groupby(manifest.inpaint_worker.map(gpu_of)).inpaint_worker.unique()
+    for gpu, workers in actors.items():
+        print(f"   {gpu}: inpainting actor(s) {sorted(w.split('pid=')[1] for w in workers)}")
+        ok &= len(workers) == 1
+    ok &= len(actors) == EXPECTED_GPUS[name]
+    sam2 = sorted(set(manifest.segment_worker) - {""})
+    print(f"   SAM2 actor(s): {sam2}")
+    print(f"   placement check (one inpainting actor per GPU, {EXPECTED_GPUS[name]} GPU(s)): "
+          f"{'PASS' if ok else 'FAIL'}")
+    rate, busy = 0.0, []
+    frames = dmon(out / f"dmon_{name}.txt")
+    for gpu, clips in manifest.sort_values("inpaint_finished").groupby(manifest.inpaint_worker.map(gpu_of)):
+        ends = clips.inpaint_finished.tolist()
+        if len(ends) >= 2:
+            rate += (len(ends) - 1) / (ends[-1] - ends[0])
+        index = int(gpu.split("gpu=")[1].split(",")[0])
+        first, last = clock(clips.inpaint_started.min()), clock(clips.inpaint_finished.max())
+        window = frames[(frames.gpu == index) & (frames.clock >= first) & (frames.clock <= last)]
+        between = defaultdict(int)
+        starts, finishes = clips.inpaint_started.tolist(), clips.inpaint_finished.tolist()
+        for _, sample in window[window.sm < 50].iterrows():
+            where = "inside a clip" if any(clock(s) <= sample.clock <= clock(f) for s, f in zip(starts, finishes)) \
+                else "between clips"
+            between[where] += 1
+        full = (window.sm >= 95).mean() if len(window) else float("nan")
+        print(f"   {gpu}: {len(clips)} clips, inpaint {clips.time_inpaint_s.mean():.1f} s/clip, peak "
+              f"allocated {clips.peak_gpu_mem_gb.max():.2f} GiB, dmon fb peak "
+              f"{frames[frames.gpu == index].fb.max() / 1024:.2f} GiB; SM >= 95% in {full:.0%} of "
+              f"{len(window)} 1-s samples from the first to the last clip; below 50%: {dict(between)}")
+        busy.append(full)
+    samples = out / f"samples_{name}.csv"
+    if samples.exists():
+        s = pd.read_csv(samples)
+        print(f"   driver RSS peak {s.driver_peak_rss_mb.max():.0f} MiB; object store used max "
+              f"{s.object_store_used_mb.max():.1f} MiB; clips in .work max {s.work_clips.max()} "
+              f"({s.work_mb.max():.0f} MiB)")
+    print(f"   steady state: {rate * 3600:.1f} clips/hour")
+    if not ok:
+        sys.exit(f"placement check failed for run {name}")
+    return rate, manifest.time_inpaint_s.mean()
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    results = {name: report(out, name) for name in EXPECTED_GPUS}
+    if results["two"] and results["one"]:
+        print(f"\ntwo-GPU scaling efficiency: {results['two'][0] / (2 * results['one'][0]):.2f}")
+    if results["one"] and results["free"]:
+        print(f"32 GB cap ratio: {results['one'][1] / results['free'][1]:.2f} "
+              "(mean inpaint s/clip on one GPU: capped at 31 GiB / uncapped)")
+
+
+if __name__ == "__main__":
+    main()

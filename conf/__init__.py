@@ -1,0 +1,1 @@
+"""Hydra's config tree of vp-ray, installed as the package ``vp_ray.conf`` (see pyproject.toml)."""
