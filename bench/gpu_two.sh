@@ -6,8 +6,8 @@
 #
 # Full-size random weights in the real layout (bench/write_random_ckpt.py); 8 clips of 49 frames
 # at 480x720: 4 with mask files, 4 with clicks through SAM2 hiera-large (random weights) on the
-# same GPUs (sam2.placement=auto -> shared). Caps: inpainting actor INPAINT_CAP_GB (27) + SAM2
-# actor SAM2_CAP_GB (4) = 31 GiB on the GPU that holds both. `nvidia-smi dmon` samples every GPU
+# same GPUs (sam2.placement=auto -> shared). Caps: inpainting actor INPAINT_CAP_GB (26) + SAM2
+# actor SAM2_CAP_GB (5) = 31 GiB on the GPU that holds both. `nvidia-smi dmon` samples every GPU
 # each second into OUT_DIR/dmon_<run>.txt. bench/two_gpu_report.py turns it all into the figures.
 set -uo pipefail
 out=${1:?usage: bench/gpu_two.sh OUT_DIR [STEPS] [RUNS]}
@@ -29,7 +29,7 @@ else
     size=(480 720)
 fi
 model_args+=("model.base_model_path=$ckpt/CogVideoX-5b-I2V" "model.branch_path=$ckpt/VideoPainter/checkpoints/branch"
-             "model.gpu_memory_limit_gb=${INPAINT_CAP_GB:-27}" "sam2.gpu_memory_limit_gb=${SAM2_CAP_GB:-4}")
+             "model.gpu_memory_limit_gb=${INPAINT_CAP_GB:-26}" "sam2.gpu_memory_limit_gb=${SAM2_CAP_GB:-5}")
 
 python - "$work" "${size[@]}" <<'EOF' || exit 1
 import sys, pandas as pd

@@ -189,6 +189,19 @@ class FaultyModelConfig(ClassicModelConfig):
 
 
 @dataclass
+class SimModelConfig(ModelConfig):
+    """``model=sim``: no weights, a model's time per frame (sleeping), for scale tests on CPUs."""
+
+    name: str = "sim"
+    # Seconds per frame. VideoPainter at 50 steps on an H200 takes about 100 s for 49 frames
+    # (2 s per frame) against about 0.3 s to decode and 3 s to encode and write the clip
+    # (bench/RESULTS.md); scale tests keep that ratio at a shorter time.
+    seconds_per_frame: float = setting(2.0, check=NON_NEGATIVE)
+    # GPU memory each actor holds while it lives, as a loaded model would (0 = none; CPU: ignored).
+    gpu_memory_gb: float = setting(0.0, check=NON_NEGATIVE, output=False)
+
+
+@dataclass
 class VideoPainterModelConfig(ModelConfig):
     """``model=videopainter`` (and ``model=tiny``): CogVideoX-5b-I2V + the VideoPainter branch."""
 
@@ -251,6 +264,9 @@ class ClusterConfig:
     autoscale: bool = setting(False, output=False)
     # CPU tasks that decode/prepare and encode/write clips in parallel.
     prepare_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
+    # Backpressure: at most this many prepared clips per model actor wait for one (their frames
+    # fill <output_dir>/.work: about 80 MB per 480x720 clip), whatever the dataset's size.
+    prepared_per_actor: int = setting(2, check=AT_LEAST_ONE, output=False)
     write_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
     # Ray Data raises if no clip finishes for this long (a clip can take minutes).
     no_progress_timeout_s: float = setting(3600.0, check=POSITIVE, output=False)

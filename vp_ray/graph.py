@@ -21,9 +21,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import ray
+from ray.data._internal.execution.backpressure_policy import (
+    ENABLED_BACKPRESSURE_POLICIES,
+    ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+)
 from tqdm import tqdm
 
 from vp_ray import outputs, records
+from vp_ray.backpressure import CONFIG_KEY as PREPARED_PER_ACTOR
+from vp_ray.backpressure import PreparedClipsBound
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.records import DatasetPlan, plan_dataset
@@ -181,6 +187,9 @@ def stage_task(stage):
 def configure_ray_data(cfg: dict[str, Any]) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = False
+    # Ray Data's own policies, and the bound on clips prepared ahead of the model (backpressure.py).
+    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, PreparedClipsBound])
+    ctx.set_config(PREPARED_PER_ACTOR, cfg["cluster"]["prepared_per_actor"])
     ctx.execution_no_progress_timeout_s = cfg["cluster"]["no_progress_timeout_s"]
     # Replace an actor that dies while loading its model once or twice; a model that cannot
     # load at all still fails the run instead of retrying forever.

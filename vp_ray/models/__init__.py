@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
-from vp_ray.config import ClassicModelConfig, FaultyModelConfig, VideoPainterModelConfig
+from vp_ray.config import ClassicModelConfig, FaultyModelConfig, SimModelConfig, VideoPainterModelConfig
 from vp_ray.errors import ConfigError
 
 Progress = Optional[Callable[[int, int], None]]
@@ -41,6 +41,11 @@ def whole_clip(model_cfg: dict[str, Any], num_frames: int) -> int:
 
 # VideoPainter's window: the I2V backbone's 13 latent frames.
 WINDOW_FRAMES = 49
+
+
+def videopainter_window(model_cfg: dict[str, Any], num_frames: int) -> int:
+    """At most one VideoPainter window per call."""
+    return min(num_frames, WINDOW_FRAMES)
 
 
 def videopainter_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
@@ -75,6 +80,7 @@ VIDEOPAINTER = ModelSpec(VideoPainterModelConfig, "vp_ray.models.videopainter:Vi
 MODELS = {
     "classic": ModelSpec(ClassicModelConfig, "vp_ray.models.classic:ClassicInpainter"),
     "faulty": ModelSpec(FaultyModelConfig, "vp_ray.models.faulty:FaultyInpainter"),
+    "sim": ModelSpec(SimModelConfig, "vp_ray.models.sim:SimInpainter", videopainter_window),
     "videopainter": VIDEOPAINTER,
     "tiny": VIDEOPAINTER,
 }

@@ -1,0 +1,36 @@
+"""``model=sim``: an inpainter without weights that takes a model's time, for scale tests on CPUs.
+
+Each clip takes ``seconds_per_frame`` per frame (sleeping, so a CPU machine can stand in for many
+GPUs), optionally holding ``gpu_memory_gb`` of GPU memory for its whole life as a loaded model
+would. The masked pixels are filled with the frame's mean colour: the result is visibly a result,
+and nothing else about it means anything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from vp_ray.models import Progress
+
+
+class SimInpainter:
+    def __init__(self, model_cfg: dict[str, Any]):
+        self.seconds_per_frame = model_cfg["seconds_per_frame"]
+        self.held = None
+        if model_cfg["gpu_memory_gb"] > 0:
+            import torch
+
+            if torch.cuda.is_available():
+                self.held = torch.empty(int(model_cfg["gpu_memory_gb"] * 2**30), dtype=torch.uint8, device="cuda")
+
+    def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
+                     progress: Progress = None) -> np.ndarray:
+        time.sleep(self.seconds_per_frame * len(frames))
+        mean = frames.reshape(len(frames), -1, 3).mean(axis=1).astype(np.uint8)
+        return np.where(masks[..., None], mean[:, None, None, :], frames)
+
+    def reduce_memory(self) -> bool:
+        return False
