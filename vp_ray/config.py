@@ -197,6 +197,8 @@ class SimModelConfig(ModelConfig):
     # (2 s per frame) against about 0.3 s to decode and 3 s to encode and write the clip
     # (bench/RESULTS.md); scale tests keep that ratio at a shorter time.
     seconds_per_frame: float = setting(2.0, check=NON_NEGATIVE)
+    # Seconds an actor takes to start, as loading a model does (VideoPainter: about 40 s).
+    load_seconds: float = setting(0.0, check=NON_NEGATIVE, output=False)
     # GPU memory each actor holds while it lives, as a loaded model would (0 = none; CPU: ignored).
     gpu_memory_gb: float = setting(0.0, check=NON_NEGATIVE, output=False)
 
@@ -268,6 +270,10 @@ class ClusterConfig:
     # fill <output_dir>/.work: about 80 MB per 480x720 clip), whatever the dataset's size.
     prepared_per_actor: int = setting(2, check=AT_LEAST_ONE, output=False)
     write_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
+    # The pipeline starts once every model actor pool has its first actors loaded (and fails if
+    # that takes longer than this): while actors load nothing else runs, and Ray Data would then
+    # let the prepare tasks run past the backpressure bound to keep itself busy.
+    actor_start_timeout_s: float = setting(1800.0, check=POSITIVE, output=False)
     # Ray Data raises if no clip finishes for this long (a clip can take minutes).
     no_progress_timeout_s: float = setting(3600.0, check=POSITIVE, output=False)
     # Every this many seconds the driver appends its memory, the object store's and the clips

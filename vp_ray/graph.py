@@ -190,6 +190,9 @@ def configure_ray_data(cfg: dict[str, Any]) -> None:
     # Ray Data's own policies, and the bound on clips prepared ahead of the model (backpressure.py).
     ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, PreparedClipsBound])
     ctx.set_config(PREPARED_PER_ACTOR, cfg["cluster"]["prepared_per_actor"])
+    # When nothing runs (every actor still loading its model), Ray Data ignores backpressure to
+    # stay live, and would prepare the whole dataset meanwhile: start once the actors are up.
+    ctx.wait_for_min_actors_s = cfg["cluster"]["actor_start_timeout_s"]
     ctx.execution_no_progress_timeout_s = cfg["cluster"]["no_progress_timeout_s"]
     # Replace an actor that dies while loading its model once or twice; a model that cannot
     # load at all still fails the run instead of retrying forever.

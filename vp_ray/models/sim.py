@@ -19,6 +19,7 @@ from vp_ray.models import Progress
 class SimInpainter:
     def __init__(self, model_cfg: dict[str, Any]):
         self.seconds_per_frame = model_cfg["seconds_per_frame"]
+        time.sleep(model_cfg["load_seconds"])
         self.held = None
         if model_cfg["gpu_memory_gb"] > 0:
             import torch
