@@ -56,6 +56,11 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
         assert panels.shape == (clip["num_frames"], 120, 4 * 180, 3)
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["status"] == "ok" and meta["num_frames"] == clip["num_frames"]
+        # One source of truth: the write time meta.json keeps is the manifest's, and was measured.
+        assert meta["time_write_s"] == clip["time_write_s"] > 0
+        # seconds is the duration a player shows: 24 demo frames at 8 fps last 3.0 s.
+        assert clip["seconds"] == pytest.approx(clip["num_frames"] / clip["out_fps"]) == \
+            pytest.approx(len(result_frames) / 8.0)
 
         # Outside the (dilated) mask the result is the input, up to codec error.
         masks = decode(folder / "mask.mp4")[2][..., 0] > 127
