@@ -65,7 +65,10 @@ class Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.sample()
+        try:
+            self.sample()
+        except Exception:  # noqa: BLE001 - never hide the run's own outcome behind a lost sample
+            pass
 
     def sample(self) -> None:
         clips, size = work_usage(self.work)
