@@ -1,0 +1,47 @@
+"""Driver memory of the preflight (records.plan_dataset) against the number of rows.
+
+    python bench/preflight_memory.py 1000 10000 100000
+
+For each size, a child process writes a CSV of that many rows (generic layout, a click each), runs
+the preflight alone and prints its peak RSS, the RSS it added and its time.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys, time
+from vp_ray.records import plan_dataset
+path, rows = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    f.write("clip_id,video_path,points\\n")
+    for i in range(rows):
+        f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+plan = plan_dataset({"dataset": {"format": "csv", "path": path, "layout": "generic", "ignore_columns": [],
+                                 "limit": -1, "video_root": "", "mask_root": ""}, "seed": 0})
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rows": rows, "total": plan.total, "seconds": round(seconds, 2),
+                  "peak_rss_mib": round(peak / 1024, 1), "added_mib": round((peak - before) / 1024, 1)}))
+"""
+
+
+def main() -> None:
+    for rows in map(int, sys.argv[1:] or ["1000", "10000", "100000"]):
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "clips.csv"), str(rows)],
+                                  capture_output=True, text=True, check=True)
+            print(done.stdout.strip())
+
+
+if __name__ == "__main__":
+    main()
