@@ -326,3 +326,10 @@ def test_a_clip_that_keeps_killing_the_sam2_worker_ends_as_a_failure(tmp_path):
     out = stage(pd.DataFrame([row])).iloc[0]
     assert (out.status, out.failed_stage, out.error_type) == ("failed", "segment", "worker_died")
     assert "segment worker died 2 time(s)" in out.error
+
+
+def test_where_an_actor_runs_does_not_start_ray_outside_it():
+    """The single-video command records where its stages ran without starting a local Ray."""
+    code = "import ray; from vp_ray import gpu; print(gpu.where().split()[0], ray.is_initialized())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["node=local", "False"]

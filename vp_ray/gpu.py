@@ -75,13 +75,16 @@ def peak_gb() -> float:
 
 
 def where() -> str:
-    """This process's place in the cluster: node, GPU(s) Ray gave it, pid (manifest column)."""
-    try:
-        import ray
+    """This process's place in the cluster: node, GPU(s) Ray gave it, pid (manifest column).
 
+    Outside Ray (the single-video command) it must not touch Ray: asking it for a runtime context
+    would start a local instance, the very cost that command avoids.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        node, gpus = "local", os.environ.get("CUDA_VISIBLE_DEVICES", "-") or "-"
+    else:
         context = ray.get_runtime_context()
         node = context.get_node_id()[:8]
         gpus = ",".join(str(g) for g in context.get_accelerator_ids().get("GPU", [])) or "-"
-    except Exception:  # noqa: BLE001 - outside Ray (the single-video command)
-        node, gpus = "local", os.environ.get("CUDA_VISIBLE_DEVICES", "-") or "-"
     return f"node={node} gpu={gpus} pid={os.getpid()}"
