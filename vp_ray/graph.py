@@ -35,7 +35,7 @@ from vp_ray.manifest import Ledger
 from vp_ray.records import DatasetPlan, plan_dataset
 from vp_ray.sam2_placement import plan_placement
 from vp_ray.sampler import Sampler
-from vp_ray.stages import pipeline, preflight
+from vp_ray.stages import ClipStage, preflight
 from vp_ray.stages.normalize import ragged_row_failure
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def actor_pools(cfg: dict[str, Any], plan: DatasetPlan, names: list[str]) -> dic
     return pools
 
 
-def build_dataset(cfg: dict[str, Any], plan: DatasetPlan) -> ray.data.Dataset:
-    stages = pipeline(cfg, plan)
+def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[ClipStage]]) -> ray.data.Dataset:
     pools = actor_pools(cfg, plan, [stage.name for stage in stages if stage.actor])
     plan = dataclasses.replace(plan, ragged=[])  # what the workers need of it
     # Process death (segfault, host-OOM kill, node loss) is left to Ray: Ray Data restarts its
@@ -203,7 +202,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     """Run the whole job for ``cfg`` (a plain, resolved config dict)."""
     output_dir = Path(cfg["output_dir"])
     plan = plan_dataset(cfg)
-    preflight(cfg, plan)
+    stages = preflight(cfg, plan)
     log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
              "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +219,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"])
     try:
         with sampler:
-            for batch in build_dataset(cfg, plan).iter_batches(batch_size=None, batch_format="pandas"):
+            for batch in build_dataset(cfg, plan, stages).iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict("records"):
                     ledger.add(row)
                     bar.update(1)

@@ -173,6 +173,14 @@ def _load_checkpoint(predictor, checkpoint: str, config: str) -> None:
                           "configs/sam2/sam2_hiera_*.yaml") from None
 
 
+def require_checkpoint(sam2_cfg: dict[str, Any]) -> None:
+    """A ConfigError if the configured SAM2 checkpoint is not there (random weights need none)."""
+    if not sam2_cfg["random_init"] and not os.path.isfile(sam2_cfg["checkpoint"]):
+        raise ConfigError(f"SAM2 checkpoint not found: {sam2_cfg['checkpoint']} (SAM2 turns clicks and "
+                          "boxes into masks; see ckpt/README.md, or give masks as files instead; "
+                          "sam2.random_init=true runs without weights, for tests)")
+
+
 def load_segmenter(sam2_cfg: dict[str, Any]) -> Segmenter:
     """The official SAM2 video predictor for the ``sam2`` config group, with real weights or
     (``random_init``) none."""
@@ -184,10 +192,8 @@ def load_segmenter(sam2_cfg: dict[str, Any]) -> Segmenter:
     if sam2_cfg["dtype"] not in DTYPES:
         raise ConfigError(f"sam2.dtype {sam2_cfg['dtype']!r} is not one of {', '.join(DTYPES)}")
     config = model_config_name(sam2_cfg["config"])
+    require_checkpoint(sam2_cfg)
     checkpoint = None if sam2_cfg["random_init"] else sam2_cfg["checkpoint"]
-    if checkpoint is not None and not os.path.isfile(checkpoint):
-        raise ConfigError(f"SAM2 checkpoint not found: {checkpoint} (see ckpt/README.md; "
-                          "sam2.random_init=true runs without weights, for tests)")
     use_compiled_or_opencv()
     gpu.limit_memory(torch.device(device), sam2_cfg["gpu_memory_limit_gb"])
     predictor = _build(sam2_cfg, config, device)

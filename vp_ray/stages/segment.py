@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from vp_ray import masks as mask_io
 from vp_ray import gpu, prompts, segment, video, workdir
-from vp_ray.errors import ConfigError
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import add_warning
 from vp_ray.stages import ClipStage
@@ -29,10 +27,7 @@ class SegmentStage(ClipStage):
 
     @classmethod
     def check(cls, cfg: dict[str, Any]) -> None:
-        sam2 = cfg["sam2"]
-        if not sam2["random_init"] and not os.path.isfile(sam2["checkpoint"]):
-            raise ConfigError(f"SAM2 checkpoint not found: {sam2['checkpoint']} (SAM2 turns clicks and boxes "
-                              "into masks; see ckpt/README.md, or give masks as files instead)")
+        segment.require_checkpoint(cfg["sam2"])
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
         if row["mask_kind"] not in prompts.PROMPT_KINDS:
