@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from ray.data._internal.execution.backpressure_policy import (
 )
 from tqdm import tqdm
 
-from vp_ray import outputs, records
+from vp_ray import outputs, records, resume
 from vp_ray.backpressure import CONFIG_KEY as PREPARED_PER_ACTOR
 from vp_ray.backpressure import PreparedClipsBound
 from vp_ray.errors import ConfigError
@@ -70,6 +71,8 @@ def connect(cluster: dict[str, Any]) -> None:
 
 
 def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
+    if plan.read_path:  # a resume's rows left to do, already cut to dataset.limit
+        return ray.data.read_parquet(plan.read_path)
     if plan.format == "csv":
         # Every column as bytes: our own parser checks types, and bad UTF-8 in one row becomes
         # that row's failure instead of an Arrow error that would fail the whole dataset.
@@ -156,7 +159,7 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[Clip
     # defaults; passing them is deprecated in 2.60). The stages bound the tries per clip
     # (workdir.count_worker_attempt). Everything else is caught per clip inside the stages.
     ds = read_dataset(plan)
-    if cfg["dataset"]["limit"] >= 0:
+    if cfg["dataset"]["limit"] >= 0 and not plan.read_path:
         ds = ds.limit(cfg["dataset"]["limit"])
     # One clip per block: otherwise a small CSV becomes a few blocks and a single actor
     # would run all the rows of a block one after another while other GPUs idle.
@@ -209,13 +212,22 @@ def run(cfg: dict[str, Any]) -> RunResult:
     stale = outputs.remove_stale_temporaries(output_dir)
     if stale:
         log.info("removed %d partial clip folder(s) of an interrupted run", stale)
-    connect(cfg["cluster"])
-    configure_ray_data(cfg)
     ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"])
     for ragged in plan.ragged:
         ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
+    start = time.perf_counter()
+    plan = resume.skip_done(cfg, plan, ledger.add)
+    if ledger.done:
+        log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
+                 len(ledger.done), time.perf_counter() - start, plan.pending)
+    if plan.pending == 0:
+        resume.remove_pending(output_dir)
+        return RunResult(ledger, False, *ledger.write())
+    connect(cfg["cluster"])
+    configure_ray_data(cfg)
     interrupted = finished = False
-    bar = tqdm(total=plan.total, initial=len(plan.ragged), desc="clips", unit="clip", dynamic_ncols=True)
+    bar = tqdm(total=plan.total, initial=len(ledger.done) + len(ledger.failed), desc="clips", unit="clip",
+               dynamic_ncols=True)
     sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"])
     try:
         with sampler:
@@ -240,4 +252,5 @@ def run(cfg: dict[str, Any]) -> RunResult:
             if found:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
         manifest_path, failures_path = ledger.write()
+        resume.remove_pending(output_dir)
     return RunResult(ledger, interrupted, manifest_path, failures_path)

@@ -17,13 +17,15 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from vp_ray.errors import ClipError, ConfigError
@@ -57,7 +59,7 @@ class RaggedRow:
 
 def skip_invalid_row(row) -> str:
     """pyarrow's ``invalid_row_handler`` for reading the dataset: ragged lines are skipped there and
-    reported by the preflight (``read_id_columns``) as failed rows, never as a failed run."""
+    reported by the preflight (``scan_ids``) as failed rows, never as a failed run."""
     return "skip"
 
 
@@ -94,37 +96,48 @@ def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
         raise ConfigError("dataset columns: " + "; ".join(problems))
 
 
-def read_id_columns(path: str, fmt: str, layout: str,
-                    columns: list[str]) -> tuple[list[dict[str, Any]], list[RaggedRow]]:
-    """The few columns that decide clip ids (for the duplicate check), as raw rows, and the CSV
-    lines that are not rows at all (too few or too many fields)."""
+def read_batches(path: str, fmt: str, columns: list[str] | None = None,
+                 on_ragged=skip_invalid_row) -> Iterator[pa.RecordBatch]:
+    """The dataset's rows, a batch at a time (memory holds one batch, never the file).
+
+    CSV columns come as bytes, as the pipeline reads them; ``on_ragged`` sees each CSV line whose
+    field count differs from the header's (one reader thread, so that pyarrow knows its number).
+    """
+    if fmt != "csv":
+        yield from pads.dataset(path, format="parquet").to_batches(columns=columns)
+        return
+    names = columns if columns is not None else dataset_columns(path, fmt)
+    with pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                        parse_options=pacsv.ParseOptions(invalid_row_handler=on_ragged),
+                        convert_options=pacsv.ConvertOptions(
+                            include_columns=columns, check_utf8=False,
+                            column_types={c: pa.binary() for c in names})) as reader:
+        yield from reader
+
+
+def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
+             limit: int) -> tuple[int, Counter, list[RaggedRow]]:
+    """One streamed pass over the columns that decide clip ids: the number of rows (the first
+    ``limit`` if >= 0), how often each id occurs, and the CSV lines that are not rows at all.
+    Memory holds the ids (about 0.1 KiB each), not the rows."""
     wanted = [c for c in ID_COLUMNS if c in columns]
     ragged: list[RaggedRow] = []
-    if fmt != "csv":
-        return pq.ParquetDataset(path).read(columns=wanted).to_pylist(), ragged
 
     def collect(row) -> str:
         ragged.append(RaggedRow(row.number, row.text, row.actual_columns, row.expected_columns))
         return "skip"
 
-    # One thread, so that pyarrow knows each ragged line's number.
-    table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
-                           parse_options=pacsv.ParseOptions(invalid_row_handler=collect),
-                           convert_options=pacsv.ConvertOptions(
-                               include_columns=wanted, column_types={c: pa.binary() for c in wanted}))
-    return table.to_pylist(), ragged
-
-
-def duplicate_ids(raw_rows: list[dict[str, Any]], layout: str) -> dict[str, int]:
-    """Clip ids that occur more than once, with their counts."""
-    counts: dict[str, int] = {}
-    for raw in raw_rows:
-        try:
-            clip_id = clip_id_of(clean(raw), layout)
-        except ClipError:
-            continue  # the row fails on its own later
-        counts[clip_id] = counts.get(clip_id, 0) + 1
-    return {k: v for k, v in counts.items() if v > 1}
+    rows, counts = 0, Counter()
+    for batch in read_batches(path, fmt, wanted, collect):
+        for raw in batch.to_pylist():
+            if 0 <= limit <= rows:
+                break
+            rows += 1
+            try:
+                counts[clip_id_of(clean(raw), layout)] += 1
+            except ClipError:
+                pass  # the row fails on its own later
+    return rows, counts, ragged
 
 
 @dataclass
@@ -137,6 +150,11 @@ class DatasetPlan:
     total: int  # input rows this run accounts for, ragged CSV lines included
     duplicates: dict[str, int]
     ragged: list[RaggedRow]  # CSV lines that are not rows: failures before the pipeline
+    # What the pipeline reads, when not the dataset itself: the rows a resume left to do
+    # (``vp_ray.resume``), already cut to ``dataset.limit``; ``pending`` counts them.
+    read_path: str = ""
+    read_format: str = ""
+    pending: int = -1
 
     @property
     def needs_segmentation(self) -> bool:
@@ -161,12 +179,11 @@ def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
         fmt = "csv"
     columns = dataset_columns(path, fmt)
     check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    id_rows, ragged = read_id_columns(path, fmt, dataset["layout"], columns)
-    valid = len(id_rows) if dataset["limit"] < 0 else min(len(id_rows), dataset["limit"])
+    valid, counts, ragged = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
     if dataset["limit"] >= 0:
         # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
         ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
-    duplicates = duplicate_ids(id_rows[:valid], dataset["layout"])
+    duplicates = {clip_id: count for clip_id, count in counts.items() if count > 1}
     return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
                        duplicates=duplicates, ragged=ragged)
 

@@ -1,0 +1,80 @@
+"""Resume on the driver: complete clips are skipped before Ray starts; the rest run as before."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from vp_ray import graph, outputs, resume
+from vp_ray.records import plan_dataset
+from vp_ray.stages.normalize import NormalizeRecords
+
+DATASET = {"layout": "generic", "video_root": "", "mask_root": "", "default_prompt": "a background",
+           "ignore_columns": [], "limit": -1}
+SETTINGS = {"model": {"name": "classic"}, "seed": 0}
+
+
+def setup(tmp_path, fmt, rows=6, limit=-1):
+    frame = pd.DataFrame({"clip_id": [f"c{i}" for i in range(rows)], "video_path": [f"v{i}.mp4" for i in range(rows)],
+                          "points": ["[[1, 2]]"] * rows})
+    path = tmp_path / f"clips.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    cfg = {"dataset": {**DATASET, "format": fmt, "path": str(path), "limit": limit},
+           "output_dir": str(tmp_path / "out"), "output_settings": SETTINGS, "seed": 0}
+    return cfg, plan_dataset(cfg)
+
+
+def commit(cfg, plan, clip_id, settings=SETTINGS):
+    """Commit ``clip_id`` as the write stage would, under ``settings``."""
+    raw = {"clip_id": clip_id.encode(), "video_path": f"v{clip_id[1:]}.mp4".encode(), "points": b"[[1, 2]]"}
+    row = NormalizeRecords(cfg, plan).normalize_one(raw)
+    fp = outputs.fingerprint({"output_settings": settings}, row)
+    outputs.commit_clip(cfg["output_dir"], clip_id, lambda folder: (folder / "result.mp4").write_bytes(b"x"),
+                        lambda: {**row, "status": "ok", "fingerprint": fp})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_complete_clips_leave_the_dataset_and_the_rest_stay_to_run(tmp_path, fmt):
+    cfg, plan = setup(tmp_path, fmt)
+    commit(cfg, plan, "c1")
+    commit(cfg, plan, "c4")
+    commit(cfg, plan, "c2", settings={**SETTINGS, "seed": 7})  # other settings: to redo
+    (outputs.clip_dir(cfg["output_dir"], "c4") / "result.mp4").write_bytes(b"damaged")  # to redo
+    done = []
+    left = resume.skip_done(cfg, plan, done.append)
+    assert [row["clip_id"] for row in done] == ["c1"] and done[0]["status"] == "done_before"
+    assert left.pending == 5 and left.read_format == "parquet"
+    pending = pq.read_table(left.read_path).to_pandas()
+    assert [bytes(v).decode() if fmt == "csv" else v for v in pending.clip_id] == ["c0", "c2", "c3", "c4", "c5"]
+    assert list(pending.columns) == ["clip_id", "video_path", "points"]
+    assert left.path == plan.path  # relative paths still resolve against the dataset's folder
+
+
+def test_a_first_run_reads_the_dataset_itself(tmp_path):
+    cfg, plan = setup(tmp_path, "csv")
+    assert resume.skip_done(cfg, plan, pytest.fail) is plan
+
+
+def test_the_limit_counts_rows_of_the_dataset_not_rows_left(tmp_path):
+    cfg, plan = setup(tmp_path, "csv", limit=3)
+    commit(cfg, plan, "c0")
+    commit(cfg, plan, "c5")  # beyond the limit: neither done nor pending
+    done = []
+    left = resume.skip_done(cfg, plan, done.append)
+    assert [row["clip_id"] for row in done] == ["c0"]
+    assert left.pending == 2 and pq.read_table(left.read_path).num_rows == 2
+
+
+def test_a_finished_run_resumed_starts_no_ray(tmp_path, monkeypatch):
+    cfg, plan = setup(tmp_path, "csv", rows=3)
+    for clip_id in ("c0", "c1", "c2"):
+        commit(cfg, plan, clip_id)
+    cfg.update(seed=0, mask_only=False)
+    cfg["dataset"].update(demo_num_clips=0, demo_num_frames=0, demo_fps=0)
+    monkeypatch.setattr(graph, "preflight", lambda cfg, plan: [])
+    monkeypatch.setattr(graph, "connect", lambda cluster: pytest.fail("Ray started for nothing"))
+    result = graph.run(cfg)
+    assert [r["status"] for r in result.ledger.done] == ["done_before"] * 3 and not result.ledger.failed
+    assert pd.read_parquet(result.manifest_path).clip_id.tolist() == ["c0", "c1", "c2"]
+    assert not (tmp_path / "out" / resume.PENDING_FILE).exists()
