@@ -1,15 +1,23 @@
-"""A bound on the clips prepared ahead of the model: the disk they fill is not Ray's to see.
+"""A bound on the clips in ``<output_dir>/.work``: the disk they fill is not Ray's to see.
 
-Rows carry paths; a prepared clip's frames (about 80 MB at 480x720) wait as ``.npy`` files in
-``<output_dir>/.work``. Ray Data's own backpressure counts object-store bytes, and a row is a few
-hundred bytes, so without this the prepare tasks decode the whole dataset ahead of the GPUs
-(measured: 150 of 150 clips prepared, 3 GB, when the first was written).
+Rows carry paths; a clip's frames (about 80 MB at 480x720) wait as ``.npy`` files in
+``<output_dir>/.work`` from the moment it is prepared until it is written. Ray Data's own
+backpressure counts object-store bytes, and a row is a few hundred bytes, so without this the
+prepare tasks decode the whole dataset ahead of the GPUs (measured: 150 of 150 clips prepared,
+3 GB, when the first was written), and a model faster than the writers leaves its results
+piling up behind it (measured: 60 clips waiting with 2 sim actors and 2 writers).
 
-``PreparedClipsBound`` is a Ray Data backpressure policy (the interface its built-in policies
-implement): the prepare operator may start a clip only while fewer than ``per_actor`` clips per
-actor of the model stage are prepared and not yet taken by an actor (being prepared, queued,
-being segmented, waiting for the model). The bound follows the model stage's live actor count,
-so an autoscaling pool that grows onto new nodes gets more clips prepared for it.
+``WorkBound`` is a Ray Data backpressure policy (the interface its built-in policies implement)
+with two gates around the model stage (inpainting; SAM2 in a mask-only run), both following the
+model stage's live actor count, so an autoscaling pool that grows gets more clips fed to it:
+
+* the prepare stage may start a clip only while fewer than ``per_actor`` clips per actor are
+  prepared and not yet taken by an actor (being prepared, queued, being segmented, queued again);
+* the model stage may take a clip only while fewer than ``per_actor`` clips per actor plus the
+  writers' ``write_concurrency`` are done by the model and not yet written.
+
+So at most ``per_actor x actors`` (before) + ``2 x actors`` (in the model: one runs, one waits at
+it) + ``per_actor x actors + write_concurrency`` (after) clips are in ``.work`` at any time.
 """
 
 from __future__ import annotations
@@ -20,23 +28,26 @@ from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
 
 log = logging.getLogger(__name__)
-CONFIG_KEY = "vp_ray.prepared_per_actor"
-PREPARE_OP, MODEL_OPS = "MapBatches(PrepareClips)", ("MapBatches(InpaintClips)", "MapBatches(SegmentStage)")
+PER_ACTOR_KEY, WRITERS_KEY = "vp_ray.prepared_per_actor", "vp_ray.write_concurrency"
+PREPARE_OP, WRITE_OP = "MapBatches(PrepareClips)", "MapBatches(WriteClips)"
+MODEL_OPS = ("MapBatches(InpaintClips)", "MapBatches(SegmentStage)")
 
 
-class PreparedClipsBound(BackpressurePolicy):
+class WorkBound(BackpressurePolicy):
     @property
     def name(self) -> str:
-        return "PreparedClipsBound"
+        return "WorkBound"
 
     def __init__(self, data_context, topology, resource_manager):
         super().__init__(data_context, topology, resource_manager)
-        self.per_actor = data_context.get_config(CONFIG_KEY, None)
+        self.per_actor = data_context.get_config(PER_ACTOR_KEY, None)
+        self.writers = data_context.get_config(WRITERS_KEY, 1)
         ops = {op.name: op for op in topology}
-        self.prepare = ops.get(PREPARE_OP)
+        self.prepare, self.write = ops.get(PREPARE_OP), ops.get(WRITE_OP)
         # The clips wait for the last model stage (inpainting; SAM2 in a mask-only run).
         self.model = next((ops[name] for name in MODEL_OPS if name in ops), None)
-        self.between = self._chain(self.prepare, self.model) if self.prepare and self.model else []
+        self.before = self._chain(self.prepare, self.model) if self.prepare and self.model else []
+        self.after = self._chain(self.model, self.write)[1:] + [self.write] if self.model and self.write else []
 
     @staticmethod
     def _chain(first, last) -> list:
@@ -47,23 +58,36 @@ class PreparedClipsBound(BackpressurePolicy):
             op = op.output_dependencies[0]
         return chain
 
-    def waiting(self) -> int:
-        """Clips prepared or being prepared that no model actor has taken yet (one row per block)."""
-        count = sum(op.num_active_tasks() + op.internal_input_queue_num_blocks()
-                    + op.internal_output_queue_num_blocks() + self._topology[op].output_queue.num_blocks
-                    for op in self.between)
-        # The prepare stage's own input queue holds unprepared rows: not counted. The model
-        # stage's queue (bundles no actor has taken yet) is.
-        return count - self.prepare.internal_input_queue_num_blocks() + self.model.internal_input_queue_num_blocks()
+    def _held(self, ops) -> int:
+        """Clips (one row per block) running in or queued at or after each of ``ops``."""
+        return sum(op.num_active_tasks() + op.internal_input_queue_num_blocks()
+                   + op.internal_output_queue_num_blocks() + self._topology[op].output_queue.num_blocks
+                   for op in ops)
 
-    def limit(self) -> int:
-        actors = 1
+    def prepared_waiting(self) -> int:
+        """Clips prepared or being prepared that no model actor has taken yet."""
+        # The prepare stage's own input queue holds unprepared rows: not counted. The model
+        # stage's queue (clips no actor has taken yet) is.
+        return (self._held(self.before) - self.prepare.internal_input_queue_num_blocks()
+                + self.model.internal_input_queue_num_blocks())
+
+    def finished_waiting(self) -> int:
+        """Clips the model is done with that are not written yet (being written included)."""
+        model = self.model
+        waiting = self._held(self.after) - self.write.internal_output_queue_num_blocks()
+        return (waiting - self._topology[self.write].output_queue.num_blocks
+                + model.internal_output_queue_num_blocks() + self._topology[model].output_queue.num_blocks)
+
+    def actors(self) -> int:
         if isinstance(self.model, ActorPoolMapOperator):
-            pool = self.model.get_autoscaling_actor_pools()[0]
-            actors = max(1, pool.current_size())
-        return self.per_actor * actors
+            return max(1, self.model.get_autoscaling_actor_pools()[0].current_size())
+        return 1
 
     def can_add_input(self, op) -> bool:
-        if op is not self.prepare or self.per_actor is None or self.model is None:
+        if self.per_actor is None or self.model is None:
             return True
-        return self.waiting() < self.limit()
+        if op is self.prepare:
+            return self.prepared_waiting() < self.per_actor * self.actors()
+        if op is self.model and self.after:
+            return self.finished_waiting() < self.per_actor * self.actors() + self.writers
+        return True

@@ -266,8 +266,9 @@ class ClusterConfig:
     autoscale: bool = setting(False, output=False)
     # CPU tasks that decode/prepare and encode/write clips in parallel.
     prepare_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
-    # Backpressure: at most this many prepared clips per model actor wait for one (their frames
-    # fill <output_dir>/.work: about 80 MB per 480x720 clip), whatever the dataset's size.
+    # Backpressure: at most this many clips per model actor wait for one, and as many (plus the
+    # writers) wait behind them for a writer: their frames fill <output_dir>/.work (about 80 MB
+    # per 480x720 clip) whatever the dataset's size.
     prepared_per_actor: int = setting(2, check=AT_LEAST_ONE, output=False)
     write_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
     # The pipeline starts once every model actor pool has its first actors loaded (and fails if

@@ -29,8 +29,7 @@ from ray.data._internal.execution.backpressure_policy import (
 from tqdm import tqdm
 
 from vp_ray import outputs, records, resume
-from vp_ray.backpressure import CONFIG_KEY as PREPARED_PER_ACTOR
-from vp_ray.backpressure import PreparedClipsBound
+from vp_ray.backpressure import PER_ACTOR_KEY, WRITERS_KEY, WorkBound
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.records import DatasetPlan, plan_dataset
@@ -189,9 +188,10 @@ def stage_task(stage):
 def configure_ray_data(cfg: dict[str, Any]) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = False
-    # Ray Data's own policies, and the bound on clips prepared ahead of the model (backpressure.py).
-    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, PreparedClipsBound])
-    ctx.set_config(PREPARED_PER_ACTOR, cfg["cluster"]["prepared_per_actor"])
+    # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py).
+    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, WorkBound])
+    ctx.set_config(PER_ACTOR_KEY, cfg["cluster"]["prepared_per_actor"])
+    ctx.set_config(WRITERS_KEY, cfg["cluster"]["write_concurrency"])
     # When nothing runs (every actor still loading its model), Ray Data ignores backpressure to
     # stay live, and would prepare the whole dataset meanwhile: start once the actors are up.
     ctx.wait_for_min_actors_s = cfg["cluster"]["actor_start_timeout_s"]
