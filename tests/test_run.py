@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import graph, metrics, records, video
+from vp_ray import graph, metrics, records, todo, video
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
@@ -221,7 +221,7 @@ def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tm
     rows = [f'c{i},{"v" * 40}{i}.mp4,"[[1, 2]]"' for i in range(25000)]
     path.write_text("\n".join(["clip_id,video_path,points", *rows, "late,b.mp4"]) + "\n")
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={path}"])
-    plan = records.plan_dataset(cfg)
+    plan = todo.write_todo(cfg, records.plan_dataset(cfg), pytest.fail)
     assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
 
 
@@ -249,3 +249,18 @@ def test_dashboard_opens_with_the_token_the_readme_names():
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["401", "200"]
     assert "ray get-auth-token" in (REPO / "README.md").read_text()
+
+
+def test_a_cluster_address_left_by_a_killed_ray_start_is_not_joined(monkeypatch):
+    """`ray start` records its address in /tmp/ray; killed without `ray stop`, the record stays, and
+    ray.init(address=None) would wait on the dead cluster. Join it only while its GCS runs."""
+    from ray._private import services
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: "10.0.0.7:6379")
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: set())
+    assert graph.running_cluster() is None
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: {"10.0.0.7:6379"})
+    assert graph.running_cluster() == "10.0.0.7:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+    assert graph.running_cluster() == "10.0.0.9:6379"

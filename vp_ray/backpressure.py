@@ -16,6 +16,10 @@ model stage's live actor count, so an autoscaling pool that grows gets more clip
 * the model stage may take a clip only while fewer than ``per_actor`` clips per actor plus the
   writers' ``write_concurrency`` are done by the model and not yet written.
 
+and, so that the rows ahead of the prepare stage stay few too (the driver keeps a reference to
+every block in flight), each stage before it (read, split, check) runs only while fewer than
+``2 x prepare_concurrency`` blocks wait between it and the prepare stage.
+
 So at most ``per_actor x actors`` (before) + ``2 x actors`` (in the model: one runs, one waits at
 it) + ``per_actor x actors + write_concurrency`` (after) clips are in ``.work`` at any time.
 """
@@ -28,7 +32,8 @@ from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
 
 log = logging.getLogger(__name__)
-PER_ACTOR_KEY, WRITERS_KEY = "vp_ray.prepared_per_actor", "vp_ray.write_concurrency"
+PER_ACTOR_KEY, WRITERS_KEY, PREPARERS_KEY = ("vp_ray.prepared_per_actor", "vp_ray.write_concurrency",
+                                              "vp_ray.prepare_concurrency")
 PREPARE_OP, WRITE_OP = "MapBatches(PrepareClips)", "MapBatches(WriteClips)"
 MODEL_OPS = ("MapBatches(InpaintClips)", "MapBatches(SegmentStage)")
 
@@ -42,12 +47,22 @@ class WorkBound(BackpressurePolicy):
         super().__init__(data_context, topology, resource_manager)
         self.per_actor = data_context.get_config(PER_ACTOR_KEY, None)
         self.writers = data_context.get_config(WRITERS_KEY, 1)
+        self.preparers = data_context.get_config(PREPARERS_KEY, 1)
         ops = {op.name: op for op in topology}
         self.prepare, self.write = ops.get(PREPARE_OP), ops.get(WRITE_OP)
         # The clips wait for the last model stage (inpainting; SAM2 in a mask-only run).
         self.model = next((ops[name] for name in MODEL_OPS if name in ops), None)
-        self.before = self._chain(self.prepare, self.model) if self.prepare and self.model else []
         self.after = self._chain(self.model, self.write)[1:] + [self.write] if self.model and self.write else []
+        self.feeders = self._upstream(self.prepare) if self.prepare else []
+
+    @staticmethod
+    def _upstream(op) -> list:
+        """The operators that feed ``op`` (read, split, check), nearest first; not the input."""
+        feeders = []
+        while op.input_dependencies and op.input_dependencies[0].input_dependencies:
+            op = op.input_dependencies[0]
+            feeders.append(op)
+        return feeders
 
     @staticmethod
     def _chain(first, last) -> list:
@@ -64,12 +79,15 @@ class WorkBound(BackpressurePolicy):
                    + op.internal_output_queue_num_blocks() + self._topology[op].output_queue.num_blocks
                    for op in ops)
 
+    def waiting_between(self, first, last) -> int:
+        """Blocks taken by ``first`` (running or done) that ``last`` has not started on: waiting
+        in the queues between them, including ``last``'s own input queue."""
+        return (self._held(self._chain(first, last)) - first.internal_input_queue_num_blocks()
+                + last.internal_input_queue_num_blocks())
+
     def prepared_waiting(self) -> int:
         """Clips prepared or being prepared that no model actor has taken yet."""
-        # The prepare stage's own input queue holds unprepared rows: not counted. The model
-        # stage's queue (clips no actor has taken yet) is.
-        return (self._held(self.before) - self.prepare.internal_input_queue_num_blocks()
-                + self.model.internal_input_queue_num_blocks())
+        return self.waiting_between(self.prepare, self.model)
 
     def finished_waiting(self) -> int:
         """Clips the model is done with that are not written yet (being written included)."""
@@ -86,6 +104,8 @@ class WorkBound(BackpressurePolicy):
     def can_add_input(self, op) -> bool:
         if self.per_actor is None or self.model is None:
             return True
+        if op in self.feeders:
+            return self.waiting_between(op, self.prepare) < 2 * self.preparers
         if op is self.prepare:
             return self.prepared_waiting() < self.per_actor * self.actors()
         if op is self.model and self.after:

@@ -1,6 +1,6 @@
 """Maps the stage list (``vp_ray.stages.pipeline``) onto Ray Data and runs it.
 
-    read CSV/Parquet -> one row per block -> normalize -> prepare (CPU tasks)
+    the driver's shards of the rows to do (vp_ray.todo) -> one row per block -> normalize -> prepare (CPU tasks)
       -> segment (SAM2 actors, only if the dataset has click/box prompts)
       -> inpaint (one actor per GPU, one clip per call) -> write (CPU tasks)
       -> the driver's ledger: manifest.parquet + failures.parquet
@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import ray
 from ray.data._internal.execution.backpressure_policy import (
     ENABLED_BACKPRESSURE_POLICIES,
@@ -28,8 +26,8 @@ from ray.data._internal.execution.backpressure_policy import (
 )
 from tqdm import tqdm
 
-from vp_ray import outputs, records, resume
-from vp_ray.backpressure import PER_ACTOR_KEY, WRITERS_KEY, WorkBound
+from vp_ray import outputs, todo
+from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.records import DatasetPlan, plan_dataset
@@ -57,7 +55,13 @@ def connect(cluster: dict[str, Any]) -> None:
         "runtime_env": {"env_vars": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}},
     }
     address = cluster["address"]
-    if address in (None, "local") and not (address is None and os.environ.get("RAY_ADDRESS")):
+    if address is None:
+        running = running_cluster()
+        if running:
+            log.info("connecting to the Ray cluster running at %s (RAY_ADDRESS or `ray start`); the "
+                     "cluster.num_cpus/num_gpus/object_store_memory settings size only a local one", running)
+        address = running or "local"
+    if address in (None, "local"):
         # Starting a local instance: these size it. (They are not allowed when connecting.)
         kwargs.update(num_cpus=cluster["num_cpus"], num_gpus=cluster["num_gpus"],
                       object_store_memory=cluster["object_store_memory"])
@@ -69,17 +73,21 @@ def connect(cluster: dict[str, Any]) -> None:
         log.info("Ray dashboard: http://%s (token: run `ray get-auth-token`)", context.dashboard_url)
 
 
+def running_cluster() -> str | None:
+    """RAY_ADDRESS, or the cluster `ray start` runs on this machine, as ray.init finds them; but
+    a `ray start` killed without `ray stop` leaves its address file behind, and ray.init would
+    then wait on a dead cluster: its address counts only while its GCS process lives."""
+    from ray._private import services
+
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    recorded = services.find_bootstrap_address(None)
+    return recorded if recorded and recorded in services.find_gcs_addresses() else None
+
+
 def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
-    if plan.read_path:  # a resume's rows left to do, already cut to dataset.limit
-        return ray.data.read_parquet(plan.read_path)
-    if plan.format == "csv":
-        # Every column as bytes: our own parser checks types, and bad UTF-8 in one row becomes
-        # that row's failure instead of an Arrow error that would fail the whole dataset.
-        options = pacsv.ConvertOptions(column_types={c: pa.binary() for c in plan.columns},
-                                       check_utf8=False)
-        return ray.data.read_csv(plan.path, convert_options=options,
-                                 parse_options=pacsv.ParseOptions(invalid_row_handler=records.skip_invalid_row))
-    return ray.data.read_parquet(plan.path)
+    """The rows left to do: the driver's shards (``vp_ray.todo``), read as the pipeline needs them."""
+    return ray.data.read_parquet(plan.read_path, file_extensions=["parquet"])
 
 
 def inpaint_pool_size(cfg: dict[str, Any], gpus: float) -> int:
@@ -158,8 +166,6 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[Clip
     # defaults; passing them is deprecated in 2.60). The stages bound the tries per clip
     # (workdir.count_worker_attempt). Everything else is caught per clip inside the stages.
     ds = read_dataset(plan)
-    if cfg["dataset"]["limit"] >= 0 and not plan.read_path:
-        ds = ds.limit(cfg["dataset"]["limit"])
     # One clip per block: otherwise a small CSV becomes a few blocks and a single actor
     # would run all the rows of a block one after another while other GPUs idle.
     ds = ds.repartition(target_num_rows_per_block=1)
@@ -192,6 +198,7 @@ def configure_ray_data(cfg: dict[str, Any]) -> None:
     ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, WorkBound])
     ctx.set_config(PER_ACTOR_KEY, cfg["cluster"]["prepared_per_actor"])
     ctx.set_config(WRITERS_KEY, cfg["cluster"]["write_concurrency"])
+    ctx.set_config(PREPARERS_KEY, cfg["cluster"]["prepare_concurrency"])
     # When nothing runs (every actor still loading its model), Ray Data ignores backpressure to
     # stay live, and would prepare the whole dataset meanwhile: start once the actors are up.
     ctx.wait_for_min_actors_s = cfg["cluster"]["actor_start_timeout_s"]
@@ -216,12 +223,12 @@ def run(cfg: dict[str, Any]) -> RunResult:
     for ragged in plan.ragged:
         ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
     start = time.perf_counter()
-    plan = resume.skip_done(cfg, plan, ledger.add)
+    plan = todo.write_todo(cfg, plan, ledger.add)
     if ledger.done:
         log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
                  len(ledger.done), time.perf_counter() - start, plan.pending)
     if plan.pending == 0:
-        resume.remove_pending(output_dir)
+        todo.remove_todo(output_dir)
         return RunResult(ledger, False, *ledger.write())
     connect(cfg["cluster"])
     configure_ray_data(cfg)
@@ -252,5 +259,5 @@ def run(cfg: dict[str, Any]) -> RunResult:
             if found:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
         manifest_path, failures_path = ledger.write()
-        resume.remove_pending(output_dir)
+        todo.remove_todo(output_dir)
     return RunResult(ledger, interrupted, manifest_path, failures_path)

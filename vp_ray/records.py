@@ -150,10 +150,8 @@ class DatasetPlan:
     total: int  # input rows this run accounts for, ragged CSV lines included
     duplicates: dict[str, int]
     ragged: list[RaggedRow]  # CSV lines that are not rows: failures before the pipeline
-    # What the pipeline reads, when not the dataset itself: the rows a resume left to do
-    # (``vp_ray.resume``), already cut to ``dataset.limit``; ``pending`` counts them.
+    # What the pipeline reads: the rows left to do, as shards (``vp_ray.todo``); ``pending`` counts them.
     read_path: str = ""
-    read_format: str = ""
     pending: int = -1
 
     @property

@@ -1,4 +1,4 @@
-"""Resume on the driver: complete clips are skipped before Ray starts; the rest run as before."""
+"""The driver's shards of the rows to do: complete clips skipped before Ray starts, limit and ragged lines applied."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from vp_ray import graph, outputs, resume
+from vp_ray import graph, outputs, todo
 from vp_ray.records import plan_dataset
 from vp_ray.stages.normalize import NormalizeRecords
 
@@ -34,6 +34,14 @@ def commit(cfg, plan, clip_id, settings=SETTINGS):
                         lambda: {**row, "status": "ok", "fingerprint": fp})
 
 
+def shards(plan):
+    return pq.read_table(plan.read_path).to_pandas()
+
+
+def ids(frame):
+    return [bytes(v).decode() if isinstance(v, bytes) else v for v in frame.clip_id]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_complete_clips_leave_the_dataset_and_the_rest_stay_to_run(tmp_path, fmt):
     cfg, plan = setup(tmp_path, fmt)
@@ -42,18 +50,22 @@ def test_complete_clips_leave_the_dataset_and_the_rest_stay_to_run(tmp_path, fmt
     commit(cfg, plan, "c2", settings={**SETTINGS, "seed": 7})  # other settings: to redo
     (outputs.clip_dir(cfg["output_dir"], "c4") / "result.mp4").write_bytes(b"damaged")  # to redo
     done = []
-    left = resume.skip_done(cfg, plan, done.append)
+    left = todo.write_todo(cfg, plan, done.append)
     assert [row["clip_id"] for row in done] == ["c1"] and done[0]["status"] == "done_before"
-    assert left.pending == 5 and left.read_format == "parquet"
-    pending = pq.read_table(left.read_path).to_pandas()
-    assert [bytes(v).decode() if fmt == "csv" else v for v in pending.clip_id] == ["c0", "c2", "c3", "c4", "c5"]
-    assert list(pending.columns) == ["clip_id", "video_path", "points"]
+    assert left.pending == 5 and ids(shards(left)) == ["c0", "c2", "c3", "c4", "c5"]
+    assert list(shards(left).columns) == ["clip_id", "video_path", "points"]
     assert left.path == plan.path  # relative paths still resolve against the dataset's folder
 
 
-def test_a_first_run_reads_the_dataset_itself(tmp_path):
-    cfg, plan = setup(tmp_path, "csv")
-    assert resume.skip_done(cfg, plan, pytest.fail) is plan
+def test_a_first_run_writes_every_row_in_shards_of_a_few_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(todo, "SHARD_ROWS", 4)
+    cfg, plan = setup(tmp_path, "csv", rows=10)
+    left = todo.write_todo(cfg, plan, pytest.fail)
+    files = sorted(p.name for p in (tmp_path / "out" / todo.TODO_DIR).iterdir())
+    assert files == ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
+    assert [pq.read_metadata(left.read_path + "/" + f).num_rows for f in files] == [4, 4, 2]
+    assert left.pending == 10 and ids(shards(left)) == [f"c{i}" for i in range(10)]
+    assert shards(left).video_path.map(type).eq(bytes).all()  # CSV text as bytes, as the first stage reads it
 
 
 def test_the_limit_counts_rows_of_the_dataset_not_rows_left(tmp_path):
@@ -61,9 +73,20 @@ def test_the_limit_counts_rows_of_the_dataset_not_rows_left(tmp_path):
     commit(cfg, plan, "c0")
     commit(cfg, plan, "c5")  # beyond the limit: neither done nor pending
     done = []
-    left = resume.skip_done(cfg, plan, done.append)
+    left = todo.write_todo(cfg, plan, done.append)
     assert [row["clip_id"] for row in done] == ["c0"]
-    assert left.pending == 2 and pq.read_table(left.read_path).num_rows == 2
+    assert left.pending == 2 and ids(shards(left)) == ["c1", "c2"]
+
+
+def test_ragged_csv_lines_are_not_written(tmp_path):
+    path = tmp_path / "clips.csv"
+    path.write_text('clip_id,video_path,points\na,a.mp4,"[[1, 2]]"\nb,b.mp4\nc,c.mp4,"[[1, 2]]",x\nd,d.mp4,"[[1, 2]]"\n')
+    cfg = {"dataset": {**DATASET, "format": "csv", "path": str(path)}, "output_dir": str(tmp_path / "out"),
+           "output_settings": SETTINGS, "seed": 0}
+    plan = plan_dataset(cfg)
+    left = todo.write_todo(cfg, plan, pytest.fail)
+    assert [r.line for r in plan.ragged] == [3, 4] and plan.total == 4
+    assert left.pending == 2 and ids(shards(left)) == ["a", "d"]
 
 
 def test_a_finished_run_resumed_starts_no_ray(tmp_path, monkeypatch):
@@ -77,4 +100,4 @@ def test_a_finished_run_resumed_starts_no_ray(tmp_path, monkeypatch):
     result = graph.run(cfg)
     assert [r["status"] for r in result.ledger.done] == ["done_before"] * 3 and not result.ledger.failed
     assert pd.read_parquet(result.manifest_path).clip_id.tolist() == ["c0", "c1", "c2"]
-    assert not (tmp_path / "out" / resume.PENDING_FILE).exists()
+    assert not (tmp_path / "out" / todo.TODO_DIR).exists()
