@@ -2,10 +2,10 @@
 # The batch job on two GPUs, each held to a 32 GB card's usable 31 GiB, then the same clips on one
 # GPU: scaling efficiency, GPU busy time, placement (bench/RESULTS.md, "Two GPUs at 32 GB").
 #
-#   bash bench/gpu_two.sh OUT_DIR [STEPS] [RUNS]   RUNS: "two one" (default); "free": one GPU uncapped
+#   [CLIPS=8] bash bench/gpu_two.sh OUT_DIR [STEPS] [RUNS]   RUNS: "two one" (default); "free": one GPU uncapped
 #
-# Full-size random weights in the real layout (bench/write_random_ckpt.py); 8 clips of 49 frames
-# at 480x720: 4 with mask files, 4 with clicks through SAM2 hiera-large (random weights) on the
+# Full-size random weights in the real layout (bench/write_random_ckpt.py); CLIPS clips of 49 frames
+# at 480x720: half with mask files, half with clicks through SAM2 hiera-large (random weights) on the
 # same GPUs (sam2.placement=auto -> shared). Caps: inpainting actor INPAINT_CAP_GB (26) + SAM2
 # actor SAM2_CAP_GB (5) = 31 GiB on the GPU that holds both. `nvidia-smi dmon` samples every GPU
 # each second into OUT_DIR/dmon_<run>.txt. bench/two_gpu_report.py turns it all into the figures.
@@ -31,17 +31,17 @@ fi
 model_args+=("model.base_model_path=$ckpt/CogVideoX-5b-I2V" "model.branch_path=$ckpt/VideoPainter/checkpoints/branch"
              "model.gpu_memory_limit_gb=${INPAINT_CAP_GB:-26}" "sam2.gpu_memory_limit_gb=${SAM2_CAP_GB:-5}")
 
-python - "$work" "${size[@]}" <<'EOF' || exit 1
+python - "$work" "${size[@]}" "${CLIPS:-8}" <<'EOF' || exit 1
 import sys, pandas as pd
 from pathlib import Path
 from vp_ray.demo import ensure_demo_dataset
-work, height, width = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-csv = ensure_demo_dataset(work / "demo", num_clips=4, num_frames=49, height=height, width=width)
+work, height, width, half = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) // 2
+csv = ensure_demo_dataset(work / "demo", num_clips=half, num_frames=49, height=height, width=width)
 rows = pd.read_csv(csv)
 for col in ("video_path", "mask_path", "ground_truth_path"):
     rows[col] = [str(work / "demo" / p) for p in rows[col]]
 clicks = [{"clip_id": f"click{i}", "video_path": rows.video_path[i], "prompt": "an empty street",
-           "points": f"[[{width // 2}, {height // 2}, 1]]"} for i in range(4)]
+           "points": f"[[{width // 2}, {height // 2}, 1]]"} for i in range(half)]
 pd.concat([rows, pd.DataFrame(clicks)]).to_csv(work / "clips.csv", index=False)
 EOF
 
