@@ -122,7 +122,8 @@ class DatasetConfig:
     name: str = setting(MISSING, output=False)
     # csv | parquet | demo. ``demo`` generates synthetic clips under ``path`` on first use.
     format: DatasetFormat = setting(DatasetFormat.csv, output=False)
-    # The CSV/Parquet file (or a directory of Parquet files); for ``demo``, the folder to fill.
+    # The CSV/Parquet file (or a directory of Parquet files): a path, a file:// URI or a remote URI
+    # pyarrow opens (s3://, gs://, ...; read by the driver alone); for ``demo``, the folder to fill.
     path: str = setting(MISSING, output=False)
     # generic: our column names (README); vpdata: the VPData/VPBench metadata CSV
     # (path, mask_id, start_frame, end_frame, fps, caption) with its folder conventions.
@@ -432,15 +433,20 @@ def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
     (what a clip's fingerprint covers). Missing mandatory values raise ``MissingMandatoryValue``.
     """
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
-    problems = check_values(cfg) + _cross_checks(plain)
+    problems = check_values(cfg) + _cross_checks(plain) + _remote_paths(plain)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     base = Path(base_dir or Path.cwd())
 
+    def absolute(value: str) -> str:
+        value = value.removeprefix("file://")  # file:///data/x -> /data/x
+        if not value or "://" in value:  # a remote URI: only dataset.path may be one (_remote_paths)
+            return value
+        return value if Path(value).expanduser().is_absolute() else str((base / value).resolve())
+
     def absolutize(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: (str((base / v).resolve()) if k in PATH_KEYS and isinstance(v, str) and v
-                        and not Path(v).expanduser().is_absolute() else absolutize(v))
+            return {k: absolute(v) if k in PATH_KEYS and isinstance(v, str) else absolutize(v)
                     for k, v in node.items()}
         return node
 
@@ -465,6 +471,21 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     if sam2["placement"] in ("shared", "auto") and not taken < 0.5:
         problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
                         "two inpainting actors fit on one GPU (sam2.placement=shared)")
+    return problems
+
+
+def _remote_paths(plain: dict[str, Any], prefix: str = "") -> list[str]:
+    """Only the dataset file may be a remote URI (the driver alone reads it, with pyarrow's file
+    systems); videos, masks, weights and outputs are opened by libraries that need a path."""
+    problems = []
+    for key, value in plain.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            problems += _remote_paths(value, f"{name}.")
+        elif (key in PATH_KEYS and isinstance(value, str) and "://" in value and not value.startswith("file://")
+              and name != "dataset.path"):
+            problems.append(f"{name}={value}: only dataset.path may be a URI (s3://, gs://, ...); this "
+                            "must be a path every node can open (a shared or mounted file system)")
     return problems
 
 

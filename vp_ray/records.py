@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vp_ray.errors import ClipError, ConfigError
@@ -63,16 +64,31 @@ def skip_invalid_row(row) -> str:
     return "skip"
 
 
+def is_remote(path: str) -> bool:
+    """A URI of a file system other than the local one (s3://, gs://, ...; file:// is local)."""
+    return "://" in path and not path.startswith("file://")
+
+
+def dataset_fs(path: str) -> tuple[pafs.FileSystem, str]:
+    """The file system holding the dataset and the path within it. Remote URIs go through
+    pyarrow's file systems, configured as usual (for S3: AWS_* variables, AWS_ENDPOINT_URL for an
+    S3-compatible server)."""
+    if is_remote(path):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path.removeprefix("file://")
+
+
 def dataset_columns(path: str, fmt: str) -> list[str]:
     """Column names of the dataset file, read without loading its rows."""
-    if not os.path.exists(path):
-        raise ConfigError(f"dataset file not found: {path}")
     try:
+        fs, where = dataset_fs(path)
+        if fs.get_file_info(where).type == pafs.FileType.NotFound:
+            raise ConfigError(f"dataset file not found: {path}")
         if fmt == "csv":
-            with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(check_utf8=False),
+            with pacsv.open_csv(fs.open_input_stream(where), convert_options=pacsv.ConvertOptions(check_utf8=False),
                                 parse_options=pacsv.ParseOptions(invalid_row_handler=skip_invalid_row)) as reader:
                 return list(reader.schema.names)
-        return list(pq.ParquetDataset(path).schema.names)
+        return list(pq.ParquetDataset(where, filesystem=fs).schema.names)
     except (pa.ArrowInvalid, OSError) as error:
         raise ConfigError(f"cannot read the {fmt} dataset {path}: {error}") from error
 
@@ -103,11 +119,12 @@ def read_batches(path: str, fmt: str, columns: list[str] | None = None,
     CSV columns come as bytes, as the pipeline reads them; ``on_ragged`` sees each CSV line whose
     field count differs from the header's (one reader thread, so that pyarrow knows its number).
     """
+    fs, where = dataset_fs(path)
     if fmt != "csv":
-        yield from pads.dataset(path, format="parquet").to_batches(columns=columns)
+        yield from pads.dataset(where, format="parquet", filesystem=fs).to_batches(columns=columns)
         return
     names = columns if columns is not None else dataset_columns(path, fmt)
-    with pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+    with pacsv.open_csv(fs.open_input_stream(where), read_options=pacsv.ReadOptions(use_threads=False),
                         parse_options=pacsv.ParseOptions(invalid_row_handler=on_ragged),
                         convert_options=pacsv.ConvertOptions(
                             include_columns=columns, check_utf8=False,
@@ -160,8 +177,11 @@ class DatasetPlan:
 
     @property
     def base_dir(self) -> str:
-        """Relative paths in the dataset are resolved against its folder."""
-        return str(Path(self.path).resolve().parent)
+        """Relative paths in the dataset are resolved against its folder ("" for a remote dataset:
+        they need dataset.video_root / mask_root)."""
+        if is_remote(self.path):
+            return ""
+        return str(Path(self.path.removeprefix("file://")).resolve().parent)
 
 
 def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
@@ -290,6 +310,9 @@ def _resolve(value: Any, root: str, column: str) -> str:
     if value is None:
         raise ClipError(f"{column} is empty")
     path = os.path.expanduser(str(value))
+    if not root and not os.path.isabs(path):
+        raise ClipError(f"{column} {path!r} is relative and the dataset file is remote: give absolute paths "
+                        "or set dataset.video_root / dataset.mask_root")
     return os.path.abspath(path if os.path.isabs(path) else os.path.join(root, path))
 
 
