@@ -42,7 +42,7 @@ def frames(mb: int, seed: int) -> np.ndarray:
 
 
 def PrepareClips(batch: pd.DataFrame, mode: str, work: str, mb: int) -> pd.DataFrame:  # noqa: N802 - op name
-    clip = int(batch.clip[0])
+    clip = int(batch["clip"].iloc[0])
     array = frames(mb, clip)
     if mode == "objects":
         return pd.DataFrame({"clip": [clip], "data": [array]})
@@ -56,25 +56,25 @@ class InpaintClips:
         self.mode, self.seconds = mode, seconds
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        data = batch.data[0]
+        data = batch["data"].iloc[0]
         array = data if self.mode == "objects" else np.load(data)
         time.sleep(self.seconds)
         result = array[::-1].copy()
         if self.mode == "objects":
-            return pd.DataFrame({"clip": batch.clip, "data": [result]})
+            return pd.DataFrame({"clip": batch["clip"], "data": [result]})
         out = data.replace(".frames.npy", ".result.npy")
         np.save(out, result)
         Path(data).unlink()
-        return pd.DataFrame({"clip": batch.clip, "data": [out]})
+        return pd.DataFrame({"clip": batch["clip"], "data": [out]})
 
 
 def WriteClips(batch: pd.DataFrame, mode: str) -> pd.DataFrame:  # noqa: N802 - op name
-    data = batch.data[0]
+    data = batch["data"].iloc[0]
     array = data if mode == "objects" else np.load(data)
     checksum = int(array[:: 2**16].sum())
     if mode == "files":
         Path(data).unlink()
-    return pd.DataFrame({"clip": batch.clip, "checksum": [checksum]})
+    return pd.DataFrame({"clip": batch["clip"], "checksum": [checksum]})
 
 
 def spilled_mb() -> float:

@@ -1,9 +1,11 @@
-"""Driver memory of the preflight (records.plan_dataset) against the number of rows.
+"""Driver memory of the preflight against the number of rows: the dataset checks
+(``records.plan_dataset``) and the rows-to-do shards (``todo.write_todo``), all the driver does
+before Ray starts.
 
-    python bench/preflight_memory.py 1000 10000 100000
+    python bench/preflight_memory.py 1000 10000 100000 1000000
 
 For each size, a child process writes a CSV of that many rows (generic layout, a click each), runs
-the preflight alone and prints its peak RSS, the RSS it added and its time.
+the two and prints their peak RSS, the RSS they added and their times.
 """
 
 from __future__ import annotations
@@ -24,19 +26,25 @@ with open(path, "w") as f:
     f.write("clip_id,video_path,points\\n")
     for i in range(rows):
         f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
+from vp_ray.todo import write_todo
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-plan = plan_dataset({"dataset": {"format": "csv", "path": path, "layout": "generic", "ignore_columns": [],
-                                 "limit": -1, "video_root": "", "mask_root": ""}, "seed": 0})
+cfg = {"dataset": {"format": "csv", "path": path, "layout": "generic", "ignore_columns": [], "limit": -1,
+                   "video_root": "", "mask_root": "", "default_prompt": "x"},
+       "seed": 0, "output_dir": path + ".out", "output_settings": {}}
+plan = plan_dataset(cfg)
+checked = time.perf_counter()
+todo = write_todo(cfg, plan, print)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rows": rows, "total": plan.total, "seconds": round(seconds, 2),
+print(json.dumps({"rows": rows, "total": plan.total, "pending": todo.pending,
+                  "plan_seconds": round(checked - start, 2), "shards_seconds": round(seconds - (checked - start), 2),
                   "peak_rss_mib": round(peak / 1024, 1), "added_mib": round((peak - before) / 1024, 1)}))
 """
 
 
 def main() -> None:
-    for rows in map(int, sys.argv[1:] or ["1000", "10000", "100000"]):
+    for rows in map(int, sys.argv[1:] or ["1000", "10000", "100000", "1000000"]):
         with tempfile.TemporaryDirectory() as tmp:
             done = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "clips.csv"), str(rows)],
                                   capture_output=True, text=True, check=True)

@@ -171,3 +171,12 @@ def test_ragged_csv_lines_anywhere_become_failures_named_by_their_id(tmp_path):
     assert "line 25003 has 2 field(s) but the header has 3" in failures[1]["error"]
     limited = plan_dataset({"dataset": {**GENERIC, "path": str(path), "limit": 5}, "seed": 0})
     assert (limited.total, [r.line for r in limited.ragged]) == (6, [2])
+
+
+def test_ids_whose_hashes_collide_are_not_called_duplicates(tmp_path, monkeypatch):
+    """The preflight keeps 8 bytes per row; equal hashes are checked against the ids themselves."""
+    monkeypatch.setattr(records, "_hash64", lambda text: 7)  # every id collides
+    frame = pd.DataFrame({"clip_id": ["a", "b", "a", "c"], "video_path": ["x.mp4"] * 4, "points": ["[[1, 2]]"] * 4})
+    frame.to_csv(tmp_path / "clips.csv", index=False)
+    plan = plan_dataset({"dataset": {**GENERIC, "path": str(tmp_path / "clips.csv")}, "seed": 0})
+    assert plan.duplicates == {"a": 2} and plan.total == 4

@@ -199,6 +199,13 @@ def configure_ray_data(cfg: dict[str, Any]) -> None:
     ctx.set_config(PER_ACTOR_KEY, cfg["cluster"]["prepared_per_actor"])
     ctx.set_config(WRITERS_KEY, cfg["cluster"]["write_concurrency"])
     ctx.set_config(PREPARERS_KEY, cfg["cluster"]["prepare_concurrency"])
+    # Ray Data's per-operator resource reservations (shares of the CPUs the actor pools leave) and
+    # its byte-based downstream-capacity policy starved the write stage when the actor pools hold
+    # most CPUs: the pipeline stalled, and Ray Data then ignores every policy to stay live, so
+    # prepare ran past the bound (15 of 16 clips in .work, tests/test_scale.py). Our bound covers
+    # every stage in clips; the task pools' sizes bound the CPUs.
+    ctx.op_resource_reservation_enabled = False
+    ctx.downstream_capacity_backpressure_ratio = None
     # When nothing runs (every actor still loading its model), Ray Data ignores backpressure to
     # stay live, and would prepare the whole dataset meanwhile: start once the actors are up.
     ctx.wait_for_min_actors_s = cfg["cluster"]["actor_start_timeout_s"]

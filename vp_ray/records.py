@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,29 +133,51 @@ def read_batches(path: str, fmt: str, columns: list[str] | None = None,
         yield from reader
 
 
-def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
-             limit: int) -> tuple[int, Counter, list[RaggedRow]]:
-    """One streamed pass over the columns that decide clip ids: the number of rows (the first
-    ``limit`` if >= 0), how often each id occurs, and the CSV lines that are not rows at all.
-    Memory holds the ids (about 0.1 KiB each), not the rows."""
+def clip_ids(path: str, fmt: str, layout: str, columns: list[str], limit: int,
+             on_ragged=skip_invalid_row) -> Iterator[str | None]:
+    """The clip id of each of the first ``limit`` rows (all if < 0), streamed; None where the row
+    has no valid id (it fails on its own later)."""
     wanted = [c for c in ID_COLUMNS if c in columns]
+    rows = 0
+    for batch in read_batches(path, fmt, wanted, on_ragged):
+        for raw in batch.to_pylist():
+            if 0 <= limit <= rows:
+                break
+            rows += 1
+            try:
+                yield clip_id_of(clean(raw), layout)
+            except ClipError:
+                yield None
+
+
+def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
+             limit: int) -> tuple[int, dict[str, int], list[RaggedRow]]:
+    """The number of rows (the first ``limit`` if >= 0), the ids that occur more than once (with
+    their counts) and the CSV lines that are not rows at all.
+
+    Memory holds 8 bytes per row (a hash of each id), not the ids: a second pass names the
+    duplicates, only if some hashes repeat."""
     ragged: list[RaggedRow] = []
 
     def collect(row) -> str:
         ragged.append(RaggedRow(row.number, row.text, row.actual_columns, row.expected_columns))
         return "skip"
 
-    rows, counts = 0, Counter()
-    for batch in read_batches(path, fmt, wanted, collect):
-        for raw in batch.to_pylist():
-            if 0 <= limit <= rows:
-                break
-            rows += 1
-            try:
-                counts[clip_id_of(clean(raw), layout)] += 1
-            except ClipError:
-                pass  # the row fails on its own later
-    return rows, counts, ragged
+    hashes = array("q")
+    for clip_id in clip_ids(path, fmt, layout, columns, limit, collect):
+        hashes.append(_hash64(clip_id) if clip_id is not None else 0)
+    values, counts = np.unique(np.frombuffer(hashes, dtype=np.int64), return_counts=True)
+    repeated = set(values[(counts > 1) & (values != 0)].tolist())
+    duplicates: dict[str, int] = {}
+    if repeated:
+        found = Counter(clip_id for clip_id in clip_ids(path, fmt, layout, columns, limit)
+                        if clip_id is not None and _hash64(clip_id) in repeated)
+        duplicates = {clip_id: count for clip_id, count in found.items() if count > 1}
+    return len(hashes), duplicates, ragged
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True) or 1
 
 
 @dataclass
@@ -197,11 +220,10 @@ def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
         fmt = "csv"
     columns = dataset_columns(path, fmt)
     check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    valid, counts, ragged = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
+    valid, duplicates, ragged = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
     if dataset["limit"] >= 0:
         # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
         ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
-    duplicates = {clip_id: count for clip_id, count in counts.items() if count > 1}
     return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
                        duplicates=duplicates, ragged=ragged)
 
