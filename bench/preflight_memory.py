@@ -27,6 +27,7 @@ with open(path, "w") as f:
     for i in range(rows):
         f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
 from vp_ray.todo import write_todo
+import vp_ray.stages.normalize  # imported by write_todo: counted before, not as the preflight's memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 cfg = {"dataset": {"format": "csv", "path": path, "layout": "generic", "ignore_columns": [], "limit": -1,
