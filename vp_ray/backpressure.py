@@ -52,7 +52,6 @@ class WorkBound(BackpressurePolicy):
         self.prepare, self.write = ops.get(PREPARE_OP), ops.get(WRITE_OP)
         # The clips wait for the last model stage (inpainting; SAM2 in a mask-only run).
         self.model = next((ops[name] for name in MODEL_OPS if name in ops), None)
-        self.after = self._chain(self.model, self.write)[1:] + [self.write] if self.model and self.write else []
         self.feeders = self._upstream(self.prepare) if self.prepare else []
 
     @staticmethod
@@ -91,10 +90,10 @@ class WorkBound(BackpressurePolicy):
 
     def finished_waiting(self) -> int:
         """Clips the model is done with that are not written yet (being written included)."""
-        model = self.model
-        waiting = self._held(self.after) - self.write.internal_output_queue_num_blocks()
-        return (waiting - self._topology[self.write].output_queue.num_blocks
-                + model.internal_output_queue_num_blocks() + self._topology[model].output_queue.num_blocks)
+        model, write = self.model, self.write
+        return (model.internal_output_queue_num_blocks() + self._topology[model].output_queue.num_blocks
+                + self._held(self._chain(model, write)[1:])
+                + write.num_active_tasks() + write.internal_input_queue_num_blocks())
 
     def actors(self) -> int:
         if isinstance(self.model, ActorPoolMapOperator):
@@ -108,6 +107,6 @@ class WorkBound(BackpressurePolicy):
             return self.waiting_between(op, self.prepare) < 2 * self.preparers
         if op is self.prepare:
             return self.prepared_waiting() < self.per_actor * self.actors()
-        if op is self.model and self.after:
+        if op is self.model and self.write:
             return self.finished_waiting() < self.per_actor * self.actors() + self.writers
         return True

@@ -61,7 +61,7 @@ def connect(cluster: dict[str, Any]) -> None:
             log.info("connecting to the Ray cluster running at %s (RAY_ADDRESS or `ray start`); the "
                      "cluster.num_cpus/num_gpus/object_store_memory settings size only a local one", running)
         address = running or "local"
-    if address in (None, "local"):
+    if address == "local":
         # Starting a local instance: these size it. (They are not allowed when connecting.)
         kwargs.update(num_cpus=cluster["num_cpus"], num_gpus=cluster["num_gpus"],
                       object_store_memory=cluster["object_store_memory"])

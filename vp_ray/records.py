@@ -144,10 +144,16 @@ def clip_ids(path: str, fmt: str, layout: str, columns: list[str], limit: int,
             if 0 <= limit <= rows:
                 break
             rows += 1
-            try:
-                yield clip_id_of(clean(raw), layout)
-            except ClipError:
-                yield None
+            yield row_id(raw, layout)
+
+
+def row_id(raw: dict[str, Any], layout: str) -> str | None:
+    """The clip id a raw row's id columns give, or None if they give none (the row fails on its own
+    later); the other columns (a caption with bad UTF-8, say) do not matter."""
+    try:
+        return clip_id_of(clean({k: v for k, v in raw.items() if k in ID_COLUMNS}), layout)
+    except ClipError:
+        return None
 
 
 def scan_ids(path: str, fmt: str, layout: str, columns: list[str],

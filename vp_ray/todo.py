@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vp_ray import outputs, records
-from vp_ray.errors import ClipError
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import DONE_BEFORE
 
@@ -69,7 +68,7 @@ def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[
             if 0 <= limit <= rows:
                 break
             rows += 1
-            if check and _maybe_id(raw, layout) in committed:
+            if check and records.row_id(raw, layout) in committed:
                 row = check.normalize_one(raw)
                 if row["status"] == DONE_BEFORE:
                     add_done(row)
@@ -109,10 +108,3 @@ class _ShardWriter:
         self.rows += size
         self.count += 1
 
-
-def _maybe_id(raw: dict[str, Any], layout: str) -> str | None:
-    try:
-        return records.clip_id_of(records.clean({k: v for k, v in raw.items() if k in records.ID_COLUMNS}),
-                                  layout)
-    except ClipError:
-        return None

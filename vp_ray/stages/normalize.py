@@ -57,10 +57,8 @@ def _placeholder(raw: dict[str, Any], layout: str, fallback: str | None = None) 
     a label in the failures table, never used as a path.
     """
     given, video = raw.get("clip_id"), raw.get("video_path", raw.get("path"))
-    try:
-        clip_id = records.clip_id_of(records.clean({k: v for k, v in raw.items() if k in records.ID_COLUMNS}),
-                                     layout)
-    except ClipError:
+    clip_id = records.row_id(raw, layout)
+    if clip_id is None:
         if given is not None:
             clip_id = _text(given)
         else:
