@@ -86,6 +86,9 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
               f"{frames[frames.gpu == index].fb.max() / 1024:.2f} GiB; SM >= 95% in {full:.0%} of "
               f"{len(window)} 1-s samples from the first to the last clip; below 50%: {dict(between)}")
         busy.append(full)
+        if "step_s_max" in clips:
+            print(f"   {gpu}: denoising step median {clips.step_s_median.median():.3f} s, slowest step per clip "
+                  f"{[round(x, 2) for x in clips.step_s_max]} s")
     samples = out / f"samples_{name}.csv"
     if samples.exists():
         s = pd.read_csv(samples)

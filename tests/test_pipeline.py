@@ -166,3 +166,38 @@ def test_auto_memory_plan_follows_the_measured_peaks():
     assert plan_memory(139) == plan_memory(79) == ("resident", False)
     assert plan_memory(31) == plan_memory(27) == ("resident", True)
     assert plan_memory(22) == ("model_offload", True)
+
+
+def test_uint8_output_equals_diffusers_postprocessing_then_rounding():
+    # The inpainter converts the decoded video on the GPU; it must give exactly the frames that
+    # diffusers' numpy postprocessing followed by round(x * 255) gives, in the decoder's bf16 too.
+    from diffusers.video_processor import VideoProcessor
+
+    from vp_ray.models.pipeline import tensor_to_uint8
+
+    generator = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        decoded = (torch.randn(1, 3, 5, 16, 24, generator=generator) * 0.7).to(dtype)
+        decoded[0, 0, 0, 0, :4] = torch.tensor([-1.5, 1.5, 0.0, 1.0])  # clipped and exact values
+        reference = VideoProcessor(vae_scale_factor=8).postprocess_video(video=decoded, output_type="np")[0]
+        expected = np.clip(np.round(reference * 255.0), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(tensor_to_uint8(decoded), expected)
+
+
+def test_the_inpainting_actor_freezes_what_loading_created():
+    # The collector's full passes over the loaded model's objects stalled the GPU mid-clip
+    # (bench/RESULTS.md): the actor freezes its heap once the model is loaded.
+    import gc
+
+    from conftest import compose_config
+
+    from vp_ray.records import DatasetPlan
+    from vp_ray.stages.inpaint import InpaintClips
+
+    gc.unfreeze()
+    plan = DatasetPlan(path="clips.csv", format="csv", columns=[], total=0, duplicates={}, ragged=[])
+    try:
+        InpaintClips(compose_config(["model=classic"]), plan)
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

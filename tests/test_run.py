@@ -155,6 +155,7 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local,
     assert len(result.ledger.done) == 2 and not result.ledger.failed
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert (manifest.time_inpaint_s > 0).all() and (manifest.num_frames == 9).all()
+    assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
     codec, _, frames = decode(tmp_path / "out" / "clips" / manifest.clip_id[0] / "result.mp4")
     assert codec == "h264" and frames.shape[0] == 9
 

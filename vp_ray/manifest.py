@@ -25,7 +25,7 @@ MANIFEST_COLUMNS = [
     "effective_seed", "effective_max_seconds", "attempts", "degraded", "peak_gpu_mem_gb",
     "segment_worker", "inpaint_worker",
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
-    "inpaint_started", "inpaint_finished",
+    "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished",
 ]
 FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path", "warnings"]
 

@@ -82,6 +82,10 @@ class ClipStatus:
     time_segment_s: float = 0.0
     time_inpaint_s: float = 0.0
     time_write_s: float = 0.0
+    # Denoising steps of the clip's last attempt: the median step and the slowest (a step much
+    # slower than the median is time the GPU spent waiting for its host process).
+    step_s_median: float = 0.0
+    step_s_max: float = 0.0
     # Wall-clock (Unix seconds) when the inpainting actor took the clip and gave it back.
     inpaint_started: float = 0.0
     inpaint_finished: float = 0.0

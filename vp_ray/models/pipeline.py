@@ -35,24 +35,40 @@ ROPE_BASE_HEIGHT, ROPE_BASE_WIDTH = 480, 720
 
 @dataclass
 class VideoPainterPipelineOutput(BaseOutput):
-    """frames: float [T, H, W, 3] in [0, 1] (``output_type="np"``), [1, 3, T, H, W] in [-1, 1]
-    (``"pt"``) or the final latents [1, F, 16, h, w] (``"latent"``). ``intermediates`` holds
+    """frames: float [T, H, W, 3] in [0, 1] (``output_type="np"``), uint8 [T, H, W, 3]
+    (``"uint8"``), [1, 3, T, H, W] in [-1, 1] (``"pt"``) or the final latents [1, F, 16, h, w]
+    (``"latent"``). ``intermediates`` holds
     the tensors a parity check compares, when asked for with ``return_intermediates``."""
 
     frames: Any
     intermediates: dict[str, Any] = field(default_factory=dict)
 
 
-def video_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [T, H, W, 3] (or [H, W, 3]) RGB -> float32 [1, 3, T, H, W] (or [1, 3, H, W]) in [-1, 1]."""
-    frames = torch.as_tensor(np.asarray(frames)).to(torch.float32) / 255.0
+def video_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [T, H, W, 3] (or [H, W, 3]) RGB -> float32 [1, 3, T, H, W] (or [1, 3, H, W]) in [-1, 1].
+
+    The uint8 frames move to ``device`` first and are converted there: a quarter of the bytes to
+    copy, and the conversion is not CPU time the GPU waits for between clips.
+    """
+    frames = torch.as_tensor(np.asarray(frames)).to(device).to(torch.float32) / 255.0
     frames = 2.0 * frames - 1.0
     return frames.movedim(-1, 0).unsqueeze(0)
 
 
-def masks_to_tensor(masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+def masks_to_tensor(masks: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """bool [T, H, W] (True = inpaint) -> float32 [1, 1, T, H, W] in {0, 1}."""
-    return torch.as_tensor(np.asarray(masks)).to(torch.float32)[None, None]
+    return torch.as_tensor(np.asarray(masks)).to(device).to(torch.float32)[None, None]
+
+
+def tensor_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Decoded [1, 3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3], converted on the tensor's device.
+
+    The same arithmetic, in the same dtypes, as diffusers' ``postprocess_video(output_type="np")``
+    (denormalised in the decoder's dtype, then float32) followed by ``round(x * 255)``: equal to
+    that path bit for bit, with a quarter of the bytes copied back to the host.
+    """
+    frames = (video[0] * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).float()
+    return torch.round(frames * 255.0).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
@@ -182,9 +198,9 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         self._num_timesteps = len(timesteps)
 
         # 5. Pixels: video in [-1, 1], binary masks, the masked video (object blacked out)
-        video_pixels = video_to_tensor(video)
-        mask_pixels = masks_to_tensor(masks)
-        image_pixels = video_pixels[:, :, 0] if image is None else video_to_tensor(image)
+        video_pixels = video_to_tensor(video, device)
+        mask_pixels = masks_to_tensor(masks, device)
+        image_pixels = video_pixels[:, :, 0] if image is None else video_to_tensor(image, device)
         masked_video = video_pixels * (mask_pixels < 0.5)
 
         # 6. Latents: first-frame condition, clean video (for replace_gt), initial noise
@@ -207,7 +223,9 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
             image_rotary_emb = self._prepare_rotary_positional_embeddings(height, width, num_latent_frames,
                                                                           device)
 
-        # 9. Denoising loop
+        # 9. Denoising loop. The scheduler gets the timesteps as Python ints (the same table
+        # entries): a tensor there makes its `prev_timestep >= 0` test wait for the GPU every step.
+        step_values = timesteps.tolist()
         old_pred_original_sample = None
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
@@ -228,14 +246,15 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
 
                 self._guidance_scale = guidance_scale
                 if use_dynamic_cfg:
-                    self._guidance_scale = self.dynamic_guidance(guidance_scale, t.item(),
+                    self._guidance_scale = self.dynamic_guidance(guidance_scale, step_values[i],
                                                                  num_inference_steps)
                 if do_cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)
                     noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
 
                 latents, old_pred_original_sample = self.scheduler.step(
-                    noise_pred, old_pred_original_sample, t, timesteps[i - 1] if i > 0 else None, latents,
+                    noise_pred, old_pred_original_sample, step_values[i], step_values[i - 1] if i > 0 else None,
+                    latents,
                     eta=0.0, generator=generator, return_dict=False)
                 latents = latents.to(dtype)
                 if return_intermediates and i == 0:
@@ -258,7 +277,9 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
             frames = latents
         else:
             frames = self.decode_latents(latents)
-            if output_type == "np":
+            if output_type == "uint8":
+                frames = tensor_to_uint8(frames)
+            elif output_type == "np":
                 frames = self.video_processor.postprocess_video(video=frames, output_type="np")[0]
         self.maybe_free_model_hooks()
         return VideoPainterPipelineOutput(frames=frames, intermediates=record if return_intermediates else {})

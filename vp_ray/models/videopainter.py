@@ -118,8 +118,8 @@ class VideoPainterInpainter:
             negative_prompt=cfg["negative_prompt"], num_inference_steps=steps,
             guidance_scale=cfg["guidance_scale"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
             generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
-            mask_add=cfg["mask_add"], callback_on_step_end=callback)
-        return np.clip(np.round(output.frames[:count] * 255.0), 0, 255).astype(np.uint8)
+            mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
+        return output.frames[:count]
 
     def reduce_memory(self) -> bool:
         """OOM ladder: VAE tiling + slicing first, then model CPU offload; False when both are on."""

@@ -1,0 +1,157 @@
+"""Where the GPU waits inside and between clips: garbage-collector pauses, the work before the first
+denoising step and after the last, with and without the collector's heap frozen.
+
+    python bench/clip_gaps.py [--steps 10] [--clips 3] [--out bench/clip_gaps.json]
+    python bench/clip_gaps.py --tiny --steps 2 --clips 2     # CPU smoke run
+
+The full-size random-weight pipeline of ``bench_videopainter.py`` goes through the production
+``VideoPainterInpainter.inpaint_clip`` (resident + VAE tiling, the 32 GB card's plan), once per clip,
+first with the collector as Python leaves it, then after ``gc.collect(); gc.freeze()`` as the
+inpainting actor does once its model is loaded. The libraries a Ray actor holds (Ray, Ray Data,
+pandas, pyarrow) are imported so the heap the collector walks is about the actor's size.
+
+Per run: every collection of the oldest generation (its pause), each step's wall time (the
+scheduler waits for the GPU once a step, so a step that took longer than the median is time the
+GPU waited for the host), the seconds before the first step ends (prompt, VAE encodes, uploads)
+and after the last (decode, conversion), and `nvidia-smi dmon` SM busy per 1-s sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas  # noqa: E402,F401 - held by every Ray Data actor: part of the heap the collector walks
+import pyarrow  # noqa: E402,F401
+import ray.data  # noqa: E402,F401
+from bench_videopainter import PROMPT, build_pipeline, tiny_models  # noqa: E402
+
+from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
+from vp_ray.models.videopainter import VideoPainterInpainter  # noqa: E402
+
+
+class CollectorPauses:
+    """Start and length of every collection of generation 2 while installed."""
+
+    def __init__(self):
+        self.pauses: list[tuple[float, float]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((self._started, time.perf_counter() - self._started))
+
+
+def dmon_samples(path: Path, start: float, end: float, clock_offset: float) -> list[int]:
+    """SM % of the 1-s samples whose wall clock falls in [start, end] (perf_counter seconds)."""
+    samples = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        parts = line.split()
+        stamp = time.strptime(time.strftime("%Y-%m-%d ") + parts[0], "%Y-%m-%d %H:%M:%S")
+        wall = time.mktime(stamp) - clock_offset
+        if start <= wall <= end and parts[2] != "-":
+            samples.append(int(parts[2]))
+    return samples
+
+
+def run(inpainter, frames, masks, clips: int, steps: int) -> dict:
+    pauses = CollectorPauses()
+    gc.callbacks.append(pauses)
+    per_clip = []
+    start = time.perf_counter()
+    try:
+        for index in range(clips):
+            ends: list[float] = []
+            began = time.perf_counter()
+            inpainter.inpaint_clip(frames, masks, PROMPT, seed=index,
+                                   progress=lambda step, total: ends.append(time.perf_counter()))
+            done = time.perf_counter()
+            step_s = np.diff(ends).tolist()
+            median = statistics.median(step_s) if step_s else 0.0
+            per_clip.append({"seconds": done - began, "before_first_step_s": ends[0] - began - median,
+                             "after_last_step_s": done - ends[-1], "step_median_s": median,
+                             "step_max_s": max(step_s, default=0.0),
+                             "steps_over_median_s": sum(s - median for s in step_s if s > 1.05 * median)})
+    finally:
+        gc.callbacks.remove(pauses)
+    lengths = [length for _, length in pauses.pauses]
+    return {"clips": per_clip, "start": start, "end": time.perf_counter(), "full_collections": len(lengths),
+            "full_collection_s_total": sum(lengths), "full_collection_s_max": max(lengths, default=0.0),
+            "objects_tracked": len(gc.get_objects())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
+    parser.add_argument("--out", default="bench/clip_gaps.json")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    pipe = build_pipeline(args.tiny, device, dtype)
+    height, width = (tiny_models.TINY_HEIGHT, tiny_models.TINY_WIDTH) if args.tiny else (480, 720)
+    cfg = {**schema_defaults(VideoPainterModelConfig), "memory_mode": "resident", "vae_tiling": not args.tiny,
+           "num_inference_steps": args.steps, "height": height, "width": width}
+    inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (49, height, width, 3), dtype=np.uint8)
+    masks = np.zeros((49, height, width), dtype=bool)
+    masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = True
+    inpainter.inpaint_clip(frames[:5], masks[:5], PROMPT, seed=0)  # warm-up: kernels, allocator
+
+    dmon_path, dmon = Path(args.out).with_suffix(".dmon.txt"), None
+    if device.type == "cuda" and shutil.which("nvidia-smi"):
+        dmon = subprocess.Popen(["nvidia-smi", "dmon", "-s", "u", "-d", "1", "-o", "T"],
+                                stdout=dmon_path.open("w"), stderr=subprocess.DEVNULL)
+    clock_offset = time.time() - time.perf_counter()
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "steps": args.steps, "python": sys.version.split()[0], "runs": {}}
+    for name in ("collector as is", "heap frozen after loading"):
+        if name.startswith("heap frozen"):
+            gc.collect()
+            gc.freeze()
+        report["runs"][name] = run(inpainter, frames, masks, args.clips, args.steps)
+    if dmon is not None:
+        time.sleep(1.5)
+        dmon.terminate()
+        dmon.wait()
+        for result in report["runs"].values():
+            sm = dmon_samples(dmon_path, result["start"], result["end"], clock_offset)
+            result["sm_samples"] = len(sm)
+            result["sm_at_least_95_share"] = round(sum(s >= 95 for s in sm) / max(len(sm), 1), 3)
+            result["sm_below_50"] = sum(s < 50 for s in sm)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    for name, result in report["runs"].items():
+        clips = result["clips"]
+        print(f"{name}: {result['full_collections']} full collections, {result['full_collection_s_total']:.2f} s"
+              f" (max {result['full_collection_s_max']:.2f} s), {result['objects_tracked']} objects tracked;"
+              f" per clip {statistics.mean(c['seconds'] for c in clips):.2f} s, steps over median"
+              f" {statistics.mean(c['steps_over_median_s'] for c in clips):.2f} s, before first step"
+              f" {statistics.mean(c['before_first_step_s'] for c in clips):.2f} s, after last"
+              f" {statistics.mean(c['after_last_step_s'] for c in clips):.2f} s;"
+              f" SM>=95% share {result.get('sm_at_least_95_share')} of {result.get('sm_samples')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
