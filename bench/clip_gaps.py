@@ -1,24 +1,26 @@
-"""Where the GPU waits inside and between clips: garbage-collector pauses, the work before the first
-denoising step and after the last, with and without the collector's heap frozen.
+"""Where the GPU waits inside and between clips.
 
     python bench/clip_gaps.py [--steps 10] [--clips 3] [--out bench/clip_gaps.json]
     python bench/clip_gaps.py --tiny --steps 2 --clips 2     # CPU smoke run
 
 The full-size random-weight pipeline of ``bench_videopainter.py`` goes through the production
-``VideoPainterInpainter.inpaint_clip`` (resident + VAE tiling, the 32 GB card's plan), once per clip,
-first with the collector as Python leaves it, then after ``gc.collect(); gc.freeze()`` as the
-inpainting actor does once its model is loaded. The libraries a Ray actor holds (Ray, Ray Data,
-pandas, pyarrow) are imported so the heap the collector walks is about the actor's size.
+``VideoPainterInpainter.inpaint_clip`` (resident + VAE tiling, the 32 GB card's plan), once per
+clip, in two variants: the scheduler's noise copied to the GPU as diffusers does it (the host
+waits for the GPU twice a step) and as the pipeline does it now (pinned memory, no wait). The
+libraries a Ray actor holds (Ray, Ray Data, pandas, pyarrow) are imported so the collector's heap
+is about the actor's size.
 
-Per run: every collection of the oldest generation (its pause), each step's wall time (the
-scheduler waits for the GPU once a step, so a step that took longer than the median is time the
-GPU waited for the host), the seconds before the first step ends (prompt, VAE encodes, uploads)
-and after the last (decode, conversion), and `nvidia-smi dmon` SM busy per 1-s sample.
+Per variant: each step's wall time, the seconds before the first step ends (prompt, VAE encodes,
+uploads) and after the last (decode, conversion), full collections of the garbage collector,
+`nvidia-smi dmon` SM busy per 1-s sample, and, from a profiled clip, the GPU's idle time (no
+kernel or copy running) inside the denoising loop and over the whole clip. The two variants'
+results for the same seed are compared (the noise draws must be the same).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import shutil
@@ -39,6 +41,7 @@ import ray.data  # noqa: E402,F401
 from bench_videopainter import PROMPT, build_pipeline, tiny_models  # noqa: E402
 
 from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
+from vp_ray.models import pipeline as pipeline_module  # noqa: E402
 from vp_ray.models.videopainter import VideoPainterInpainter  # noqa: E402
 
 
@@ -70,6 +73,34 @@ def dmon_samples(path: Path, start: float, end: float, clock_offset: float) -> l
         if start <= wall <= end and parts[2] != "-":
             samples.append(int(parts[2]))
     return samples
+
+
+def gpu_idle(inpainter, frames, masks) -> dict:
+    """Profile one clip: GPU idle seconds (no kernel or copy running) in the denoising loop (first to
+    last attention kernel of the transformer) and over the whole clip, and the largest gaps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        result = inpainter.inpaint_clip(frames, masks, PROMPT, seed=0)
+        torch.cuda.synchronize()
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    if not spans:
+        return {"error": "the profiler recorded no GPU activity", "result": result}
+    attention = [start for start, _, name in spans
+                 if any(key in name.lower() for key in ("cudnn", "fmha", "flash", "attention"))]
+    loop = (min(attention), max(attention)) if attention else (spans[0][0], spans[-1][1])
+    gaps, busy_until = [], spans[0][1]
+    for start, end, _ in spans[1:]:
+        if start > busy_until:
+            gaps.append((busy_until, start - busy_until))
+        busy_until = max(busy_until, end)
+    inside = [length for at, length in gaps if loop[0] <= at <= loop[1]]
+    return {"clip_s": (spans[-1][1] - spans[0][0]) / 1e6, "idle_s": sum(g for _, g in gaps) / 1e6,
+            "loop_s": (loop[1] - loop[0]) / 1e6, "loop_idle_s": sum(inside) / 1e6,
+            "loop_gaps_over_1ms": sum(g > 1000 for g in inside),
+            "largest_loop_gaps_ms": sorted((round(g / 1000, 2) for g in inside), reverse=True)[:8],
+            "result": result}
 
 
 def run(inpainter, frames, masks, clips: int, steps: int) -> dict:
@@ -126,11 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     clock_offset = time.time() - time.perf_counter()
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "steps": args.steps, "python": sys.version.split()[0], "runs": {}}
-    for name in ("collector as is", "heap frozen after loading"):
-        if name.startswith("heap frozen"):
-            gc.collect()
-            gc.freeze()
+    hook = pipeline_module.noise_copied_without_waiting
+    results = {}
+    for name, noise_hook in (("noise copy waits for the GPU", lambda scheduler: contextlib.nullcontext()),
+                             ("noise copied without waiting", hook)):
+        pipeline_module.noise_copied_without_waiting = noise_hook
         report["runs"][name] = run(inpainter, frames, masks, args.clips, args.steps)
+        if device.type == "cuda":
+            profiled = gpu_idle(inpainter, frames, masks)
+            results[name] = profiled.pop("result")
+            report["runs"][name]["profiled_clip"] = profiled
+    pipeline_module.noise_copied_without_waiting = hook
+    if len(results) == 2:
+        first, second = results.values()
+        report["same_result"] = bool(np.array_equal(first, second))
+        report["max_abs_difference"] = int(np.abs(first.astype(int) - second.astype(int)).max())
     if dmon is not None:
         time.sleep(1.5)
         dmon.terminate()
@@ -149,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
               f" {statistics.mean(c['steps_over_median_s'] for c in clips):.2f} s, before first step"
               f" {statistics.mean(c['before_first_step_s'] for c in clips):.2f} s, after last"
               f" {statistics.mean(c['after_last_step_s'] for c in clips):.2f} s;"
-              f" SM>=95% share {result.get('sm_at_least_95_share')} of {result.get('sm_samples')}")
+              f" SM>=95% share {result.get('sm_at_least_95_share')} of {result.get('sm_samples')};"
+              f" profiled clip: {result.get('profiled_clip')}")
+    print(f"same result in both variants: {report.get('same_result')} "
+          f"(max abs difference {report.get('max_abs_difference')})")
     return 0
 
 

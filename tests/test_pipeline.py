@@ -184,20 +184,18 @@ def test_uint8_output_equals_diffusers_postprocessing_then_rounding():
         np.testing.assert_array_equal(tensor_to_uint8(decoded), expected)
 
 
-def test_the_inpainting_actor_freezes_what_loading_created():
-    # The collector's full passes over the loaded model's objects stalled the GPU mid-clip
-    # (bench/RESULTS.md): the actor freezes its heap once the model is loaded.
-    import gc
 
-    from conftest import compose_config
+def test_scheduler_noise_hook_is_scoped_to_the_loop_and_keeps_the_draws():
+    import diffusers.schedulers.scheduling_dpm_cogvideox as dpm
+    from diffusers import CogVideoXDPMScheduler
 
-    from vp_ray.records import DatasetPlan
-    from vp_ray.stages.inpaint import InpaintClips
+    from vp_ray.models.pipeline import noise_copied_without_waiting
 
-    gc.unfreeze()
-    plan = DatasetPlan(path="clips.csv", format="csv", columns=[], total=0, duplicates={}, ragged=[])
-    try:
-        InpaintClips(compose_config(["model=classic"]), plan)
-        assert gc.get_freeze_count() > 1000
-    finally:
-        gc.unfreeze()
+    original = dpm.randn_tensor
+    with noise_copied_without_waiting(CogVideoXDPMScheduler()):
+        assert dpm.randn_tensor is not original
+        drawn = dpm.randn_tensor((2, 3), generator=torch.Generator().manual_seed(5), device=torch.device("cpu"),
+                                 dtype=torch.float32)
+    assert dpm.randn_tensor is original
+    torch.testing.assert_close(drawn, torch.randn((2, 3), generator=torch.Generator().manual_seed(5)),
+                               rtol=0, atol=0)

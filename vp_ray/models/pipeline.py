@@ -14,6 +14,8 @@ gives the same video as the original implementation.
 from __future__ import annotations
 
 import math
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,6 +71,38 @@ def tensor_to_uint8(video: torch.Tensor) -> np.ndarray:
     """
     frames = (video[0] * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).float()
     return torch.round(frames * 255.0).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+@contextmanager
+def noise_copied_without_waiting(scheduler):
+    """While it lasts, the scheduler's noise reaches the GPU without the host waiting for the GPU.
+
+    The scheduler draws its noise on the seeded CPU generator (the original's draws, kept) with
+    diffusers' ``randn_tensor``, whose copy from pageable memory waits until every queued kernel
+    has run: twice a step the GPU ran dry while the host queued the next ones. Here the same
+    draws, in the same order, go into pinned memory and are copied asynchronously. Only the
+    scheduler's module sees the replacement, and only for the denoising loop.
+    """
+    module = sys.modules[type(scheduler).__module__]
+    original = getattr(module, "randn_tensor", None)
+
+    def randn(shape, generator=None, device=None, dtype=None, layout=None):
+        device = torch.device(device) if device is not None else None
+        if isinstance(generator, torch.Generator) and generator.device.type == "cpu" \
+                and device is not None and device.type == "cuda":
+            host = torch.randn(shape, generator=generator, dtype=dtype, layout=layout or torch.strided,
+                               pin_memory=True)
+            return host.to(device, non_blocking=True)
+        return original(shape, generator=generator, device=device, dtype=dtype, layout=layout)
+
+    if original is None:
+        yield
+        return
+    module.randn_tensor = randn
+    try:
+        yield
+    finally:
+        module.randn_tensor = original
 
 
 class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
@@ -227,7 +261,8 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         # entries): a tensor there makes its `prev_timestep >= 0` test wait for the GPU every step.
         step_values = timesteps.tolist()
         old_pred_original_sample = None
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        with self.progress_bar(total=num_inference_steps) as progress_bar, \
+                noise_copied_without_waiting(self.scheduler):
             for i, t in enumerate(timesteps):
                 latent_video_input = self.scheduler.scale_model_input(torch.cat([latents] * copies), t)
                 latent_image_input = torch.cat([image_latents] * copies)

@@ -10,7 +10,6 @@ then a failure row.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -42,11 +41,6 @@ class InpaintClips(ClipStage):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         super().__init__(cfg, plan)
         self.inpainter = load_inpainter(self.cfg["model"])
-        # What loading created (the model, tokenizer and libraries: about a million objects) is
-        # kept for the actor's life: frozen, the collector's full passes no longer walk it. Each
-        # pass took about half a second in which no GPU work was queued (bench/clip_gaps.py).
-        gc.collect()
-        gc.freeze()
         self.baseline_bytes = gpu.allocated_bytes()
         self.worker = gpu.where()
         self.restart_needed = False
