@@ -13,7 +13,7 @@ is about the actor's size.
 Per variant: each step's wall time, the seconds before the first step ends (prompt, VAE encodes,
 uploads) and after the last (decode, conversion), full collections of the garbage collector,
 `nvidia-smi dmon` SM busy per 1-s sample, and, from a profiled clip, the GPU's idle time (no
-kernel or copy running) inside the denoising loop and over the whole clip. The two variants'
+kernel or copy running) over the clip and its longest gaps. The two variants'
 results for the same seed are compared (the noise draws must be the same).
 """
 
@@ -76,36 +76,32 @@ def dmon_samples(path: Path, start: float, end: float, clock_offset: float) -> l
 
 
 def gpu_idle(inpainter, frames, masks) -> dict:
-    """Profile one clip: GPU idle seconds (no kernel or copy running) in the denoising loop (first to
-    last attention kernel of the transformer) and over the whole clip, and the largest gaps."""
+    """Profile one clip: the GPU's idle seconds (no kernel or copy running) from its first kernel to
+    its last, and the gaps longer than 1 ms."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         result = inpainter.inpaint_clip(frames, masks, PROMPT, seed=0)
         torch.cuda.synchronize()
-    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
                    if e.device_type == torch.autograd.DeviceType.CUDA)
     if not spans:
         return {"error": "the profiler recorded no GPU activity", "result": result}
-    attention = [start for start, _, name in spans
-                 if any(key in name.lower() for key in ("cudnn", "fmha", "flash", "attention"))]
-    loop = (min(attention), max(attention)) if attention else (spans[0][0], spans[-1][1])
     gaps, busy_until = [], spans[0][1]
-    for start, end, _ in spans[1:]:
+    for start, end in spans[1:]:
         if start > busy_until:
-            gaps.append((busy_until, start - busy_until))
+            gaps.append(start - busy_until)
         busy_until = max(busy_until, end)
-    inside = [length for at, length in gaps if loop[0] <= at <= loop[1]]
-    return {"clip_s": (spans[-1][1] - spans[0][0]) / 1e6, "idle_s": sum(g for _, g in gaps) / 1e6,
-            "loop_s": (loop[1] - loop[0]) / 1e6, "loop_idle_s": sum(inside) / 1e6,
-            "loop_gaps_over_1ms": sum(g > 1000 for g in inside),
-            "largest_loop_gaps_ms": sorted((round(g / 1000, 2) for g in inside), reverse=True)[:8],
-            "result": result}
+    return {"clip_s": (spans[-1][1] - spans[0][0]) / 1e6, "idle_s": sum(gaps) / 1e6,
+            "gaps_over_1ms": sum(g > 1000 for g in gaps),
+            "largest_gaps_ms": sorted((round(g / 1000, 2) for g in gaps), reverse=True)[:8], "result": result}
 
 
 def run(inpainter, frames, masks, clips: int, steps: int) -> dict:
     pauses = CollectorPauses()
     gc.callbacks.append(pauses)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     per_clip = []
     start = time.perf_counter()
     try:
@@ -126,7 +122,8 @@ def run(inpainter, frames, masks, clips: int, steps: int) -> dict:
     lengths = [length for _, length in pauses.pauses]
     return {"clips": per_clip, "start": start, "end": time.perf_counter(), "full_collections": len(lengths),
             "full_collection_s_total": sum(lengths), "full_collection_s_max": max(lengths, default=0.0),
-            "objects_tracked": len(gc.get_objects())}
+            "objects_tracked": len(gc.get_objects()),
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled clip of each variant")
     parser.add_argument("--out", default="bench/clip_gaps.json")
     args = parser.parse_args(argv)
 
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                              ("noise copied without waiting", hook)):
         pipeline_module.noise_copied_without_waiting = noise_hook
         report["runs"][name] = run(inpainter, frames, masks, args.clips, args.steps)
-        if device.type == "cuda":
+        if device.type == "cuda" and not args.no_profile:
             profiled = gpu_idle(inpainter, frames, masks)
             results[name] = profiled.pop("result")
             report["runs"][name]["profiled_clip"] = profiled
@@ -191,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
               f" {statistics.mean(c['before_first_step_s'] for c in clips):.2f} s, after last"
               f" {statistics.mean(c['after_last_step_s'] for c in clips):.2f} s;"
               f" SM>=95% share {result.get('sm_at_least_95_share')} of {result.get('sm_samples')};"
+              f" peak allocated {result['peak_allocated_gib']} GiB;"
               f" profiled clip: {result.get('profiled_clip')}")
     print(f"same result in both variants: {report.get('same_result')} "
           f"(max abs difference {report.get('max_abs_difference')})")

@@ -251,6 +251,9 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         tokens_masked = (token_mask(mask_latents, self.transformer.config.patch_size).repeat(copies, 1, 1)
                          if mask_add else None)
 
+        # The pixels (float32, on the GPU) are encoded: not held through the loop and the decode.
+        del video_pixels, mask_pixels, image_pixels, masked_video
+
         # 8. Rotary embeddings (fixed 480x720 base grid)
         image_rotary_emb = None
         if self.transformer.config.use_rotary_positional_embeddings:
