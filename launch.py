@@ -35,11 +35,16 @@ def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     try:
         plain = to_plain_config(cfg)
+        # The run's log folder is Hydra's run dir (launch.log is there); workers log beside it.
+        plain["log_dir"] = HydraConfig.get().runtime.output_dir
         result = graph.run(plain)
     except MissingMandatoryValue as error:
         refuse(f"missing value: {error.full_key} (set it on the command line: {error.full_key}=...)")
     except ConfigError as error:
         refuse(str(error))
+    if result.dry_run:
+        remove_run_dir()  # a dry run leaves nothing behind
+        return
     log.info("%s", format_summary(result, plain["output_dir"], time.perf_counter() - start))
     if result.interrupted:
         sys.exit(130)
@@ -50,6 +55,12 @@ def main(cfg: DictConfig) -> None:
 def refuse(message: str) -> None:
     """Say why the run cannot start, and leave no folder behind for it."""
     log.error("%s", message)
+    remove_run_dir()
+    sys.exit(2)
+
+
+def remove_run_dir() -> None:
+    """Hydra's run dir (logs/<date_time>/), and the logs/ and output folders above it if empty."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     logging.shutdown()
     for path in sorted(run_dir.rglob("*"), reverse=True):
@@ -60,7 +71,6 @@ def refuse(message: str) -> None:
             folder.rmdir()
         except OSError:
             break
-    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,10 @@ def test_a_dataset_of_bad_inputs_fails_each_clip_clearly_and_keeps_the_good_ones
     assert failures.loc["ragged"].failed_stage == "read" and "field(s)" in failures.loc["ragged"].error
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "escape").exists()
     assert_no_work_left(tmp_path / "out")
+    # One failure can be read alone: its lines in the workers' logs carry its id.
+    logs = "".join(path.read_text() for path in (tmp_path / "out" / "logs").glob("*/workers/*.log"))
+    corrupt = [line for line in logs.splitlines() if "[corrupt]" in line]
+    assert any("WARNING" in line and "prepare: failed:" in line for line in corrupt), corrupt
 
 
 def test_oom_uses_the_memory_saver_then_shorter_clips_then_fails(ray_local, tmp_path, demo):

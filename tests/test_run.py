@@ -107,13 +107,25 @@ def test_rerun_skips_complete_clips_and_redoes_damaged_ones(ray_local, tmp_path)
 
 
 def test_launch_py_runs_the_demo_from_the_command_line(tmp_path):
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     command = [sys.executable, "launch.py", *demo_overrides(tmp_path, clips=2), "cluster.address=local"]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "clips ok (this run)" in done.stdout and "clips failed" in done.stdout
-    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 2
-    assert list((tmp_path / "out" / "logs").iterdir())  # Hydra's run dir sits in the output dir
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert len(manifest) == 2
+    # The console: a few lines of ours (Ray Data's progress off by default), then the summary.
+    console = (done.stderr + done.stdout).splitlines()
+    before_summary = [line for line in done.stdout.split("-----")[0].splitlines() if line.strip()]
+    assert len(before_summary) + len(done.stderr.splitlines()) <= 15, "\n".join(console)
+    assert "clips 2/2 | ok 2 | failed 0" in done.stdout
+    # Hydra's run dir sits in the output dir: the driver's log, each worker's, Ray Data's stats.
+    run_dir = next((tmp_path / "out" / "logs").iterdir())
+    assert (run_dir / "launch.log").is_file() and (run_dir / "ray_data_stats.txt").is_file()
+    clip = manifest.clip_id[0]
+    lines = [line for path in (run_dir / "workers").glob("*.log") for line in path.read_text().splitlines()
+             if f"[{clip}]" in line]
+    assert any("inpaint: done" in line for line in lines) and any("write: done" in line for line in lines)
+    assert (tmp_path / "out" / "report.html").is_file()
 
 
 def test_typo_in_an_override_fails_with_a_clear_message():

@@ -281,6 +281,18 @@ class ClusterConfig:
     # Every this many seconds the driver appends its memory, the object store's and the clips
     # waiting in <output_dir>/.work to <output_dir>/run_samples.csv.
     sample_every_s: float = setting(5.0, check=POSITIVE, output=False)
+    # The console's status line (done/total, failed, clips/hour, ETA, clips waiting per stage) is
+    # redrawn in place on a terminal; where output goes to a file it is printed as a new line
+    # every this many seconds.
+    status_every_s: float = setting(60.0, check=POSITIVE, output=False)
+    # Ray Data's own per-operator progress bars (or, off a terminal, its progress log lines).
+    ray_progress_bars: bool = setting(False, output=False)
+    # Echo every worker's output (model loading, per-clip denoising steps) on the console. Off,
+    # it lands in <output_dir>/logs/<date_time>/workers/ (and Ray's session logs) only.
+    worker_logs_to_console: bool = setting(False, output=False)
+    # Port of the node's Prometheus endpoint when starting a local Ray (null = Ray's default
+    # choice; the scrape config Ray writes under its session dir names it either way).
+    metrics_export_port: Optional[int] = setting(None, check=AT_LEAST_ONE, output=False)
 
 
 @dataclass
@@ -366,6 +378,13 @@ class Config:
     crf: int = setting(17, check=CRF)
     # Only segment/load masks and write the mask files (no inpainting, no inpainting GPU actors).
     mask_only: bool = False
+    # Print the plan (clips found, rows that will fail the checks, resources, estimated GPU-hours)
+    # and stop: no Ray, no model, nothing written.
+    dry_run: bool = setting(False, output=False)
+    # Write <output_dir>/report.html at the end of the run (counts, plots, slowest and failed
+    # clips, thumbnails of up to report_max_clips clips).
+    report: bool = setting(True, output=False)
+    report_max_clips: int = setting(48, check=NON_NEGATIVE, output=False)
 
 
 GROUP_SCHEMAS = {"dataset": DatasetConfig, "cluster": ClusterConfig, "retry": RetryConfig, "sam2": Sam2Config}

@@ -24,9 +24,7 @@ from ray.data._internal.execution.backpressure_policy import (
     ENABLED_BACKPRESSURE_POLICIES,
     ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
 )
-from tqdm import tqdm
-
-from vp_ray import outputs, todo
+from vp_ray import console, outputs, telemetry, todo
 from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
@@ -43,8 +41,10 @@ log = logging.getLogger(__name__)
 class RunResult:
     ledger: Ledger
     interrupted: bool
-    manifest_path: Path
-    failures_path: Path
+    manifest_path: Path | None
+    failures_path: Path | None
+    report_path: Path | None = None
+    dry_run: bool = False
 
 
 def connect(cluster: dict[str, Any]) -> None:
@@ -53,7 +53,10 @@ def connect(cluster: dict[str, Any]) -> None:
     kwargs: dict[str, Any] = {
         "include_dashboard": cluster["include_dashboard"],
         "runtime_env": {"env_vars": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}},
+        "log_to_driver": cluster["worker_logs_to_console"],
+        "logging_level": logging.WARNING,
     }
+    console.quiet_ray_core()
     address = cluster["address"]
     if address is None:
         running = running_cluster()
@@ -65,6 +68,8 @@ def connect(cluster: dict[str, Any]) -> None:
         # Starting a local instance: these size it. (They are not allowed when connecting.)
         kwargs.update(num_cpus=cluster["num_cpus"], num_gpus=cluster["num_gpus"],
                       object_store_memory=cluster["object_store_memory"])
+        if cluster["metrics_export_port"]:
+            kwargs["_metrics_export_port"] = cluster["metrics_export_port"]
         if cluster["include_dashboard"]:
             kwargs.update(dashboard_host=cluster["dashboard_host"], dashboard_port=cluster["dashboard_port"])
     context = ray.init(address=address, **kwargs)
@@ -192,6 +197,7 @@ def stage_task(stage):
 
 
 def configure_ray_data(cfg: dict[str, Any]) -> None:
+    console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = False
     # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py).
@@ -220,6 +226,12 @@ def run(cfg: dict[str, Any]) -> RunResult:
     output_dir = Path(cfg["output_dir"])
     plan = plan_dataset(cfg)
     stages = preflight(cfg, plan)
+    if cfg.get("dry_run"):
+        from vp_ray.dryrun import plan_text
+
+        log.info("%s", plan_text(cfg, plan))
+        return RunResult(Ledger(str(output_dir), mask_only=cfg["mask_only"]), False, None, None, dry_run=True)
+    cfg = {**cfg, "log_dir": cfg.get("log_dir") or str(output_dir / "logs" / time.strftime("%Y-%m-%d_%H-%M-%S"))}
     log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
              "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -236,20 +248,30 @@ def run(cfg: dict[str, Any]) -> RunResult:
                  len(ledger.done), time.perf_counter() - start, plan.pending)
     if plan.pending == 0:
         todo.remove_todo(output_dir)
-        return RunResult(ledger, False, *ledger.write())
+        return finish(cfg, RunResult(ledger, False, *ledger.write()))
     connect(cfg["cluster"])
     configure_ray_data(cfg)
+    log.info("logs: %s (one file per worker under workers/; grep a clip id)", cfg["log_dir"])
+    metrics = telemetry.RunMetrics(cfg["model"]["name"])
+    for row in ledger.done + ledger.failed:
+        metrics.record(row)
     interrupted = finished = False
-    bar = tqdm(total=plan.total, initial=len(ledger.done) + len(ledger.failed), desc="clips", unit="clip",
-               dynamic_ncols=True)
-    sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"])
+    status = console.StatusLine(plan.total, len(ledger.done) + len(ledger.failed), cfg["cluster"]["status_every_s"])
+
+    def on_sample(waiting: dict[str, int]) -> None:
+        status.set_waiting(waiting)
+        metrics.set_waiting(waiting)
+
+    sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"], on_sample)
+    dataset = None
     try:
         with sampler:
-            for batch in build_dataset(cfg, plan, stages).iter_batches(batch_size=None, batch_format="pandas"):
+            dataset = build_dataset(cfg, plan, stages)
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict("records"):
                     ledger.add(row)
-                    bar.update(1)
-                    bar.set_postfix(ok=len(ledger.done), failed=len(ledger.failed), refresh=False)
+                    metrics.record(row)
+                    status.clip_finished(failed=row["status"] == "failed")
         finished = True
         log.info("driver peak RSS %.0f MiB; at most %d clip(s) waited in .work (samples: %s)",
                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sampler.peak_work_clips,
@@ -259,7 +281,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
         log.warning("interrupted: finished clips are kept; run the same command again to resume")
         ray.shutdown()  # no clip may be committed after the manifest is written
     finally:
-        bar.close()
+        status.close()
         if not finished:
             # Clips committed by the write stage whose rows had not reached the driver yet.
             found = ledger.add_committed(cfg)
@@ -267,4 +289,27 @@ def run(cfg: dict[str, Any]) -> RunResult:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
         manifest_path, failures_path = ledger.write()
         todo.remove_todo(output_dir)
-    return RunResult(ledger, interrupted, manifest_path, failures_path)
+    if finished and dataset is not None:
+        write_stats(dataset, Path(cfg["log_dir"]))
+    return finish(cfg, RunResult(ledger, interrupted, manifest_path, failures_path))
+
+
+def write_stats(dataset: ray.data.Dataset, log_dir: Path) -> None:
+    """Ray Data's per-operator statistics of the run, beside the run's logs."""
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "ray_data_stats.txt").write_text(dataset.stats())
+    except Exception as error:  # noqa: BLE001 - statistics must never fail a finished run
+        log.warning("could not write Ray Data's stats: %s", error)
+
+
+def finish(cfg: dict[str, Any], result: RunResult) -> RunResult:
+    """The run's report.html, once its manifest is written (never fails the run)."""
+    if cfg["report"]:
+        try:
+            from vp_ray.report import write_report
+
+            result.report_path = write_report(cfg["output_dir"], config=cfg, max_clips=cfg["report_max_clips"])
+        except Exception as error:  # noqa: BLE001 - a report must never fail a finished run
+            log.warning("could not write report.html: %s", error)
+    return result

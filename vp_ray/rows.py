@@ -10,6 +10,7 @@ one Arrow schema.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import shutil
 import time
@@ -19,7 +20,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from vp_ray import runlog
 from vp_ray.errors import ClipError
+
+log = logging.getLogger(__name__)
 
 PENDING, OK, FAILED, DONE_BEFORE = "pending", "ok", "failed", "done_before"
 
@@ -148,14 +152,19 @@ def run_stage(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict],
     for row in map(coerce, batch.to_dict("records")):
         if row["status"] == PENDING:
             start = time.perf_counter()
-            try:
-                row = fn(dict(row))
-            except Exception as error:  # noqa: BLE001 - every clip error becomes a row
-                row = failed_row(row, stage, error)
-                if row["work_dir"]:  # a failed clip's intermediate files are of no further use
-                    shutil.rmtree(row["work_dir"], ignore_errors=True)
-            if timing_column:
-                row[timing_column] = round(time.perf_counter() - start, 3)
+            with runlog.clip_context(row["clip_id"]):
+                runlog.TRACE.info("%s: started", stage)
+                try:
+                    row = fn(dict(row))
+                except Exception as error:  # noqa: BLE001 - every clip error becomes a row
+                    row = failed_row(row, stage, error)
+                    log.warning("%s: failed: %s: %s", stage, row["error_type"], row["error"])
+                    if row["work_dir"]:  # a failed clip's intermediate files are of no further use
+                        shutil.rmtree(row["work_dir"], ignore_errors=True)
+                if timing_column:
+                    row[timing_column] = round(time.perf_counter() - start, 3)
+                if row["status"] != FAILED:
+                    runlog.TRACE.info("%s: done in %.2f s", stage, time.perf_counter() - start)
         out.append(row)
     return rows_to_frame(out)
 

@@ -13,8 +13,12 @@ import resource
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-FIELDS = ["time_s", "driver_rss_mb", "driver_peak_rss_mb", "object_store_used_mb", "work_clips", "work_mb"]
+from vp_ray.workdir import MASKS, RESULT
+
+FIELDS = ["time_s", "driver_rss_mb", "driver_peak_rss_mb", "object_store_used_mb", "work_clips", "work_mb",
+          "waiting_prepare", "waiting_inpaint", "waiting_write"]
 
 
 def driver_rss_mb() -> float:
@@ -23,17 +27,26 @@ def driver_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def work_usage(work: Path) -> tuple[int, float]:
-    """(clips, MiB) under the work folder."""
+def work_usage(work: Path) -> tuple[int, float, dict[str, int]]:
+    """(clips, MiB, clips per stage they are in or wait for) under the work folder.
+
+    A clip's files say where it is: no masks yet -> being prepared or segmented; masks but no
+    result -> waiting for (or in) inpainting; a result -> waiting for (or in) the write stage.
+    """
     clips, size = 0, 0
+    stages = {"prepare": 0, "inpaint": 0, "write": 0}
     for clip in (work.iterdir() if work.is_dir() else []):
         clips += 1
-        for entry in os.scandir(clip):
-            try:
+        names = set()
+        try:
+            for entry in os.scandir(clip):
+                names.add(entry.name)
                 size += entry.stat().st_size
-            except FileNotFoundError:  # removed while we looked: the clip just finished
-                pass
-    return clips, size / 2**20
+        except FileNotFoundError:  # removed while we looked: the clip just finished
+            continue
+        stage = "write" if RESULT in names else "inpaint" if MASKS in names else "prepare"
+        stages[stage] += 1
+    return clips, size / 2**20, stages
 
 
 def object_store_used_mb() -> float:
@@ -47,12 +60,15 @@ def object_store_used_mb() -> float:
 class Sampler:
     """A daemon thread appending one sample every ``every_s`` seconds until ``stop()``."""
 
-    def __init__(self, output_dir: str | os.PathLike, every_s: float):
+    def __init__(self, output_dir: str | os.PathLike, every_s: float,
+                 on_sample: Callable[[dict[str, int]], None] | None = None):
         self.path = Path(output_dir) / "run_samples.csv"
         self.work = Path(output_dir) / ".work"
         self.every_s = every_s
+        self.on_sample = on_sample  # given the clips waiting per stage after each sample
         self.start = time.monotonic()
         self.peak_work_clips = 0
+        self.waiting = {"prepare": 0, "inpaint": 0, "write": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vp_ray-sampler", daemon=True)
 
@@ -71,13 +87,15 @@ class Sampler:
             pass
 
     def sample(self) -> None:
-        clips, size = work_usage(self.work)
+        clips, size, self.waiting = work_usage(self.work)
         self.peak_work_clips = max(self.peak_work_clips, clips)
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         row = [round(time.monotonic() - self.start, 2), round(driver_rss_mb(), 1), round(peak_rss, 1),
-               round(object_store_used_mb(), 1), clips, round(size, 1)]
+               round(object_store_used_mb(), 1), clips, round(size, 1), *self.waiting.values()]
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow(row)
+        if self.on_sample is not None:
+            self.on_sample(self.waiting)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):

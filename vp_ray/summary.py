@@ -22,6 +22,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),
+        *([("report", str(result.report_path))] if result.report_path else []),
         ("output dir", output_dir),
     ]
     causes = Counter((r["failed_stage"], r["error_type"]) for r in ledger.failed)

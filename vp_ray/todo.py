@@ -58,7 +58,7 @@ def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[
     remove_todo(cfg["output_dir"])
     folder.mkdir(parents=True)
     committed = committed_ids(cfg["output_dir"])
-    check = NormalizeRecords(cfg, plan) if committed else None
+    check = NormalizeRecords({**cfg, "log_dir": None}, plan) if committed else None  # the driver's own log
     limit, layout = cfg["dataset"]["limit"], cfg["dataset"]["layout"]
     shards = _ShardWriter(folder)
     rows = 0

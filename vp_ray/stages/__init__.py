@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from vp_ray import runlog
 from vp_ray.errors import ConfigError
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import run_stage
@@ -34,6 +35,7 @@ class ClipStage:
     concurrency: ClassVar[str | None] = None
 
     def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
+        runlog.attach(cfg.get("log_dir"), self.name)
         self.cfg = {key: cfg[key] for key in self.reads}
         self.plan = plan
 

@@ -1,0 +1,107 @@
+"""Watching a run: its metrics on Ray's Prometheus endpoint, its per-clip logs, and the dry run."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+from conftest import REPO
+
+from vp_ray.demo import ensure_demo_dataset
+
+SMALL = ["model=classic", "dilate_size=2", "cluster.num_cpus=4"]
+
+# Runs the demo (2 good clips and one that fails) in a Ray instance of its own, with the metrics
+# pushed every 0.5 s, then reads the node's Prometheus endpoint until the run's counters are there.
+METRICS_SCRIPT = """
+import json, sys, time, urllib.request
+import ray
+sys.path.insert(0, {tests!r})
+from conftest import compose_config
+from vp_ray import graph
+port = {port}
+ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=port,
+         _system_config={{"metrics_report_interval_ms": 500}})
+cfg = compose_config({overrides!r})
+graph.run(cfg)
+deadline, text = time.time() + 60, ""
+while time.time() < deadline:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{{port}}/metrics", timeout=5).read().decode()
+    if 'outcome="failed"' in text and "vp_ray_stage_seconds_count" in text:
+        break
+    time.sleep(0.5)
+print(json.dumps([line for line in text.splitlines() if "vp_ray" in line and not line.startswith("#")]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dataset_with_a_bad_row(tmp_path, clips=2):
+    csv = ensure_demo_dataset(tmp_path / "demo", num_clips=clips, num_frames=12)
+    rows = pd.read_csv(csv)
+    for col in ("video_path", "mask_path", "ground_truth_path"):
+        rows[col] = [str(tmp_path / "demo" / p) for p in rows[col]]
+    bad = {**rows.iloc[0].to_dict(), "clip_id": "gone", "video_path": str(tmp_path / "nope.mp4")}
+    path = tmp_path / "clips.csv"
+    pd.concat([rows, pd.DataFrame([bad])]).to_csv(path, index=False)
+    return path
+
+
+def metric(lines: list[str], name: str, **tags) -> float:
+    """The value of the sample of ``name`` whose tags include ``tags`` (summed over the others)."""
+    total, found = 0.0, False
+    for line in lines:
+        match = re.match(r"(\w+)\{(.*)\} (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        if all(labels.get(key) == value for key, value in tags.items()):
+            total, found = total + float(match.group(3)), True
+    assert found, f"no {name} {tags} in:\n" + "\n".join(lines)
+    return total
+
+
+def test_metrics_of_a_run_are_on_the_prometheus_endpoint(tmp_path):
+    csv = dataset_with_a_bad_row(tmp_path)
+    overrides = [f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={csv}", *SMALL]
+    script = METRICS_SCRIPT.format(tests=str(REPO / "tests"), port=free_port(), overrides=overrides)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metric(lines, "ray_vp_ray_clips_total", outcome="ok", model="classic") == 2
+    assert metric(lines, "ray_vp_ray_clips_total", outcome="failed", stage="prepare") == 1
+    # Every finished clip's stages timed, and the actor's last clip's frames per second.
+    assert metric(lines, "ray_vp_ray_stage_seconds_count", stage="inpaint") == 2
+    assert metric(lines, "ray_vp_ray_stage_seconds_count", stage="write") == 2
+    assert metric(lines, "ray_vp_ray_inpaint_frames_per_second", model="classic") > 0
+    metric(lines, "ray_vp_ray_clips_waiting", stage="inpaint")
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    csv = dataset_with_a_bad_row(tmp_path, clips=3)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "launch.py", f"output_dir={out}", "dataset=csv", f"dataset.path={csv}",
+                           "dry_run=true", *SMALL], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "to run: 3; complete from an earlier run: 0; will fail the checks: 1" in done.stdout, done.stdout
+    assert "gone: video_path" in done.stdout and "does not exist" in done.stdout
+    assert "inpainting actors (classic): 1" in done.stdout
+    assert "no GPU time" in done.stdout
+    assert "Ray" not in done.stderr and not out.exists()
+
+
+def test_gpu_hours_estimate_follows_the_measured_seconds_per_clip():
+    from vp_ray.dryrun import seconds_per_clip
+
+    model = {"name": "videopainter", "num_inference_steps": 50, "memory_mode": "auto"}
+    assert round(seconds_per_clip(model), 1) == 103.1  # bench/RESULTS.md: 50 steps on an H200
+    assert seconds_per_clip({**model, "memory_mode": "model_offload"}) > seconds_per_clip(model)
+    assert seconds_per_clip({"name": "classic"}) is None
