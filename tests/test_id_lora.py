@@ -1,0 +1,63 @@
+"""The VideoPainterID LoRA loads through upstream diffusers at the original's scale (1.0)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vp_ray.models.checkpoint import load_pipeline, tree_paths
+from vp_ray.models.id_lora import ADAPTER, TARGETS, id_lora_path, load_id_lora, write_tiny_id_lora
+from vp_ray.models.tiny import ensure_tiny_tree
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "tiny-ckpt"
+    ensure_tiny_tree(root)
+    return root
+
+
+def transformer_output(pipe):
+    config = pipe.transformer.config
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1, 3, config.in_channels, 8, 12, generator=generator)
+    text = torch.randn(1, config.max_text_seq_length, config.text_embed_dim, generator=generator)
+    with torch.no_grad():
+        return pipe.transformer(hidden_states=hidden, encoder_hidden_states=text,
+                                timestep=torch.tensor([500]), return_dict=False)[0]
+
+
+def test_the_lora_adapts_every_attention_projection_at_scale_one(tree, tmp_path):
+    base, branch = tree_paths(tree)
+    pipe = load_pipeline(base, branch, "float32")
+    before = transformer_output(pipe)
+    path = write_tiny_id_lora(id_lora_path(tmp_path), pipe.transformer, rank=4)
+    load_id_lora(pipe, path)
+
+    config = pipe.transformer.peft_config[ADAPTER]
+    assert config.r == 4 and config.lora_alpha == 4  # no alphas in the file: alpha = rank, scale 1.0
+    for block in pipe.transformer.transformer_blocks:
+        for target in TARGETS:
+            layer = block.attn1.get_submodule(target)
+            assert layer.scaling[ADAPTER] == 1.0
+    after = transformer_output(pipe)
+    assert not torch.allclose(before, after)
+    # The update is exactly x A^T B^T on each projection: with the adapter off, the stock output again.
+    pipe.transformer.disable_adapters()
+    torch.testing.assert_close(transformer_output(pipe), before)
+
+
+def test_a_missing_or_foreign_lora_file_is_refused(tree, tmp_path):
+    from safetensors.torch import save_file
+
+    base, branch = tree_paths(tree)
+    pipe = load_pipeline(base, branch, "float32")
+    with pytest.raises(FileNotFoundError, match="VideoPainterID LoRA not found"):
+        load_id_lora(pipe, tmp_path / "nope.safetensors")
+    from safetensors.torch import load_file
+
+    full = load_file(str(write_tiny_id_lora(tmp_path / "full.safetensors", pipe.transformer)))
+    save_file({k: v for k, v in full.items() if ".to_q." in k}, str(tmp_path / "q.safetensors"))
+    with pytest.raises(ValueError, match="not a VideoPainterID LoRA"):
+        load_id_lora(pipe, tmp_path / "q.safetensors")
+
