@@ -35,6 +35,8 @@ QUANTITIES = ["prompt_input_ids", "negative_input_ids", "prompt_embeds", "negati
               "timesteps", "guidance_per_step", "rope_cos", "rope_sin", "image_latents", "video_latents",
               "noise", "mask_latents", "masked_video_latents", "branch_samples_step0", "noise_pred_step0",
               "scheduler_out_step0", "latents_step0", "final_latents", "frames"]
+# Two windows of 17 frames chained (tests/data/parity/long34.npz): 34 frames in, 33 out.
+LONG_QUANTITIES = ["image_latents_w0", "image_latents_w1", "timeline", "frames"]
 # Read when torch loads, so set before the subprocess starts; oneDNN is switched off in it.
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1"}
@@ -102,6 +104,36 @@ def run_case(tree, ref) -> dict[str, np.ndarray]:
     return {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in values.items()}
 
 
+def run_long_case(tree, ref) -> dict[str, np.ndarray]:
+    """Two windows of 17 frames chained (``long_video.inpaint_windows``), as the original any-length
+    pipeline does with ``stride=17``, ``prev_clip_weight=0``."""
+    from vp_ray.models.long_video import inpaint_windows
+
+    pipe = load_pipeline(*tree, dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    seen: dict[str, list] = {"image_latents": []}
+    prepare, decode = pipe.prepare_latents, pipe.decode
+
+    def prepare_latents(*args, **kwargs):
+        out = prepare(*args, **kwargs)
+        seen["image_latents"].append(out[1])
+        return out
+
+    def decode_timeline(latents, output_type):
+        seen["timeline"] = latents.clone()
+        return decode(latents, output_type)
+
+    pipe.prepare_latents, pipe.decode = prepare_latents, decode_timeline
+    frames = inpaint_windows(
+        pipe, ref["video"], ref["masks"] >= 128, int(ref["window"]), image=ref["image"], prompt=str(ref["prompt"]),
+        negative_prompt=str(ref["negative_prompt"]), guidance_scale=float(ref["guidance_scale"]),
+        generator=torch.Generator().manual_seed(int(ref["seed"])), num_inference_steps=int(ref["num_inference_steps"]),
+        use_dynamic_cfg=True, replace_gt=True, mask_add=True)
+    values = {"image_latents_w0": seen["image_latents"][0], "image_latents_w1": seen["image_latents"][1],
+              "timeline": seen["timeline"], "frames": frames}
+    return {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in values.items()}
+
+
 def test_committed_tree_is_the_one_the_arrays_were_made_from():
     expected = dict(re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{64})` \|$", (DATA / "README.md").read_text(), re.M))
     files = sorted(str(p.relative_to(DATA / "tiny-ckpt")) for p in (DATA / "tiny-ckpt").rglob("*") if p.is_file())
@@ -139,7 +171,17 @@ def test_matches_the_original_implementation(case, quantity, ours):
     assert diff <= TOLERANCE, f"{case} {quantity}: max abs diff {diff:.3g} > {TOLERANCE}"
 
 
+@pytest.mark.parametrize("quantity", LONG_QUANTITIES)
+def test_two_chained_windows_match_the_original_any_length_pipeline(quantity, ours):
+    expected = np.load(DATA / "long34.npz")[quantity]
+    actual = ours("long34")[quantity]
+    assert actual.shape == expected.shape, f"{quantity}: shape {actual.shape} != {expected.shape}"
+    diff = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
+    assert diff <= TOLERANCE, f"long34 {quantity}: max abs diff {diff:.3g} > {TOLERANCE}"
+
+
 if __name__ == "__main__":  # python tests/test_parity.py CASE OUT.npz (under PINNED_ENV)
     pin_numerics()
     case, out = sys.argv[1], sys.argv[2]
-    np.savez(out, **run_case(TREE, np.load(DATA / f"{case}.npz")))
+    run = run_long_case if case == "long34" else run_case
+    np.savez(out, **run(TREE, np.load(DATA / f"{case}.npz")))

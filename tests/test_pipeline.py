@@ -199,3 +199,11 @@ def test_scheduler_noise_hook_is_scoped_to_the_loop_and_keeps_the_draws():
     assert dpm.randn_tensor is original
     torch.testing.assert_close(drawn, torch.randn((2, 3), generator=torch.Generator().manual_seed(5)),
                                rtol=0, atol=0)
+
+
+def test_long_clips_are_cut_into_whole_windows_sharing_one_latent_slot():
+    from vp_ray.models.long_video import output_frames, window_starts
+
+    assert window_starts(98, 49) == [0, 49] and window_starts(120, 49) == [0, 49]  # 22 frames left out
+    assert output_frames(98, 49) == 97 and output_frames(34, 17) == 33 and output_frames(49, 49) == 49
+    assert window_starts(48, 49) == [] and output_frames(48, 49) == 0

@@ -124,14 +124,18 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         latents = self.vae.encode(pixels).latent_dist.sample(generator)
         return (self.vae_scaling_factor_image * latents.to(dtype)).permute(0, 2, 1, 3, 4)
 
-    def prepare_latents(self, image: torch.Tensor, video: torch.Tensor, num_latent_frames: int,
-                        dtype: torch.dtype, generator: torch.Generator | None):
+    def prepare_latents(self, image: torch.Tensor | None, video: torch.Tensor, num_latent_frames: int,
+                        dtype: torch.dtype, generator: torch.Generator | None,
+                        image_latents: torch.Tensor | None = None):
         """First-frame latents padded with zeros, clean video latents, and the initial noise.
 
-        The draw order (image posterior, video posterior, noise) is the original's.
+        The draw order (image posterior, video posterior, noise) is the original's. Given
+        ``image_latents`` (a later window of a long clip) are used as they are: no encode, no draw.
         """
         device = self._execution_device
-        image_latents = self.encode_with_posterior_sample(image.unsqueeze(2), generator, dtype)
+        if image_latents is None:
+            image_latents = self.encode_with_posterior_sample(image.unsqueeze(2), generator, dtype)
+        image_latents = image_latents.to(device=device, dtype=dtype)
         padding = image_latents.new_zeros((1, num_latent_frames - 1, *image_latents.shape[2:]))
         image_latents = torch.cat([image_latents, padding], dim=1)
         video_latents = self.encode_with_posterior_sample(video, generator, dtype)
@@ -187,6 +191,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         max_sequence_length: int = 226,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         return_intermediates: bool = False,
+        image_latents: torch.Tensor | None = None,
     ) -> VideoPainterPipelineOutput:
         """Inpaint one window.
 
@@ -197,7 +202,9 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         ``return_intermediates`` fills ``intermediates`` with prompt_embeds,
         negative_prompt_embeds, image_latents, video_latents, initial_latents, mask_latents,
         masked_video_latents, the first step's branch_samples, noise_pred (before guidance)
-        and scheduler_output (before replace_gt), and the final latents.
+        and scheduler_output (before replace_gt), and the final latents. ``image_latents``
+        [1, 1, C, h, w] replaces the encoded ``image`` (a later window of a long clip conditions on
+        the previous window's last latent; ``vp_ray.models.long_video``).
         """
         # 1. Check inputs
         num_frames, height, width = video.shape[:3]
@@ -234,12 +241,14 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         # 5. Pixels: video in [-1, 1], binary masks, the masked video (object blacked out)
         video_pixels = video_to_tensor(video, device)
         mask_pixels = masks_to_tensor(masks, device)
-        image_pixels = video_pixels[:, :, 0] if image is None else video_to_tensor(image, device)
+        image_pixels = None
+        if image_latents is None:
+            image_pixels = video_pixels[:, :, 0] if image is None else video_to_tensor(image, device)
         masked_video = video_pixels * (mask_pixels < 0.5)
 
         # 6. Latents: first-frame condition, clean video (for replace_gt), initial noise
         latents, image_latents, video_latents, noise = self.prepare_latents(
-            image_pixels, video_pixels, num_latent_frames, dtype, generator)
+            image_pixels, video_pixels, num_latent_frames, dtype, generator, image_latents)
 
         # 7. Mask latents and masked-video latents (the branch's condition)
         mask_latents, masked_video_latents = self.prepare_mask_latents(
@@ -311,13 +320,17 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
 
         # 10. Decode
         record["latents"] = latents
-        if output_type == "latent":
-            frames = latents
-        else:
-            frames = self.decode_latents(latents)
-            if output_type == "uint8":
-                frames = tensor_to_uint8(frames)
-            elif output_type == "np":
-                frames = self.video_processor.postprocess_video(video=frames, output_type="np")[0]
+        frames = self.decode(latents, output_type)
         self.maybe_free_model_hooks()
         return VideoPainterPipelineOutput(frames=frames, intermediates=record if return_intermediates else {})
+
+    def decode(self, latents: torch.Tensor, output_type: str) -> Any:
+        """Latents [1, F, C, h, w] -> frames as ``output_type`` says (see ``VideoPainterPipelineOutput``)."""
+        if output_type == "latent":
+            return latents
+        frames = self.decode_latents(latents)
+        if output_type == "uint8":
+            return tensor_to_uint8(frames)
+        if output_type == "np":
+            return self.video_processor.postprocess_video(video=frames, output_type="np")[0]
+        return frames
