@@ -35,7 +35,9 @@ QUANTITIES = ["prompt_input_ids", "negative_input_ids", "prompt_embeds", "negati
               "timesteps", "guidance_per_step", "rope_cos", "rope_sin", "image_latents", "video_latents",
               "noise", "mask_latents", "masked_video_latents", "branch_samples_step0", "noise_pred_step0",
               "scheduler_out_step0", "latents_step0", "final_latents", "frames"]
-# Two windows of 17 frames chained (tests/data/parity/long34.npz): 34 frames in, 33 out.
+# Two windows of 17 frames chained: long34 (no overlap, 34 frames in, 33 out) and long33 (windows
+# sharing one frame, 33 in, 33 out).
+LONG_CASES = ["long34", "long33"]
 LONG_QUANTITIES = ["image_latents_w0", "image_latents_w1", "timeline", "frames"]
 # Read when torch loads, so set before the subprocess starts; oneDNN is switched off in it.
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
@@ -124,8 +126,10 @@ def run_long_case(tree, ref) -> dict[str, np.ndarray]:
         return decode(latents, output_type)
 
     pipe.prepare_latents, pipe.decode = prepare_latents, decode_timeline
+    overlap = int(ref["overlap"]) if "overlap" in ref else 0
     frames = inpaint_windows(
-        pipe, ref["video"], ref["masks"] >= 128, int(ref["window"]), image=ref["image"], prompt=str(ref["prompt"]),
+        pipe, ref["video"], ref["masks"] >= 128, int(ref["window"]), overlap=overlap, image=ref["image"],
+        prompt=str(ref["prompt"]),
         negative_prompt=str(ref["negative_prompt"]), guidance_scale=float(ref["guidance_scale"]),
         generator=torch.Generator().manual_seed(int(ref["seed"])), num_inference_steps=int(ref["num_inference_steps"]),
         use_dynamic_cfg=True, replace_gt=True, mask_add=True)
@@ -172,16 +176,17 @@ def test_matches_the_original_implementation(case, quantity, ours):
 
 
 @pytest.mark.parametrize("quantity", LONG_QUANTITIES)
-def test_two_chained_windows_match_the_original_any_length_pipeline(quantity, ours):
-    expected = np.load(DATA / "long34.npz")[quantity]
-    actual = ours("long34")[quantity]
+@pytest.mark.parametrize("case", LONG_CASES)
+def test_two_chained_windows_match_the_original_any_length_pipeline(case, quantity, ours):
+    expected = np.load(DATA / f"{case}.npz")[quantity]
+    actual = ours(case)[quantity]
     assert actual.shape == expected.shape, f"{quantity}: shape {actual.shape} != {expected.shape}"
     diff = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
-    assert diff <= TOLERANCE, f"long34 {quantity}: max abs diff {diff:.3g} > {TOLERANCE}"
+    assert diff <= TOLERANCE, f"{case} {quantity}: max abs diff {diff:.3g} > {TOLERANCE}"
 
 
 if __name__ == "__main__":  # python tests/test_parity.py CASE OUT.npz (under PINNED_ENV)
     pin_numerics()
     case, out = sys.argv[1], sys.argv[2]
-    run = run_long_case if case == "long34" else run_case
+    run = run_long_case if case in LONG_CASES else run_case
     np.savez(out, **run(TREE, np.load(DATA / f"{case}.npz")))

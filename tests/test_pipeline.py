@@ -202,8 +202,11 @@ def test_scheduler_noise_hook_is_scoped_to_the_loop_and_keeps_the_draws():
 
 
 def test_long_clips_are_cut_into_whole_windows_sharing_one_latent_slot():
-    from vp_ray.models.long_video import output_frames, window_starts
+    from vp_ray.models.long_video import frames_used, output_frames, window_starts
 
     assert window_starts(98, 49) == [0, 49] and window_starts(120, 49) == [0, 49]  # 22 frames left out
     assert output_frames(98, 49) == 97 and output_frames(34, 17) == 33 and output_frames(49, 49) == 49
     assert window_starts(48, 49) == [] and output_frames(48, 49) == 0
+    # Windows sharing their boundary frame: 48n + 1 frames in, as many out.
+    assert window_starts(97, 49, overlap=1) == [0, 48] and output_frames(97, 49, overlap=1) == 97
+    assert frames_used(120, 49, overlap=1) == 97 and frames_used(120, 49) == 98

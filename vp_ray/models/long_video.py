@@ -1,8 +1,8 @@
 """Clips longer than one window: windows chained as the original any-length pipeline chains them.
 
-With windows of W = 4k+1 frames and no overlap (the original script's ``overlap_frames=0``):
+With windows of W = 4k+1 frames overlapping by ``overlap`` frames (0 or 1; stride S = W - overlap):
 
-* window w covers input frames [wW, wW + W); frames after the last whole window are left out;
+* window w covers input frames [wS, wS + W); frames after the last whole window are left out;
 * window 0 is conditioned on its (filled) first frame as usual; window w >= 1 on the previous
   window's last final latent, used as it is (no encode, no random draw); only the clip's frame 0
   keeps its mask cleared;
@@ -10,6 +10,12 @@ With windows of W = 4k+1 frames and no overlap (the original script's ``overlap_
   (F - 1) w + k (F = latents per window), so consecutive windows share one slot, which holds the
   mean of the two (summed and halved in the pipeline's dtype, as the original does);
 * the timeline is decoded once: n windows of W frames give (W - 1) n + 1 frames.
+
+``overlap=0`` is the original script's setting: 49n frames in, 48n + 1 out, and output frame j
+shows input frame j + w in window w (the shared slot blends input frames 49w - 4 .. 49w, and input
+frame 49w has no output frame of its own). ``overlap=1`` (the same code path of the original, its
+``overlap_frames=1``) lets consecutive windows share their boundary frame: 48n + 1 frames in, as
+many out, output frame j is input frame j. vp-ray inpaints long clips that way.
 
 The prompt is encoded once; the seeded generator runs on through the windows (per window:
 video posterior, noise, masked-video posterior, the scheduler's draws; window 0 first draws the
@@ -25,26 +31,35 @@ import numpy as np
 import torch
 
 
-def window_starts(num_frames: int, window: int) -> list[int]:
-    """First input frame of each whole window (no overlap); empty when the clip is shorter than one."""
-    return [start for start in range(0, num_frames - window + 1, window)]
+def window_starts(num_frames: int, window: int, overlap: int = 0) -> list[int]:
+    """First input frame of each whole window; empty when the clip is shorter than one window."""
+    if overlap not in (0, 1):
+        raise ValueError(f"overlap {overlap}: windows may share 0 or 1 frames")
+    return list(range(0, num_frames - window + 1, window - overlap))
 
 
-def output_frames(num_frames: int, window: int) -> int:
+def output_frames(num_frames: int, window: int, overlap: int = 0) -> int:
     """Frames a clip of ``num_frames`` comes out with: (W - 1) n + 1 for n whole windows."""
-    windows = len(window_starts(num_frames, window))
+    windows = len(window_starts(num_frames, window, overlap))
     return (window - 1) * windows + 1 if windows else 0
 
 
+def frames_used(num_frames: int, window: int, overlap: int = 0) -> int:
+    """Input frames the whole windows cover (the rest of the clip is left out)."""
+    starts = window_starts(num_frames, window, overlap)
+    return starts[-1] + window if starts else 0
+
+
 @torch.no_grad()
-def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, image: np.ndarray | None = None,
+def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, overlap: int = 0,
+                    image: np.ndarray | None = None,
                     prompt: str, negative_prompt: str = "", guidance_scale: float = 6.0,
                     generator: torch.Generator | None = None, output_type: str = "np",
                     on_window: Callable[[int, int], None] | None = None, **call_kwargs: Any):
     """Inpaint ``video`` ([T, H, W, 3] uint8, T >= ``window``) window by window with ``pipe`` (a
     ``VideoPainterPipeline``) and decode the joined timeline once. ``call_kwargs`` go to every
     window's call (steps, dynamic CFG, replace_gt, mask_add, callback)."""
-    starts = window_starts(len(video), window)
+    starts = window_starts(len(video), window, overlap)
     if not starts:
         raise ValueError(f"{len(video)} frames: a long clip needs at least one window of {window}")
     device = pipe._execution_device
