@@ -112,8 +112,40 @@ def test_short_clip_is_padded_and_cut_back(inpainter):
 
 def test_usable_frames_with_and_without_padding():
     padded, unpadded = {"name": "tiny", "pad_short_clips": True}, {"name": "tiny", "pad_short_clips": False}
-    assert [usable_frames(padded, n) for n in (5, 12, 49, 80)] == [5, 12, 49, 49]
-    assert [usable_frames(unpadded, n) for n in (5, 12, 49, 80)] == [5, 9, 49, 49]
+    assert [usable_frames(padded, n) for n in (5, 12, 49, 80, 200)] == [5, 12, 49, 80, 200]
+    # Beyond one window: whole windows of 49 sharing their boundary frame, 48n + 1.
+    assert [usable_frames(unpadded, n) for n in (5, 12, 49, 80, 97, 200)] == [5, 9, 49, 49, 97, 193]
+
+
+def test_a_long_clip_runs_in_windows_and_keeps_every_frame_aligned(inpainter):
+    frames, masks = clip(num_frames=60)  # two windows of 49 (0-48, 48-96), the second mirrored past 59
+    steps = []
+    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1, progress=lambda i, n: steps.append((i, n)))
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert steps[-1] == (4, 4)  # 2 steps per window, counted over both windows
+    # The decoder runs on pairs of latent slots, causally between pairs: frames 0-40 (slots 0-10) do
+    # not see the shared slot 12 (paired with slot 11) and are those of the first window alone.
+    alone = inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=1)
+    np.testing.assert_array_equal(out[:41], alone[:41])
+    assert not np.array_equal(out[41:49], alone[41:49])
+
+
+def test_long_windows_share_their_boundary_frame(inpainter, monkeypatch):
+    from vp_ray.models import long_video
+
+    frames, masks = clip(num_frames=97)
+    windows = []
+    original = long_video.inpaint_windows
+
+    def spy(pipe, video, *args, **kwargs):
+        windows.extend(video[start] for start in long_video.window_starts(len(video), args[1], kwargs["overlap"]))
+        return original(pipe, video, *args, **kwargs)
+
+    monkeypatch.setattr("vp_ray.models.videopainter.inpaint_windows", spy)
+    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert len(out) == 97 and len(windows) == 2
+    outside = ~masks[48]
+    np.testing.assert_array_equal(windows[1][outside], frames[48][outside])  # window 1 starts on frame 48
 
 
 def test_unpadded_clip_must_have_4k_plus_1_frames(tiny_tree, inpainter):

@@ -172,6 +172,26 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local,
     assert codec == "h264" and frames.shape[0] == 9
 
 
+def test_a_clip_longer_than_one_window_is_inpainted_whole(ray_local, tmp_path):
+    """15 s of video at 8 fps, max_seconds=12: 97 frames, two windows of 49 sharing frame 48."""
+    from vp_ray.ckpt import main as ckpt_main
+
+    assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset.path={tmp_path / 'demo'}",
+                          "dataset.demo_num_clips=1", "dataset.demo_num_frames=120", "max_seconds=12",
+                          "model=videopainter", f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
+                          f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}",
+                          "model.height=64", "model.width=96", "model.num_gpus=0", "model.num_cpus=1",
+                          "model.dtype=float32", "model.num_inference_steps=1", "dilate_size=2"])
+    result = graph.run(cfg)
+    assert len(result.ledger.done) == 1 and not result.ledger.failed
+    row = pd.read_parquet(tmp_path / "out" / "manifest.parquet").iloc[0]
+    assert row.num_frames == 97 and row.seconds == 12.125 and not row.degraded
+    clip = tmp_path / "out" / "clips" / row.clip_id
+    assert decode(clip / "result.mp4")[2].shape[0] == 97
+    assert np.load(clip / "all_masks.npz")["arr_0"].shape[0] == 97
+
+
 def launch(*overrides, timeout=600):
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     return subprocess.run([sys.executable, "launch.py", *overrides], cwd=REPO, env=env, capture_output=True,

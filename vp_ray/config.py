@@ -242,7 +242,8 @@ class VideoPainterModelConfig(ModelConfig):
     replace_gt: bool = True
     # Add branch features to background tokens only.
     mask_add: bool = True
-    # Clips shorter than 49 frames come out as noise; pad them (mirrored) to 49 and cut back.
+    # Clips shorter than 49 frames come out as noise; pad them (mirrored) to 49 and cut back. A long
+    # clip's last partial window likewise (off: a clip is cut to 4k+1 frames, or 48n+1 beyond 49).
     pad_short_clips: bool = True
 
 
@@ -364,7 +365,7 @@ class Config:
     # Frames are resampled to this rate (slower sources keep their own rate).
     target_fps: float = setting(8.0, check=POSITIVE)
     # Clips are cut to this span from first to last frame: round(max_seconds x fps) + 1 frames
-    # (6.0 s at 8 fps = 49 frames, VideoPainter's window).
+    # (6.0 s at 8 fps = 49 frames, VideoPainter's window; longer clips run in chained windows).
     max_seconds: float = setting(6.0, check=POSITIVE)
     # Clips with fewer frames than this after resampling fail (a 1-frame "video" is an image).
     min_frames: int = setting(9, check=AT_LEAST_ONE)

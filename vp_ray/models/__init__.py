@@ -49,11 +49,14 @@ def videopainter_window(model_cfg: dict[str, Any], num_frames: int) -> int:
 
 
 def videopainter_frames(model_cfg: dict[str, Any], num_frames: int) -> int:
-    """Up to 49 frames per call; without ``pad_short_clips`` a 4k+1 count (the VAE's time stride)."""
-    count = min(num_frames, WINDOW_FRAMES)
+    """Every frame with ``pad_short_clips`` (a short clip or a long clip's last window is filled by
+    mirroring and cut back); without it, a 4k+1 count up to one window of 49, and 48n + 1 frames
+    (whole windows sharing their boundary frame, ``long_video``) beyond."""
     if model_cfg["pad_short_clips"]:
-        return count
-    return count - (count - 1) % 4 if count >= 1 else 0
+        return num_frames
+    if num_frames > WINDOW_FRAMES:
+        return 1 + (WINDOW_FRAMES - 1) * ((num_frames - 1) // (WINDOW_FRAMES - 1))
+    return num_frames - (num_frames - 1) % 4 if num_frames >= 1 else 0
 
 
 def videopainter_weights(model_cfg: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ One instance per actor loads the weights once. Each clip is inpainted the way th
 scripts call the pipeline: the masked video (object blacked out) is both the video and,
 through its first frame, the image condition; with ``first_frame_gt`` frame 0 is filled
 (``first_frame_fill``) and its mask cleared; the generator is seeded per clip. Clips shorter
-than 49 frames are mirrored to 49 and cut back (``pad_short_clips``).
+than 49 frames are mirrored to 49 and cut back (``pad_short_clips``). Longer clips run in windows
+of 49 sharing their boundary frame (``long_video``), the last one filled by mirroring the same way.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import torch
 from vp_ray import gpu
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.checkpoint import load_pipeline
+from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
 
 log = logging.getLogger(__name__)
+
+# Consecutive windows of a long clip share their boundary frame: result frame j is source frame j.
+WINDOW_OVERLAP = 1
 
 # Peak GPU memory (GiB) of one 49x480x720 window with the full-size model in bf16, T5 on the GPU,
 # measured on an H200 (bench/RESULTS.md: `bench_videopainter.py --modes resident,resident+tiling`).
@@ -40,6 +45,14 @@ def plan_memory(available_gib: float) -> tuple[str, bool]:
     if available_gib >= PEAK_RESIDENT_TILED_GIB + HEADROOM_GIB:
         return "resident", True
     return "model_offload", True
+
+
+def padded_length(count: int) -> int:
+    """Frames a clip of ``count`` is inpainted as: one window of 49, or whole windows of 49 sharing
+    their boundary frame (48n + 1)."""
+    if count <= WINDOW_FRAMES:
+        return WINDOW_FRAMES
+    return 1 + (WINDOW_FRAMES - 1) * -(-(count - 1) // (WINDOW_FRAMES - 1))
 
 
 def mirrored_indices(length: int, total: int) -> np.ndarray:
@@ -94,32 +107,37 @@ class VideoPainterInpainter:
         cfg = self.cfg
         self.last_warnings = []
         count = len(frames)
-        if count > WINDOW_FRAMES or usable_frames(cfg, count) != count:
-            raise ValueError(f"{count} frames: expected at most {WINDOW_FRAMES}"
-                             + ("" if cfg["pad_short_clips"] else " and a 4k+1 count"))
-        if count < WINDOW_FRAMES and cfg["pad_short_clips"]:
-            # Shorter windows come out as noise: mirror the clip to 49 frames, cut back after.
-            order = mirrored_indices(count, WINDOW_FRAMES)
+        if count < 1 or usable_frames(cfg, count) != count:
+            raise ValueError(f"{count} frames: expected a 4k+1 count up to {WINDOW_FRAMES}, or 48n+1 beyond")
+        total = padded_length(count) if cfg["pad_short_clips"] else count
+        if total != count:
+            # Shorter windows come out as noise: mirror the clip to whole windows, cut back after.
+            order = mirrored_indices(count, total)
             frames, masks = frames[order], masks[order]
 
         masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"],
                                                cfg["first_frame_fill"])
         self._check_prompt_length(prompt)
 
-        steps = cfg["num_inference_steps"]
+        steps = cfg["num_inference_steps"] * len(window_starts(total, WINDOW_FRAMES, WINDOW_OVERLAP))
+        done = [0]
         callback = None
         if progress is not None:
             def callback(pipe, step, timestep, tensors):
-                progress(step + 1, steps)
+                done[0] += 1
+                progress(done[0], steps)
                 return {}
 
-        output = self.pipe(
-            video=masked_video, masks=masks, image=masked_video[0], prompt=prompt,
-            negative_prompt=cfg["negative_prompt"], num_inference_steps=steps,
-            guidance_scale=cfg["guidance_scale"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
-            generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
-            mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
-        return output.frames[:count]
+        arguments = dict(prompt=prompt, negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
+                         num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
+                         generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
+                         mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
+        if total > WINDOW_FRAMES:
+            result = inpaint_windows(self.pipe, masked_video, masks, WINDOW_FRAMES, overlap=WINDOW_OVERLAP,
+                                     image=masked_video[0], **arguments)
+        else:
+            result = self.pipe(video=masked_video, masks=masks, image=masked_video[0], **arguments).frames
+        return result[:count]
 
     def reduce_memory(self) -> bool:
         """OOM ladder: VAE tiling + slicing first, then model CPU offload; False when both are on."""
