@@ -61,3 +61,21 @@ def test_a_missing_or_foreign_lora_file_is_refused(tree, tmp_path):
     with pytest.raises(ValueError, match="not a VideoPainterID LoRA"):
         load_id_lora(pipe, tmp_path / "q.safetensors")
 
+
+
+def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
+    from conftest import compose_config
+
+    from vp_ray.errors import ConfigError
+    from vp_ray.models import check_weights
+
+    with pytest.raises(ConfigError, match="id_resampling=true needs model.mask_add=true"):
+        compose_config(["model=videopainter", "model.id_resampling=true", "model.mask_add=false"])
+    from vp_ray.ckpt import main as ckpt_main
+
+    assert ckpt_main(["tiny", "--root", str(tmp_path)]) == 0
+    base, branch = tree_paths(tmp_path)
+    cfg = compose_config(["model=videopainter", "model.id_resampling=true", f"model.base_model_path={base}",
+                          f"model.branch_path={branch}", f"model.id_lora_path={id_lora_path(tmp_path)}"])
+    with pytest.raises(ConfigError, match="VideoPainterID LoRA is missing"):
+        check_weights(cfg["model"])

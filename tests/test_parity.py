@@ -35,10 +35,14 @@ QUANTITIES = ["prompt_input_ids", "negative_input_ids", "prompt_embeds", "negati
               "timesteps", "guidance_per_step", "rope_cos", "rope_sin", "image_latents", "video_latents",
               "noise", "mask_latents", "masked_video_latents", "branch_samples_step0", "noise_pred_step0",
               "scheduler_out_step0", "latents_step0", "final_latents", "frames"]
-# Two windows of 17 frames chained: long34 (no overlap, 34 frames in, 33 out) and long33 (windows
-# sharing one frame, 33 in, 33 out).
-LONG_CASES = ["long34", "long33"]
+# Two windows of 17 frames chained: long34 (no overlap, 34 frames in, 33 out), long33 (windows
+# sharing one frame, 33 in, 33 out), idlong33 (long33 with ID resampling, prev_clip_weight 0.5,
+# and the tiny VideoPainterID LoRA; window 1's first two steps: the previous and the current mask).
 LONG_QUANTITIES = ["image_latents_w0", "image_latents_w1", "timeline", "frames"]
+LONG_CASES = {"long34": LONG_QUANTITIES, "long33": LONG_QUANTITIES,
+              "idlong33": ["noise_pred_w0_step0", "noise_pred_w1_step0", "noise_pred_w1_step1",
+                           "image_latents_w1", "timeline", "frames"]}
+ID_LORA = DATA / "tiny-id-lora" / "pytorch_lora_weights.safetensors"
 # Read when torch loads, so set before the subprocess starts; oneDNN is switched off in it.
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1"}
@@ -113,6 +117,13 @@ def run_long_case(tree, ref) -> dict[str, np.ndarray]:
 
     pipe = load_pipeline(*tree, dtype="float32")
     pipe.set_progress_bar_config(disable=True)
+    if "prev_clip_weight" in ref:  # ID resampling with the tiny VideoPainterID LoRA
+        from vp_ray.models.id_lora import load_id_lora
+
+        load_id_lora(pipe, ID_LORA)
+        pipe.enable_id_resampling(float(ref["prev_clip_weight"]))
+    noise_preds: list[torch.Tensor] = []
+    pipe.transformer.register_forward_hook(lambda module, args, output: noise_preds.append(output[0].float()))
     seen: dict[str, list] = {"image_latents": []}
     prepare, decode = pipe.prepare_latents, pipe.decode
 
@@ -133,8 +144,10 @@ def run_long_case(tree, ref) -> dict[str, np.ndarray]:
         negative_prompt=str(ref["negative_prompt"]), guidance_scale=float(ref["guidance_scale"]),
         generator=torch.Generator().manual_seed(int(ref["seed"])), num_inference_steps=int(ref["num_inference_steps"]),
         use_dynamic_cfg=True, replace_gt=True, mask_add=True)
+    steps = int(ref["num_inference_steps"])
     values = {"image_latents_w0": seen["image_latents"][0], "image_latents_w1": seen["image_latents"][1],
-              "timeline": seen["timeline"], "frames": frames}
+              "timeline": seen["timeline"], "frames": frames, "noise_pred_w0_step0": noise_preds[0],
+              "noise_pred_w1_step0": noise_preds[steps], "noise_pred_w1_step1": noise_preds[steps + 1]}
     return {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in values.items()}
 
 
@@ -175,8 +188,8 @@ def test_matches_the_original_implementation(case, quantity, ours):
     assert diff <= TOLERANCE, f"{case} {quantity}: max abs diff {diff:.3g} > {TOLERANCE}"
 
 
-@pytest.mark.parametrize("quantity", LONG_QUANTITIES)
-@pytest.mark.parametrize("case", LONG_CASES)
+@pytest.mark.parametrize("case,quantity", [(case, quantity) for case, quantities in LONG_CASES.items()
+                                            for quantity in quantities])
 def test_two_chained_windows_match_the_original_any_length_pipeline(case, quantity, ours):
     expected = np.load(DATA / f"{case}.npz")[quantity]
     actual = ours(case)[quantity]

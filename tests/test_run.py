@@ -172,12 +172,17 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local,
     assert codec == "h264" and frames.shape[0] == 9
 
 
-def test_a_clip_longer_than_one_window_is_inpainted_whole(ray_local, tmp_path):
-    """15 s of video at 8 fps, max_seconds=12: 97 frames, two windows of 49 sharing frame 48."""
+@pytest.mark.parametrize("id_resampling", [False, True])
+def test_a_clip_longer_than_one_window_is_inpainted_whole(ray_local, tmp_path, id_resampling):
+    """15 s of video at 8 fps, max_seconds=12: 97 frames, two windows of 49 sharing frame 48; and the
+    same with ID resampling and a tiny VideoPainterID LoRA (written on first use)."""
     from vp_ray.ckpt import main as ckpt_main
 
     assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
-    cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset.path={tmp_path / 'demo'}",
+    lora = tmp_path / "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
+    cfg = compose_config([f"model.id_resampling={str(id_resampling).lower()}", f"model.id_lora_path={lora}",
+                          "model.create_tiny_if_missing=true",
+                          f"output_dir={tmp_path / 'out'}", f"dataset.path={tmp_path / 'demo'}",
                           "dataset.demo_num_clips=1", "dataset.demo_num_frames=120", "max_seconds=12",
                           "model=videopainter", f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
                           f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}",
@@ -190,6 +195,7 @@ def test_a_clip_longer_than_one_window_is_inpainted_whole(ray_local, tmp_path):
     clip = tmp_path / "out" / "clips" / row.clip_id
     assert decode(clip / "result.mp4")[2].shape[0] == 97
     assert np.load(clip / "all_masks.npz")["arr_0"].shape[0] == 97
+    assert lora.is_file() == id_resampling
 
 
 def launch(*overrides, timeout=600):

@@ -245,6 +245,16 @@ class VideoPainterModelConfig(ModelConfig):
     # Clips shorter than 49 frames come out as noise; pad them (mirrored) to 49 and cut back. A long
     # clip's last partial window likewise (off: a clip is cut to 4k+1 frames, or 48n+1 beyond 49).
     pad_short_clips: bool = True
+    # ID resampling, as the original's inpaint_id_resample.sh: the VideoPainterID LoRA is loaded and
+    # every backbone block also attends to the masked tokens of its output in the previous window
+    # (clips longer than one window). Needs mask_add. One-window clips change too: their masked
+    # tokens are attended twice, as in the original.
+    id_resampling: bool = False
+    # ID resampling's weight of the previous window (it scales their values; the original: 0.5).
+    # 0: every window attends to its own masked tokens instead.
+    prev_clip_weight: float = setting(0.5, check=NON_NEGATIVE)
+    # The VideoPainterID LoRA file (id_resampling; written tiny with create_tiny_if_missing).
+    id_lora_path: str = "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
 
 
 @dataclass
@@ -441,7 +451,7 @@ def output_settings(cfg: DictConfig) -> dict[str, Any]:
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
 # (and `ray job submit`, whose working directory is a temporary copy) see another cwd.
-PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path",
+PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path",
              "checkpoint"}
 
 
@@ -486,6 +496,9 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     problems = []
     if plain["model"]["name"] not in MODELS:
         problems.append(f"model.name={plain['model']['name']}: must be one of {', '.join(sorted(MODELS))}")
+    model = plain["model"]
+    if model.get("id_resampling") and not model.get("mask_add"):
+        problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
     sam2 = plain["sam2"]
     taken = sam2["pool_size"] * sam2["gpu_fraction"]
     if sam2["placement"] in ("shared", "auto") and not taken < 0.5:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
@@ -65,6 +66,9 @@ def videopainter_weights(model_cfg: dict[str, Any]) -> None:
         from vp_ray.models.checkpoint import require_complete
 
         require_complete(model_cfg["base_model_path"], model_cfg["branch_path"])
+        if model_cfg["id_resampling"] and not Path(model_cfg["id_lora_path"]).is_file():
+            raise ConfigError(f"model.id_resampling=true but the VideoPainterID LoRA is missing: "
+                              f"{model_cfg['id_lora_path']} (model.id_lora_path)")
 
 
 @dataclass(frozen=True)

@@ -66,14 +66,19 @@ def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, 
     prompt_embeds, negative_embeds = pipe.encode_prompt(
         prompt, negative_prompt, do_classifier_free_guidance=guidance_scale > 1.0, device=device)
     timeline = counts = previous = None
+    resampling = getattr(pipe, "id_resampling", None)
     for index, start in enumerate(starts):
         if on_window is not None:
             on_window(index, len(starts))
+        if resampling is not None:
+            resampling.start_window(first=index == 0, last=index == len(starts) - 1)
         frames = slice(start, start + window)
         latents = pipe(video=video[frames], masks=masks[frames], image=image if index == 0 else None,
                        image_latents=None if index == 0 else previous[:, -1:], prompt_embeds=prompt_embeds,
                        negative_prompt_embeds=negative_embeds, guidance_scale=guidance_scale,
                        generator=generator, output_type="latent", **call_kwargs).frames
+        if resampling is not None:
+            resampling.finish_window()
         per_window = latents.shape[1]
         if timeline is None:
             timeline = latents.new_zeros((1, (per_window - 1) * len(starts) + 1, *latents.shape[2:]))

@@ -115,6 +115,14 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                          transformer=transformer, scheduler=scheduler)
         self.register_modules(branch=branch)
         self.inject_branch = BranchInjection(transformer)
+        # ID resampling (``id_resample.IdResampling``), switched on by ``enable_id_resampling``.
+        self.id_resampling = None
+
+    def enable_id_resampling(self, prev_clip_weight: float) -> None:
+        """Every backbone block also attends to masked tokens of its previous window's output."""
+        from vp_ray.models.id_resample import IdResampling
+
+        self.id_resampling = IdResampling(self.transformer, prev_clip_weight)
 
     # ------------------------------------------------------------------ building blocks
     def encode_with_posterior_sample(self, pixels: torch.Tensor, generator: torch.Generator | None,
@@ -259,6 +267,8 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         branch_cond = torch.cat([masked_video_latents, mask_latents], dim=2).repeat(copies, 1, 1, 1, 1)
         tokens_masked = (token_mask(mask_latents, self.transformer.config.patch_size).repeat(copies, 1, 1)
                          if mask_add else None)
+        if self.id_resampling is not None:
+            self.id_resampling.set_masks(tokens_masked, prompt_embeds.shape[1], len(timesteps))
 
         # The pixels (float32, on the GPU) are encoded: not held through the loop and the decode.
         del video_pixels, mask_pixels, image_pixels, masked_video
@@ -288,6 +298,8 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                     noise_pred = self.transformer(
                         hidden_states=latent_model_input, encoder_hidden_states=prompt_embeds,
                         timestep=timestep, image_rotary_emb=image_rotary_emb, return_dict=False)[0].float()
+                if self.id_resampling is not None:
+                    self.id_resampling.step_done(i, len(timesteps))
                 if return_intermediates and i == 0:
                     record.update(branch_samples=branch_samples, noise_pred=noise_pred)
 

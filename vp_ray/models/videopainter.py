@@ -20,6 +20,7 @@ import torch
 from vp_ray import gpu
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.checkpoint import load_pipeline
+from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
 
@@ -132,7 +133,8 @@ class VideoPainterInpainter:
                          num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
                          generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
                          mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
-        if total > WINDOW_FRAMES:
+        if total > WINDOW_FRAMES or self.pipe.id_resampling is not None:
+            # (ID resampling keeps state across windows: the window loop starts and ends it.)
             result = inpaint_windows(self.pipe, masked_video, masks, WINDOW_FRAMES, overlap=WINDOW_OVERLAP,
                                      image=masked_video[0], **arguments)
         else:
@@ -160,7 +162,15 @@ class VideoPainterInpainter:
 
             log.info("writing a tiny random checkpoint at %s and %s", base, branch)
             write_tiny_tree(base, branch)
-        return load_pipeline(base, branch, model_cfg["dtype"])
+        pipe = load_pipeline(base, branch, model_cfg["dtype"])
+        if model_cfg["id_resampling"]:
+            lora = Path(model_cfg["id_lora_path"])
+            if model_cfg["create_tiny_if_missing"] and not lora.is_file():
+                log.info("writing a tiny random VideoPainterID LoRA at %s", lora)
+                write_tiny_id_lora(lora, pipe.transformer)
+            load_id_lora(pipe, lora)
+            pipe.enable_id_resampling(model_cfg["prev_clip_weight"])
+        return pipe
 
     def _check_prompt_length(self, prompt: str) -> None:
         limit = self.pipe.transformer.config.max_text_seq_length

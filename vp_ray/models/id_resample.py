@@ -1,0 +1,138 @@
+"""ID resampling: every backbone block attends to its own output of the previous window as well.
+
+The original's ``CogVideoXAttnProcessor2_0_resample``, on the stock transformer: an attention
+processor per block (``set_attn_processor``) plus forward hooks, no copy of the transformer.
+
+In every attention of the 42 backbone blocks the keys and values are doubled: after the current
+tokens' K/V come masked ones (token mask = the clip's object, text tokens never):
+
+* with no previous window (window 0, a one-window clip) or weight 0: the current tokens' own K/V,
+  zeroed outside the mask;
+* in window w >= 1: K/V of block i's output at the previous window's last denoising step (after the
+  branch was added), passed through block i's ``norm1`` with the current step's time embedding,
+  projected by the block's (LoRA-adapted) ``to_k``/``to_v``, zeroed outside the mask and multiplied
+  by ``prev_clip_weight`` (before ``norm_k``, so for the keys the weight cancels: it scales V).
+
+Zeroed keys become ``norm_k``'s bias and stay in the softmax, as in the original. The original's
+quirk is reproduced: the mask applied to the previous window's tokens is the previous window's at
+step 0 and the current window's from step 1 on (the original reassigns it after every step).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import apply_rotary_emb
+
+
+class IdResampling:
+    """State, hooks and processors of ID resampling on one transformer; driven by the pipeline
+    (``set_masks``, ``step_done``) and by the window loop (``start_window``, ``finish_window``)."""
+
+    def __init__(self, transformer, weight: float):
+        self.weight = float(weight)
+        self.blocks = transformer.transformer_blocks
+        self.mask = self.prev_mask = None   # [B, text + video tokens] bool
+        self.saved: dict[int, torch.Tensor] | None = None
+        self.first = self.last = True
+        self.capture = False
+        self._captured: dict[int, torch.Tensor] = {}
+        self._temb: dict[int, torch.Tensor] = {}
+        for index, block in enumerate(self.blocks):
+            block.register_forward_pre_hook(self._keep_temb(index), with_kwargs=True)
+            block.register_forward_hook(self._keep_output(index))  # after the branch's hooks
+        transformer.set_attn_processor({name: ResampleAttnProcessor(self, int(name.split(".")[1]))
+                                        for name in transformer.attn_processors})
+
+    # ------------------------------------------------------------------ driven by the window loop
+    def start_window(self, first: bool, last: bool) -> None:
+        self.first, self.last = first, last
+        if first:
+            self.saved, self.mask = None, None
+
+    def finish_window(self) -> None:
+        self.saved, self._captured, self.capture = (None if self.last else self._captured), {}, False
+        if self.last:
+            self.mask = self.prev_mask = None
+
+    # ------------------------------------------------------------------ driven by the pipeline
+    def set_masks(self, tokens_masked: torch.Tensor | None, text_tokens: int, num_steps: int) -> None:
+        """The window's token mask (video tokens [B, N, 1] bool), before its first step."""
+        if tokens_masked is None:
+            raise ValueError("ID resampling needs mask_add (its token mask)")
+        mask = tokens_masked[..., 0]
+        previous = self.mask
+        self.mask = torch.cat([mask.new_zeros((mask.shape[0], text_tokens)), mask], dim=1)
+        self.prev_mask = previous if previous is not None else self.mask
+        self.capture = num_steps == 1 and not self.last
+
+    def step_done(self, step: int, num_steps: int) -> None:
+        self.prev_mask = self.mask  # the original's reassignment after each step
+        self.capture = step + 2 == num_steps and not self.last  # keep the last step's outputs
+
+    # ------------------------------------------------------------------ used by the processors
+    def previous_tokens(self, index: int, text_tokens: int) -> torch.Tensor | None:
+        """Block ``index``'s saved output, normalised by its ``norm1`` at the current step."""
+        if self.saved is None:
+            return None
+        saved = self.saved[index]
+        norm_video, norm_text, _, _ = self.blocks[index].norm1(saved[:, text_tokens:], saved[:, :text_tokens],
+                                                             self._temb[index])
+        return torch.cat([norm_text, norm_video], dim=1)
+
+    def _keep_temb(self, index: int):
+        def hook(module, args, kwargs):
+            self._temb[index] = kwargs["temb"] if "temb" in kwargs else args[2]
+
+        return hook
+
+    def _keep_output(self, index: int):
+        def hook(module, args, output):
+            if self.capture:
+                hidden_states, encoder_hidden_states = output
+                self._captured[index] = torch.cat([encoder_hidden_states, hidden_states], dim=1).detach()
+
+        return hook
+
+
+class ResampleAttnProcessor:
+    """CogVideoX joint attention (text + video tokens, RoPE on video) with the masked tokens appended."""
+
+    def __init__(self, state: IdResampling, index: int):
+        self.state, self.index = state, index
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
+        state, text_tokens = self.state, encoder_hidden_states.size(1)
+        tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch = tokens.shape[0]
+        query, key, value = attn.to_q(tokens), attn.to_k(tokens), attn.to_v(tokens)
+        previous = state.previous_tokens(self.index, text_tokens)
+        if previous is not None and state.weight > 0.0:
+            keep = state.prev_mask.unsqueeze(-1)
+            extra_key = attn.to_k(previous) * keep * state.weight
+            extra_value = attn.to_v(previous) * keep * state.weight
+        else:
+            keep = state.mask.unsqueeze(-1)
+            extra_key, extra_value = key * keep, value * keep
+
+        head_dim = key.shape[-1] // attn.heads
+
+        def heads(x):
+            return x.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+        query, key, value, extra_key, extra_value = map(heads, (query, key, value, extra_key, extra_value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key, extra_key = attn.norm_k(key), attn.norm_k(extra_key)
+        if image_rotary_emb is not None:
+            query[:, :, text_tokens:] = apply_rotary_emb(query[:, :, text_tokens:], image_rotary_emb)
+            key[:, :, text_tokens:] = apply_rotary_emb(key[:, :, text_tokens:], image_rotary_emb)
+            extra_key[:, :, text_tokens:] = apply_rotary_emb(extra_key[:, :, text_tokens:], image_rotary_emb)
+        out = F.scaled_dot_product_attention(query, torch.cat([key, extra_key], dim=-2),
+                                             torch.cat([value, extra_value], dim=-2), attn_mask=attention_mask,
+                                             dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        out = attn.to_out[1](attn.to_out[0](out))
+        encoder_out, hidden_out = out.split([text_tokens, out.size(1) - text_tokens], dim=1)
+        return hidden_out, encoder_out
