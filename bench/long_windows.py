@@ -1,0 +1,80 @@
+"""Seconds and peak GPU memory of long clips: 1, 2 and 4 windows of 49 frames (480x720).
+
+    python bench/long_windows.py [--steps 2] [--windows 1,2,4] [--id] [--out bench/long_windows.json]
+
+The full-size random-weight pipeline of ``bench_videopainter.py`` through the production
+``VideoPainterInpainter.inpaint_clip`` with resident weights and VAE tiling (a 32 GB card's
+plan), clips of 48n + 1 frames (n windows sharing their boundary frame). ``--id`` also runs them
+with ID resampling (random LoRA of the released rank). Each result is written as soon as it is
+measured, so a run cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_videopainter import PROMPT, build_pipeline  # noqa: E402
+
+from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
+from vp_ray.models.videopainter import VideoPainterInpainter  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--windows", default="1,2,4")
+    parser.add_argument("--id", action="store_true", help="also with ID resampling (+ a random rank-256 LoRA)")
+    parser.add_argument("--out", default="bench/long_windows.json")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda")
+    pipe = build_pipeline(False, device, torch.bfloat16)
+    cfg = {**schema_defaults(VideoPainterModelConfig), "memory_mode": "resident", "vae_tiling": True,
+           "num_inference_steps": args.steps}
+    inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+    counts = [int(n) for n in args.windows.split(",")]
+    rng = np.random.default_rng(0)
+    longest = 48 * max(counts) + 1
+    frames = rng.integers(0, 256, (longest, 480, 720, 3), dtype=np.uint8)
+    masks = np.zeros((longest, 480, 720), dtype=bool)
+    masks[:, 120:360, 180:540] = True
+    report = {"device": torch.cuda.get_device_name(), "steps": args.steps, "weights_gib":
+              torch.cuda.memory_allocated() / 2**30, "runs": []}
+    inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=0)  # warm-up
+
+    def measure(label: str) -> None:
+        for windows in counts:
+            count = 48 * windows + 1
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            out = inpainter.inpaint_clip(frames[:count], masks[:count], PROMPT, seed=0)
+            torch.cuda.synchronize()
+            report["runs"].append({"mode": label, "windows": windows, "frames": int(len(out)),
+                                   "seconds": time.perf_counter() - start,
+                                   "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30})
+            print(json.dumps(report["runs"][-1]), flush=True)
+            Path(args.out).write_text(json.dumps(report, indent=1))
+
+    measure("chained")
+    if args.id:
+        from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
+
+        lora = write_tiny_id_lora("/tmp/vp_id_lora/pytorch_lora_weights.safetensors", pipe.transformer, rank=256)
+        load_id_lora(pipe, lora)
+        pipe.to(device, torch.bfloat16)
+        pipe.enable_id_resampling(0.5)
+        measure("id_resampling")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
