@@ -242,3 +242,38 @@ def test_long_clips_are_cut_into_whole_windows_sharing_one_latent_slot():
     # Windows sharing their boundary frame: 48n + 1 frames in, as many out.
     assert window_starts(97, 49, overlap=1) == [0, 48] and output_frames(97, 49, overlap=1) == 97
     assert frames_used(120, 49, overlap=1) == 97 and frames_used(120, 49) == 98
+
+
+def test_flux_first_frame_fill_conditions_frame_zero(tiny_tree, inpainter, tmp_path):
+    """first_frame_fill=flux: a tiny random FLUX.1-Fill in the released layout (written on first use)
+    fills frame 0, which then conditions the clip; its weights are checked before anything starts."""
+    from vp_ray.errors import ConfigError
+    from vp_ray.models import check_weights
+
+    frames, masks = clip(num_frames=17)
+    filled = np.full_like(frames[0], 7)
+    video, cleared = condition_inputs(frames, masks, True, "flux", fill=lambda frame, mask: filled)
+    assert (video[0] == 7).all() and not cleared[0].any() and (video[1][masks[1]] == 0).all()
+
+    cfg = tiny_cfg(tiny_tree, first_frame_fill="flux", flux_fill_path=str(tmp_path / "flux_inp"),
+                   flux_num_inference_steps=2)
+    with pytest.raises(ConfigError, match="FLUX.1-Fill folder is incomplete"):
+        check_weights({**cfg, "create_tiny_if_missing": False})
+    flux = VideoPainterInpainter({**cfg, "create_tiny_if_missing": True}, pipe=inpainter.pipe)
+    check_weights({**cfg, "create_tiny_if_missing": False})  # now complete
+    fills = []
+    flux.flux = _Recorder(flux.flux, fills)
+    out = flux.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert out.shape == frames.shape and len(fills) == 1
+    assert fills[0][1] == PROMPT and not np.array_equal(out, inpainter.inpaint_clip(frames, masks, PROMPT, seed=1))
+
+
+class _Recorder:
+    """The FLUX filler, with its calls recorded."""
+
+    def __init__(self, flux, calls):
+        self.flux, self.calls = flux, calls
+
+    def __call__(self, frame, mask, prompt):
+        self.calls.append((frame, prompt))
+        return self.flux(frame, mask, prompt)

@@ -65,6 +65,7 @@ class MemoryMode(Enum):
 
 
 class FirstFrameFill(Enum):
+    flux = "flux"
     opencv = "opencv"
     none = "none"
 
@@ -234,10 +235,14 @@ class VideoPainterModelConfig(ModelConfig):
     gpu_memory_limit_gb: Optional[float] = setting(None, check=POSITIVE, output=False)
     # Keep frame 0 as the original (its mask is cleared), as the reference scripts do.
     first_frame_gt: bool = True
-    # With first_frame_gt, how frame 0's masked region is filled before it conditions the clip
-    # (the original fills it with FLUX.1-Fill): opencv (cv2.inpaint, Telea) | none (left black,
-    # as the original's single-clip demo does).
+    # With first_frame_gt, how frame 0's masked region is filled before it conditions the clip:
+    # flux (FLUX.1-Fill, as the original's batch scripts; weights at flux_fill_path) | opencv
+    # (cv2.inpaint, Telea: light, no weights) | none (left black, as the original's single-clip demo).
     first_frame_fill: FirstFrameFill = FirstFrameFill.opencv
+    # FLUX.1-Fill folder (diffusers layout, e.g. black-forest-labs/FLUX.1-Fill-dev) for first_frame_fill=flux,
+    # and its denoising steps (the original: 50).
+    flux_fill_path: str = "ckpt/flux_inp"
+    flux_num_inference_steps: int = setting(50, check=AT_LEAST_ONE)
     # Re-impose the original background in latent space at every denoising step.
     replace_gt: bool = True
     # Add branch features to background tokens only.
@@ -451,7 +456,7 @@ def output_settings(cfg: DictConfig) -> dict[str, Any]:
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
 # (and `ray job submit`, whose working directory is a temporary copy) see another cwd.
-PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path",
+PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path", "flux_fill_path",
              "checkpoint"}
 
 

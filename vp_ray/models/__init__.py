@@ -69,6 +69,13 @@ def videopainter_weights(model_cfg: dict[str, Any]) -> None:
         if model_cfg["id_resampling"] and not Path(model_cfg["id_lora_path"]).is_file():
             raise ConfigError(f"model.id_resampling=true but the VideoPainterID LoRA is missing: "
                               f"{model_cfg['id_lora_path']} (model.id_lora_path)")
+        if model_cfg["first_frame_fill"] == "flux":
+            from vp_ray.models.flux_fill import missing_files
+
+            missing = missing_files(model_cfg["flux_fill_path"])
+            if missing:
+                raise ConfigError(f"model.first_frame_fill=flux but the FLUX.1-Fill folder is incomplete "
+                                  f"(model.flux_fill_path): missing {', '.join(map(str, missing))}")
 
 
 @dataclass(frozen=True)

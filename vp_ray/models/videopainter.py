@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -65,8 +65,9 @@ def mirrored_indices(length: int, total: int) -> np.ndarray:
     return np.where(phase < length, phase, period - phase)
 
 
-def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool,
-                     first_frame_fill: str) -> tuple[np.ndarray, np.ndarray]:
+def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool, first_frame_fill: str,
+                     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """The video and masks the pipeline gets, prepared as the original scripts do.
 
     The object is blacked out in every frame. With ``first_frame_gt`` frame 0 becomes ground
@@ -77,13 +78,15 @@ def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool
     masks = masks.astype(bool)
     video = np.where(masks[..., None], np.uint8(0), frames)
     if first_frame_gt:
-        if first_frame_fill == "opencv":
+        if first_frame_fill == "flux":
+            video[0] = fill(np.ascontiguousarray(frames[0]), masks[0])
+        elif first_frame_fill == "opencv":
             import cv2
 
             video[0] = cv2.inpaint(np.ascontiguousarray(frames[0]), masks[0].astype(np.uint8), 5,
                                    cv2.INPAINT_TELEA)
         elif first_frame_fill != "none":
-            raise ValueError(f"unknown first_frame_fill {first_frame_fill!r}: expected opencv or none")
+            raise ValueError(f"unknown first_frame_fill {first_frame_fill!r}: expected flux, opencv or none")
         masks[0] = False
     return video, masks
 
@@ -100,6 +103,7 @@ class VideoPainterInpainter:
         if model_cfg["vae_tiling"] is not None:
             self.vae_savers = model_cfg["vae_tiling"]
         self._apply_memory_mode()
+        self.flux = self._load_flux(model_cfg) if model_cfg["first_frame_fill"] == "flux" else None
         self.last_warnings: list[str] = []
 
     # ------------------------------------------------------------------ Inpainter protocol
@@ -116,8 +120,11 @@ class VideoPainterInpainter:
             order = mirrored_indices(count, total)
             frames, masks = frames[order], masks[order]
 
-        masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"],
-                                               cfg["first_frame_fill"])
+        fill = None
+        if self.flux is not None:
+            def fill(frame, mask):
+                return self.flux(frame, mask, prompt)
+        masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"], cfg["first_frame_fill"], fill)
         self._check_prompt_length(prompt)
 
         steps = cfg["num_inference_steps"] * len(window_starts(total, WINDOW_FRAMES, WINDOW_OVERLAP))
@@ -171,6 +178,16 @@ class VideoPainterInpainter:
             load_id_lora(pipe, lora)
             pipe.enable_id_resampling(model_cfg["prev_clip_weight"])
         return pipe
+
+    def _load_flux(self, model_cfg: dict[str, Any]):
+        from vp_ray.models.flux_fill import FluxFirstFrame, missing_files, write_tiny_flux_fill
+
+        path = model_cfg["flux_fill_path"]
+        if model_cfg["create_tiny_if_missing"] and missing_files(path):
+            log.info("writing a tiny random FLUX.1-Fill at %s", path)
+            write_tiny_flux_fill(path)
+        return FluxFirstFrame(path, getattr(torch, model_cfg["dtype"]), self.device,
+                              model_cfg["flux_num_inference_steps"])
 
     def _check_prompt_length(self, prompt: str) -> None:
         limit = self.pipe.transformer.config.max_text_seq_length
