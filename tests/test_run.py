@@ -215,7 +215,7 @@ def test_invalid_enumerated_value_is_refused_before_ray_starts(tmp_path):
     ("model=videopainter model.memory_mode=resdent", "auto, resident, model_offload, sequential_offload"),
     ("sam2.placement=shard", "auto, cpu, shared, dedicated"),
     ("dataset.prompt_coords=modl", "source, model"),
-    ("model=videopainter model.first_frame_fill=flux", "opencv, none"),
+    ("model=videopainter model.first_frame_fill=flex", "flux, opencv, none"),
     ("dataset.layout=vp", "generic, vpdata"),
     ("model.inpaint_method=magic", "telea, ns"),
     ("sam2.device=tpu", "auto, cpu, cuda"),
