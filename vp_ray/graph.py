@@ -289,7 +289,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
         manifest_path, failures_path = ledger.write()
         todo.remove_todo(output_dir)
-    if finished and dataset is not None:
+    if finished:
         write_stats(dataset, Path(cfg["log_dir"]))
     return finish(cfg, RunResult(ledger, interrupted, manifest_path, failures_path))
 

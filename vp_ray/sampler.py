@@ -68,7 +68,6 @@ class Sampler:
         self.on_sample = on_sample  # given the clips waiting per stage after each sample
         self.start = time.monotonic()
         self.peak_work_clips = 0
-        self.waiting = {"prepare": 0, "inpaint": 0, "write": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vp_ray-sampler", daemon=True)
 
@@ -87,15 +86,15 @@ class Sampler:
             pass
 
     def sample(self) -> None:
-        clips, size, self.waiting = work_usage(self.work)
+        clips, size, waiting = work_usage(self.work)
         self.peak_work_clips = max(self.peak_work_clips, clips)
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         row = [round(time.monotonic() - self.start, 2), round(driver_rss_mb(), 1), round(peak_rss, 1),
-               round(object_store_used_mb(), 1), clips, round(size, 1), *self.waiting.values()]
+               round(object_store_used_mb(), 1), clips, round(size, 1), *waiting.values()]
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow(row)
         if self.on_sample is not None:
-            self.on_sample(self.waiting)
+            self.on_sample(waiting)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):

@@ -127,7 +127,9 @@ class VideoPainterInpainter:
         masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"], cfg["first_frame_fill"], fill)
         self._check_prompt_length(prompt)
 
-        steps = cfg["num_inference_steps"] * len(window_starts(total, WINDOW_FRAMES, WINDOW_OVERLAP))
+        # One window of the (padded) clip, or windows of 49 sharing their boundary frame.
+        window = min(total, WINDOW_FRAMES)
+        steps = cfg["num_inference_steps"] * len(window_starts(total, window, WINDOW_OVERLAP))
         done = [0]
         callback = None
         if progress is not None:
@@ -136,16 +138,12 @@ class VideoPainterInpainter:
                 progress(done[0], steps)
                 return {}
 
-        arguments = dict(prompt=prompt, negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
-                         num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
-                         generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
-                         mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
-        if total > WINDOW_FRAMES or self.pipe.id_resampling is not None:
-            # (ID resampling keeps state across windows: the window loop starts and ends it.)
-            result = inpaint_windows(self.pipe, masked_video, masks, WINDOW_FRAMES, overlap=WINDOW_OVERLAP,
-                                     image=masked_video[0], **arguments)
-        else:
-            result = self.pipe(video=masked_video, masks=masks, image=masked_video[0], **arguments).frames
+        result = inpaint_windows(
+            self.pipe, masked_video, masks, window, overlap=WINDOW_OVERLAP, image=masked_video[0], prompt=prompt,
+            negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
+            num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
+            generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"], mask_add=cfg["mask_add"],
+            callback_on_step_end=callback, output_type="uint8")
         return result[:count]
 
     def reduce_memory(self) -> bool:
