@@ -37,11 +37,13 @@ QUANTITIES = ["prompt_input_ids", "negative_input_ids", "prompt_embeds", "negati
               "scheduler_out_step0", "latents_step0", "final_latents", "frames"]
 # Two windows of 17 frames chained: long34 (no overlap, 34 frames in, 33 out), long33 (windows
 # sharing one frame, 33 in, 33 out), idlong33 (long33 with ID resampling, prev_clip_weight 0.5,
-# and the tiny VideoPainterID LoRA; window 1's first two steps: the previous and the current mask).
+# and the tiny VideoPainterID LoRA; window 1's first two steps: the previous and the current mask),
+# idlong33tiled (idlong33 with VAE slicing and tiling on, as the original's --long_video runs it).
 LONG_QUANTITIES = ["image_latents_w0", "image_latents_w1", "timeline", "frames"]
-LONG_CASES = {"long34": LONG_QUANTITIES, "long33": LONG_QUANTITIES,
-              "idlong33": ["noise_pred_w0_step0", "noise_pred_w1_step0", "noise_pred_w1_step1",
-                           "image_latents_w1", "timeline", "frames"]}
+ID_QUANTITIES = ["noise_pred_w0_step0", "noise_pred_w1_step0", "noise_pred_w1_step1", "image_latents_w1",
+                 "timeline", "frames"]
+LONG_CASES = {"long34": LONG_QUANTITIES, "long33": LONG_QUANTITIES, "idlong33": ID_QUANTITIES,
+              "idlong33tiled": ID_QUANTITIES}
 ID_LORA = DATA / "tiny-id-lora" / "pytorch_lora_weights.safetensors"
 # Read when torch loads, so set before the subprocess starts; oneDNN is switched off in it.
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
@@ -122,6 +124,13 @@ def run_long_case(tree, ref) -> dict[str, np.ndarray]:
 
         load_id_lora(pipe, ID_LORA)
         pipe.enable_id_resampling(float(ref["prev_clip_weight"]))
+    if "tile_overlap_factor_height" in ref:  # the inpainter's VAE savers, with the original's tiles
+        from vp_ray.models.vae_tiling import enable_vae_tiling
+
+        chosen = enable_vae_tiling(pipe.vae)
+        tiles = {"tile_sample_min_height": pipe.vae.tile_sample_min_height,
+                 "tile_sample_min_width": pipe.vae.tile_sample_min_width, **chosen}
+        assert tiles == pytest.approx({key: float(ref[key]) for key in tiles}), tiles
     noise_preds: list[torch.Tensor] = []
     pipe.transformer.register_forward_hook(lambda module, args, output: noise_preds.append(output[0].float()))
     seen: dict[str, list] = {"image_latents": []}

@@ -171,6 +171,26 @@ def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
     assert inpainter.reduce_memory() is False  # no GPU: model offload does not apply
 
 
+def test_vae_tiling_keeps_the_real_models_overlaps_and_fixes_the_tiny_ones():
+    """The real VAE's tiles (240x360 pixels = 30x45 latents) keep diffusers' 1/6 and 1/5; the tiny
+    VAE's (32x48 = 4x6) would not add up to the frame with those, so whole fractions replace them."""
+    from vp_ray.models.vae_tiling import tile_overlap, tiles_add_up
+
+    assert tile_overlap(240, 30, 1 / 6, 8) == 1 / 6 and tile_overlap(360, 45, 0.2, 8) == 0.2
+    assert not tiles_add_up(32, 4, 1 / 6, 8) and not tiles_add_up(48, 6, 0.2, 8)
+    assert tile_overlap(32, 4, 1 / 6, 8) == 0.25 and tile_overlap(48, 6, 0.2, 8) == 1 / 6
+
+
+def test_tiled_vae_round_trips_a_tiny_clip_at_its_own_size(tiny_tree):
+    """VAE tiling on the tiny model (what the OOM ladder switches on) keeps the frame size; diffusers'
+    default overlaps gave a 9x12 latent and 70x110 frames here."""
+    inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree, vae_tiling=True))
+    assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
+    frames, masks = clip(num_frames=17)
+    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert out.shape == frames.shape
+
+
 def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
     from types import SimpleNamespace
 

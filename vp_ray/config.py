@@ -89,6 +89,11 @@ class ResizeMode(Enum):
     crop = "crop"
 
 
+class Preprocess(Enum):
+    reference = "reference"
+    opencv = "opencv"
+
+
 @dataclass(frozen=True)
 class Check:
     """A condition on a value, and how to say it to a user."""
@@ -384,7 +389,14 @@ class Config:
     max_seconds: float = setting(6.0, check=POSITIVE)
     # Clips with fewer frames than this after resampling fail (a 1-frame "video" is an image).
     min_frames: int = setting(9, check=AT_LEAST_ONE)
-    # Masks are dilated with a square kernel of this many pixels (0 = off).
+    # How frames and mask files become the model's inputs. reference: as the original's inpaint.py
+    # (PIL Lanczos resize; masks dilated at the source size, then Lanczos-resized and kept where >= 0.5;
+    # the object blacked out with the undilated mask before resizing). opencv: OpenCV area/bilinear
+    # resize, nearest-neighbour masks dilated at the model's size, object blacked out with the dilated mask.
+    preprocess: Preprocess = Preprocess.reference
+    # Masks are dilated with a square kernel of this many pixels (0 = off): source pixels for mask
+    # files under preprocess=reference (the original dilates 32 px at the source size), model pixels
+    # otherwise (opencv, and masks SAM2 makes on the model-size frames).
     dilate_size: int = setting(32, check=NON_NEGATIVE)
     # How a frame of another aspect ratio becomes height x width: stretch | pad | crop.
     resize_mode: ResizeMode = ResizeMode.stretch

@@ -121,6 +121,11 @@ def require_object(masks: np.ndarray) -> np.ndarray:
     return masks
 
 
+def black_out(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``frames`` with the pixels under ``masks`` set to black (the original's masked video)."""
+    return np.where(masks[..., None].astype(bool), np.uint8(0), frames)
+
+
 def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
     """Grow each mask with a size x size box kernel, so the fill also covers the object's fringe."""
     if size <= 0:

@@ -14,6 +14,7 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from vp_ray.atomic import atomic_path
 from vp_ray.errors import ClipError
@@ -273,9 +274,17 @@ def placement_for(source_height: int, source_width: int, height: int, width: int
                      (width - rw) // 2, (height - rh) // 2)
 
 
-def _resize(images: np.ndarray, width: int, height: int, interpolation: int) -> np.ndarray:
+# Resize filters: "lanczos" is PIL's Lanczos, as diffusers' processors resize the original's PIL frames
+# (preprocess=reference); an OpenCV flag otherwise (preprocess=opencv, and restoring the source size).
+LANCZOS = "lanczos"
+
+
+def _resize(images: np.ndarray, width: int, height: int, interpolation: int | str) -> np.ndarray:
     if images.shape[1:3] == (height, width):
         return images
+    if interpolation == LANCZOS:
+        return np.stack([np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+                         for image in images])
     return np.stack([cv2.resize(image, (width, height), interpolation=interpolation) for image in images])
 
 
@@ -294,18 +303,23 @@ def _image_filter(shrinking: bool) -> int:
     return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR  # area averaging avoids aliasing
 
 
-def fit_frames(frames: np.ndarray, placement: Placement) -> np.ndarray:
-    """Source frames -> model frames."""
+def fit_frames(frames: np.ndarray, placement: Placement, preprocess: str = "reference") -> np.ndarray:
+    """Source frames -> model frames: PIL Lanczos as the original (``reference``), or OpenCV's
+    area averaging when shrinking and bilinear when enlarging (``opencv``)."""
     p = placement
-    resized = _resize(frames, p.resized_width, p.resized_height,
-                      _image_filter(p.scale_x < 1 or p.scale_y < 1))
+    interpolation = LANCZOS if preprocess == "reference" else _image_filter(p.scale_x < 1 or p.scale_y < 1)
+    resized = _resize(frames, p.resized_width, p.resized_height, interpolation)
     return _paste(resized, p.height, p.width, p.offset_x, p.offset_y)
 
 
-def fit_masks(masks: np.ndarray, placement: Placement) -> np.ndarray:
-    """Source masks -> model masks, nearest neighbour, bool."""
+def fit_masks(masks: np.ndarray, placement: Placement, preprocess: str = "reference") -> np.ndarray:
+    """Source masks -> model masks, bool. ``reference``: as the original's mask processor, the 0/255
+    mask resized with Lanczos and kept where it reaches half (>= 128); ``opencv``: nearest neighbour."""
     p = placement
-    resized = _resize(masks.astype(np.uint8), p.resized_width, p.resized_height, cv2.INTER_NEAREST)
+    if preprocess == "reference":
+        resized = _resize(masks.astype(np.uint8) * np.uint8(255), p.resized_width, p.resized_height, LANCZOS) >= 128
+    else:
+        resized = _resize(masks.astype(np.uint8), p.resized_width, p.resized_height, cv2.INTER_NEAREST)
     return _paste(resized, p.height, p.width, p.offset_x, p.offset_y).astype(bool)
 
 

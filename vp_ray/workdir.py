@@ -18,6 +18,7 @@ from vp_ray.atomic import atomic_path
 FRAMES = "frames.npy"          # uint8 [T, H, W, 3] RGB at the model's size
 MASKS_RAW = "masks_raw.npy"    # bool [T, H, W]: the object, as given or segmented
 MASKS = "masks.npy"            # bool [T, H, W]: dilated, what the inpainter fills
+MASKED_VIDEO = "masked_video.npy"  # uint8 [T, H, W, 3]: the object blacked out (preprocess=reference)
 INDICES = "indices.npy"        # int64 [T]: the source frame number of each frame
 RESULT = "result.npy"          # uint8 [T', H, W, 3]: T' <= T after an OOM retry shortened it
 
@@ -47,10 +48,14 @@ def remove_work_dir(work_dir: str | os.PathLike) -> None:
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def store_masks(work_dir: str | os.PathLike, raw_masks: np.ndarray, masks: np.ndarray) -> None:
-    """Save the object masks as given or segmented, and dilated (what the inpainter fills)."""
+def store_masks(work_dir: str | os.PathLike, raw_masks: np.ndarray, masks: np.ndarray,
+                masked_video: np.ndarray | None = None) -> None:
+    """Save the object masks as given or segmented, dilated (what the inpainter fills), and the
+    video the inpainter conditions on when it is not the frames blacked out with ``masks``."""
     save_array(work_dir, MASKS_RAW, raw_masks.astype(bool))
     save_array(work_dir, MASKS, masks.astype(bool))
+    if masked_video is not None:
+        save_array(work_dir, MASKED_VIDEO, masked_video)
 
 
 def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) -> None:

@@ -25,11 +25,13 @@ Progress = Optional[Callable[[int, int], None]]
 
 class Inpainter(Protocol):
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
-                     progress: Progress = None) -> np.ndarray:
+                     progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         """Fill the masked pixels.
 
         frames: uint8 [T, H, W, 3] RGB at the model's size; masks: bool [T, H, W], True where
-        the object is (already dilated). Returns uint8 [T, H, W, 3].
+        the object is (already dilated); masked_video: uint8 [T, H, W, 3], the frames with the
+        object blacked out as the data path prepared them (None: ``frames`` blacked out with
+        ``masks``), for models conditioned on a masked video. Returns uint8 [T, H, W, 3].
         """
 
     def reduce_memory(self) -> bool:

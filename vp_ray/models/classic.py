@@ -39,7 +39,7 @@ class ClassicInpainter:
         self.method = METHODS[method]
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
-                     progress: Progress = None) -> np.ndarray:
+                     progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         """``progress`` is not called: there are no denoising steps, and a clip takes milliseconds."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or masks.shape != frames.shape[:3]:
             raise ValueError(f"expected uint8 frames [T, H, W, 3] and masks [T, H, W], got "

@@ -32,7 +32,7 @@ class FaultyInpainter:
         self.calls = 0
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
-                     progress: Progress = None) -> np.ndarray:
+                     progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         self.calls += 1
         if "[crash-always]" in prompt:
             os._exit(3)

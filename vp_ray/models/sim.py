@@ -28,7 +28,7 @@ class SimInpainter:
                 self.held = torch.empty(int(model_cfg["gpu_memory_gb"] * 2**30), dtype=torch.uint8, device="cuda")
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
-                     progress: Progress = None) -> np.ndarray:
+                     progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         time.sleep(self.seconds_per_frame * len(frames))
         mean = frames.reshape(len(frames), -1, 3).mean(axis=1).astype(np.uint8)
         return np.where(masks[..., None], mean[:, None, None, :], frames)

@@ -23,6 +23,7 @@ from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
+from vp_ray.models.vae_tiling import enable_vae_tiling
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,18 @@ def mirrored_indices(length: int, total: int) -> np.ndarray:
 
 
 def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool, first_frame_fill: str,
-                     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                     masked_video: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The video and masks the pipeline gets, prepared as the original scripts do.
 
-    The object is blacked out in every frame. With ``first_frame_gt`` frame 0 becomes ground
-    truth: its mask is cleared, so frame 0 (after ``first_frame_fill``) is kept and conditions
-    the whole clip. The original fills it with FLUX.1-Fill; ``opencv`` is a light stand-in,
-    ``none`` leaves the hole black as the original's single-clip demo does.
+    The object is blacked out in every frame (``masked_video`` when the data path made it, else
+    ``frames`` under ``masks``). With ``first_frame_gt`` frame 0 becomes ground truth: its mask is
+    cleared, so frame 0 (after ``first_frame_fill``) is kept and conditions the whole clip. The
+    original fills it with FLUX.1-Fill; ``opencv`` is a light stand-in, ``none`` leaves the hole
+    black as the original's single-clip demo does.
     """
     masks = masks.astype(bool)
-    video = np.where(masks[..., None], np.uint8(0), frames)
+    video = np.where(masks[..., None], np.uint8(0), frames) if masked_video is None else masked_video.copy()
     if first_frame_gt:
         if first_frame_fill == "flux":
             video[0] = fill(np.ascontiguousarray(frames[0]), masks[0])
@@ -108,7 +110,7 @@ class VideoPainterInpainter:
 
     # ------------------------------------------------------------------ Inpainter protocol
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
-                     progress: Progress = None) -> np.ndarray:
+                     progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         cfg = self.cfg
         self.last_warnings = []
         count = len(frames)
@@ -119,12 +121,14 @@ class VideoPainterInpainter:
             # Shorter windows come out as noise: mirror the clip to whole windows, cut back after.
             order = mirrored_indices(count, total)
             frames, masks = frames[order], masks[order]
+            masked_video = None if masked_video is None else masked_video[order]
 
         fill = None
         if self.flux is not None:
             def fill(frame, mask):
                 return self.flux(frame, mask, prompt)
-        masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"], cfg["first_frame_fill"], fill)
+        masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"], cfg["first_frame_fill"], fill,
+                                               masked_video)
         self._check_prompt_length(prompt)
 
         # One window of the (padded) clip, or windows of 49 sharing their boundary frame.
@@ -222,8 +226,7 @@ class VideoPainterInpainter:
 
     def _apply_vae_savers(self) -> None:
         if self.vae_savers:
-            self.pipe.vae.enable_slicing()
-            self.pipe.vae.enable_tiling()
+            enable_vae_tiling(self.pipe.vae)
         else:
             self.pipe.vae.disable_slicing()
             self.pipe.vae.disable_tiling()

@@ -62,9 +62,11 @@ class InpaintClips(ClipStage):
         workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
         masks = workdir.load_array(row["work_dir"], workdir.MASKS)
+        masked_video = workdir.load_array(row["work_dir"], workdir.MASKED_VIDEO) \
+            if workdir.has_array(row["work_dir"], workdir.MASKED_VIDEO) else None
         gpu.start_peak()
         steps = StepClock(self._progress(row["clip_id"]))
-        result, row = self.inpaint_with_oom_ladder(row, frames, masks, steps)
+        result, row = self.inpaint_with_oom_ladder(row, frames, masks, steps, masked_video)
         workdir.save_array(row["work_dir"], workdir.RESULT, result)
         for warning in getattr(self.inpainter, "last_warnings", []):
             add_warning(row, warning)
@@ -76,7 +78,7 @@ class InpaintClips(ClipStage):
         return row
 
     def inpaint_with_oom_ladder(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,
-                                steps: StepClock):
+                                steps: StepClock, masked_video: np.ndarray | None = None):
         retry = self.cfg["retry"]
         count, max_seconds = len(frames), row["effective_max_seconds"]
         shorter = [s for s in retry["oom_max_seconds"] if s < max_seconds]
@@ -86,7 +88,8 @@ class InpaintClips(ClipStage):
             steps.restart()
             try:
                 result = self.inpainter.inpaint_clip(
-                    frames[:count], masks[:count], row["prompt"], row["effective_seed"], progress=steps)
+                    frames[:count], masks[:count], row["prompt"], row["effective_seed"], progress=steps,
+                    masked_video=None if masked_video is None else masked_video[:count])
                 break
             except Exception as error:  # noqa: BLE001 - classified below
                 if not gpu.is_cuda_oom(error):

@@ -25,7 +25,7 @@ def clip_seed(run_seed: int, clip_id: str) -> int:
 class PrepareClips(ClipStage):
     name, title = "prepare", "decoding, resampling, resizing, loading masks"
     reads = ("model", "dataset", "output_dir", "seed", "target_fps", "max_seconds", "min_frames",
-             "resize_mode", "dilate_size")
+             "resize_mode", "dilate_size", "preprocess")
     timing_column = "time_prepare_s"
     concurrency = "prepare_concurrency"
 
@@ -53,14 +53,22 @@ class PrepareClips(ClipStage):
         raw_masks = self.load_masks(row, indices, (source_h, source_w)) \
             if row["mask_kind"] in FILE_MASK_KINDS else None
 
+        preprocess = cfg["preprocess"]
         if raw_masks is not None:
-            raw_masks = mask_io.require_object(video.fit_masks(raw_masks, placement))
+            fitted_masks = mask_io.require_object(video.fit_masks(raw_masks, placement, preprocess))
         work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"])
-        workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement))
+        workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement, preprocess))
         workdir.save_array(work_dir, workdir.INDICES, indices)
         if raw_masks is not None:
-            masks = mask_io.dilate_masks(raw_masks, cfg["dilate_size"])
-            workdir.store_masks(work_dir, raw_masks, masks)
+            masked_video = None
+            if preprocess == "reference":
+                # As the original prepares its inputs: the object is blacked out and the mask dilated
+                # at the source size, and both are resized after (the pipeline's Lanczos resize).
+                masks = video.fit_masks(mask_io.dilate_masks(raw_masks, cfg["dilate_size"]), placement)
+                masked_video = video.fit_frames(mask_io.black_out(frames, raw_masks), placement)
+            else:
+                masks = mask_io.dilate_masks(fitted_masks, cfg["dilate_size"])
+            workdir.store_masks(work_dir, fitted_masks, masks, masked_video)
             row["mask_area"] = float(masks.mean())
         row.update(
             work_dir=str(work_dir), source_height=source_h, source_width=source_w,

@@ -16,7 +16,7 @@ class SegmentStage(ClipStage):
     """A Ray actor holding one SAM2 video predictor; rows without clicks or a box pass through."""
 
     name, title = "segment", "segmenting (SAM2)"
-    reads = ("sam2", "retry", "dataset", "resize_mode", "dilate_size")
+    reads = ("sam2", "retry", "dataset", "resize_mode", "dilate_size", "preprocess")
     timing_column = "time_segment_s"
     actor = True
 
@@ -45,6 +45,8 @@ class SegmentStage(ClipStage):
                              f"({first_area} px): move the click onto the object")
         raw_masks = mask_io.require_object(raw_masks)
         masks = mask_io.dilate_masks(raw_masks, self.cfg["dilate_size"])
-        workdir.store_masks(row["work_dir"], raw_masks, masks)
+        # preprocess=reference: the original blacks the object out with the undilated mask.
+        masked_video = mask_io.black_out(frames, raw_masks) if self.cfg["preprocess"] == "reference" else None
+        workdir.store_masks(row["work_dir"], raw_masks, masks, masked_video)
         row.update(mask_area=float(masks.mean()), segment_worker=self.worker)
         return row
