@@ -220,6 +220,22 @@ def test_auto_memory_plan_follows_the_measured_peaks():
     assert plan_memory(22) == ("model_offload", True)
 
 
+def test_auto_memory_plan_makes_room_for_id_resampling():
+    """ID resampling holds 42 blocks' outputs (2 x 17776 tokens x 3072, bf16): 8.54 GiB. A 32 GB card
+    then offloads the model (its loop peak, 13.6 GiB, leaves room); 80 GB stays resident."""
+    from types import SimpleNamespace
+
+    from vp_ray.models.videopainter import ID_RESAMPLING_TRANSIENT_GIB, id_resampling_state_gib, plan_memory
+
+    real = SimpleNamespace(sample_frames=49, sample_height=60, sample_width=90, patch_size=2, num_layers=42,
+                           num_attention_heads=48, attention_head_dim=64, max_text_seq_length=226)
+    extra = id_resampling_state_gib(real)
+    assert extra - ID_RESAMPLING_TRANSIENT_GIB == pytest.approx(42 * 2 * 17776 * 3072 * 2 / 2**30)
+    assert plan_memory(31, extra) == ("model_offload", True)
+    assert plan_memory(46, extra) == ("resident", True)
+    assert plan_memory(79, extra) == ("resident", False)
+
+
 def test_uint8_output_equals_diffusers_postprocessing_then_rounding():
     # The inpainter converts the decoded video on the GPU; it must give exactly the frames that
     # diffusers' numpy postprocessing followed by round(x * 255) gives, in the decoder's bf16 too.

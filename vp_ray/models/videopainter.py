@@ -37,11 +37,28 @@ WINDOW_OVERLAP = 1
 PEAK_RESIDENT_GIB = 35.7          # everything resident, VAE untiled (decode is the peak)
 PEAK_RESIDENT_TILED_GIB = 24.7    # everything resident, VAE tiled + sliced (1.2 s more per clip)
 HEADROOM_GIB = 1.0
+# ID resampling's attention builds doubled keys and values per block (extra K/V, the normed
+# previous tokens, the concatenations): about 7 x 218 MB at 49x480x720 in bf16, freed per block.
+# An estimate from the tensor sizes, not a measurement.
+ID_RESAMPLING_TRANSIENT_GIB = 1.5
 
 
-def plan_memory(available_gib: float) -> tuple[str, bool]:
+def id_resampling_state_gib(transformer_config, bytes_per_value: int = 2) -> float:
+    """GiB that ID resampling holds through a window: every block's output (text + video tokens,
+    both CFG halves) of the previous window's last step, at the model's sample size (8.54 GiB for
+    CogVideoX-5b-I2V in bf16), plus its attention's transient."""
+    c = transformer_config
+    latent_frames = (c.sample_frames - 1) // 4 + 1
+    tokens = c.max_text_seq_length + latent_frames * (c.sample_height // c.patch_size) * (c.sample_width // c.patch_size)
+    values = c.num_layers * 2 * tokens * c.num_attention_heads * c.attention_head_dim
+    return values * bytes_per_value / 2**30 + ID_RESAMPLING_TRANSIENT_GIB
+
+
+def plan_memory(available_gib: float, extra_gib: float = 0.0) -> tuple[str, bool]:
     """(memory mode, VAE tiling) for an actor that may use ``available_gib``: resident untiled on
-    80 GB+ cards, resident with VAE tiling on 32 GB cards, model CPU offload below that."""
+    80 GB+ cards, resident with VAE tiling on 32 GB cards, model CPU offload below that.
+    ``extra_gib`` (ID resampling's state) is added to every mode's peak."""
+    available_gib -= extra_gib
     if available_gib >= PEAK_RESIDENT_GIB + HEADROOM_GIB:
         return "resident", False
     if available_gib >= PEAK_RESIDENT_TILED_GIB + HEADROOM_GIB:
@@ -209,9 +226,13 @@ class VideoPainterInpainter:
         free_bytes, _ = torch.cuda.mem_get_info()
         if self.cfg["gpu_memory_limit_gb"]:
             free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
-        mode, tiling = plan_memory(free_bytes / 2**30)
-        log.info("memory=auto: %.1f GiB for this actor -> %s%s", free_bytes / 2**30, mode,
-                 " + VAE tiling" if tiling else "")
+        extra = 0.0
+        if self.cfg["id_resampling"]:
+            value_bytes = torch.finfo(self.pipe.transformer.dtype).bits // 8
+            extra = id_resampling_state_gib(self.pipe.transformer.config, value_bytes)
+        mode, tiling = plan_memory(free_bytes / 2**30, extra)
+        log.info("memory=auto: %.1f GiB for this actor%s -> %s%s", free_bytes / 2**30,
+                 f" ({extra:.1f} GiB of it for ID resampling)" if extra else "", mode, " + VAE tiling" if tiling else "")
         return mode, tiling
 
     def _apply_memory_mode(self) -> None:
