@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -41,7 +42,11 @@ def head(tmp_path):
              "--metrics-export-port", "--node-manager-port", "--object-manager-port", "--ray-client-server-port"]
     ports = [arg for name, port in zip(names, others) for arg in (name, str(port))]
     temp = Path("/tmp") / f"vp-head-{os.getpid()}"  # Ray's socket paths must stay short
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # As the README's recipe: token authentication on, the same token for the head and the submitting
+    # shell (given here, so that no token file of this machine's user is read or written).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     env.pop("RAY_ADDRESS", None)
     process = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
@@ -73,8 +78,6 @@ def submit(address: str, env: dict, args: list[str]) -> subprocess.CompletedProc
 
 def test_ray_job_submit_runs_launch_py_on_a_head_started_with_ray_start(head, tmp_path):
     address, env = head
-    # As the README says: the submitting shell names the token mode (the token is in ~/.ray).
-    env = {**env, "RAY_AUTH_MODE": "token"}
     excludes = {"excludes": ["ckpt/", "data/", "outputs/", ".venv/", "build/", ".site/", "logs/"]}
     done = submit(address, env, [
         "--working-dir", ".", "--runtime-env-json", json.dumps(excludes), "--",
@@ -82,6 +85,10 @@ def test_ray_job_submit_runs_launch_py_on_a_head_started_with_ray_start(head, tm
         "dataset.demo_num_clips=3", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'logs'}"])
     log = done.stdout + done.stderr
     assert done.returncode == 0 and "succeeded" in log, log[-4000:]
+    assert "Token authentication is disabled" not in (tmp_path / "head.log").read_text()
+    refused = subprocess.run([RAY, "job", "list", "--address", address], cwd=REPO, capture_output=True, text=True,
+                             env={**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}, timeout=120)
+    assert refused.returncode != 0  # another token is turned away
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert len(manifest) == 3 and set(manifest.status) == {"ok"}
 
