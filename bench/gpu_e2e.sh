@@ -7,7 +7,12 @@
 # 2. run "mixed": 2 demo clips with mask files + 2 click-prompted clips (SAM2 hiera-large, random
 #    weights, on the same GPU: sam2.placement=auto -> shared), 49 frames at 480x720, STEPS steps;
 # 3. run "oom": the 2 mask-file clips again, resident, with the actor capped at OOM_LIMIT_GB (26) GiB of GPU
-#    memory (model.gpu_memory_limit_gb), so real CUDA OOMs drive the degradation ladder.
+#    memory (model.gpu_memory_limit_gb), so real CUDA OOMs drive the degradation ladder;
+# 4. run "longoom" (not in the default RUNS): a 15 s clip (120 frames at 8 fps) with max_seconds=12
+#    (97 frames, 2 windows) and ID resampling, model CPU offload + VAE tiling (the weights, 20.4 GiB,
+#    would not load resident), the actor capped at LONG_OOM_LIMIT_GB (20) GiB: the second window,
+#    holding the first one's saved state (~8.5 GiB) beside the ~13.6 GiB loop, should not fit; the
+#    ladder's 4 s rung (one window, no saved state) should: the clip ends degraded at 49 frames.
 # Copies the manifests, failures, per-clip meta.json and logs to OUT_DIR (not the videos).
 set -uo pipefail
 out=${1:?usage: bench/gpu_e2e.sh OUT_DIR [STEPS]}
@@ -32,6 +37,10 @@ clicks = [{"clip_id": f"click{i}", "video_path": rows.video_path[i], "prompt": "
            "points": "[[300, 200, 1]]"} for i in range(2)]
 pd.concat([rows, pd.DataFrame(clicks)]).to_csv(work / "mixed.csv", index=False)
 rows.to_csv(work / "masks.csv", index=False)
+long = pd.read_csv(ensure_demo_dataset(work / "demo_long", num_clips=1, num_frames=120, height=480, width=720))
+for col in ("video_path", "mask_path", "ground_truth_path"):
+    long[col] = [str(work / "demo_long" / p) for p in long[col]]
+long.to_csv(work / "long.csv", index=False)
 EOF
 
 common=(model=videopainter "model.base_model_path=$ckpt/CogVideoX-5b-I2V"

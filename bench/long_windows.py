@@ -1,12 +1,13 @@
 """Seconds and peak GPU memory of long clips: 1, 2 and 4 windows of 49 frames (480x720).
 
-    python bench/long_windows.py [--steps 2] [--windows 1,2,4] [--id] [--out bench/long_windows.json]
+    python bench/long_windows.py [--steps 2] [--windows 1,2,4] [--id] [--cap GIB] [--out bench/long_windows.json]
 
 The full-size random-weight pipeline of ``bench_videopainter.py`` through the production
 ``VideoPainterInpainter.inpaint_clip`` with resident weights and VAE tiling (a 32 GB card's
 plan), clips of 48n + 1 frames (n windows sharing their boundary frame). ``--id`` also runs them
 with ID resampling (random LoRA of the released rank). Each result is written as soon as it is
-measured, so a run cut short keeps what it measured.
+measured, so a run cut short keeps what it measured. ``--cap 31`` holds the actor to 31 GiB
+(``model.gpu_memory_limit_gb``, a 32 GB card) and lets ``memory_mode=auto`` plan within it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--windows", default="1,2,4")
     parser.add_argument("--id", action="store_true", help="also with ID resampling (+ a random rank-256 LoRA)")
+    parser.add_argument("--cap", type=float, default=None, help="GiB the actor may allocate (memory_mode=auto)")
     parser.add_argument("--out", default="bench/long_windows.json")
     args = parser.parse_args(argv)
     device = torch.device("cuda")
     pipe = build_pipeline(False, device, torch.bfloat16)
     cfg = {**schema_defaults(VideoPainterModelConfig), "memory_mode": "resident", "vae_tiling": True,
            "num_inference_steps": args.steps}
+    if args.cap:
+        cfg.update(memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap,
+                   id_resampling=args.id)   # auto plans for ID resampling's state when it will be on
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
     counts = [int(n) for n in args.windows.split(",")]
     rng = np.random.default_rng(0)
@@ -46,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = rng.integers(0, 256, (longest, 480, 720, 3), dtype=np.uint8)
     masks = np.zeros((longest, 480, 720), dtype=bool)
     masks[:, 120:360, 180:540] = True
-    report = {"device": torch.cuda.get_device_name(), "steps": args.steps, "weights_gib":
+    report = {"device": torch.cuda.get_device_name(), "steps": args.steps, "cap_gib": args.cap,
+              "plan": [inpainter.memory_mode, inpainter.vae_savers], "weights_gib":
               torch.cuda.memory_allocated() / 2**30, "runs": []}
     inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=0)  # warm-up
 
@@ -70,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
         lora = write_tiny_id_lora("/tmp/vp_id_lora/pytorch_lora_weights.safetensors", pipe.transformer, rank=256)
         load_id_lora(pipe, lora)
-        pipe.to(device, torch.bfloat16)
+        if inpainter.memory_mode == "resident":   # under offload, accelerate's hooks move the weights
+            pipe.to(device, torch.bfloat16)
         pipe.enable_id_resampling(0.5)
         measure("id_resampling")
     return 0

@@ -4,7 +4,7 @@
 
 For end-to-end runs on a GPU machine where the real weights cannot be fetched: the tree has the
 real architecture and file layout (CogVideoX-5b-I2V transformer, its 3D VAE, T5-v1.1-XXL, the
-two-block branch; bf16 safetensors), so ``model=videopainter model.base_model_path=...`` loads it
+two-block branch, the VideoPainterID LoRA at the released rank 256; bf16 safetensors), so ``model=videopainter model.base_model_path=...`` loads it
 through the production code with the same memory and FLOPs as the real weights. The pixels it
 makes are meaningless. The tokenizer is the small offline one of the tiny tree (its ids fit
 T5's 32128-token vocabulary); everything else is full size.
@@ -27,6 +27,11 @@ from bench_videopainter import FULL_TRANSFORMER, FULL_VAE, T5_XXL  # noqa: E402
 from vp_ray.models import tiny as tiny_models  # noqa: E402
 from vp_ray.models.branch import CogvideoXBranchModel  # noqa: E402
 from vp_ray.models.checkpoint import missing_files, tree_paths  # noqa: E402
+from vp_ray.models.id_lora import write_tiny_id_lora  # noqa: E402
+
+
+def id_lora_path(root: Path) -> Path:
+    return root / "VideoPainterID" / "checkpoints" / "pytorch_lora_weights.safetensors"
 
 
 def write_tree(root: Path, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -49,6 +54,7 @@ def write_tree(root: Path, device: torch.device, dtype: torch.dtype = torch.bflo
         transformer = CogVideoXTransformer3DModel(**FULL_TRANSFORMER).to(dtype)
         transformer.save_pretrained(base / "transformer")
         CogvideoXBranchModel.from_transformer(transformer, num_layers=2).to(dtype).save_pretrained(branch_dir)
+        write_tiny_id_lora(id_lora_path(root), transformer, rank=256)
         print(f"all written ({time.perf_counter() - start:.0f} s)", flush=True)
         del transformer
     if device.type == "cuda":
@@ -61,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    if missing_files(*tree_paths(root)):
+    if missing_files(*tree_paths(root)) or not id_lora_path(root).is_file():
         write_tree(root, torch.device(args.device))
-    missing = missing_files(*tree_paths(root))
+    missing = missing_files(*tree_paths(root)) + ([] if id_lora_path(root).is_file() else [str(id_lora_path(root))])
     print(f"{root}: " + ("complete" if not missing else f"incomplete: {missing}"))
     return 1 if missing else 0
 

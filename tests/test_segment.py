@@ -213,7 +213,7 @@ PLAN = DatasetPlan(path="/data/clips.csv", format="csv", columns=["points", "box
 
 
 def stage_cfg(**sam2):
-    return {"sam2": {**TINY, **sam2}, "dilate_size": 3, "resize_mode": "stretch",
+    return {"sam2": {**TINY, **sam2}, "dilate_size": 3, "resize_mode": "stretch", "preprocess": "reference",
             "dataset": {"prompt_coords": "source"}, "retry": {"max_worker_deaths": 1}}
 
 
@@ -247,6 +247,9 @@ def test_stage_warns_when_the_click_misses_on_the_first_frame(tmp_path):
     assert out.warnings == "first-frame mask is empty (0 px): move the click onto the object"
     raw, dilated = (workdir.load_array(out.work_dir, name) for name in (workdir.MASKS_RAW, workdir.MASKS))
     assert raw[1:, 10:20, 10:20].all() and dilated.sum() > raw.sum()
+    # preprocess=reference: the model conditions on frames with the undilated object blacked out
+    masked = workdir.load_array(out.work_dir, workdir.MASKED_VIDEO)
+    np.testing.assert_array_equal(masked, np.where(raw[..., None], 0, frames()))
 
 
 def test_stage_fails_a_click_outside_the_source_frame(tmp_path):

@@ -1,6 +1,6 @@
 """A bound on the clips in ``<output_dir>/.work``: the disk they fill is not Ray's to see.
 
-Rows carry paths; a clip's frames (about 80 MB at 480x720) wait as ``.npy`` files in
+Rows carry paths; a clip's frames (about 135 MB at 480x720 with the masked video) wait as ``.npy`` files in
 ``<output_dir>/.work`` from the moment it is prepared until it is written. Ray Data's own
 backpressure counts object-store bytes, and a row is a few hundred bytes, so without this the
 prepare tasks decode the whole dataset ahead of the GPUs (measured: 150 of 150 clips prepared,

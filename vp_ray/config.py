@@ -110,6 +110,7 @@ CRF = Check(lambda v: 0 <= v <= 51, "within 0..51 (H.264)")
 ALL_POSITIVE = Check(lambda v: all(x > 0 for x in v), "a list of durations > 0")
 ROWS_OR_ALL = Check(lambda v: v >= -1, ">= 0, or -1 for all")
 SIZE_OR_NEVER = Check(lambda v: v >= -1, ">= 0, or -1 for never")
+TIMESTEP_RANGE = Check(lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 1000, "[low, high] with 0 <= low < high <= 1000")
 
 
 def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, check: Check | None = None,
@@ -265,6 +266,18 @@ class VideoPainterModelConfig(ModelConfig):
     prev_clip_weight: float = setting(0.5, check=NON_NEGATIVE)
     # The VideoPainterID LoRA file (id_resampling; written tiny with create_tiny_if_missing).
     id_lora_path: str = "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
+    # Speed, exact: torch.compile every block of the backbone and the branch (regional compilation:
+    # the blocks share one compiled graph per shape). Paid once per actor, at its first window; clips
+    # of another length compile again (keep pad_short_clips=true: every window is 49 frames). Results
+    # equal the eager ones within float rounding, so it is fingerprinted. Not with ID resampling (its
+    # per-block state would compile each block apart), sequential_offload, or approx_attention_reuse.
+    compile_blocks: bool = False
+    # Speed, APPROXIMATE (changes results; 1 = off): Pyramid Attention Broadcast (diffusers' hook) on
+    # the backbone's attention. At steps whose timestep lies inside approx_attention_reuse_timesteps,
+    # each attention computes its output at one step in N and reuses it for the N - 1 steps after.
+    # Quality cannot be judged without real weights: compare runs with `python -m vp_ray.compare`.
+    approx_attention_reuse: int = setting(1, check=AT_LEAST_ONE)
+    approx_attention_reuse_timesteps: list[int] = setting(factory=lambda: [100, 800], check=TIMESTEP_RANGE)
 
 
 @dataclass
@@ -289,7 +302,7 @@ class ClusterConfig:
     # CPU tasks that decode/prepare and encode/write clips in parallel.
     prepare_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
     # Backpressure: at most this many clips per model actor wait for one, and as many (plus the
-    # writers) wait behind them for a writer: their frames fill <output_dir>/.work (about 80 MB
+    # writers) wait behind them for a writer: their frames fill <output_dir>/.work (about 135 MB
     # per 480x720 clip) whatever the dataset's size.
     prepared_per_actor: int = setting(2, check=AT_LEAST_ONE, output=False)
     write_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
@@ -516,6 +529,14 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     model = plain["model"]
     if model.get("id_resampling") and not model.get("mask_add"):
         problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
+    if model.get("compile_blocks"):
+        for key, value, why in (("id_resampling", True, "its per-block state would compile every block apart"),
+                                ("memory_mode", "sequential_offload", "its hooks sit inside every block"),
+                                ("approx_attention_reuse", None, "its per-step state would recompile every step")):
+            clash = model[key] > 1 if value is None else model[key] == value
+            if clash:
+                shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
+                problems.append(f"model.compile_blocks=true cannot be combined with model.{key}={shown}: {why}")
     sam2 = plain["sam2"]
     taken = sam2["pool_size"] * sam2["gpu_fraction"]
     if sam2["placement"] in ("shared", "auto") and not taken < 0.5:

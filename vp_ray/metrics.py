@@ -23,3 +23,14 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
 def masked_psnr(result: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> float:
     """PSNR of the inpainted region only: what the inpainter actually had to invent."""
     return psnr(result, truth, masks)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of uint8 frames ``[T, H, W, 3]`` (Wang et al.'s Gaussian-window SSIM, as
+    scikit-image computes it, over each frame's three channels; 1.0 = identical)."""
+    from skimage.metrics import structural_similarity
+
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare frames of shapes {a.shape} and {b.shape}")
+    return float(np.mean([structural_similarity(x, y, data_range=255, channel_axis=-1, gaussian_weights=True,
+                                                sigma=1.5, use_sample_covariance=False) for x, y in zip(a, b)]))

@@ -117,6 +117,8 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         self.inject_branch = BranchInjection(transformer)
         # ID resampling (``id_resample.IdResampling``), switched on by ``enable_id_resampling``.
         self.id_resampling = None
+        # The step's timestep value during the loop (diffusers' ``current_timestep``, read by step caches).
+        self._current_timestep = None
 
     def enable_id_resampling(self, prev_clip_weight: float) -> None:
         """Every backbone block also attends to masked tokens of its previous window's output."""
@@ -241,8 +243,11 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
         dtype = prompt_embeds.dtype
 
-        # 4. Prepare timesteps
+        # 4. Prepare timesteps (step caches such as attention reuse start afresh in every window,
+        # so a clip's result does not depend on what the actor ran before it)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if self.transformer.is_cache_enabled:
+            self.transformer._reset_stateful_cache()
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
 
@@ -286,6 +291,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         with self.progress_bar(total=num_inference_steps) as progress_bar, \
                 noise_copied_without_waiting(self.scheduler):
             for i, t in enumerate(timesteps):
+                self._current_timestep = step_values[i]
                 latent_video_input = self.scheduler.scale_model_input(torch.cat([latents] * copies), t)
                 latent_image_input = torch.cat([image_latents] * copies)
                 latent_model_input = torch.cat([latent_video_input, latent_image_input], dim=2)
@@ -331,6 +337,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                 progress_bar.update()
 
         # 10. Decode
+        self._current_timestep = None
         record["latents"] = latents
         frames = self.decode(latents, output_type)
         self.maybe_free_model_hooks()

@@ -23,6 +23,7 @@ from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
+from vp_ray.models.speed import compile_blocks, reuse_attention
 from vp_ray.models.vae_tiling import enable_vae_tiling
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,10 @@ class VideoPainterInpainter:
         self.cfg = model_cfg
         self.pipe = pipe if pipe is not None else self._load(model_cfg)
         self.pipe.set_progress_bar_config(disable=True)
+        if model_cfg["compile_blocks"]:
+            compile_blocks(self.pipe)
+        if model_cfg["approx_attention_reuse"] > 1:
+            reuse_attention(self.pipe, model_cfg["approx_attention_reuse"], model_cfg["approx_attention_reuse_timesteps"])
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         gpu.limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
         self.memory_mode, self.vae_savers = self._resolve_memory_mode()

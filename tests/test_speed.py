@@ -1,0 +1,141 @@
+"""Speed options: compiled blocks (exact, compiled once per actor), attention reuse (approximate,
+off by default), the settings they cannot be combined with, and the tool that compares two runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import compose_config
+from vp_ray import graph, video
+from vp_ray.compare import compare_runs, main as compare_main, summary
+from vp_ray.errors import ConfigError
+from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
+from vp_ray.models.videopainter import VideoPainterInpainter
+from vp_ray.outputs import clip_dir
+
+from tests.test_pipeline import PROMPT, clip, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_tree(tmp_path_factory):
+    return ensure_tiny_tree(tmp_path_factory.getbasetemp() / "tiny-ckpt-speed")
+
+
+class CountedAttention:
+    """An attention processor that counts its calls (its signature is the one diffusers inspects)."""
+
+    def __init__(self, processor):
+        self.processor, self.calls = processor, 0
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
+        self.calls += 1
+        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+
+def count_attention(inpainter) -> list[CountedAttention]:
+    """Every backbone block's attention computations (calls of its processor) from now on."""
+    counted = []
+    for block in inpainter.pipe.transformer.transformer_blocks:
+        counted.append(CountedAttention(block.attn1.processor))
+        block.attn1.set_processor(counted[-1])
+    return counted
+
+
+def test_compiled_blocks_give_the_eager_result_and_compile_once_per_actor(tiny_tree):
+    from torch._dynamo.utils import counters
+
+    frames, masks = clip()
+    eager = VideoPainterInpainter(tiny_cfg(tiny_tree))
+    compiled = VideoPainterInpainter(tiny_cfg(tiny_tree, compile_blocks=True))
+    torch._dynamo.reset()
+    counters.clear()
+    first = compiled.inpaint_clip(frames, masks, PROMPT, seed=1)
+    graphs = counters["stats"]["unique_graphs"]
+    assert 1 <= graphs <= 2   # the backbone's blocks share a graph (the branch's may have its own)
+    second = compiled.inpaint_clip(*clip(seed=3), PROMPT, seed=2)
+    assert counters["stats"]["unique_graphs"] == graphs   # nothing compiled for the second clip
+    assert np.abs(first.astype(int) - eager.inpaint_clip(frames, masks, PROMPT, seed=1)).max() <= 1
+    assert not np.array_equal(first, second)
+
+
+def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_clip(tiny_tree):
+    """4 steps (timesteps 999, 749, 499, 249), reuse every 2nd step inside (100, 800): each attention
+    computes at 999 (outside), reuses at 749, computes at 499, reuses at 249. Same clip, same
+    result, whatever ran before."""
+    frames, masks = clip()
+    cfg = tiny_cfg(tiny_tree, num_inference_steps=4)
+    exact = VideoPainterInpainter(cfg)
+    fast = VideoPainterInpainter({**cfg, "approx_attention_reuse": 2})
+    counted = count_attention(fast)
+    once = fast.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert [processor.calls for processor in counted] == [2] * len(counted)
+    fast.inpaint_clip(*clip(seed=5), PROMPT, seed=4)
+    assert np.array_equal(fast.inpaint_clip(frames, masks, PROMPT, seed=1), once)
+    assert not np.array_equal(once, exact.inpaint_clip(frames, masks, PROMPT, seed=1))   # approximate
+
+
+@pytest.mark.parametrize("clash", ["model.id_resampling=true", "model.memory_mode=sequential_offload",
+                                   "model.approx_attention_reuse=2"])
+def test_compiled_blocks_refuse_what_they_cannot_run_with(clash):
+    with pytest.raises(ConfigError, match=f"model.compile_blocks=true cannot be combined with {clash}"):
+        compose_config(["model=tiny", "model.compile_blocks=true", clash])
+
+
+@pytest.mark.parametrize("bad", ["[800,100]", "[100]", "[-1,800]"])
+def test_attention_reuse_range_is_checked_at_compose(bad):
+    with pytest.raises(ConfigError, match="approx_attention_reuse_timesteps"):
+        compose_config(["model=tiny", f"model.approx_attention_reuse_timesteps={bad}"])
+
+
+def write_run(output_dir, results: dict[str, np.ndarray], masks: np.ndarray) -> None:
+    """An output folder as a run leaves it, for what the comparison reads."""
+    for clip_id, result in results.items():
+        folder = clip_dir(output_dir, clip_id)
+        folder.mkdir(parents=True)
+        video.write_video(folder / "result.mp4", result, 8)
+        video.write_video(folder / "mask.mp4", np.repeat(masks[..., None].astype(np.uint8) * 255, 3, axis=-1), 8)
+    pd.DataFrame({"clip_id": list(results)}).to_parquet(output_dir / "manifest.parquet")
+
+
+def test_compare_scores_each_clip_both_runs_hold_and_shows_them_side_by_side(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    same = rng.integers(0, 256, (9, TINY_HEIGHT, TINY_WIDTH, 3), dtype=np.uint8)
+    base = rng.integers(0, 256, (9, TINY_HEIGHT, TINY_WIDTH, 3), dtype=np.uint8)
+    masks = np.zeros((9, TINY_HEIGHT, TINY_WIDTH), bool)
+    masks[:, 16:48, 24:64] = True
+    changed = base.copy()
+    changed[masks] = 255 - changed[masks]   # only the inpainted region differs
+    write_run(tmp_path / "exact", {"same": same, "changed": base, "only-exact": base}, masks)
+    write_run(tmp_path / "fast", {"same": same, "changed": changed}, masks)
+
+    compare_main([str(tmp_path / "exact"), str(tmp_path / "fast")])
+    table = pd.read_csv(tmp_path / "fast" / "compare" / "compare.csv").set_index("clip_id")
+    assert sorted(table.index) == ["changed", "same"]
+    assert table.loc["same", "ssim"] == pytest.approx(1.0, abs=1e-3) and table.loc["same", "psnr"] > 40
+    assert table.loc["changed", "psnr_inpainted"] < 15 and table.loc["changed", "psnr_inpainted"] + 5 < table.loc["changed", "psnr"]
+    assert table.loc["changed", "ssim"] < 0.9
+    side_by_side, _ = video.read_video(tmp_path / "fast" / "compare" / "videos" / "changed.mp4")
+    assert side_by_side.shape == (9, TINY_HEIGHT, 3 * TINY_WIDTH, 3)
+    assert "2 clips compared" in capsys.readouterr().out
+
+
+def test_compare_refuses_a_folder_without_a_finished_run(tmp_path):
+    with pytest.raises(SystemExit, match="holds no manifest.parquet"):
+        compare_runs(tmp_path, tmp_path, tmp_path / "out")
+
+
+def test_compare_judges_an_approximate_run_against_the_exact_one(ray_local, tmp_path):
+    """End to end: a demo clip through the tiny VideoPainter, exact and with attention reuse (2 steps:
+    the attention computed at 999 is reused at 499)."""
+    common = [f"dataset.path={tmp_path / 'demo'}", "dataset.demo_num_clips=1", "model=tiny",
+              f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}", "model.num_inference_steps=2",
+              f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}", "report=false"]
+    for name, extra in (("exact", []), ("fast", ["model.approx_attention_reuse=2"])):
+        result = graph.run(compose_config([*common, *extra, f"output_dir={tmp_path / name}"]))
+        assert len(result.ledger.done) == 1
+    table = compare_runs(tmp_path / "exact", tmp_path / "fast", tmp_path / "compare")
+    assert len(table) == 1 and table.psnr.between(0, 100).all() and (table.ssim < 1).all()
+    assert "1 clips compared" in summary(table)
