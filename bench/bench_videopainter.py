@@ -203,7 +203,9 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     branch_timer.remove()
     remove_speed_options(pipe)
     steps = np.diff(step_ends).tolist()
-    compile_s = steps[0] - statistics.median(steps[1:]) if settings["compile_blocks"] and len(steps) > 1 else None
+    compile_s = None
+    if settings["compile_blocks"]:   # the first forwards compile: their excess over the median
+        compile_s = sum(timer.times[0] - statistics.median(timer.times) for timer in (transformer_timer, branch_timer))
     return {"mode": mode, "exact": settings["approx_attention_reuse"] == 1, "compile_s": compile_s,
             "final_latents": timings.pop("latents"), "seconds_per_clip": seconds, "frames": int(len(result)),
             "step_s": summary(steps), "transformer_forward_s": summary(transformer_timer.times),
