@@ -83,11 +83,12 @@ def summary(table: pd.DataFrame) -> str:
     if len(scored) < len(table):
         lines[0] += f", {len(table) - len(scored)} not comparable (see compare.csv's error column)"
     if len(scored):
-        finite = scored.psnr.replace(np.inf, np.nan)
+        differ = scored[np.isfinite(scored.psnr)]   # identical results have an infinite PSNR
         worst = scored.loc[scored.ssim.idxmin()]
-        lines.append(f"PSNR median {finite.median():.2f} dB (identical clips: {int(np.isinf(scored.psnr).sum())}), "
-                     f"inpainted region median {scored.psnr_inpainted.replace(np.inf, np.nan).median():.2f} dB; "
-                     f"SSIM median {scored.ssim.median():.4f}, lowest {worst.ssim:.4f} ({worst.clip_id})")
+        lines.append(f"{len(scored) - len(differ)} identical; over the {len(differ)} that differ: PSNR median "
+                     f"{differ.psnr.median():.2f} dB, inpainted region "
+                     f"{differ.psnr_inpainted.replace(np.inf, np.nan).median():.2f} dB")
+        lines.append(f"SSIM median {scored.ssim.median():.4f}, lowest {worst.ssim:.4f} ({worst.clip_id})")
     return "\n".join(lines)
 
 
@@ -96,9 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("exact_dir", type=Path, help="output folder of the reference run (e.g. exact mode)")
     parser.add_argument("other_dir", type=Path, help="output folder of the run to judge against it")
     parser.add_argument("--out", type=Path, help="where compare.csv and videos/ go (default: OTHER_DIR/compare)")
-    parser.add_argument("--max-videos", type=int, default=50, help="side-by-side videos for the first N clips")
+    parser.add_argument("--max-videos", type=int, default=50, help="side-by-side videos of the first N clips")
     args = parser.parse_args(argv)
-    table = compare_runs(args.exact_dir, args.other_dir, args.out or args.other_dir / "compare", args.max_videos)
+    out = args.out or args.other_dir / "compare"
+    table = compare_runs(args.exact_dir, args.other_dir, out, args.max_videos)
     print(summary(table))
 
 

@@ -110,7 +110,8 @@ CRF = Check(lambda v: 0 <= v <= 51, "within 0..51 (H.264)")
 ALL_POSITIVE = Check(lambda v: all(x > 0 for x in v), "a list of durations > 0")
 ROWS_OR_ALL = Check(lambda v: v >= -1, ">= 0, or -1 for all")
 SIZE_OR_NEVER = Check(lambda v: v >= -1, ">= 0, or -1 for never")
-TIMESTEP_RANGE = Check(lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 1000, "[low, high] with 0 <= low < high <= 1000")
+TIMESTEP_RANGE = Check(lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 1000,
+                       "[low, high] with 0 <= low < high <= 1000")
 
 
 def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, check: Check | None = None,

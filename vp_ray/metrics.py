@@ -33,4 +33,5 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"cannot compare frames of shapes {a.shape} and {b.shape}")
     return float(np.mean([structural_similarity(x, y, data_range=255, channel_axis=-1, gaussian_weights=True,
-                                                sigma=1.5, use_sample_covariance=False) for x, y in zip(a, b)]))
+                                                sigma=1.5, use_sample_covariance=False)
+                          for x, y in zip(a, b)]))

@@ -50,7 +50,8 @@ def id_resampling_state_gib(transformer_config, bytes_per_value: int = 2) -> flo
     CogVideoX-5b-I2V in bf16), plus its attention's transient."""
     c = transformer_config
     latent_frames = (c.sample_frames - 1) // 4 + 1
-    tokens = c.max_text_seq_length + latent_frames * (c.sample_height // c.patch_size) * (c.sample_width // c.patch_size)
+    video_tokens = latent_frames * (c.sample_height // c.patch_size) * (c.sample_width // c.patch_size)
+    tokens = c.max_text_seq_length + video_tokens
     values = c.num_layers * 2 * tokens * c.num_attention_heads * c.attention_head_dim
     return values * bytes_per_value / 2**30 + ID_RESAMPLING_TRANSIENT_GIB
 
@@ -120,7 +121,8 @@ class VideoPainterInpainter:
         if model_cfg["compile_blocks"]:
             compile_blocks(self.pipe)
         if model_cfg["approx_attention_reuse"] > 1:
-            reuse_attention(self.pipe, model_cfg["approx_attention_reuse"], model_cfg["approx_attention_reuse_timesteps"])
+            reuse_attention(self.pipe, model_cfg["approx_attention_reuse"],
+                            model_cfg["approx_attention_reuse_timesteps"])
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         gpu.limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
         self.memory_mode, self.vae_savers = self._resolve_memory_mode()
@@ -237,7 +239,8 @@ class VideoPainterInpainter:
             extra = id_resampling_state_gib(self.pipe.transformer.config, value_bytes)
         mode, tiling = plan_memory(free_bytes / 2**30, extra)
         log.info("memory=auto: %.1f GiB for this actor%s -> %s%s", free_bytes / 2**30,
-                 f" ({extra:.1f} GiB of it for ID resampling)" if extra else "", mode, " + VAE tiling" if tiling else "")
+                 f" ({extra:.1f} GiB of it for ID resampling)" if extra else "", mode,
+                 " + VAE tiling" if tiling else "")
         return mode, tiling
 
     def _apply_memory_mode(self) -> None:
