@@ -79,3 +79,34 @@ def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
                           f"model.branch_path={branch}", f"model.id_lora_path={id_lora_path(tmp_path)}"])
     with pytest.raises(ConfigError, match="VideoPainterID LoRA is missing"):
         check_weights(cfg["model"])
+
+
+def test_id_resampling_holds_only_the_tokens_a_mask_keeps(tree):
+    """Between windows, each block keeps its output at the tokens masked in the window just done
+    or the next one, not all of them (parity with the original: tests/test_parity.py, idlong33)."""
+    import numpy as np
+
+    from vp_ray.models.long_video import inpaint_windows
+
+    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_id_resampling(0.5)
+    frames = np.random.default_rng(0).integers(0, 256, (33, 64, 96, 3), dtype=np.uint8)
+    masks = np.zeros((33, 64, 96), bool)
+    masks[:17, 8:24, 8:24] = True     # window 0: top left; window 1 (frames 16..32): bottom right
+    masks[16:, 40:56, 64:88] = True
+    held = {}
+    resampling, finish = pipe.id_resampling, pipe.id_resampling.finish_window
+
+    def finish_window():
+        held.update({index: tokens.shape for index, tokens in resampling._captured.items()})
+        finish()
+
+    resampling.finish_window = finish_window
+    inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(0), output_type="latent")
+    text = pipe.transformer.config.max_text_seq_length
+    both = pipe.video_tokens_masked(masks[:17]) | pipe.video_tokens_masked(masks[16:])
+    assert len(held) == len(pipe.transformer.transformer_blocks)
+    assert {shape[1] for shape in held.values()} == {int(both.sum())}
+    assert 0 < int(both.sum()) < both.shape[1] < text + both.shape[1]

@@ -16,6 +16,10 @@ tokens' K/V come masked ones (token mask = the clip's object, text tokens never)
 Zeroed keys become ``norm_k``'s bias and stay in the softmax, as in the original. The original's
 quirk is reproduced: the mask applied to the previous window's tokens is the previous window's at
 step 0 and the current window's from step 1 on (the original reassigns it after every step).
+
+Only the saved tokens that some mask keeps are held: those masked in the previous window or in the
+current one (the original holds every token of every block: 8.54 GiB at full size). Every other
+token's keys and values are zeroed whatever it held, so the results are the same.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ class IdResampling:
         self.blocks = transformer.transformer_blocks
         self.mask = self.prev_mask = None   # [B, text + video tokens] bool
         self.saved: dict[int, torch.Tensor] | None = None
+        # Which tokens (text + video) ``saved`` holds; the next window's masked video tokens.
+        self.saved_index: torch.Tensor | None = None
+        self.next_video_mask: torch.Tensor | None = None
+        self._keep_index: torch.Tensor | None = None
         self.first = self.last = True
         self.capture = False
         self._captured: dict[int, torch.Tensor] = {}
@@ -45,13 +53,15 @@ class IdResampling:
                                         for name in transformer.attn_processors})
 
     # ------------------------------------------------------------------ driven by the window loop
-    def start_window(self, first: bool, last: bool) -> None:
-        self.first, self.last = first, last
+    def start_window(self, first: bool, last: bool, next_video_mask: torch.Tensor | None = None) -> None:
+        """``next_video_mask``: the next window's masked video tokens [1, N] (not for the last)."""
+        self.first, self.last, self.next_video_mask, self._keep_index = first, last, next_video_mask, None
         if first:
-            self.saved, self.mask = None, None
+            self.saved, self.saved_index, self.mask = None, None, None
 
     def finish_window(self) -> None:
-        self.saved, self._captured, self.capture = (None if self.last else self._captured), {}, False
+        self.saved, self.saved_index = (None, None) if self.last else (self._captured, self._keep_index)
+        self._captured, self.capture = {}, False
         if self.last:
             self.mask = self.prev_mask = None
 
@@ -75,7 +85,9 @@ class IdResampling:
         """Block ``index``'s saved output, normalised by its ``norm1`` at the current step."""
         if self.saved is None:
             return None
-        saved = self.saved[index]
+        held = self.saved[index]
+        saved = held.new_zeros((held.shape[0], self.mask.shape[1], held.shape[2]))
+        saved[:, self.saved_index] = held
         norm_video, norm_text, _, _ = self.blocks[index].norm1(saved[:, text_tokens:], saved[:, :text_tokens],
                                                              self._temb[index])
         return torch.cat([norm_text, norm_video], dim=1)
@@ -90,9 +102,21 @@ class IdResampling:
         def hook(module, args, output):
             if self.capture:
                 hidden_states, encoder_hidden_states = output
-                self._captured[index] = torch.cat([encoder_hidden_states, hidden_states], dim=1).detach()
+                tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+                self._captured[index] = tokens[:, self._tokens_to_keep(encoder_hidden_states.shape[1])].detach()
 
         return hook
+
+
+    def _tokens_to_keep(self, text_tokens: int) -> torch.Tensor:
+        """Indices of the tokens masked in this window or the next (text tokens never are)."""
+        if self._keep_index is None:
+            keep = self.mask.any(dim=0)
+            if self.next_video_mask is not None:
+                keep = keep.clone()
+                keep[text_tokens:] |= self.next_video_mask.to(keep.device).any(dim=0)
+            self._keep_index = keep.nonzero().squeeze(1)
+        return self._keep_index
 
 
 class ResampleAttnProcessor:

@@ -70,8 +70,10 @@ def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, 
     for index, start in enumerate(starts):
         if on_window is not None:
             on_window(index, len(starts))
+        last = index == len(starts) - 1
         if resampling is not None:
-            resampling.start_window(first=index == 0, last=index == len(starts) - 1)
+            upcoming = None if last else pipe.video_tokens_masked(masks[starts[index + 1]:starts[index + 1] + window])
+            resampling.start_window(first=index == 0, last=last, next_video_mask=upcoming)
         frames = slice(start, start + window)
         latents = pipe(video=video[frames], masks=masks[frames], image=image if index == 0 else None,
                        image_latents=None if index == 0 else previous[:, -1:], prompt_embeds=prompt_embeds,

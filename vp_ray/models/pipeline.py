@@ -153,15 +153,26 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         latents = noise * self.scheduler.init_noise_sigma
         return latents, image_latents, video_latents, noise
 
-    def prepare_mask_latents(self, masks: torch.Tensor, masked_video: torch.Tensor, num_latent_frames: int,
+    def prepare_mask_latents(self, masks: torch.Tensor, masked_video: torch.Tensor | None, num_latent_frames: int,
                              dtype: torch.dtype, generator: torch.Generator | None):
-        """Latent mask [1, F, 1, h, w] (nearest) and masked-video latents [1, F, 16, h, w]."""
+        """Latent mask [1, F, 1, h, w] (nearest) and masked-video latents [1, F, 16, h, w] (None
+        without ``masked_video``)."""
         height, width = masks.shape[-2:]
         mask_latents = F.interpolate(masks, size=(num_latent_frames, height // self.vae_scale_factor_spatial,
                                                   width // self.vae_scale_factor_spatial))
         mask_latents = mask_latents.to(device=self._execution_device, dtype=dtype).permute(0, 2, 1, 3, 4)
+        if masked_video is None:
+            return mask_latents, None
         masked_video_latents = self.encode_with_posterior_sample(masked_video, generator, dtype)
         return mask_latents, masked_video_latents
+
+    def video_tokens_masked(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """bool [T, H, W] pixel masks -> which video tokens ``mask_add`` treats as masked, [1, N]
+        (the window's latent mask, as ``__call__`` makes it, pooled over each patch)."""
+        pixels = masks_to_tensor(masks, self._execution_device)
+        num_latent_frames = (pixels.shape[2] - 1) // self.vae_scale_factor_temporal + 1
+        mask_latents, _ = self.prepare_mask_latents(pixels, None, num_latent_frames, pixels.dtype, None)
+        return token_mask(mask_latents, self.transformer.config.patch_size)[..., 0]
 
     def _prepare_rotary_positional_embeddings(self, height: int, width: int, num_frames: int,
                                               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,9 +45,10 @@ ID_RESAMPLING_TRANSIENT_GIB = 1.5
 
 
 def id_resampling_state_gib(transformer_config, bytes_per_value: int = 2) -> float:
-    """GiB that ID resampling holds through a window: every block's output (text + video tokens,
+    """GiB that ID resampling may hold through a window: every block's output (text + video tokens,
     both CFG halves) of the previous window's last step, at the model's sample size (8.54 GiB for
-    CogVideoX-5b-I2V in bf16), plus its attention's transient."""
+    CogVideoX-5b-I2V in bf16), plus its attention's transient. It holds only the masked tokens of
+    that output, but the plan is made before any mask is known: this is the most it can hold."""
     c = transformer_config
     latent_frames = (c.sample_frames - 1) // 4 + 1
     video_tokens = latent_frames * (c.sample_height // c.patch_size) * (c.sample_width // c.patch_size)
