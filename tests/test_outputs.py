@@ -79,6 +79,8 @@ def mutated(value, annotation: str):
     if isinstance(value, str):
         return value + "x"
     if OmegaConf.is_list(value):
+        if "int" in annotation:   # e.g. a [low, high] range: keep its length, move its end
+            return [*value[:-1], value[-1] - 1]
         return [*value, 1.0] if "float" in annotation else [*value, "x"]
     return {"Optional[bool]": True, "Optional[int]": 64, "Optional[float]": 10.0,
             "Optional[str]": "auto"}[annotation]
