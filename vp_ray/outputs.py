@@ -23,6 +23,7 @@ import numpy as np
 
 from vp_ray import __version__
 from vp_ray.atomic import TMP_MARK, atomic_path
+from vp_ray.masks import black_out
 from vp_ray.rows import RECORD_COLUMNS
 
 RESULT_FILES = ("result.mp4", "result_vis.mp4")
@@ -88,18 +89,13 @@ def remove_stale_temporaries(output_dir: str | os.PathLike) -> int:
 
 # ----------------------------------------------------------------------------- pictures
 
-def masked_frames(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """The object blacked out, as the model sees it."""
-    return np.where(masks[..., None], 0, frames).astype(np.uint8)
-
-
 def mask_frames(masks: np.ndarray) -> np.ndarray:
     return np.repeat(masks[..., None].astype(np.uint8) * 255, 3, axis=-1)
 
 
 def comparison_frames(frames: np.ndarray, masks: np.ndarray, result: np.ndarray) -> np.ndarray:
     """original | masked | mask | result, side by side."""
-    return np.concatenate([frames, masked_frames(frames, masks), mask_frames(masks), result], axis=2)
+    return np.concatenate([frames, black_out(frames, masks), mask_frames(masks), result], axis=2)
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray, points: list[list[float]] | None = None,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vp_ray import gpu
+from vp_ray.masks import black_out
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
@@ -98,7 +99,7 @@ def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool
     black as the original's single-clip demo does.
     """
     masks = masks.astype(bool)
-    video = np.where(masks[..., None], np.uint8(0), frames) if masked_video is None else masked_video.copy()
+    video = black_out(frames, masks) if masked_video is None else masked_video.copy()
     if first_frame_gt:
         if first_frame_fill == "flux":
             video[0] = fill(np.ascontiguousarray(frames[0]), masks[0])
