@@ -36,8 +36,8 @@ def complete_clips(output_dir: Path) -> set[str]:
     return set(pd.read_parquet(manifest, columns=["clip_id"]).clip_id)
 
 
-def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str) -> tuple[dict, np.ndarray]:
-    """One clip's scores and its side-by-side frames."""
+def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str) -> tuple[dict, tuple[np.ndarray, float] | None]:
+    """One clip's scores, and its side-by-side frames with their frame rate (None: not comparable)."""
     exact, fps = video.read_video(clip_dir(exact_dir, clip_id) / "result.mp4")
     other, _ = video.read_video(clip_dir(other_dir, clip_id) / "result.mp4")
     row = {"clip_id": clip_id, "frames": len(exact), "other_frames": len(other)}
@@ -46,11 +46,12 @@ def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str) -> tuple[dict, 
     masks = video.read_video(clip_dir(exact_dir, clip_id) / "mask.mp4")[0][..., 0] > 127
     if masks.shape != exact.shape[:3]:  # restore_size=true: the result is at the source's size, the mask not
         masks = None
+    diff = np.abs(exact.astype(np.int16) - other)
     row.update(psnr=metrics.psnr(exact, other), ssim=metrics.ssim(exact, other),
                psnr_inpainted=metrics.psnr(exact, other, masks) if masks is not None else math.nan,
-               max_abs_diff=int(np.abs(exact.astype(np.int16) - other).max()))
-    diff = np.clip(np.abs(exact.astype(np.int16) - other) * DIFF_GAIN, 0, 255).astype(np.uint8)
-    return row, (np.concatenate([exact, other, diff], axis=2), fps)
+               max_abs_diff=int(diff.max()))
+    shown = np.clip(diff * DIFF_GAIN, 0, 255).astype(np.uint8)
+    return row, (np.concatenate([exact, other, shown], axis=2), fps)
 
 
 def compare_runs(exact_dir: Path, other_dir: Path, out: Path, max_videos: int = 50) -> pd.DataFrame:

@@ -531,10 +531,11 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     if model.get("id_resampling") and not model.get("mask_add"):
         problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
     if model.get("compile_blocks"):
-        for key, value, why in (("id_resampling", True, "its per-block state would compile every block apart"),
-                                ("memory_mode", "sequential_offload", "its hooks sit inside every block"),
-                                ("approx_attention_reuse", None, "its per-step state would recompile every step")):
-            clash = model[key] > 1 if value is None else model[key] == value
+        clashes = [("id_resampling", model["id_resampling"], "its per-block state would compile every block apart"),
+                   ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block"),
+                   ("approx_attention_reuse", model["approx_attention_reuse"] > 1,
+                    "its per-step state would recompile every step")]
+        for key, clash, why in clashes:
             if clash:
                 shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
                 problems.append(f"model.compile_blocks=true cannot be combined with model.{key}={shown}: {why}")

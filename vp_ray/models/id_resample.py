@@ -107,7 +107,6 @@ class IdResampling:
 
         return hook
 
-
     def _tokens_to_keep(self, text_tokens: int) -> torch.Tensor:
         """Indices of the tokens masked in this window or the next (text tokens never are)."""
         if self._keep_index is None:
