@@ -15,7 +15,8 @@ The stock ``CogVideoXImageToVideoPipeline`` then runs on the same transformer an
 Memory modes: resident | resident+tiling | model_offload | sequential_offload (the offload
 modes switch VAE slicing + tiling on, as the inpainter does). Speed options as suffixes:
 ``+compile`` (model.compile_blocks: its first step includes the compile, reported as
-``compile_s``) and ``+reuseN`` (model.approx_attention_reuse=N, approximate). Every mode's final
+``compile_s``), ``+casts`` (with ``+compile``: inductor's ``emulate_precision_casts``, rounding to
+bf16 where eager does) and ``+reuseN`` (model.approx_attention_reuse=N, approximate). Every mode's final
 latents are compared with the first mode's (relative L2: put an exact eager mode first), and the
 report ends with ``exact step ratio vs stock`` for the fastest exact mode.
 
@@ -138,6 +139,25 @@ def timed_decode(pipe, timings: dict, device: torch.device):
     pipe.decode_latents = decode
 
 
+def time_calls(owner, name: str, device: torch.device) -> list[float]:
+    """Wall time of every call of ``owner.name`` (an instance attribute shadows the method until
+    ``del owner.name``)."""
+    original, times = getattr(owner, name), []
+
+    def timed(*args, **kwargs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = original(*args, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        return result
+
+    setattr(owner, name, timed)
+    return times
+
+
 def summary(times: list[float]) -> dict:
     if not times:
         return {}
@@ -157,6 +177,8 @@ def parse_mode(mode: str) -> dict:
             settings["vae_tiling"] = True
         elif option == "compile":
             settings["compile_blocks"] = True
+        elif option == "casts":   # inductor rounds to bf16 where eager does (closer to eager, maybe slower)
+            settings["emulate_precision_casts"] = True
         elif option.startswith("reuse"):
             settings["approx_attention_reuse"] = int(option.removeprefix("reuse"))
         else:
@@ -175,8 +197,13 @@ def remove_speed_options(pipe) -> None:
 
 def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     settings = parse_mode(mode)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.emulate_precision_casts = settings.pop("emulate_precision_casts", False)
     cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, **settings}
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+    encode_times = time_calls(pipe.vae, "encode", device)
+    prompt_times = time_calls(pipe, "encode_prompt", device)
     transformer_timer = ForwardTimer(pipe.transformer, device)
     branch_timer = ForwardTimer(pipe.branch, device)
     timings: dict = {}
@@ -198,7 +225,7 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
 
     result = inpainter.inpaint_clip(frames, masks, PROMPT, seed=0, progress=progress)
     seconds = time.perf_counter() - start
-    del pipe.decode_latents
+    del pipe.decode_latents, pipe.vae.encode, pipe.encode_prompt
     transformer_timer.remove()
     branch_timer.remove()
     remove_speed_options(pipe)
@@ -206,7 +233,11 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     compile_s = None
     if settings["compile_blocks"]:   # the first forwards compile: their excess over the median
         compile_s = sum(timer.times[0] - statistics.median(timer.times) for timer in (transformer_timer, branch_timer))
+    # Outside the denoising loop (encodes, decode, T5, mask and frame work), steps at their median pace.
+    outside_s = seconds - (compile_s or 0.0) - args.steps * statistics.median(steps) if steps else None
     return {"mode": mode, "exact": settings["approx_attention_reuse"] == 1, "compile_s": compile_s,
+            "vae_encode_s": encode_times, "encode_prompt_s": sum(prompt_times), "outside_loop_s": outside_s,
+            "outside_share_of_50_step_clip": outside_s / (outside_s + 50 * statistics.median(steps)) if steps else None,
             "final_latents": timings.pop("latents"), "seconds_per_clip": seconds, "frames": int(len(result)),
             "step_s": summary(steps), "transformer_forward_s": summary(transformer_timer.times),
             "branch_forward_s": summary(branch_timer.times), "vae_decode_s": timings.get("vae_decode_s"),

@@ -62,6 +62,26 @@ def test_a_missing_or_foreign_lora_file_is_refused(tree, tmp_path):
         load_id_lora(pipe, tmp_path / "q.safetensors")
 
 
+def test_a_lora_of_many_blocks_is_checked_block_by_block(tree, tmp_path):
+    """From 20 targets on, peft lists them as name suffixes (the full-size transformer's 168 read
+    {to_q, to_k, to_v, to_out.0}): the check must still see that one block is not adapted."""
+    from diffusers import CogVideoXTransformer3DModel
+    from safetensors.torch import load_file, save_file
+
+    from vp_ray.models.tiny import transformer_config
+
+    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
+    pipe.register_modules(transformer=CogVideoXTransformer3DModel(**{**transformer_config(), "num_layers": 6}))
+    full = load_file(str(write_tiny_id_lora(tmp_path / "full.safetensors", pipe.transformer)))
+    save_file({k: v for k, v in full.items() if ".transformer_blocks.5." not in k}, str(tmp_path / "five.safetensors"))
+    with pytest.raises(ValueError, match="4 of the 24 attention projections are not adapted "
+                                         r"\(e.g. transformer_blocks.5.attn1.to_q\)"):
+        load_id_lora(pipe, tmp_path / "five.safetensors")
+
+    pipe.register_modules(transformer=CogVideoXTransformer3DModel(**{**transformer_config(), "num_layers": 6}))
+    load_id_lora(pipe, tmp_path / "full.safetensors")
+    assert len(pipe.transformer.peft_config[ADAPTER].target_modules) < 24   # the suffix form
+
 
 def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
     from conftest import compose_config

@@ -40,11 +40,14 @@ def load_id_lora(pipe, path: str | Path) -> None:
     if config.lora_alpha != config.r:
         raise ValueError(f"{path}: loaded with alpha {config.lora_alpha} at rank {config.r}; the original "
                          "applies this file at scale 1.0 (alpha = rank)")
-    blocks = len(pipe.transformer.transformer_blocks)
-    expected = {f"transformer_blocks.{i}.attn1.{target}" for i in range(blocks) for target in TARGETS}
-    missing = sorted(expected - set(config.target_modules))
+    # Asked of the modules, not of config.target_modules: peft shortens that list to name suffixes
+    # once it is long (the full-size transformer's 168 projections), so it cannot say which are adapted.
+    blocks = pipe.transformer.transformer_blocks
+    missing = [f"transformer_blocks.{i}.attn1.{target}" for i, block in enumerate(blocks) for target in TARGETS
+               if ADAPTER not in getattr(block.attn1.get_submodule(target), "lora_A", {})]
+    expected = 4 * len(blocks)
     if missing:
-        raise ValueError(f"{path}: {len(missing)} of the {len(expected)} attention projections are not adapted "
+        raise ValueError(f"{path}: {len(missing)} of the {expected} attention projections are not adapted "
                          f"(e.g. {missing[0]}): not a VideoPainterID LoRA for this transformer")
 
 
