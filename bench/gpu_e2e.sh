@@ -8,11 +8,12 @@
 #    weights, on the same GPU: sam2.placement=auto -> shared), 49 frames at 480x720, STEPS steps;
 # 3. run "oom": the 2 mask-file clips again, resident, with the actor capped at OOM_LIMIT_GB (26) GiB of GPU
 #    memory (model.gpu_memory_limit_gb), so real CUDA OOMs drive the degradation ladder;
-# 4. run "longoom" (not in the default RUNS): a 15 s clip (120 frames at 8 fps) with max_seconds=12
-#    (97 frames, 2 windows) and ID resampling, model CPU offload + VAE tiling (the weights, 20.4 GiB,
-#    would not load resident), the actor capped at LONG_OOM_LIMIT_GB (20) GiB: the second window,
-#    holding the first one's saved state (~8.5 GiB) beside the ~13.6 GiB loop, should not fit; the
-#    ladder's 4 s rung (one window, no saved state) should: the clip ends degraded at 49 frames.
+# 4. run "longoom" (not in the default RUNS): a 15 s clip (120 frames at 8 fps; its mask a box over a
+#    quarter of the frame) with max_seconds=12 (97 frames, 2 windows) and ID resampling, model CPU
+#    offload + VAE tiling, the actor capped at LONG_OOM_LIMIT_GB (16.8) GiB. Measured with
+#    bench/long_windows.py at that mask: one ID window peaks at 15.6 GiB, two at 18.1 (the second
+#    holds the first one's saved tokens): the second window should OOM, no memory saver is left, and
+#    the ladder's 4 s rung (one window) should fit: the clip ends degraded, shorter.
 # Copies the manifests, failures, per-clip meta.json and logs to OUT_DIR (not the videos).
 set -uo pipefail
 out=${1:?usage: bench/gpu_e2e.sh OUT_DIR [STEPS]}
@@ -25,7 +26,7 @@ mkdir -p "$work"
 python bench/write_random_ckpt.py --root "$ckpt" 2>&1 | tee "$out/ckpt.log" || exit 1
 
 python - "$work" <<'EOF' || exit 1
-import sys, pandas as pd
+import sys, numpy as np, pandas as pd
 from pathlib import Path
 from vp_ray.demo import ensure_demo_dataset
 work = Path(sys.argv[1])
@@ -40,6 +41,10 @@ rows.to_csv(work / "masks.csv", index=False)
 long = pd.read_csv(ensure_demo_dataset(work / "demo_long", num_clips=1, num_frames=120, height=480, width=720))
 for col in ("video_path", "mask_path", "ground_truth_path"):
     long[col] = [str(work / "demo_long" / p) for p in long[col]]
+from vp_ray.masks import save_vpdata_masks
+box = np.zeros((120, 480, 720), bool)
+box[:, 120:360, 180:540] = True
+save_vpdata_masks(long.mask_path[0], box)
 long.to_csv(work / "long.csv", index=False)
 EOF
 
@@ -81,4 +86,14 @@ python launch.py dataset=csv "dataset.path=$work/masks.csv" "output_dir=$work/oo
     model.memory_mode=resident "model.gpu_memory_limit_gb=${OOM_LIMIT_GB:-26}" "${common[@]}" 2>&1 | tee "$out/oom.log"
 echo "oom run wall: $(( $(date +%s) - start )) s" | tee -a "$out/oom.log"
 collect oom
+fi
+
+if [[ " $runs " == *" longoom "* ]]; then
+start=$(date +%s)
+python launch.py dataset=csv "dataset.path=$work/long.csv" "output_dir=$work/longoom" max_seconds=12 \
+    model.id_resampling=true "model.id_lora_path=$ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors" \
+    model.memory_mode=model_offload "model.gpu_memory_limit_gb=${LONG_OOM_LIMIT_GB:-16.8}" "${common[@]}" \
+    2>&1 | tee "$out/longoom.log"
+echo "longoom run wall: $(( $(date +%s) - start )) s" | tee -a "$out/longoom.log"
+collect longoom
 fi
