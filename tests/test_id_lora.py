@@ -130,3 +130,32 @@ def test_id_resampling_holds_only_the_tokens_a_mask_keeps(tree):
     assert len(held) == len(pipe.transformer.transformer_blocks)
     assert {shape[1] for shape in held.values()} == {int(both.sum())}
     assert 0 < int(both.sum()) < both.shape[1] < text + both.shape[1]
+
+
+def test_a_middle_window_lets_go_of_the_previous_state_block_by_block(tree):
+    """At a middle window's last step each block saves its output for the next window while the
+    previous window's saved outputs are still in use: held together they would be two states."""
+    import numpy as np
+
+    from vp_ray.models.long_video import inpaint_windows
+
+    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_id_resampling(0.5)
+    resampling, previous_tokens = pipe.id_resampling, pipe.id_resampling.previous_tokens
+    held = []
+
+    def counting(index, text_tokens):
+        if resampling.capture and resampling.saved is not None:
+            held.append(len(resampling.saved) + len(resampling._captured))
+        return previous_tokens(index, text_tokens)
+
+    resampling.previous_tokens = counting
+    frames = np.random.default_rng(0).integers(0, 256, (49, 64, 96, 3), dtype=np.uint8)
+    masks = np.zeros((49, 64, 96), bool)
+    masks[:, 16:48, 24:72] = True
+    inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(0), output_type="latent")
+    blocks = len(pipe.transformer.transformer_blocks)
+    assert len(held) == blocks   # window 2 of 3, its last step, once per block
+    assert max(held) == blocks

@@ -61,8 +61,11 @@ def write_tiny_id_lora(path: str | Path, transformer, rank: int = 4, seed: int =
         for target in TARGETS:
             linear = block.attn1.get_submodule(target)
             prefix = f"transformer.transformer_blocks.{index}.attn1.{target}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, linear.in_features, generator=generator) * std
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(linear.out_features, rank, generator=generator) * std
+            # On the CPU by name: the full-size writer builds the transformer under torch.device("cuda").
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, linear.in_features, generator=generator,
+                                                             device="cpu") * std
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(linear.out_features, rank, generator=generator,
+                                                             device="cpu") * std
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))

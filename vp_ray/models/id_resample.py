@@ -104,6 +104,8 @@ class IdResampling:
                 hidden_states, encoder_hidden_states = output
                 tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
                 self._captured[index] = tokens[:, self._tokens_to_keep(encoder_hidden_states.shape[1])].detach()
+                if self.saved is not None:   # this block is done with the previous window's tokens:
+                    self.saved.pop(index)    # a middle window never holds two windows' states whole
 
         return hook
 
