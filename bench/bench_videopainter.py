@@ -15,8 +15,8 @@ The stock ``CogVideoXImageToVideoPipeline`` then runs on the same transformer an
 Memory modes: resident | resident+tiling | model_offload | sequential_offload (the offload
 modes switch VAE slicing + tiling on, as the inpainter does). Speed options as suffixes:
 ``+compile`` (model.compile_blocks: its first step includes the compile, reported as
-``compile_s``), ``+casts`` (with ``+compile``: inductor's ``emulate_precision_casts``, rounding to
-bf16 where eager does) and ``+reuseN`` (model.approx_attention_reuse=N, approximate). Every mode's final
+``compile_s``; with inductor's ``emulate_precision_casts``, see ``vp_ray/models/speed.py``) and
+``+reuseN`` (model.approx_attention_reuse=N, approximate). Every mode's final
 latents are compared with the first mode's (relative L2: put an exact eager mode first), and the
 report ends with ``exact step ratio vs stock`` for the fastest exact mode.
 
@@ -177,8 +177,6 @@ def parse_mode(mode: str) -> dict:
             settings["vae_tiling"] = True
         elif option == "compile":
             settings["compile_blocks"] = True
-        elif option == "casts":   # inductor rounds to bf16 where eager does (closer to eager, maybe slower)
-            settings["emulate_precision_casts"] = True
         elif option.startswith("reuse"):
             settings["approx_attention_reuse"] = int(option.removeprefix("reuse"))
         else:
@@ -197,9 +195,6 @@ def remove_speed_options(pipe) -> None:
 
 def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     settings = parse_mode(mode)
-    import torch._inductor.config as inductor_config
-
-    inductor_config.emulate_precision_casts = settings.pop("emulate_precision_casts", False)
     cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, **settings}
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
     encode_times = time_calls(pipe.vae, "encode", device)

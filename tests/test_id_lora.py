@@ -159,3 +159,41 @@ def test_a_middle_window_lets_go_of_the_previous_state_block_by_block(tree):
     blocks = len(pipe.transformer.transformer_blocks)
     assert len(held) == blocks   # window 2 of 3, its last step, once per block
     assert max(held) == blocks
+
+
+def test_after_a_failed_clip_release_memory_drops_the_saved_state_and_the_next_clip_is_unchanged(tree):
+    import numpy as np
+
+    from vp_ray.models.long_video import inpaint_windows
+    from vp_ray.models.videopainter import VideoPainterInpainter
+
+    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_id_resampling(0.5)
+    frames = np.random.default_rng(0).integers(0, 256, (33, 64, 96, 3), dtype=np.uint8)
+    masks = np.zeros((33, 64, 96), bool)
+    masks[:, 16:48, 24:72] = True
+
+    def run(callback=None):
+        return inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
+                               generator=torch.Generator().manual_seed(0), output_type="latent",
+                               callback_on_step_end=callback)
+
+    before = run()
+    calls = []
+
+    def fail_in_window_two(*args):
+        calls.append(1)
+        if len(calls) == 3:   # window 2, step 1: window 1's outputs are held
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return {}
+
+    with pytest.raises(torch.OutOfMemoryError):
+        run(fail_in_window_two)
+    state = pipe.id_resampling
+    assert state.saved is not None and state.mask is not None
+    inpainter = VideoPainterInpainter.__new__(VideoPainterInpainter)
+    inpainter.pipe = pipe
+    inpainter.release_memory()
+    assert state.saved is None and state.mask is None and not state._captured and not state._temb
+    torch.testing.assert_close(run(), before, rtol=0, atol=0)

@@ -270,7 +270,8 @@ class VideoPainterModelConfig(ModelConfig):
     # Speed, exact: torch.compile every block of the backbone and the branch (regional compilation:
     # the blocks share one compiled graph per shape). Paid once per actor, at its first window; clips
     # of another length compile again (keep pad_short_clips=true: every window is 49 frames). Results
-    # equal the eager ones within float rounding, so it is fingerprinted. Not with ID resampling (its
+    # equal the eager ones within float rounding (inductor emulates eager's bf16 casts), so it is
+    # fingerprinted. H200: 0.84x of stock diffusers' step, 18 s to compile (bench/RESULTS.md). Not with ID resampling (its
     # per-block state would compile each block apart), sequential_offload, or approx_attention_reuse.
     compile_blocks: bool = False
     # Speed, APPROXIMATE (changes results; 1 = off): Pyramid Attention Broadcast (diffusers' hook) on

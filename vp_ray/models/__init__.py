@@ -37,6 +37,10 @@ class Inpainter(Protocol):
     def reduce_memory(self) -> bool:
         """Switch on the next cheaper memory saver (e.g. VAE tiling); False when none is left."""
 
+    def release_memory(self) -> None:
+        """After a failed call: give back the GPU memory it left behind on purpose (weights an
+        offload mode had moved in, state kept between windows), so only a leak stays."""
+
 
 def whole_clip(model_cfg: dict[str, Any], num_frames: int) -> int:
     return num_frames

@@ -58,3 +58,6 @@ class ClassicInpainter:
 
     def reduce_memory(self) -> bool:
         return False
+
+    def release_memory(self) -> None:
+        pass

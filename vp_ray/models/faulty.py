@@ -46,6 +46,9 @@ class FaultyInpainter:
                 f"CUDA out of memory. Tried to allocate 2.00 GiB ({len(frames)} frames > {limit})")
         return self.classic.inpaint_clip(frames, masks, prompt, seed, progress)
 
+    def release_memory(self) -> None:
+        pass
+
     def reduce_memory(self) -> bool:
         if self.saver_on:
             return False

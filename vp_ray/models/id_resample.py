@@ -59,6 +59,11 @@ class IdResampling:
         if first:
             self.saved, self.saved_index, self.mask = None, None, None
 
+    def clear(self) -> None:
+        """Drop every tensor held (after a failed call: the next clip starts afresh)."""
+        self.saved = self.saved_index = self.mask = self.prev_mask = self.next_video_mask = None
+        self._keep_index, self._captured, self._temb, self.capture = None, {}, {}, False
+
     def finish_window(self) -> None:
         self.saved, self.saved_index = (None, None) if self.last else (self._captured, self._keep_index)
         self._captured, self.capture = {}, False

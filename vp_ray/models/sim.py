@@ -35,3 +35,6 @@ class SimInpainter:
 
     def reduce_memory(self) -> bool:
         return False
+
+    def release_memory(self) -> None:
+        pass

@@ -18,11 +18,16 @@ from typing import Sequence
 import torch
 
 
+# Inductor rounds intermediates to bf16 where eager does: on the H200 the final latents then
+# stay within relative L2 1e-2 of eager (0.0088; 0.0115 without) for about 2.5 % of the step time.
+COMPILE_OPTIONS = {"emulate_precision_casts": True}
+
+
 def compile_blocks(pipe) -> None:
     """torch.compile every block of the backbone and the branch (the first call compiles)."""
     for model in (pipe.transformer, pipe.branch):
         for block in model.transformer_blocks:
-            block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False)
+            block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
 
 
 def reuse_attention(pipe, every: int, timesteps: Sequence[int]) -> None:

@@ -188,6 +188,13 @@ class VideoPainterInpainter:
             return True
         return False
 
+    def release_memory(self) -> None:
+        if self.pipe.id_resampling is not None:
+            self.pipe.id_resampling.clear()
+        # Model offload moves each model in when called and out when the next one is: a call
+        # cut short leaves the transformer and branch on the GPU. This puts every model back.
+        self.pipe.maybe_free_model_hooks()
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _load(model_cfg: dict[str, Any]) -> VideoPainterPipeline:

@@ -97,6 +97,7 @@ class InpaintClips(ClipStage):
                 message = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             # Retried outside the except block: a live traceback would pin the failed
             # attempt's tensors in GPU memory.
+            self.inpainter.release_memory()
             gpu.free_memory()
             self._check_memory_released()
             log.warning("%s: GPU out of memory with %d frames (%s)", row["clip_id"], count, message)
