@@ -236,6 +236,29 @@ def test_auto_memory_plan_makes_room_for_id_resampling():
     assert plan_memory(79, extra) == ("resident", False)
 
 
+@pytest.mark.parametrize("id_resampling, reuse, cap, plan", [
+    (False, 1, 31, ("resident", True)),
+    (False, 2, 31, ("model_offload", True)),   # the cache (8.54 GiB) would not fit beside a resident model
+    (False, 2, 40, ("resident", True)),
+    (True, 1, 40, ("resident", True)),
+    (True, 2, 40, ("model_offload", True)),    # both: 18.6 GiB of extras
+])
+def test_auto_memory_plan_counts_what_the_speed_and_id_options_hold(monkeypatch, id_resampling, reuse, cap, plan):
+    from types import SimpleNamespace
+
+    from vp_ray.models.videopainter import VideoPainterInpainter
+
+    real = SimpleNamespace(sample_frames=49, sample_height=60, sample_width=90, patch_size=2, num_layers=42,
+                           num_attention_heads=48, attention_head_dim=64, max_text_seq_length=226)
+    inpainter = VideoPainterInpainter.__new__(VideoPainterInpainter)
+    inpainter.device = torch.device("cuda")
+    inpainter.pipe = SimpleNamespace(transformer=SimpleNamespace(config=real, dtype=torch.bfloat16))
+    inpainter.cfg = {"memory_mode": "auto", "gpu_memory_limit_gb": cap, "id_resampling": id_resampling,
+                     "approx_attention_reuse": reuse}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (139 * 2**30, 141 * 2**30))
+    assert inpainter._resolve_memory_mode() == plan
+
+
 def test_uint8_output_equals_diffusers_postprocessing_then_rounding():
     # The inpainter converts the decoded video on the GPU; it must give exactly the frames that
     # diffusers' numpy postprocessing followed by round(x * 255) gives, in the decoder's bf16 too.

@@ -45,23 +45,34 @@ HEADROOM_GIB = 1.0
 ID_RESAMPLING_TRANSIENT_GIB = 1.5
 
 
-def id_resampling_state_gib(transformer_config, bytes_per_value: int = 2) -> float:
-    """GiB that ID resampling may hold through a window: every block's output (text + video tokens,
-    both CFG halves) of the previous window's last step, at the model's sample size (8.54 GiB for
-    CogVideoX-5b-I2V in bf16), plus its attention's transient. It holds only the masked tokens of
-    that output, but the plan is made before any mask is known: this is the most it can hold."""
+def block_outputs_gib(transformer_config, bytes_per_value: int = 2) -> float:
+    """GiB of every block's output (text + video tokens, both CFG halves) at the model's sample
+    size: 8.54 GiB for CogVideoX-5b-I2V in bf16."""
     c = transformer_config
     latent_frames = (c.sample_frames - 1) // 4 + 1
     video_tokens = latent_frames * (c.sample_height // c.patch_size) * (c.sample_width // c.patch_size)
     tokens = c.max_text_seq_length + video_tokens
     values = c.num_layers * 2 * tokens * c.num_attention_heads * c.attention_head_dim
-    return values * bytes_per_value / 2**30 + ID_RESAMPLING_TRANSIENT_GIB
+    return values * bytes_per_value / 2**30
+
+
+def id_resampling_state_gib(transformer_config, bytes_per_value: int = 2) -> float:
+    """GiB that ID resampling may hold through a window: the previous window's block outputs at
+    its last step, plus its attention's transient. It holds only the masked tokens of that output,
+    but the plan is made before any mask is known: this is the most it can hold."""
+    return block_outputs_gib(transformer_config, bytes_per_value) + ID_RESAMPLING_TRANSIENT_GIB
+
+
+def attention_reuse_cache_gib(transformer_config, bytes_per_value: int = 2) -> float:
+    """GiB that attention reuse holds: each block's attention output, kept between the steps that
+    reuse it (the same size as the block outputs; H200: +8.3 GiB of peak, bench/RESULTS.md)."""
+    return block_outputs_gib(transformer_config, bytes_per_value)
 
 
 def plan_memory(available_gib: float, extra_gib: float = 0.0) -> tuple[str, bool]:
     """(memory mode, VAE tiling) for an actor that may use ``available_gib``: resident untiled on
     80 GB+ cards, resident with VAE tiling on 32 GB cards, model CPU offload below that.
-    ``extra_gib`` (ID resampling's state) is added to every mode's peak."""
+    ``extra_gib`` (ID resampling's state, attention reuse's cache) is added to every mode's peak."""
     available_gib -= extra_gib
     if available_gib >= PEAK_RESIDENT_GIB + HEADROOM_GIB:
         return "resident", False
@@ -242,13 +253,16 @@ class VideoPainterInpainter:
         free_bytes, _ = torch.cuda.mem_get_info()
         if self.cfg["gpu_memory_limit_gb"]:
             free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
-        extra = 0.0
+        value_bytes = torch.finfo(self.pipe.transformer.dtype).bits // 8
+        config, extras = self.pipe.transformer.config, []
         if self.cfg["id_resampling"]:
-            value_bytes = torch.finfo(self.pipe.transformer.dtype).bits // 8
-            extra = id_resampling_state_gib(self.pipe.transformer.config, value_bytes)
+            extras.append(("ID resampling", id_resampling_state_gib(config, value_bytes)))
+        if self.cfg["approx_attention_reuse"] > 1:
+            extras.append(("attention reuse", attention_reuse_cache_gib(config, value_bytes)))
+        extra = sum(gib for _, gib in extras)
         mode, tiling = plan_memory(free_bytes / 2**30, extra)
         log.info("memory=auto: %.1f GiB for this actor%s -> %s%s", free_bytes / 2**30,
-                 f" ({extra:.1f} GiB of it for ID resampling)" if extra else "", mode,
+                 "".join(f" ({gib:.1f} GiB of it for {what})" for what, gib in extras), mode,
                  " + VAE tiling" if tiling else "")
         return mode, tiling
 
