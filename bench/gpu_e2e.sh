@@ -29,6 +29,7 @@ python - "$work" <<'EOF' || exit 1
 import sys, numpy as np, pandas as pd
 from pathlib import Path
 from vp_ray.demo import ensure_demo_dataset
+from vp_ray.masks import save_vpdata_masks
 work = Path(sys.argv[1])
 csv = ensure_demo_dataset(work / "demo", num_clips=2, num_frames=49, height=480, width=720)
 rows = pd.read_csv(csv)
@@ -41,7 +42,6 @@ rows.to_csv(work / "masks.csv", index=False)
 long = pd.read_csv(ensure_demo_dataset(work / "demo_long", num_clips=1, num_frames=120, height=480, width=720))
 for col in ("video_path", "mask_path", "ground_truth_path"):
     long[col] = [str(work / "demo_long" / p) for p in long[col]]
-from vp_ray.masks import save_vpdata_masks
 box = np.zeros((120, 480, 720), bool)
 box[:, 120:360, 180:540] = True
 save_vpdata_masks(long.mask_path[0], box)

@@ -27,11 +27,7 @@ from bench_videopainter import FULL_TRANSFORMER, FULL_VAE, T5_XXL  # noqa: E402
 from vp_ray.models import tiny as tiny_models  # noqa: E402
 from vp_ray.models.branch import CogvideoXBranchModel  # noqa: E402
 from vp_ray.models.checkpoint import missing_files, tree_paths  # noqa: E402
-from vp_ray.models.id_lora import write_tiny_id_lora  # noqa: E402
-
-
-def id_lora_path(root: Path) -> Path:
-    return root / "VideoPainterID" / "checkpoints" / "pytorch_lora_weights.safetensors"
+from vp_ray.models.id_lora import id_lora_path, write_tiny_id_lora  # noqa: E402
 
 
 def write_tree(root: Path, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -67,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    if missing_files(*tree_paths(root)) or not id_lora_path(root).is_file():
+    lora = id_lora_path(root)
+
+    def absent() -> list[str]:
+        return missing_files(*tree_paths(root)) + ([] if lora.is_file() else [str(lora)])
+
+    if absent():
         write_tree(root, torch.device(args.device))
-    missing = missing_files(*tree_paths(root)) + ([] if id_lora_path(root).is_file() else [str(id_lora_path(root))])
+    missing = absent()
     print(f"{root}: " + ("complete" if not missing else f"incomplete: {missing}"))
     return 1 if missing else 0
 

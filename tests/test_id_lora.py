@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from vp_ray.models.checkpoint import load_pipeline, tree_paths
 from vp_ray.models.id_lora import ADAPTER, TARGETS, id_lora_path, load_id_lora, write_tiny_id_lora
+from vp_ray.models.long_video import inpaint_windows
 from vp_ray.models.tiny import ensure_tiny_tree
 
 
@@ -15,6 +17,21 @@ def tree(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "tiny-ckpt"
     ensure_tiny_tree(root)
     return root
+
+
+def resampling_pipe(tree):
+    """The tiny pipeline with ID resampling on (no LoRA: the attention path alone)."""
+    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_id_resampling(0.5)
+    return pipe
+
+
+def windows_of_17(pipe, frames, masks, callback=None):
+    """Final latents of ``frames`` inpainted in windows of 17 sharing one frame, 2 steps each."""
+    return inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
+                           generator=torch.Generator().manual_seed(0), output_type="latent",
+                           callback_on_step_end=callback)
 
 
 def transformer_output(pipe):
@@ -104,13 +121,7 @@ def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
 def test_id_resampling_holds_only_the_tokens_a_mask_keeps(tree):
     """Between windows, each block keeps its output at the tokens masked in the window just done
     or the next one, not all of them (parity with the original: tests/test_parity.py, idlong33)."""
-    import numpy as np
-
-    from vp_ray.models.long_video import inpaint_windows
-
-    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
-    pipe.set_progress_bar_config(disable=True)
-    pipe.enable_id_resampling(0.5)
+    pipe = resampling_pipe(tree)
     frames = np.random.default_rng(0).integers(0, 256, (33, 64, 96, 3), dtype=np.uint8)
     masks = np.zeros((33, 64, 96), bool)
     masks[:17, 8:24, 8:24] = True     # window 0: top left; window 1 (frames 16..32): bottom right
@@ -123,8 +134,7 @@ def test_id_resampling_holds_only_the_tokens_a_mask_keeps(tree):
         finish()
 
     resampling.finish_window = finish_window
-    inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
-                    generator=torch.Generator().manual_seed(0), output_type="latent")
+    windows_of_17(pipe, frames, masks)
     text = pipe.transformer.config.max_text_seq_length
     both = pipe.video_tokens_masked(masks[:17]) | pipe.video_tokens_masked(masks[16:])
     assert len(held) == len(pipe.transformer.transformer_blocks)
@@ -135,13 +145,7 @@ def test_id_resampling_holds_only_the_tokens_a_mask_keeps(tree):
 def test_a_middle_window_lets_go_of_the_previous_state_block_by_block(tree):
     """At a middle window's last step each block saves its output for the next window while the
     previous window's saved outputs are still in use: held together they would be two states."""
-    import numpy as np
-
-    from vp_ray.models.long_video import inpaint_windows
-
-    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
-    pipe.set_progress_bar_config(disable=True)
-    pipe.enable_id_resampling(0.5)
+    pipe = resampling_pipe(tree)
     resampling, previous_tokens = pipe.id_resampling, pipe.id_resampling.previous_tokens
     held = []
 
@@ -154,32 +158,20 @@ def test_a_middle_window_lets_go_of_the_previous_state_block_by_block(tree):
     frames = np.random.default_rng(0).integers(0, 256, (49, 64, 96, 3), dtype=np.uint8)
     masks = np.zeros((49, 64, 96), bool)
     masks[:, 16:48, 24:72] = True
-    inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
-                    generator=torch.Generator().manual_seed(0), output_type="latent")
+    windows_of_17(pipe, frames, masks)
     blocks = len(pipe.transformer.transformer_blocks)
     assert len(held) == blocks   # window 2 of 3, its last step, once per block
     assert max(held) == blocks
 
 
 def test_after_a_failed_clip_release_memory_drops_the_saved_state_and_the_next_clip_is_unchanged(tree):
-    import numpy as np
-
-    from vp_ray.models.long_video import inpaint_windows
     from vp_ray.models.videopainter import VideoPainterInpainter
 
-    pipe = load_pipeline(*tree_paths(tree), dtype="float32")
-    pipe.set_progress_bar_config(disable=True)
-    pipe.enable_id_resampling(0.5)
+    pipe = resampling_pipe(tree)
     frames = np.random.default_rng(0).integers(0, 256, (33, 64, 96, 3), dtype=np.uint8)
     masks = np.zeros((33, 64, 96), bool)
     masks[:, 16:48, 24:72] = True
-
-    def run(callback=None):
-        return inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt="a wall", num_inference_steps=2,
-                               generator=torch.Generator().manual_seed(0), output_type="latent",
-                               callback_on_step_end=callback)
-
-    before = run()
+    before = windows_of_17(pipe, frames, masks)
     calls = []
 
     def fail_in_window_two(*args):
@@ -189,11 +181,11 @@ def test_after_a_failed_clip_release_memory_drops_the_saved_state_and_the_next_c
         return {}
 
     with pytest.raises(torch.OutOfMemoryError):
-        run(fail_in_window_two)
+        windows_of_17(pipe, frames, masks, fail_in_window_two)
     state = pipe.id_resampling
     assert state.saved is not None and state.mask is not None
     inpainter = VideoPainterInpainter.__new__(VideoPainterInpainter)
     inpainter.pipe = pipe
     inpainter.release_memory()
     assert state.saved is None and state.mask is None and not state._captured and not state._temb
-    torch.testing.assert_close(run(), before, rtol=0, atol=0)
+    torch.testing.assert_close(windows_of_17(pipe, frames, masks), before, rtol=0, atol=0)

@@ -45,7 +45,7 @@ def load_id_lora(pipe, path: str | Path) -> None:
     blocks = pipe.transformer.transformer_blocks
     missing = [f"transformer_blocks.{i}.attn1.{target}" for i, block in enumerate(blocks) for target in TARGETS
                if ADAPTER not in getattr(block.attn1.get_submodule(target), "lora_A", {})]
-    expected = 4 * len(blocks)
+    expected = len(TARGETS) * len(blocks)
     if missing:
         raise ValueError(f"{path}: {len(missing)} of the {expected} attention projections are not adapted "
                          f"(e.g. {missing[0]}): not a VideoPainterID LoRA for this transformer")

@@ -55,12 +55,12 @@ class IdResampling:
     # ------------------------------------------------------------------ driven by the window loop
     def start_window(self, first: bool, last: bool, next_video_mask: torch.Tensor | None = None) -> None:
         """``next_video_mask``: the next window's masked video tokens [1, N] (not for the last)."""
-        self.first, self.last, self.next_video_mask, self._keep_index = first, last, next_video_mask, None
         if first:
-            self.saved, self.saved_index, self.mask = None, None, None
+            self.clear()
+        self.first, self.last, self.next_video_mask, self._keep_index = first, last, next_video_mask, None
 
     def clear(self) -> None:
-        """Drop every tensor held (after a failed call: the next clip starts afresh)."""
+        """Drop every tensor held: at a clip's first window, and after a failed call."""
         self.saved = self.saved_index = self.mask = self.prev_mask = self.next_video_mask = None
         self._keep_index, self._captured, self._temb, self.capture = None, {}, {}, False
 
