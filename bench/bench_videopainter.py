@@ -16,7 +16,9 @@ Memory modes: resident | resident+tiling | model_offload | sequential_offload (t
 modes switch VAE slicing + tiling on, as the inpainter does). Speed options as suffixes:
 ``+compile`` (model.compile_blocks: its first step includes the compile, reported as
 ``compile_s``; with inductor's ``emulate_precision_casts``, see ``vp_ray/models/speed.py``) and
-``+reuseN`` (model.approx_attention_reuse=N, approximate). Every mode's final
+``+reuseN`` (model.approx_attention_reuse=N, approximate), ``+fp8`` (model.approx_fp8_linear,
+approximate; torchao) and ``+cudnnbench`` (``torch.backends.cudnn.benchmark``: cuDNN times its
+convolution algorithms once per shape, which only the VAE's 3D convolutions use). Every mode's final
 latents are compared with the first mode's (relative L2: put an exact eager mode first), and the
 report ends with ``exact step ratio vs stock`` for the fastest exact mode.
 
@@ -171,12 +173,17 @@ def parse_mode(mode: str) -> dict:
     memory_mode = {"resident": "resident", "model_offload": "model_offload",
                    "sequential_offload": "sequential_offload"}[base]
     settings = dict(memory_mode=memory_mode, vae_tiling=base != "resident", compile_blocks=False,
-                    approx_attention_reuse=1, approx_attention_reuse_timesteps=[100, 800])
+                    approx_attention_reuse=1, approx_attention_reuse_timesteps=[100, 800],
+                    approx_fp8_linear=False, cudnn_benchmark=False)
     for option in options:
         if option == "tiling":
             settings["vae_tiling"] = True
         elif option == "compile":
             settings["compile_blocks"] = True
+        elif option == "fp8":
+            settings["approx_fp8_linear"] = True
+        elif option == "cudnnbench":
+            settings["cudnn_benchmark"] = True
         elif option.startswith("reuse"):
             settings["approx_attention_reuse"] = int(option.removeprefix("reuse"))
         else:
@@ -193,8 +200,18 @@ def remove_speed_options(pipe) -> None:
         pipe.transformer.disable_cache()
 
 
+def block_linear_weights(pipe) -> dict:
+    """The weights FP8 conversion replaces, to put back after an fp8 mode."""
+    from vp_ray.models.speed import is_fp8_target
+
+    return {module: module.weight for model in (pipe.transformer, pipe.branch)
+            for name, module in model.named_modules() if is_fp8_target(module, name)}
+
+
 def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     settings = parse_mode(mode)
+    torch.backends.cudnn.benchmark = settings.pop("cudnn_benchmark")
+    bf16_weights = block_linear_weights(pipe) if settings["approx_fp8_linear"] else {}
     cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, **settings}
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
     encode_times = time_calls(pipe.vae, "encode", device)
@@ -224,13 +241,17 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     transformer_timer.remove()
     branch_timer.remove()
     remove_speed_options(pipe)
+    for module, weight in bf16_weights.items():
+        module.weight = weight
+    torch.backends.cudnn.benchmark = False
     steps = np.diff(step_ends).tolist()
     compile_s = None
     if settings["compile_blocks"]:   # the first forwards compile: their excess over the median
         compile_s = sum(timer.times[0] - statistics.median(timer.times) for timer in (transformer_timer, branch_timer))
     # Outside the denoising loop (encodes, decode, T5, mask and frame work), steps at their median pace.
     outside_s = seconds - (compile_s or 0.0) - args.steps * statistics.median(steps) if steps else None
-    return {"mode": mode, "exact": settings["approx_attention_reuse"] == 1, "compile_s": compile_s,
+    exact = settings["approx_attention_reuse"] == 1 and not settings["approx_fp8_linear"]
+    return {"mode": mode, "exact": exact, "compile_s": compile_s,
             "vae_encode_s": encode_times, "encode_prompt_s": sum(prompt_times), "outside_loop_s": outside_s,
             "outside_share_of_50_step_clip": outside_s / (outside_s + 50 * statistics.median(steps)) if steps else None,
             "final_latents": timings.pop("latents"), "seconds_per_clip": seconds, "frames": int(len(result)),

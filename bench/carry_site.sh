@@ -6,7 +6,7 @@
 #   # on the GPU machine, first in each call:
 #   mkdir -p /tmp/site && tar -xJf .whl/site312.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:$PWD
 #
-# Zipped wheels of diffusers, Ray, PyAV, Hydra and sam2 come to ~125 MB; unpacked, with Ray's Java,
+# Zipped wheels of diffusers, Ray, PyAV, Hydra, torchao and sam2 come to ~125 MB; unpacked, with Ray's Java,
 # RLlib, Serve, Tune, Train, LLM and dashboard-client parts removed and the shared libraries
 # stripped of symbols, xz brings them to ~41 MB. antlr4 and sam2 have no wheels on PyPI: built here
 # (sam2 without its CUDA extension, which it only uses for mask post-processing).
@@ -16,7 +16,7 @@ site=$(mktemp -d)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$wheels" \
     diffusers==0.42.1 importlib_metadata zipp hydra-core==1.3.8 omegaconf==2.3.1 av==18.1.0 ray==2.60.0 \
-    jsonschema referencing jsonschema-specifications rpds-py iopath portalocker
+    jsonschema referencing jsonschema-specifications rpds-py iopath portalocker torchao==0.18.0
 python3 -m pip wheel -q --no-deps --no-build-isolation antlr4-python3-runtime==4.9.3 -w "$wheels"
 SAM2_BUILD_CUDA=0 python3 -m pip wheel -q --no-deps --no-build-isolation sam2==1.1.0 -w "$wheels"
 for wheel in "$wheels"/*.whl; do unzip -q -o "$wheel" -d "$site"; done

@@ -90,6 +90,56 @@ def test_attention_reuse_range_is_checked_at_compose(bad):
         compose_config(["model=tiny", f"model.approx_attention_reuse_timesteps={bad}"])
 
 
+@pytest.fixture
+def fp8_on_cpu(monkeypatch):
+    """torchao's FP8 quantisation on the CPU: its GPU checks pass (the matmul then runs through
+    torchao's dequantising fallback, the conversion and the wiring are the same)."""
+    pytest.importorskip("torchao")
+    import torchao.quantization.quant_api as quant_api
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    monkeypatch.setattr("vp_ray.models.videopainter.require_fp8_gpu", lambda device: None)
+
+
+def test_fp8_converts_the_blocks_projections_and_only_those(tiny_tree, fp8_on_cpu):
+    from torchao.quantization import Float8Tensor
+
+    frames, masks = clip()
+    cfg = tiny_cfg(tiny_tree, dtype="bfloat16")
+    exact = VideoPainterInpainter(cfg).inpaint_clip(frames, masks, PROMPT, seed=1)
+    fp8 = VideoPainterInpainter({**cfg, "approx_fp8_linear": True})
+    for model in (fp8.pipe.transformer, fp8.pipe.branch):
+        kinds = {name: isinstance(module.weight, Float8Tensor) for name, module in model.named_modules()
+                 if isinstance(module, torch.nn.Linear)}
+        converted = {name for name, yes in kinds.items() if yes}
+        assert converted == {name for name in kinds if name.startswith("transformer_blocks.")
+                             and ".norm" not in name}
+        assert any(name.endswith("attn1.to_q") for name in converted)
+        assert any(name.endswith("ff.net.2") for name in converted)
+    result = fp8.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert result.shape == exact.shape and not np.array_equal(result, exact)   # approximate
+    unmasked = ~masks
+    assert np.abs(result.astype(int) - exact)[unmasked].mean() < np.abs(result.astype(int) - exact)[masks].mean()
+
+
+def test_fp8_needs_a_gpu_of_compute_capability_8_9():
+    from vp_ray.models.speed import require_fp8_gpu
+
+    with pytest.raises(RuntimeError, match="compute capability 8.9 or newer.*no GPU"):
+        require_fp8_gpu(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("clash", ["model.dtype=float32", "model.id_resampling=true",
+                                   "model.memory_mode=sequential_offload"])
+def test_fp8_refuses_what_it_cannot_run_with(clash):
+    with pytest.raises(ConfigError, match=f"model.approx_fp8_linear=true cannot be combined with {clash}"):
+        compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true", clash])
+
+
+def test_fp8_with_bfloat16_composes():
+    assert compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"])["model"]["approx_fp8_linear"]
+
+
 def write_run(output_dir, results: dict[str, np.ndarray], masks: np.ndarray) -> None:
     """An output folder as a run leaves it, for what the comparison reads."""
     for clip_id, result in results.items():

@@ -280,6 +280,12 @@ class VideoPainterModelConfig(ModelConfig):
     # Quality cannot be judged without real weights: compare runs with `python -m vp_ray.compare`.
     approx_attention_reuse: int = setting(1, check=AT_LEAST_ONE)
     approx_attention_reuse_timesteps: list[int] = setting(factory=lambda: [100, 800], check=TIMESTEP_RANGE)
+    # Speed, APPROXIMATE (changes results): the blocks' projections (attention Q/K/V/out,
+    # feed-forward) of the backbone and the branch as FP8 matmuls (torchao, per-row scales; install
+    # with pip install 'vp-ray[fp8]'). Needs a GPU of compute capability 8.9+ (Ada, Hopper,
+    # Blackwell) and dtype=bfloat16; best with compile_blocks (the activations' scaling is fused).
+    # Not with ID resampling (its LoRA layers) or sequential_offload.
+    approx_fp8_linear: bool = False
 
 
 @dataclass
@@ -540,6 +546,14 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
             if clash:
                 shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
                 problems.append(f"model.compile_blocks=true cannot be combined with model.{key}={shown}: {why}")
+    if model.get("approx_fp8_linear"):
+        clashes = [("dtype", model["dtype"] != "bfloat16", "FP8 scales are computed from bfloat16 weights"),
+                   ("id_resampling", model["id_resampling"], "its LoRA layers are not converted"),
+                   ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block")]
+        for key, clash, why in clashes:
+            if clash:
+                shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
+                problems.append(f"model.approx_fp8_linear=true cannot be combined with model.{key}={shown}: {why}")
     sam2 = plain["sam2"]
     taken = sam2["pool_size"] * sam2["gpu_fraction"]
     if sam2["placement"] in ("shared", "auto") and not taken < 0.5:

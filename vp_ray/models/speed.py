@@ -1,4 +1,4 @@
-"""Speed options of the VideoPainter pipeline: one exact (compiled blocks), one approximate.
+"""Speed options of the VideoPainter pipeline: one exact (compiled blocks), two approximate.
 
 ``compile_blocks`` compiles each block's ``forward`` of the backbone and the branch, not the module
 call (``Module.compile``, which diffusers' ``compile_repeated_blocks`` uses): the branch injection's
@@ -7,8 +7,8 @@ which torch.compile specialises on, so compiling them in would compile each of t
 apart; compiled this way, every backbone block shares one graph (two with the branch's), built at
 the actor's first window and reused for every later window and clip of the same shape.
 
-``reuse_attention`` is diffusers' Pyramid Attention Broadcast: an approximation (results change),
-off by default.
+``reuse_attention`` is diffusers' Pyramid Attention Broadcast and ``fp8_linear_layers`` torchao's
+FP8 matmuls: approximations (results change), off by default.
 """
 
 from __future__ import annotations
@@ -38,3 +38,43 @@ def reuse_attention(pipe, every: int, timesteps: Sequence[int]) -> None:
     pipe.transformer.enable_cache(PyramidAttentionBroadcastConfig(
         spatial_attention_block_skip_range=every, spatial_attention_timestep_skip_range=tuple(timesteps),
         current_timestep_callback=lambda: pipe.current_timestep))
+
+
+def is_fp8_target(module: torch.nn.Module, name: str) -> bool:
+    """The blocks' token-wise projections (attention Q/K/V/out, feed-forward). The adaptive norms'
+    linears see one row per sample: FP8 would save nothing there, so they stay in bf16."""
+    return (isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.")
+            and ".norm" not in name)
+
+
+def require_fp8_gpu(device: torch.device) -> None:
+    """FP8 matmuls need tensor cores of compute capability 8.9 or newer (Ada, Hopper, Blackwell)."""
+    if device.type != "cuda":
+        raise RuntimeError("model.approx_fp8_linear=true needs an NVIDIA GPU of compute capability 8.9 or "
+                           "newer (Ada, Hopper, Blackwell); this actor has no GPU")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        raise RuntimeError(f"model.approx_fp8_linear=true needs compute capability 8.9 or newer (Ada, Hopper, "
+                           f"Blackwell); {torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}")
+
+
+def fp8_linear_layers(pipe) -> int:
+    """APPROXIMATE: the blocks' projections of the backbone and the branch run as FP8 (e4m3)
+    matmuls, weights and activations scaled per row (torchao's dynamic float8 quantisation;
+    activations are scaled at every call). Returns how many layers were converted."""
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    except ImportError as error:
+        raise RuntimeError("model.approx_fp8_linear=true needs torchao: pip install 'vp-ray[fp8]'") from error
+    converted = 0
+
+    def target(module: torch.nn.Module, name: str) -> bool:
+        nonlocal converted
+        hit = is_fp8_target(module, name)
+        converted += hit
+        return hit
+
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    for model in (pipe.transformer, pipe.branch):
+        quantize_(model, config, filter_fn=target)
+    return converted

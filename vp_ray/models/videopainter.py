@@ -24,7 +24,7 @@ from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
-from vp_ray.models.speed import compile_blocks, reuse_attention
+from vp_ray.models.speed import compile_blocks, fp8_linear_layers, require_fp8_gpu, reuse_attention
 from vp_ray.models.vae_tiling import enable_vae_tiling
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,9 @@ class VideoPainterInpainter:
         if model_cfg["vae_tiling"] is not None:
             self.vae_savers = model_cfg["vae_tiling"]
         self._apply_memory_mode()
+        if model_cfg["approx_fp8_linear"]:
+            require_fp8_gpu(self.device)
+            fp8_linear_layers(self.pipe)
         self.flux = self._load_flux(model_cfg) if model_cfg["first_frame_fill"] == "flux" else None
         self.last_warnings: list[str] = []
 
