@@ -527,6 +527,16 @@ def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
     return plain
 
 
+def _clashes(model: dict[str, Any], option: str, clashes: list[tuple[str, bool, str]]) -> list[str]:
+    """One problem per (key, clashing, why) that clashes with model.<option>=true."""
+    problems = []
+    for key, clash, why in clashes:
+        if clash:
+            shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
+            problems.append(f"model.{option}=true cannot be combined with model.{key}={shown}: {why}")
+    return problems
+
+
 def _cross_checks(plain: dict[str, Any]) -> list[str]:
     """Rules that involve more than one field."""
     from vp_ray.models import MODELS
@@ -538,22 +548,16 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     if model.get("id_resampling") and not model.get("mask_add"):
         problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
     if model.get("compile_blocks"):
-        clashes = [("id_resampling", model["id_resampling"], "its per-block state would compile every block apart"),
-                   ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block"),
-                   ("approx_attention_reuse", model["approx_attention_reuse"] > 1,
-                    "its per-step state would recompile every step")]
-        for key, clash, why in clashes:
-            if clash:
-                shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
-                problems.append(f"model.compile_blocks=true cannot be combined with model.{key}={shown}: {why}")
+        problems += _clashes(model, "compile_blocks", [
+            ("id_resampling", model["id_resampling"], "its per-block state would compile every block apart"),
+            ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block"),
+            ("approx_attention_reuse", model["approx_attention_reuse"] > 1,
+             "its per-step state would recompile every step")])
     if model.get("approx_fp8_linear"):
-        clashes = [("dtype", model["dtype"] != "bfloat16", "FP8 scales are computed from bfloat16 weights"),
-                   ("id_resampling", model["id_resampling"], "its LoRA layers are not converted"),
-                   ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block")]
-        for key, clash, why in clashes:
-            if clash:
-                shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
-                problems.append(f"model.approx_fp8_linear=true cannot be combined with model.{key}={shown}: {why}")
+        problems += _clashes(model, "approx_fp8_linear", [
+            ("dtype", model["dtype"] != "bfloat16", "FP8 scales are computed from bfloat16 weights"),
+            ("id_resampling", model["id_resampling"], "its LoRA layers are not converted"),
+            ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block")])
     sam2 = plain["sam2"]
     taken = sam2["pool_size"] * sam2["gpu_fraction"]
     if sam2["placement"] in ("shared", "auto") and not taken < 0.5:

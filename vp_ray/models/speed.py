@@ -58,23 +58,14 @@ def require_fp8_gpu(device: torch.device) -> None:
                            f"Blackwell); {torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}")
 
 
-def fp8_linear_layers(pipe) -> int:
+def fp8_linear_layers(pipe) -> None:
     """APPROXIMATE: the blocks' projections of the backbone and the branch run as FP8 (e4m3)
     matmuls, weights and activations scaled per row (torchao's dynamic float8 quantisation;
-    activations are scaled at every call). Returns how many layers were converted."""
+    activations are scaled at every call)."""
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
     except ImportError as error:
         raise RuntimeError("model.approx_fp8_linear=true needs torchao: pip install 'vp-ray[fp8]'") from error
-    converted = 0
-
-    def target(module: torch.nn.Module, name: str) -> bool:
-        nonlocal converted
-        hit = is_fp8_target(module, name)
-        converted += hit
-        return hit
-
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     for model in (pipe.transformer, pipe.branch):
-        quantize_(model, config, filter_fn=target)
-    return converted
+        quantize_(model, config, filter_fn=is_fp8_target)
