@@ -1,0 +1,100 @@
+"""Time one CogVideoX-5b attention call with each kernel the GPU machine can run.
+
+    python bench/attention_kernels.py [--out attention.json]
+
+The shape is the backbone's: CFG batch 2, 48 heads of 64, 226 text + 17550 video tokens (49 frames
+at 480x720), bf16, no mask. Kernels: PyTorch SDPA with each backend (cuDNN is what SDPA picks on
+Hopper), and FlashAttention-4 (``flash_attn.cute``, the ``flash-attn-4`` package) when it imports.
+Each output is compared with float32 attention on a slice of the queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+BATCH, HEADS, TOKENS, HEAD_DIM = 2, 48, 226 + 13 * 30 * 45, 64
+REFERENCE_QUERIES = 512
+
+
+def flops() -> float:
+    return 4.0 * BATCH * HEADS * TOKENS * TOKENS * HEAD_DIM
+
+
+def timed(fn, repeats: int = 20) -> float:
+    """Median seconds of one call, timed with CUDA events after three warm-up calls."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(BATCH, HEADS, TOKENS, HEAD_DIM, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    reference = F.scaled_dot_product_attention(q[..., :REFERENCE_QUERIES, :].float(), k.float(), v.float())
+
+    def error(out):
+        return float((out[..., :REFERENCE_QUERIES, :].float() - reference).abs().max())
+
+    results = {"shape": [BATCH, HEADS, TOKENS, HEAD_DIM], "device": torch.cuda.get_device_name(),
+               "torch": torch.__version__, "kernels": {}}
+
+    def record(name, fn):
+        try:
+            out = fn()
+            seconds = timed(fn)
+        except Exception as failure:  # a kernel this GPU or build lacks: say so, go on
+            results["kernels"][name] = {"error": f"{type(failure).__name__}: {failure}"[:500]}
+            print(f"{name:28s} failed: {results['kernels'][name]['error']}", flush=True)
+            return
+        results["kernels"][name] = {"ms": seconds * 1e3, "tflops": flops() / seconds / 1e12,
+                                    "max_abs_err_vs_fp32": error(out)}
+        print(f"{name:28s} {seconds * 1e3:7.2f} ms  {flops() / seconds / 1e12:6.1f} TFLOP/s  "
+              f"max err {error(out):.2e}", flush=True)
+
+    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        def sdpa(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v)
+        record(f"sdpa_{backend.name.lower()}", sdpa)
+    record("sdpa_default", lambda: F.scaled_dot_product_attention(q, k, v))
+
+    try:
+        from flash_attn.cute import flash_attn_func
+    except Exception as failure:
+        results["flash4_import"] = f"{type(failure).__name__}: {failure}"[:500]
+        print("flash_attn.cute not importable:", results["flash4_import"], flush=True)
+    else:
+        start = time.perf_counter()
+        flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        torch.cuda.synchronize()
+        results["flash4_first_call_s"] = time.perf_counter() - start
+        record("flash4", lambda: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2),
+                                                 v.transpose(1, 2))[0].transpose(1, 2))
+
+    print(json.dumps(results, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Seconds and GPU memory of the work around the denoising loop, for a 32 GB card's plan.
+
+    python bench/vae_probe.py [--out vae_probe.json]
+
+Full-size random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
+
+* the VAE's encode of 49 frames and decode of 13 latent frames, untiled and with tilings of
+  2x2 and 3x3 tiles ("3x3" is diffusers' default tile size: 240x360 pixels, 9 tiles at 480x720);
+  "1x2" is full-height tiles of 432 pixels' width. Each: median seconds of 3 calls and the peak
+  memory the call adds to what was allocated before it;
+* T5-XXL kept in pinned host memory and brought to the GPU for one prompt encode ("visit"):
+  seconds to bring it, to encode, and to let it go, against encoding with T5 resident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_videopainter import FULL_VAE, T5_XXL  # noqa: E402
+
+# name -> enable_tiling arguments (None: untiled). Every tiling's cuts are whole latent pixels
+# (vp_ray.models.vae_tiling.tiles_add_up).
+TILINGS = {
+    "untiled": None,
+    "1x2": dict(tile_sample_min_height=576, tile_sample_min_width=432,
+                tile_overlap_factor_height=1 / 6, tile_overlap_factor_width=1 / 6),
+    "2x2": dict(tile_sample_min_height=288, tile_sample_min_width=432,
+                tile_overlap_factor_height=1 / 6, tile_overlap_factor_width=1 / 6),
+    "3x3": dict(tile_sample_min_height=240, tile_sample_min_width=360,
+                tile_overlap_factor_height=1 / 6, tile_overlap_factor_width=1 / 5),
+}
+
+
+def measure(fn, repeats: int = 3) -> dict:
+    """Median seconds and the peak GiB the call adds to what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        del out
+    return {"s": statistics.median(times), "first_s": times[0],
+            "peak_added_gib": (torch.cuda.max_memory_allocated() - before) / 2**30}
+
+
+def probe_vae(results: dict) -> None:
+    from diffusers import AutoencoderKLCogVideoX
+
+    with torch.device("cuda"):
+        vae = AutoencoderKLCogVideoX(**FULL_VAE).to(torch.bfloat16).eval()
+    video = torch.rand(1, 3, 49, 480, 720, device="cuda", dtype=torch.bfloat16) * 2 - 1
+    latents = torch.randn(1, 16, 13, 60, 90, device="cuda", dtype=torch.bfloat16)
+    results["vae_weights_gib"] = torch.cuda.memory_allocated() / 2**30
+    for name, tiling in TILINGS.items():
+        vae.disable_tiling()
+        if tiling is not None:
+            vae.enable_tiling(**tiling)
+        with torch.no_grad():
+            encode = measure(lambda: vae.encode(video).latent_dist.mean)
+            decode = measure(lambda: vae.decode(latents).sample)
+        results["vae"][name] = {"encode": encode, "decode": decode}
+        print(f"{name:8s} encode {encode['s']:.3f} s (+{encode['peak_added_gib']:.2f} GiB)  "
+              f"decode {decode['s']:.3f} s (+{decode['peak_added_gib']:.2f} GiB)", flush=True)
+    del vae, video, latents
+    torch.cuda.empty_cache()
+
+
+def probe_t5(results: dict) -> None:
+    from transformers import T5Config, T5EncoderModel
+
+    with torch.device("cuda"):
+        t5 = T5EncoderModel(T5Config(**T5_XXL)).to(torch.bfloat16).eval()
+    ids = torch.randint(0, 32128, (2, 226), device="cuda")
+    with torch.no_grad():
+        resident = measure(lambda: t5(ids)[0], repeats=5)
+    results["t5"]["resident_encode"] = resident
+    results["t5"]["weights_gib"] = torch.cuda.memory_allocated() / 2**30
+    # Host copies in pinned memory; the GPU copies are dropped between visits (nothing to copy back).
+    host = {name: p.detach().cpu().pin_memory() for name, p in t5.named_parameters()}
+    params = dict(t5.named_parameters())
+    for name, p in params.items():
+        p.data = host[name]
+    torch.cuda.empty_cache()
+    visits = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for name, p in params.items():
+            p.data = host[name].to("cuda", non_blocking=True)
+        torch.cuda.synchronize()
+        moved = time.perf_counter()
+        with torch.no_grad():
+            t5(ids)[0].sum().item()
+        encoded = time.perf_counter()
+        for name, p in params.items():
+            p.data = host[name]
+        torch.cuda.synchronize()
+        visits.append({"bring_s": moved - start, "encode_s": encoded - moved,
+                       "let_go_s": time.perf_counter() - encoded})
+    results["t5"]["visits"] = visits
+    results["t5"]["visit_median_s"] = statistics.median(sum(v.values()) for v in visits)
+    results["t5"]["gpu_gib_between_visits"] = torch.cuda.memory_allocated() / 2**30
+    print("t5 resident encode", resident["s"], "visit", results["t5"]["visit_median_s"], flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vae": {}, "t5": {}}
+    probe_vae(results)
+    probe_t5(results)
+    print(json.dumps(results, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
