@@ -12,8 +12,9 @@ per-step wall time, transformer and branch forward times, VAE decode time, peak 
 The stock ``CogVideoXImageToVideoPipeline`` then runs on the same transformer and VAE with
 ``prompt_embeds`` given (no tokenizer/text encoder) for its per-step time.
 
-Memory modes: resident | resident+tiling | model_offload | sequential_offload (the offload
-modes switch VAE slicing + tiling on, as the inpainter does). Speed options as suffixes:
+Memory modes: resident | text_encoder_offload | model_offload | sequential_offload, each with the
+VAE tiles the inpainter gives it (none, large, small, small); ``+tiling`` forces small tiles,
+``+untiled`` none. Speed options as suffixes:
 ``+compile`` (model.compile_blocks: its first step includes the compile, reported as
 ``compile_s``; with inductor's ``emulate_precision_casts``, see ``vp_ray/models/speed.py``) and
 ``+reuseN`` (model.approx_attention_reuse=N, approximate), ``+fp8`` (model.approx_fp8_linear,
@@ -170,14 +171,17 @@ def summary(times: list[float]) -> dict:
 def parse_mode(mode: str) -> dict:
     """``resident+tiling+compile`` -> the inpainter settings it stands for."""
     base, *options = mode.split("+")
-    memory_mode = {"resident": "resident", "model_offload": "model_offload",
-                   "sequential_offload": "sequential_offload"}[base]
-    settings = dict(memory_mode=memory_mode, vae_tiling=base != "resident", compile_blocks=False,
+    if base not in ("resident", "text_encoder_offload", "model_offload", "sequential_offload"):
+        raise ValueError(f"unknown memory mode {base!r} in {mode!r}")
+    # vae_tiling None: the mode's own tiles (resident: none, text_encoder_offload: large, offload: small).
+    settings = dict(memory_mode=base, vae_tiling=None, compile_blocks=False,
                     approx_attention_reuse=1, approx_attention_reuse_timesteps=[100, 800],
                     approx_fp8_linear=False, cudnn_benchmark=False)
     for option in options:
         if option == "tiling":
-            settings["vae_tiling"] = True
+            settings["vae_tiling"] = True    # small tiles
+        elif option == "untiled":
+            settings["vae_tiling"] = False
         elif option == "compile":
             settings["compile_blocks"] = True
         elif option == "fp8":
@@ -212,7 +216,8 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     settings = parse_mode(mode)
     torch.backends.cudnn.benchmark = settings.pop("cudnn_benchmark")
     bf16_weights = block_linear_weights(pipe) if settings["approx_fp8_linear"] else {}
-    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, **settings}
+    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps,
+           "height": frames.shape[1], "width": frames.shape[2], **settings}
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
     encode_times = time_calls(pipe.vae, "encode", device)
     prompt_times = time_calls(pipe, "encode_prompt", device)

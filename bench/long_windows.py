@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     masks = np.zeros((longest, height, width), dtype=bool)
     masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = True
     report = {"device": torch.cuda.get_device_name() if cuda else "cpu (tiny)", "steps": args.steps,
-              "cap_gib": args.cap, "plan": [inpainter.memory_mode, inpainter.vae_savers],
+              "cap_gib": args.cap, "plan": [inpainter.memory_mode, inpainter.vae_tiles],
               "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0, "runs": []}
     inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=0)  # warm-up
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
             report["runs"].append({"mode": label, "windows": windows, "frames": int(len(out)),
                                    "seconds": time.perf_counter() - start,
-                                   "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0})
+                                   "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+                                   "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0})
             print(json.dumps(report["runs"][-1]), flush=True)
             Path(args.out).write_text(json.dumps(report, indent=1))
 

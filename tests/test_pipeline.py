@@ -168,56 +168,101 @@ def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
     assert inpainter.memory_mode == "resident" and not inpainter.pipe.vae.use_tiling  # CPU
     assert inpainter.reduce_memory() is True
     assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
+    assert inpainter.pipe.vae.tile_sample_min_height == inpainter.pipe.vae.config.sample_height // 2  # small
     assert inpainter.reduce_memory() is False  # no GPU: model offload does not apply
 
 
-def test_vae_tiling_keeps_the_real_models_overlaps_and_fixes_the_tiny_ones():
-    """The real VAE's tiles (240x360 pixels = 30x45 latents) keep diffusers' 1/6 and 1/5; the tiny
-    VAE's (32x48 = 4x6) would not add up to the frame with those, so whole fractions replace them."""
-    from vp_ray.models.vae_tiling import tile_overlap, tiles_add_up
-
-    assert tile_overlap(240, 30, 1 / 6, 8) == 1 / 6 and tile_overlap(360, 45, 0.2, 8) == 0.2
-    assert not tiles_add_up(32, 4, 1 / 6, 8) and not tiles_add_up(48, 6, 0.2, 8)
-    assert tile_overlap(32, 4, 1 / 6, 8) == 0.25 and tile_overlap(48, 6, 0.2, 8) == 1 / 6
-
-
-def test_tiled_vae_round_trips_a_tiny_clip_at_its_own_size(tiny_tree):
-    """VAE tiling on the tiny model (what the OOM ladder switches on) keeps the frame size; diffusers'
-    default overlaps gave a 9x12 latent and 70x110 frames here."""
-    inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree, vae_tiling=True))
-    assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
-    frames, masks = clip(num_frames=17)
-    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
-    assert out.shape == frames.shape
-
-
-def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
+def test_large_vae_tiles_span_the_height_and_half_the_width():
+    """480x720: one row of 576x432-pixel tiles, two across (the tiles measured on the H200); a tiny
+    64x96 frame likewise; small tiles stay diffusers' size and overlaps."""
     from types import SimpleNamespace
 
-    from vp_ray import gpu
+    from vp_ray.models.vae_tiling import enable_vae_tiling, fitting_tile
 
-    calls = []
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
-    cuda = torch.device("cuda")
-    gpu.limit_memory(cuda, 30)
-    assert calls == [(0.375, 0)]  # torch wants a device index, not a bare "cuda"
-    gpu.limit_memory(cuda, None)
-    gpu.limit_memory(torch.device("cpu"), 30)  # no GPU: nothing to cap
-    assert len(calls) == 1
-    with pytest.raises(ValueError, match="limit of 90 GiB is not within the GPU's 80.0 GiB"):
-        gpu.limit_memory(cuda, 90)
+    assert fitting_tile(480, 1, 1 / 6, 8) == (576, 1 / 6) and fitting_tile(720, 2, 1 / 6, 8) == (432, 1 / 6)
+    assert fitting_tile(64, 1, 1 / 6, 8)[0] == 72 and fitting_tile(96, 2, 1 / 6, 8)[0] == 56
+    set_to = {}
+    real = SimpleNamespace(config=SimpleNamespace(block_out_channels=(128, 256, 256, 512), sample_height=480,
+                                                  sample_width=720),
+                           enable_slicing=lambda: None, enable_tiling=lambda **kw: set_to.update(kw))
+    enable_vae_tiling(real, "small")
+    assert set_to == {"tile_sample_min_height": 240, "tile_sample_min_width": 360,
+                      "tile_overlap_factor_height": 1 / 6, "tile_overlap_factor_width": 1 / 5}
+    enable_vae_tiling(real, "large", 480, 720)
+    assert (set_to["tile_sample_min_height"], set_to["tile_sample_min_width"]) == (576, 432)
+
+
+def test_large_vae_tiles_round_trip_a_tiny_clip_at_its_own_size(tiny_tree, inpainter):
+    frames, masks = clip(num_frames=17)
+    untiled = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    large = VideoPainterInpainter(tiny_cfg(tiny_tree, height=TINY_HEIGHT, width=TINY_WIDTH), pipe=inpainter.pipe)
+    large.vae_tiles = "large"
+    large._apply_vae_tiles()
+    try:
+        assert inpainter.pipe.vae.tile_sample_min_width == 56 and inpainter.pipe.vae.use_tiling
+        out = large.inpaint_clip(frames, masks, PROMPT, seed=1)
+    finally:
+        large.vae_tiles = "none"
+        large._apply_vae_tiles()
+    # Tiled pixels differ (the random tiny networks amplify the seams' blending: no closeness to judge).
+    assert out.shape == frames.shape and not np.array_equal(out, untiled)
+
+
+def test_text_encoder_offload_brings_t5_once_per_clip_and_changes_nothing(tiny_tree, inpainter):
+    """memory_mode=text_encoder_offload: T5's weights live on the host and visit the device for the
+    clip's two prompts (one visit), not again for the windows' calls; same result as resident."""
+    from vp_ray.models.host_weights import HostWeights
+
+    frames, masks = clip(num_frames=97, seed=3)   # two windows
+    resident = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    offloaded = VideoPainterInpainter(tiny_cfg(tiny_tree), pipe=inpainter.pipe)
+    offloaded.memory_mode = "text_encoder_offload"
+    offloaded._apply_memory_mode()
+    host = inpainter.pipe.text_encoder_host
+    visits, on = [], host.on
+
+    def counted(device):
+        visits.append(device)
+        return on(device)
+
+    host.on = counted
+    try:
+        assert isinstance(host, HostWeights)
+        assert next(inpainter.pipe.text_encoder.parameters()).data_ptr() == host.host[0].data_ptr()
+        result = offloaded.inpaint_clip(frames, masks, PROMPT, seed=1)
+    finally:
+        offloaded.memory_mode = "resident"
+        offloaded._apply_memory_mode()
+    assert len(visits) == 1 and inpainter.pipe.text_encoder_host is None
+    assert np.array_equal(result, resident)
+
+
+def test_host_weights_come_back_to_the_same_host_copies_even_after_an_error():
+    """(A GPU visit is measured in bench/RESULTS.md; here the host side.) Every parameter and buffer
+    is a host copy between visits, the same copies after one, also when the visit fails (an OOM)."""
+    from vp_ray.models.host_weights import HostWeights
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    host = HostWeights(model)
+    held = [*model.parameters(), *model.buffers()]
+    assert [t.data_ptr() for t in held] == [h.data_ptr() for h in host.host] and len(held) == 7
+    swapped = torch.zeros(4, 4)
+    with pytest.raises(RuntimeError, match="boom"):
+        with host.on(torch.device("cpu")):
+            model[0].weight.data = swapped   # stands in for the device copy a visit puts there
+            raise RuntimeError("boom")
+    assert [t.data_ptr() for t in held] == [h.data_ptr() for h in host.host]
 
 
 def test_auto_memory_plan_follows_the_measured_peaks():
     """141 and 80 GB cards keep everything resident and untiled; a 32 GB card (31 GiB usable, or a
-    27 GiB actor cap beside SAM2) stays resident with VAE tiling; below that, model offload."""
+    26 GiB actor cap beside SAM2) keeps T5 on the host and runs the VAE in large tiles; below 25.7 GiB,
+    model offload."""
     from vp_ray.models.videopainter import plan_memory
 
-    assert plan_memory(139) == plan_memory(79) == ("resident", False)
-    assert plan_memory(31) == plan_memory(27) == ("resident", True)
-    assert plan_memory(22) == ("model_offload", True)
+    assert plan_memory(139) == plan_memory(79) == plan_memory(36.7) == ("resident", "none")
+    assert plan_memory(36.6) == plan_memory(31) == plan_memory(26) == ("text_encoder_offload", "large")
+    assert plan_memory(25.6) == plan_memory(21) == ("model_offload", "small")
 
 
 def test_auto_memory_plan_makes_room_for_id_resampling():
@@ -231,17 +276,17 @@ def test_auto_memory_plan_makes_room_for_id_resampling():
                            num_attention_heads=48, attention_head_dim=64, max_text_seq_length=226)
     extra = id_resampling_state_gib(real)
     assert extra - ID_RESAMPLING_TRANSIENT_GIB == pytest.approx(42 * 2 * 17776 * 3072 * 2 / 2**30)
-    assert plan_memory(31, extra) == ("model_offload", True)
-    assert plan_memory(46, extra) == ("resident", True)
-    assert plan_memory(79, extra) == ("resident", False)
+    assert plan_memory(31, extra) == ("model_offload", "small")
+    assert plan_memory(46, extra) == ("text_encoder_offload", "large")
+    assert plan_memory(79, extra) == ("resident", "none")
 
 
 @pytest.mark.parametrize("id_resampling, reuse, cap, plan", [
-    (False, 1, 31, ("resident", True)),
-    (False, 2, 31, ("model_offload", True)),   # the cache (8.54 GiB) would not fit beside a resident model
-    (False, 2, 40, ("resident", True)),
-    (True, 1, 40, ("resident", True)),
-    (True, 2, 40, ("model_offload", True)),    # both: 18.6 GiB of extras
+    (False, 1, 31, ("text_encoder_offload", "large")),
+    (False, 2, 31, ("model_offload", "small")),   # the cache (8.54 GiB) leaves 22.5 GiB
+    (False, 2, 40, ("text_encoder_offload", "large")),
+    (True, 1, 40, ("text_encoder_offload", "large")),
+    (True, 2, 40, ("model_offload", "small")),    # both: 18.6 GiB of extras
 ])
 def test_auto_memory_plan_counts_what_the_speed_and_id_options_hold(monkeypatch, id_resampling, reuse, cap, plan):
     from types import SimpleNamespace

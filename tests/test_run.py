@@ -212,7 +212,8 @@ def test_invalid_enumerated_value_is_refused_before_ray_starts(tmp_path):
 
 
 @pytest.mark.parametrize("override,allowed", [
-    ("model=videopainter model.memory_mode=resdent", "auto, resident, model_offload, sequential_offload"),
+    ("model=videopainter model.memory_mode=resdent",
+     "auto, resident, text_encoder_offload, model_offload, sequential_offload"),
     ("sam2.placement=shard", "auto, cpu, shared, dedicated"),
     ("dataset.prompt_coords=modl", "source, model"),
     ("model=videopainter model.first_frame_fill=flex", "flux, opencv, none"),

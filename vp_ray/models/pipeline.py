@@ -13,6 +13,7 @@ gives the same video as the original implementation.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from contextlib import contextmanager
@@ -119,6 +120,23 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         self.id_resampling = None
         # The step's timestep value during the loop (diffusers' ``current_timestep``, read by step caches).
         self._current_timestep = None
+        # The text encoder's weights in pinned host memory (``host_weights.HostWeights``), brought to
+        # the GPU for each prompt encode: ``memory_mode=text_encoder_offload``.
+        self.text_encoder_host = None
+
+    def encode_prompt(self, *args, **kwargs):
+        """diffusers' ``encode_prompt``, with the text encoder's weights on the GPU while it runs
+        (both prompts, one visit) when they live on the host and some embedding is to be computed."""
+        encode = super().encode_prompt
+        call = inspect.signature(encode).bind(*args, **kwargs)
+        call.apply_defaults()
+        given = call.arguments
+        computes = given["prompt_embeds"] is None or (
+            given["do_classifier_free_guidance"] and given["negative_prompt_embeds"] is None)
+        if self.text_encoder_host is None or not computes:
+            return encode(*args, **kwargs)
+        with self.text_encoder_host.on(self._execution_device):
+            return encode(*args, **kwargs)
 
     def enable_id_resampling(self, prev_clip_weight: float) -> None:
         """Every backbone block also attends to masked tokens of its previous window's output."""

@@ -21,6 +21,7 @@ from vp_ray import gpu
 from vp_ray.masks import black_out
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.checkpoint import load_pipeline
+from vp_ray.models.host_weights import HostWeights
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
@@ -32,13 +33,27 @@ log = logging.getLogger(__name__)
 # Consecutive windows of a long clip share their boundary frame: result frame j is source frame j.
 WINDOW_OVERLAP = 1
 
-# Peak GPU memory (GiB) of one 49x480x720 window with the full-size model in bf16, T5 on the GPU,
-# measured on an H200 (bench/RESULTS.md: `bench_videopainter.py --modes resident,resident+tiling`).
-# `memory_mode=auto` picks the fastest mode whose peak, plus HEADROOM_GIB for the CUDA context and
-# the allocator's slack, fits the memory the actor may use (free memory, or its cap if lower).
-PEAK_RESIDENT_GIB = 35.7          # everything resident, VAE untiled (decode is the peak)
-PEAK_RESIDENT_TILED_GIB = 24.7    # everything resident, VAE tiled + sliced (1.2 s more per clip)
-HEADROOM_GIB = 1.0
+# GPU memory (GiB) of one 49x480x720 window with the full-size model in bf16, measured on an H200
+# (bench/RESULTS.md: `bench_videopainter.py`, `long_windows.py --cap`). `memory_mode=auto` picks the
+# fastest plan that fits the memory the actor may use (free memory, or its cap if lower).
+PEAK_RESIDENT_GIB = 35.7          # everything resident, VAE untiled (the decode is the peak)
+HEADROOM_GIB = 1.0                # the CUDA context and the allocator's slack
+# T5 visiting the GPU per clip, large VAE tiles: 20.5 GiB allocated at the peak (T5's visit), but the
+# allocator's cached blocks took its reserved memory to 25.4 GiB under a 26 GiB cap; it needs what the
+# plan it replaced needed (resident + small tiles: 24.7 + 1.0), the cap it was run at. Untiled (26.3
+# GiB allocated) it ran out of memory under a 31 GiB cap (5.8 GiB cached but unusable): auto never
+# picks it.
+NEED_TEXT_ENCODER_OFFLOAD_LARGE_TILES_GIB = 25.7
+# (GiB needed, memory mode, VAE tiles), fastest first; below the last, model CPU offload + small
+# tiles. Per clip, the second plan costs 0.5 s more than the first on an H200 (T5 brought from pinned
+# host memory 0.18 s, large tiles' encodes and decode), 1.9 s less than resident + small tiles.
+MEMORY_PLANS = [
+    (PEAK_RESIDENT_GIB + HEADROOM_GIB, "resident", "none"),
+    (NEED_TEXT_ENCODER_OFFLOAD_LARGE_TILES_GIB, "text_encoder_offload", "large"),
+]
+# The VAE tiles of an explicitly chosen memory mode (vae_tiling=null).
+TILES_OF_MODE = {"resident": "none", "text_encoder_offload": "large", "model_offload": "small",
+                 "sequential_offload": "small"}
 # ID resampling's attention builds doubled keys and values per block (extra K/V, the normed
 # previous tokens, the concatenations): about 7 x 218 MB at 49x480x720 in bf16, freed per block.
 # An estimate from the tensor sizes, not a measurement.
@@ -69,16 +84,16 @@ def attention_reuse_cache_gib(transformer_config, bytes_per_value: int = 2) -> f
     return block_outputs_gib(transformer_config, bytes_per_value)
 
 
-def plan_memory(available_gib: float, extra_gib: float = 0.0) -> tuple[str, bool]:
-    """(memory mode, VAE tiling) for an actor that may use ``available_gib``: resident untiled on
-    80 GB+ cards, resident with VAE tiling on 32 GB cards, model CPU offload below that.
-    ``extra_gib`` (ID resampling's state, attention reuse's cache) is added to every mode's peak."""
+def plan_memory(available_gib: float, extra_gib: float = 0.0) -> tuple[str, str]:
+    """(memory mode, VAE tiles) for an actor that may use ``available_gib``: resident untiled on 80
+    GB+ cards; on a 32 GB card T5 visits the GPU per clip and the VAE runs in large tiles; model CPU
+    offload below 25.7 GiB. ``extra_gib`` (ID resampling's state, attention reuse's cache) is added to
+    every plan's peak."""
     available_gib -= extra_gib
-    if available_gib >= PEAK_RESIDENT_GIB + HEADROOM_GIB:
-        return "resident", False
-    if available_gib >= PEAK_RESIDENT_TILED_GIB + HEADROOM_GIB:
-        return "resident", True
-    return "model_offload", True
+    for needed, mode, tiles in MEMORY_PLANS:
+        if available_gib >= needed:
+            return mode, tiles
+    return "model_offload", "small"
 
 
 def padded_length(count: int) -> int:
@@ -138,9 +153,9 @@ class VideoPainterInpainter:
                             model_cfg["approx_attention_reuse_timesteps"])
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         gpu.limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
-        self.memory_mode, self.vae_savers = self._resolve_memory_mode()
+        self.memory_mode, self.vae_tiles = self._resolve_memory_mode()
         if model_cfg["vae_tiling"] is not None:
-            self.vae_savers = model_cfg["vae_tiling"]
+            self.vae_tiles = "small" if model_cfg["vae_tiling"] else "none"
         self._apply_memory_mode()
         if model_cfg["approx_fp8_linear"]:
             require_fp8_gpu(self.device)
@@ -191,12 +206,12 @@ class VideoPainterInpainter:
         return result[:count]
 
     def reduce_memory(self) -> bool:
-        """OOM ladder: VAE tiling + slicing first, then model CPU offload; False when both are on."""
-        if not self.vae_savers:
-            self.vae_savers = True
-            self._apply_vae_savers()
+        """OOM ladder: small VAE tiles + slicing first, then model CPU offload; False when both are on."""
+        if self.vae_tiles != "small":
+            self.vae_tiles = "small"
+            self._apply_vae_tiles()
             return True
-        if self.memory_mode == "resident" and self.device.type == "cuda":
+        if self.memory_mode in ("resident", "text_encoder_offload") and self.device.type == "cuda":
             self.memory_mode = "model_offload"
             self._apply_memory_mode()
             return True
@@ -246,13 +261,13 @@ class VideoPainterInpainter:
             log.warning(message)
             self.last_warnings.append(message)
 
-    def _resolve_memory_mode(self) -> tuple[str, bool]:
-        """(memory mode, VAE tiling) for the configured mode; ``auto`` plans with measured peaks."""
+    def _resolve_memory_mode(self) -> tuple[str, str]:
+        """(memory mode, VAE tiles) for the configured mode; ``auto`` plans with measured peaks."""
         mode = self.cfg["memory_mode"]
         if self.device.type != "cuda":
-            return "resident", False
+            return "resident", "none"
         if mode != "auto":
-            return mode, mode != "resident"
+            return mode, TILES_OF_MODE[mode]
         free_bytes, _ = torch.cuda.mem_get_info()
         if self.cfg["gpu_memory_limit_gb"]:
             free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
@@ -266,22 +281,31 @@ class VideoPainterInpainter:
         mode, tiling = plan_memory(free_bytes / 2**30, extra)
         log.info("memory=auto: %.1f GiB for this actor%s -> %s%s", free_bytes / 2**30,
                  "".join(f" ({gib:.1f} GiB of it for {what})" for what, gib in extras), mode,
-                 " + VAE tiling" if tiling else "")
+                 "" if tiling == "none" else f" + {tiling} VAE tiles")
         return mode, tiling
 
     def _apply_memory_mode(self) -> None:
-        self.pipe.remove_all_hooks()
+        pipe = self.pipe
+        pipe.remove_all_hooks()
+        pipe.text_encoder_host = None   # offload's hooks move the text encoder from here on
         if self.memory_mode == "resident":
-            self.pipe.to(self.device)
+            pipe.to(self.device)
+        elif self.memory_mode == "text_encoder_offload":
+            for name, component in pipe.components.items():
+                if isinstance(component, torch.nn.Module) and name != "text_encoder":
+                    component.to(self.device)
+            pipe.text_encoder_host = HostWeights(pipe.text_encoder)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()   # T5's GPU copy, if it had one
         elif self.memory_mode == "model_offload":
-            self.pipe.enable_model_cpu_offload(device=self.device)
+            pipe.enable_model_cpu_offload(device=self.device)
         else:
-            self.pipe.enable_sequential_cpu_offload(device=self.device)
-        self._apply_vae_savers()
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        self._apply_vae_tiles()
 
-    def _apply_vae_savers(self) -> None:
-        if self.vae_savers:
-            enable_vae_tiling(self.pipe.vae)
-        else:
+    def _apply_vae_tiles(self) -> None:
+        if self.vae_tiles == "none":
             self.pipe.vae.disable_slicing()
             self.pipe.vae.disable_tiling()
+        else:
+            enable_vae_tiling(self.pipe.vae, self.vae_tiles, self.cfg["height"], self.cfg["width"])
