@@ -45,8 +45,9 @@ HEADROOM_GIB = 1.0                # the CUDA context and the allocator's slack
 # picks it.
 NEED_TEXT_ENCODER_OFFLOAD_LARGE_TILES_GIB = 25.7
 # (GiB needed, memory mode, VAE tiles), fastest first; below the last, model CPU offload + small
-# tiles. Per clip, the second plan costs 0.5 s more than the first on an H200 (T5 brought from pinned
-# host memory 0.18 s, large tiles' encodes and decode), 1.9 s less than resident + small tiles.
+# tiles. Per clip, the second plan costs about 0.7 s more than the first on an H200 (T5 brought from
+# pinned host memory 0.2 s, large tiles' encodes and decode 0.45 s), 1.9 s less than resident + small
+# tiles.
 MEMORY_PLANS = [
     (PEAK_RESIDENT_GIB + HEADROOM_GIB, "resident", "none"),
     (NEED_TEXT_ENCODER_OFFLOAD_LARGE_TILES_GIB, "text_encoder_offload", "large"),
