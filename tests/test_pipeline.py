@@ -172,6 +172,45 @@ def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
     assert inpainter.reduce_memory() is False  # no GPU: model offload does not apply
 
 
+def test_vae_tiling_keeps_the_real_models_overlaps_and_fixes_the_tiny_ones():
+    """The real VAE's tiles (240x360 pixels = 30x45 latents) keep diffusers' 1/6 and 1/5; the tiny
+    VAE's (32x48 = 4x6) would not add up to the frame with those, so whole fractions replace them."""
+    from vp_ray.models.vae_tiling import tile_overlap, tiles_add_up
+
+    assert tile_overlap(240, 30, 1 / 6, 8) == 1 / 6 and tile_overlap(360, 45, 0.2, 8) == 0.2
+    assert not tiles_add_up(32, 4, 1 / 6, 8) and not tiles_add_up(48, 6, 0.2, 8)
+    assert tile_overlap(32, 4, 1 / 6, 8) == 0.25 and tile_overlap(48, 6, 0.2, 8) == 1 / 6
+
+
+def test_tiled_vae_round_trips_a_tiny_clip_at_its_own_size(tiny_tree):
+    """VAE tiling on the tiny model (what the OOM ladder switches on) keeps the frame size; diffusers'
+    default overlaps gave a 9x12 latent and 70x110 frames here."""
+    inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree, vae_tiling=True))
+    assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
+    frames, masks = clip(num_frames=17)
+    out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
+    assert out.shape == frames.shape
+
+
+def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
+    from types import SimpleNamespace
+
+    from vp_ray import gpu
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+    cuda = torch.device("cuda")
+    gpu.limit_memory(cuda, 30)
+    assert calls == [(0.375, 0)]  # torch wants a device index, not a bare "cuda"
+    gpu.limit_memory(cuda, None)
+    gpu.limit_memory(torch.device("cpu"), 30)  # no GPU: nothing to cap
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="limit of 90 GiB is not within the GPU's 80.0 GiB"):
+        gpu.limit_memory(cuda, 90)
+
+
 def test_large_vae_tiles_span_the_height_and_half_the_width():
     """480x720: one row of 576x432-pixel tiles, two across (the tiles measured on the H200); a tiny
     64x96 frame likewise; small tiles stay diffusers' size and overlaps."""
