@@ -18,12 +18,18 @@ measured on an H200 (bench/RESULTS.md), a 49-frame encode and decode take 1.08 +
 from __future__ import annotations
 
 
+def stride(tile: int, overlap: float) -> int:
+    """Pixels (or latent pixels) between the starts of two tiles of ``tile`` (diffusers'
+    ``overlap_height`` / ``overlap_width``)."""
+    return int(tile * (1 - overlap))
+
+
 def tiles_add_up(tile_pixels: int, tile_latents: int, overlap: float, scale: int) -> bool:
     """Whether tiled encode and decode both cut whole latent pixels with this overlap (the same
     integer arithmetic as diffusers' ``tiled_encode`` / ``tiled_decode``)."""
-    encode_stride = int(tile_pixels * (1 - overlap))                   # pixels
+    encode_stride = stride(tile_pixels, overlap)                      # pixels
     encode_kept = tile_latents - int(tile_latents * overlap)          # latents
-    decode_stride = int(tile_latents * (1 - overlap))                 # latents
+    decode_stride = stride(tile_latents, overlap)                     # latents
     decode_kept = tile_pixels - int(tile_pixels * overlap)            # pixels
     return encode_stride == encode_kept * scale and decode_kept == decode_stride * scale
 
@@ -47,11 +53,6 @@ DEFAULT_OVERLAP_HEIGHT, DEFAULT_OVERLAP_WIDTH = 1 / 6, 1 / 5
 def spatial_scale(vae) -> int:
     """Pixels per latent pixel of the VAE (8 for CogVideoX's)."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def stride(tile_pixels: int, overlap: float) -> int:
-    """Pixels between the starts of two tiles (diffusers' ``overlap_height`` / ``overlap_width``)."""
-    return int(tile_pixels * (1 - overlap))
 
 
 def fitting_tile(length: int, tiles: int, default: float, scale: int) -> tuple[int, float]:
