@@ -129,7 +129,8 @@ def test_ledger_writes_one_row_per_clip(tmp_path):
     fp = outputs.fingerprint(CFG, row("old"))
     outputs.commit_clip(tmp_path, "old", write_two_files, lambda: {"fingerprint": fp, "num_frames": 17})
     ledger = Ledger(str(tmp_path))
-    ledger.add(row("new", status="ok", output_dir=str(tmp_path / "clips/new"), num_frames=49))
+    ledger.add(row("new", status="ok", output_dir=str(tmp_path / "clips/new"), num_frames=49,
+                   memory_plan="text_encoder_offload + large VAE tiles"))
     ledger.add(row("old", status="done_before"))
     ledger.add(row("bad", status="failed", failed_stage="prepare", error_type="decode", error="boom"))
     manifest_path, failures_path = ledger.write()
@@ -138,6 +139,9 @@ def test_ledger_writes_one_row_per_clip(tmp_path):
     manifest = pd.read_parquet(manifest_path).set_index("clip_id")
     assert sorted(manifest.index) == ["new", "old"]
     assert manifest.loc["old", "num_frames"] == 17  # read back from the earlier run's meta.json
+    # The plan the clip ran with; null where none is known (an earlier run's clip, a model without plans).
+    assert manifest.loc["new", "memory_plan"] == "text_encoder_offload + large VAE tiles"
+    assert pd.isna(manifest.loc["old", "memory_plan"])
     failures = pd.read_parquet(failures_path)
     assert failures.to_dict("records")[0]["error_type"] == "decode"
     assert ledger.duplicates() == []

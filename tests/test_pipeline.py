@@ -166,8 +166,10 @@ def test_overlong_prompt_is_truncated_with_a_warning(inpainter):
 def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
     inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree))
     assert inpainter.memory_mode == "resident" and not inpainter.pipe.vae.use_tiling  # CPU
+    assert inpainter.memory_plan == "resident"
     assert inpainter.reduce_memory() is True
     assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
+    assert inpainter.memory_plan == "resident + small VAE tiles"   # what the manifest records from here on
     assert inpainter.pipe.vae.tile_sample_min_height == inpainter.pipe.vae.config.sample_height // 2  # small
     assert inpainter.reduce_memory() is False  # no GPU: model offload does not apply
 

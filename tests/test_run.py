@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO, compose_config
 
 from vp_ray import graph, metrics, records, todo, video
+from vp_ray.summary import format_summary
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
@@ -42,6 +43,7 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
     assert len(failures) == 0, failures.to_dict("records")
     assert sorted(manifest.clip_id) == sorted(pd.read_csv(tmp_path / "demo" / "demo.csv").clip_id)
     assert not result.interrupted and result.ledger.duplicates() == []
+    assert manifest.memory_plan.isna().all()   # the classic model plans no GPU memory
 
     demo = pd.read_csv(tmp_path / "demo" / "demo.csv").set_index("clip_id")
     for clip in manifest.to_dict("records"):
@@ -168,6 +170,10 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local,
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert (manifest.time_inpaint_s > 0).all() and (manifest.num_frames == 9).all()
     assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
+    assert (manifest.memory_plan == "resident").all()   # without a GPU every model stays where it is
+    actors = manifest.inpaint_worker.nunique()
+    summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
+    assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
     codec, _, frames = decode(tmp_path / "out" / "clips" / manifest.clip_id[0] / "result.mp4")
     assert codec == "h264" and frames.shape[0] == 9
 

@@ -22,7 +22,7 @@ from vp_ray.rows import DONE_BEFORE, FAILED, OK, coerce
 MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
     "num_frames", "out_fps", "seconds", "source_width", "source_height", "source_fps",
-    "effective_seed", "effective_max_seconds", "attempts", "degraded", "peak_gpu_mem_gb",
+    "effective_seed", "effective_max_seconds", "attempts", "degraded", "peak_gpu_mem_gb", "memory_plan",
     "segment_worker", "inpaint_worker",
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
     "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished",
@@ -82,6 +82,7 @@ class Ledger:
     def _manifest_row(self, row: dict[str, Any]) -> dict[str, Any]:
         out = {k: row.get(k) for k in MANIFEST_COLUMNS}
         out["result_path"] = "" if self.mask_only else str(Path(row["output_dir"]) / "result.mp4")
+        out["memory_plan"] = row.get("memory_plan") or None   # null: a model without memory plans
         return out
 
 

@@ -79,6 +79,8 @@ class ClipStatus:
     attempts: int = 0
     degraded: bool = False
     peak_gpu_mem_gb: float = 0.0
+    # The inpainter's GPU memory plan for the clip's last attempt ("" for models without one).
+    memory_plan: str = ""
     # Where the clip was segmented and inpainted: "node=<id> gpu=<ids> pid=<pid>" of the actor.
     segment_worker: str = ""
     inpaint_worker: str = ""

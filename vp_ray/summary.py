@@ -8,17 +8,30 @@ from vp_ray.graph import RunResult
 from vp_ray.rows import DONE_BEFORE
 
 
+def memory_plans(rows: list[dict]) -> str:
+    """The memory plans the inpainting actors ran their clips with, and how many actors each:
+    "text_encoder_offload + large VAE tiles (2 actors)"; "" for models without memory plans."""
+    actors: dict[str, set[str]] = {}
+    for row in rows:
+        if row.get("memory_plan"):
+            actors.setdefault(row["memory_plan"], set()).add(row["inpaint_worker"])
+    return "; ".join(f"{plan} ({len(workers)} actor{'s' * (len(workers) != 1)})"
+                     for plan, workers in sorted(actors.items()))
+
+
 def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> str:
     ledger = result.ledger
     new = [r for r in ledger.done if r["status"] != DONE_BEFORE]
     inpaint_times = [r["time_inpaint_s"] for r in new if r["time_inpaint_s"]]
     per_clip = sum(inpaint_times) / len(inpaint_times) if inpaint_times else 0.0
+    plans = memory_plans(new)
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(ledger.done) - len(new))),
         ("clips failed", str(len(ledger.failed))),
         ("clips degraded (shortened after OOM)", str(sum(bool(r["degraded"]) for r in new))),
         ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
+        *([("memory plan", plans)] if plans else []),
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),

@@ -85,6 +85,22 @@ def attention_reuse_cache_gib(transformer_config, bytes_per_value: int = 2) -> f
     return block_outputs_gib(transformer_config, bytes_per_value)
 
 
+def plan_extras(model_cfg: dict[str, Any], transformer_config, bytes_per_value: int = 2) -> list[tuple[str, float]]:
+    """(what, GiB) that the settings add to every plan's peak: ID resampling's state, attention
+    reuse's cache."""
+    extras = []
+    if model_cfg["id_resampling"]:
+        extras.append(("ID resampling", id_resampling_state_gib(transformer_config, bytes_per_value)))
+    if model_cfg["approx_attention_reuse"] > 1:
+        extras.append(("attention reuse", attention_reuse_cache_gib(transformer_config, bytes_per_value)))
+    return extras
+
+
+def describe_plan(memory_mode: str, vae_tiles: str) -> str:
+    """A memory plan as the log, the manifest and the run's summary name it."""
+    return memory_mode if vae_tiles == "none" else f"{memory_mode} + {vae_tiles} VAE tiles"
+
+
 def plan_memory(available_gib: float, extra_gib: float = 0.0) -> tuple[str, str]:
     """(memory mode, VAE tiles) for an actor that may use ``available_gib``: resident untiled on 80
     GB+ cards; on a 32 GB card T5 visits the GPU per clip and the VAE runs in large tiles; model CPU
@@ -165,6 +181,11 @@ class VideoPainterInpainter:
         self.last_warnings: list[str] = []
 
     # ------------------------------------------------------------------ Inpainter protocol
+    @property
+    def memory_plan(self) -> str:
+        """The plan in effect now: auto's choice, or the configured mode, after any OOM ladder step."""
+        return describe_plan(self.memory_mode, self.vae_tiles)
+
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         cfg = self.cfg
@@ -273,16 +294,10 @@ class VideoPainterInpainter:
         if self.cfg["gpu_memory_limit_gb"]:
             free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
         value_bytes = torch.finfo(self.pipe.transformer.dtype).bits // 8
-        config, extras = self.pipe.transformer.config, []
-        if self.cfg["id_resampling"]:
-            extras.append(("ID resampling", id_resampling_state_gib(config, value_bytes)))
-        if self.cfg["approx_attention_reuse"] > 1:
-            extras.append(("attention reuse", attention_reuse_cache_gib(config, value_bytes)))
-        extra = sum(gib for _, gib in extras)
-        mode, tiling = plan_memory(free_bytes / 2**30, extra)
-        log.info("memory=auto: %.1f GiB for this actor%s -> %s%s", free_bytes / 2**30,
-                 "".join(f" ({gib:.1f} GiB of it for {what})" for what, gib in extras), mode,
-                 "" if tiling == "none" else f" + {tiling} VAE tiles")
+        extras = plan_extras(self.cfg, self.pipe.transformer.config, value_bytes)
+        mode, tiling = plan_memory(free_bytes / 2**30, sum(gib for _, gib in extras))
+        log.info("memory=auto: %.1f GiB for this actor%s -> %s", free_bytes / 2**30,
+                 "".join(f" ({gib:.1f} GiB of it for {what})" for what, gib in extras), describe_plan(mode, tiling))
         return mode, tiling
 
     def _apply_memory_mode(self) -> None:

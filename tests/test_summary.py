@@ -1,0 +1,35 @@
+"""The table printed at the end of a run."""
+
+from __future__ import annotations
+
+from vp_ray.graph import RunResult
+from vp_ray.manifest import Ledger
+from vp_ray.rows import ClipRecord, new_row
+from vp_ray.summary import format_summary
+
+
+def clip(clip_id, worker, plan):
+    return {**new_row(ClipRecord(clip_id=clip_id, video_path="/v.mp4")), "status": "ok", "time_inpaint_s": 99.0,
+            "inpaint_worker": worker, "memory_plan": plan}
+
+
+def summary_value(summary: str, key: str) -> str | None:
+    return next((line[len(key):].strip() for line in summary.splitlines() if line.startswith(key)), None)
+
+
+def test_summary_names_each_memory_plan_with_its_number_of_actors(tmp_path):
+    ledger = Ledger(str(tmp_path))
+    ledger.done = [clip("a", "gpu=0 pid=1", "text_encoder_offload + large VAE tiles"),
+                   clip("b", "gpu=1 pid=2", "text_encoder_offload + large VAE tiles"),
+                   clip("c", "gpu=0 pid=1", "text_encoder_offload + large VAE tiles"),
+                   clip("d", "gpu=2 pid=3", "model_offload + small VAE tiles")]
+    summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
+    assert summary_value(summary, "memory plan") == ("model_offload + small VAE tiles (1 actor); "
+                                                     "text_encoder_offload + large VAE tiles (2 actors)")
+
+
+def test_summary_leaves_out_the_memory_plan_of_models_without_one(tmp_path):
+    ledger = Ledger(str(tmp_path))
+    ledger.done = [clip("a", "gpu=0 pid=1", "")]
+    summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
+    assert summary_value(summary, "memory plan") is None
