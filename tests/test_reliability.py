@@ -17,6 +17,7 @@ from conftest import REPO, compose_config
 from vp_ray import graph, video
 from vp_ray.demo import ensure_demo_dataset
 from vp_ray.masks import save_vpdata_masks
+from vp_ray.models import gate
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=64", "model.width=96", "dilate_size=2"]
@@ -159,27 +160,42 @@ def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(ray_local
     assert len(list((tmp_path / "out" / "clips").iterdir())) == 2
 
 
+def launch_held(tmp_path, csv_path, **popen):
+    """``launch.py`` on ``csv_path`` with the faulty model letting 2 clips through and holding the
+    third at its gate (one inpainting actor): once 2 clips are committed, nothing else moves."""
+    command = [sys.executable, "launch.py", "dataset=csv", f"dataset.path={csv_path}",
+               f"output_dir={tmp_path / 'out'}", "cluster.address=local", "cluster.num_cpus=2", *SMALL,
+               "model=faulty", "model.hold_after_clips=2", f"model.fault_state_dir={tmp_path / 'gate'}"]
+    proc = subprocess.Popen(command, cwd=REPO, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}, **popen)
+    wait_until(lambda: len(done_clips(tmp_path / "out" / "clips")) == 2 and gate.held(tmp_path / "gate"),
+               "2 clips committed and the third held in the model", proc)
+    return command, proc
+
+
+def wait_until(condition, what, proc, timeout=600):
+    """Wait for a state the test brought about; the timeout only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before: {what}"
+        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what}"
+        time.sleep(0.1)
+
+
 def test_a_killed_driver_resumes_without_redoing_finished_clips(tmp_path, demo):
     csv, rows = demo
-    clips = [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)]
-    path = write_csv(tmp_path / "many.csv", clips)
-    command = [sys.executable, "launch.py", "dataset=csv", f"dataset.path={path}",
-               f"output_dir={tmp_path / 'out'}", "cluster.address=local", "cluster.num_cpus=2", *SMALL]
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    clips_dir = tmp_path / "out" / "clips"
-    deadline = time.time() + 300
-    while time.time() < deadline and len(done_clips(clips_dir)) < 2:
-        time.sleep(0.2)
+    path = write_csv(tmp_path / "many.csv", [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)])
+    command, proc = launch_held(tmp_path, path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     os.kill(proc.pid, signal.SIGKILL)  # the driver alone, mid-run: Ray's agents outlive it a while
     proc.wait()
-    time.sleep(3)  # let the orphaned workers see their driver gone before we look at the folders
+    clips_dir = tmp_path / "out" / "clips"
     finished_before = {c: (clips_dir / c / "meta.json").stat().st_mtime for c in done_clips(clips_dir)}
-    assert 2 <= len(finished_before) < 8
+    assert len(finished_before) == 2
 
-    # Rerun at once, while the killed run's Ray agents are still alive.
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    # Rerun at once, while the killed run's Ray agents are still alive (its held clip stays held:
+    # the gate is not opened, the rerun passes every clip; a setting no clip's files depend on).
+    done = subprocess.run([*command, "model.hold_after_clips=-1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # whatever of the killed run is left
     except ProcessLookupError:
@@ -193,33 +209,27 @@ def test_a_killed_driver_resumes_without_redoing_finished_clips(tmp_path, demo):
     assert not [p for p in clips_dir.iterdir() if p.name.startswith(".")]  # no partial folders left
 
 
-def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(tmp_path, demo):
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(ray_local, tmp_path, demo):
     csv, rows = demo
-    clips = [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)]
-    path = write_csv(tmp_path / "many.csv", clips)
-    command = [sys.executable, "launch.py", "dataset=csv", f"dataset.path={path}",
-               f"output_dir={tmp_path / 'out'}", "cluster.address=local", "cluster.num_cpus=2", *SMALL]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    clips_dir = tmp_path / "out" / "clips"
-    deadline = time.time() + 300
-    while time.time() < deadline and len(done_clips(clips_dir)) < 2:
-        time.sleep(0.2)
+    path = write_csv(tmp_path / "many.csv", [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)])
+    _, proc = launch_held(tmp_path, path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-3000:]
     assert "INTERRUPTED" in output
-    finished = done_clips(clips_dir)
-    assert len(finished) >= 2
+    finished = done_clips(tmp_path / "out" / "clips")
+    assert len(finished) == 2
     # Every committed clip is in the manifest and the summary, also those whose rows were still
     # on their way to the driver: what a resume would find done.
     assert sorted(pd.read_parquet(tmp_path / "out" / "manifest.parquet").clip_id) == finished
-    assert re.search(rf"clips ok \(this run\)\s+{len(finished)}\n", output), output[-3000:]
+    assert re.search(r"clips ok \(this run\)\s+2\n", output), output[-3000:]
 
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("clip_id")
-    assert sorted(manifest.index) == [f"c{i}" for i in range(8)]
+    # The same run resumed (here in this process's Ray): the 6 others are done, the 2 skipped.
+    _, manifest, failures = run(tmp_path, path, "model=faulty", f"model.fault_state_dir={tmp_path / 'gate'}")
+    manifest = manifest.set_index("clip_id")
+    assert sorted(manifest.index) == [f"c{i}" for i in range(8)] and len(failures) == 0
     assert all(manifest.loc[c, "status"] == "done_before" for c in finished)
+    assert (manifest.status == "ok").sum() == 6
 
 
 def assert_no_work_left(output_dir):

@@ -22,6 +22,10 @@ every block in flight), each stage before it (read, split, check) runs only whil
 
 So at most ``per_actor x actors`` (before) + ``2 x actors`` (in the model: one runs, one waits at
 it) + ``per_actor x actors + write_concurrency`` (after) clips are in ``.work`` at any time.
+
+``HOLDING`` says, for the run in this process, whether the last decision held the prepare stage
+back (the model is the bottleneck, as it should be) or the model (the writers are): the sampler
+writes both into ``run_samples.csv``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ PER_ACTOR_KEY, WRITERS_KEY, PREPARERS_KEY = ("vp_ray.prepared_per_actor", "vp_ra
                                               "vp_ray.prepare_concurrency")
 PREPARE_OP, WRITE_OP = "MapBatches(PrepareClips)", "MapBatches(WriteClips)"
 MODEL_OPS = ("MapBatches(InpaintClips)", "MapBatches(SegmentStage)")
+HOLDING = {"prepare": False, "model": False}
 
 
 class WorkBound(BackpressurePolicy):
@@ -52,7 +57,12 @@ class WorkBound(BackpressurePolicy):
         self.prepare, self.write = ops.get(PREPARE_OP), ops.get(WRITE_OP)
         # The clips wait for the last model stage (inpainting; SAM2 in a mask-only run).
         self.model = next((ops[name] for name in MODEL_OPS if name in ops), None)
+        if self.per_actor is not None and None in (self.prepare, self.model, self.write):
+            # A renamed stage would otherwise leave .work unbounded without a word.
+            raise RuntimeError(f"WorkBound: the pipeline has no {PREPARE_OP}, {WRITE_OP} or one of "
+                               f"{MODEL_OPS} (operators: {sorted(ops)})")
         self.feeders = self._upstream(self.prepare) if self.prepare else []
+        HOLDING.update(prepare=False, model=False)
 
     @staticmethod
     def _upstream(op) -> list:
@@ -106,7 +116,9 @@ class WorkBound(BackpressurePolicy):
         if op in self.feeders:
             return self.waiting_between(op, self.prepare) < 2 * self.preparers
         if op is self.prepare:
-            return self.prepared_waiting() < self.per_actor * self.actors()
-        if op is self.model and self.write:
-            return self.finished_waiting() < self.per_actor * self.actors() + self.writers
+            HOLDING["prepare"] = self.prepared_waiting() >= self.per_actor * self.actors()
+            return not HOLDING["prepare"]
+        if op is self.model:
+            HOLDING["model"] = self.finished_waiting() >= self.per_actor * self.actors() + self.writers
+            return not HOLDING["model"]
         return True

@@ -194,8 +194,12 @@ class FaultyModelConfig(ClassicModelConfig):
     oom_above_frames: int = setting(-1, check=SIZE_OR_NEVER)
     # ... or longer than this once the memory saver is on.
     oom_above_frames_with_saver: int = setting(-1, check=SIZE_OR_NEVER)
-    # Where ``[crash-once]`` remembers which clips already crashed their worker.
+    # Where ``[crash-once]`` remembers which clips already crashed their worker, and the gate's folder.
     fault_state_dir: str = setting("/tmp/vp_ray_faults", output=False)
+    # Let this many clips through the model (counted over all actors), then hold every later one
+    # until the file ``open`` exists in ``fault_state_dir`` (-1 = never hold): tests bring a run into
+    # a known state with it (``vp_ray.models.gate``).
+    hold_after_clips: int = setting(-1, check=SIZE_OR_NEVER, output=False)
 
 
 @dataclass
@@ -211,6 +215,9 @@ class SimModelConfig(ModelConfig):
     load_seconds: float = setting(0.0, check=NON_NEGATIVE, output=False)
     # GPU memory each actor holds while it lives, as a loaded model would (0 = none; CPU: ignored).
     gpu_memory_gb: float = setting(0.0, check=NON_NEGATIVE, output=False)
+    # As ``model=faulty``: pass this many clips, then hold the rest until ``<gate_dir>/open`` exists.
+    hold_after_clips: int = setting(-1, check=SIZE_OR_NEVER, output=False)
+    gate_dir: str = setting("/tmp/vp_ray_gate", output=False)
 
 
 @dataclass

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from vp_ray.backpressure import HOLDING
 from vp_ray.workdir import MASKS, RESULT
 
 FIELDS = ["time_s", "driver_rss_mb", "driver_peak_rss_mb", "object_store_used_mb", "work_clips", "work_mb",
-          "waiting_prepare", "waiting_inpaint", "waiting_write"]
+          "waiting_prepare", "waiting_inpaint", "waiting_write", "prepare_held", "model_held"]
 
 
 def driver_rss_mb() -> float:
@@ -90,7 +91,8 @@ class Sampler:
         self.peak_work_clips = max(self.peak_work_clips, clips)
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         row = [round(time.monotonic() - self.start, 2), round(driver_rss_mb(), 1), round(peak_rss, 1),
-               round(object_store_used_mb(), 1), clips, round(size, 1), *waiting.values()]
+               round(object_store_used_mb(), 1), clips, round(size, 1), *waiting.values(),
+               int(HOLDING["prepare"]), int(HOLDING["model"])]
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow(row)
         if self.on_sample is not None:

@@ -5,7 +5,8 @@ dataset can mix them: ``[crash-once]`` kills the worker process the first time i
 clip, ``[crash-always]`` every time, ``[error]`` raises an ordinary exception. Clips longer
 than ``oom_above_frames`` raise a CUDA out-of-memory error (``oom_above_frames_with_saver``
 once ``reduce_memory`` switched the memory saver on), the error torch raises on a GPU
-too small for them.
+too small for them. With ``hold_after_clips`` the model passes that many clips and holds the
+rest at a gate (``vp_ray.models.gate``), so a test can interrupt a run in a known state.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from vp_ray.models import Progress
 from vp_ray.models.classic import ClassicInpainter
+from vp_ray.models.gate import Gate
 
 
 class FaultyInpainter:
@@ -30,10 +32,12 @@ class FaultyInpainter:
         self.state_dir = Path(model_cfg["fault_state_dir"])
         self.saver_on = False
         self.calls = 0
+        self.gate = Gate(self.state_dir, model_cfg["hold_after_clips"])
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         self.calls += 1
+        self.gate.enter()
         if "[crash-always]" in prompt:
             os._exit(3)
         if "[crash-once]" in prompt and self._first_time(prompt):

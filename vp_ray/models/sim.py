@@ -2,8 +2,9 @@
 
 Each clip takes ``seconds_per_frame`` per frame (sleeping, so a CPU machine can stand in for many
 GPUs), optionally holding ``gpu_memory_gb`` of GPU memory for its whole life as a loaded model
-would. The masked pixels are filled with the frame's mean colour: the result is visibly a result,
-and nothing else about it means anything.
+would. With ``hold_after_clips`` it passes that many clips and holds the rest at a gate
+(``vp_ray.models.gate``), as ``model=faulty`` does. The masked pixels are filled with the frame's
+mean colour: the result is visibly a result, and nothing else about it means anything.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from vp_ray.models import Progress
+from vp_ray.models.gate import Gate
 
 
 class SimInpainter:
     def __init__(self, model_cfg: dict[str, Any]):
         self.seconds_per_frame = model_cfg["seconds_per_frame"]
+        self.gate = Gate(model_cfg["gate_dir"], model_cfg["hold_after_clips"])
         time.sleep(model_cfg["load_seconds"])
         self.held = None
         if model_cfg["gpu_memory_gb"] > 0:
@@ -29,6 +32,7 @@ class SimInpainter:
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
+        self.gate.enter()
         time.sleep(self.seconds_per_frame * len(frames))
         mean = frames.reshape(len(frames), -1, 3).mean(axis=1).astype(np.uint8)
         return np.where(masks[..., None], mean[:, None, None, :], frames)

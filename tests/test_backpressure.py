@@ -1,0 +1,178 @@
+"""The bound on clips in .work: the policy's arithmetic on a stand-in topology, and a real run whose
+model holds every clip at its gate (the state where an unbounded prepare stage would run ahead)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from ray.data import DataContext
+from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
+
+from vp_ray import backpressure
+from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
+from vp_ray.demo import ensure_demo_dataset
+from vp_ray.models import gate
+
+
+class Op:
+    """A stand-in for a Ray Data operator: its name, neighbours and the blocks it holds."""
+
+    def __init__(self, name, upstream=None):
+        self.name = name
+        self.input_dependencies = [upstream] if upstream else []
+        self.output_dependencies = []
+        if upstream:
+            upstream.output_dependencies.append(self)
+        self.active = self.inputs = self.outputs = self.output_queue = 0
+
+    def num_active_tasks(self):
+        return self.active
+
+    def internal_input_queue_num_blocks(self):
+        return self.inputs
+
+    def internal_output_queue_num_blocks(self):
+        return self.outputs
+
+
+class ActorOp(Op, ActorPoolMapOperator):
+    """A model stage: an actor pool of ``size`` actors (isinstance-checked by the policy)."""
+
+    # Plain attributes here, not the operator's properties.
+    name = input_dependencies = output_dependencies = None
+
+    def __init__(self, name, upstream, size):
+        Op.__init__(self, name, upstream)
+        self.size = size
+
+    def get_autoscaling_actor_pools(self):
+        return [SimpleNamespace(current_size=lambda: self.size)]
+
+
+def pipeline(actors=1, per_actor=2, writers=2, preparers=2, segment=True):
+    """input -> read -> normalize -> prepare -> [segment] -> inpaint -> write, and its policy."""
+    source = Op("Input")
+    read = Op("ReadParquet", source)
+    normalize = Op("MapBatches(NormalizeRecords)", read)
+    prepare = Op("MapBatches(PrepareClips)", normalize)
+    before_model = Op("MapBatches(SegmentStage)", prepare) if segment else prepare
+    model = ActorOp("MapBatches(InpaintClips)", before_model, actors)
+    write = Op("MapBatches(WriteClips)", model)
+    ops = [source, read, normalize, prepare, *([before_model] if segment else []), model, write]
+    topology = {op: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for op in ops}
+    ctx = DataContext()
+    ctx.set_config(PER_ACTOR_KEY, per_actor)
+    ctx.set_config(WRITERS_KEY, writers)
+    ctx.set_config(PREPARERS_KEY, preparers)
+    policy = WorkBound(ctx, topology, None)
+    by_name = {op.name.split("(")[-1].rstrip(")").lower(): op for op in ops}
+    return policy, by_name, topology
+
+
+def test_prepare_stops_at_per_actor_clips_per_actor_waiting_for_the_model():
+    policy, op, topology = pipeline(actors=2, per_actor=2)
+    op["prepareclips"].active = 1           # being prepared
+    topology[op["prepareclips"]].output_queue.num_blocks = 1
+    op["segmentstage"].active = 1           # being segmented
+    assert policy.can_add_input(op["prepareclips"]) and not backpressure.HOLDING["prepare"]
+    op["inpaintclips"].inputs = 1           # queued at the model: 4 = 2 per actor x 2 actors
+    assert not policy.can_add_input(op["prepareclips"]) and backpressure.HOLDING["prepare"]
+    op["inpaintclips"].size = 3             # the pool grew: more clips may wait for it
+    assert policy.can_add_input(op["prepareclips"])
+    op["inpaintclips"].active = 6           # running in the model: not waiting for it
+    assert policy.can_add_input(op["prepareclips"])
+
+
+def test_the_model_stops_while_its_results_wait_for_the_writers():
+    policy, op, topology = pipeline(actors=1, per_actor=2, writers=2)
+    op["inpaintclips"].outputs = 1
+    topology[op["inpaintclips"]].output_queue.num_blocks = 1
+    op["writeclips"].active = 1             # 3 results not written yet
+    assert policy.can_add_input(op["inpaintclips"]) and not backpressure.HOLDING["model"]
+    op["writeclips"].inputs = 1             # 4 = 2 per actor x 1 actor + 2 writers
+    assert not policy.can_add_input(op["inpaintclips"]) and backpressure.HOLDING["model"]
+    op["writeclips"].active = 0
+    assert policy.can_add_input(op["inpaintclips"])
+
+
+def test_the_stages_before_prepare_run_only_while_few_blocks_wait_for_it():
+    policy, op, topology = pipeline(preparers=2, segment=False)
+    topology[op["normalizerecords"]].output_queue.num_blocks = 2
+    op["prepareclips"].inputs = 1
+    assert policy.can_add_input(op["normalizerecords"])  # 3 < 2 x 2 preparers
+    op["normalizerecords"].active = 1
+    assert not policy.can_add_input(op["normalizerecords"])
+    assert not policy.can_add_input(op["readparquet"])  # also counts what waits after normalize
+    assert policy.can_add_input(op["writeclips"])  # the writers are never held
+
+
+def test_a_pipeline_without_the_bounded_stages_is_refused_not_left_unbounded():
+    source = Op("Input")
+    prepare = Op("MapBatches(PrepareClips)", Op("ReadParquet", source))
+    renamed = ActorOp("MapBatches(Inpaint)", prepare, 1)
+    ops = [source, prepare, renamed, Op("MapBatches(WriteClips)", renamed)]
+    ctx = DataContext()
+    ctx.set_config(PER_ACTOR_KEY, 2)
+    with pytest.raises(RuntimeError, match="InpaintClips"):
+        WorkBound(ctx, {o: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for o in ops}, None)
+
+
+@pytest.fixture(scope="module")
+def click_and_file_clips(tmp_path_factory):
+    """16 tiny clips: 8 with mask files, 8 with a click for SAM2 (4 videos listed under many ids)."""
+    folder = tmp_path_factory.mktemp("many")
+    rows = pd.read_csv(ensure_demo_dataset(folder, num_clips=4, num_frames=9, height=48, width=64))
+    for column in ("video_path", "mask_path", "ground_truth_path"):
+        rows[column] = [str(folder / p) for p in rows[column]]
+    files = pd.concat([rows.assign(clip_id=[f"c{i}_{j}" for j in range(4)]) for i in range(2)])
+    clicks = files.drop(columns=["mask_kind", "mask_path", "mask_id"]).assign(
+        clip_id=lambda d: "click_" + d.clip_id, points="[[30, 20, 1]]")
+    pd.concat([files, clicks]).to_csv(folder / "many.csv", index=False)
+    return folder / "many.csv"
+
+
+def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips):
+    """The model (one actor; SAM2 shares its logical GPU) holds every clip at its gate until the
+    bound is seen holding the prepare stage back: without the bound, prepare would decode all 16
+    clips into .work. Then the gate opens and the run ends with every clip."""
+    out, gate_dir = tmp_path / "out", tmp_path / "gate"
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", f"output_dir={out}", "dataset=csv", f"dataset.path={click_and_file_clips}",
+         "model=sim", "model.seconds_per_frame=0", "model.hold_after_clips=0", f"model.gate_dir={gate_dir}",
+         "model.height=48", "model.width=64", "dilate_size=2", "sam2=tiny_random", "sam2.placement=shared",
+         "cluster.address=local", "cluster.num_gpus=1", "cluster.num_cpus=4", "cluster.sample_every_s=0.1",
+         "cluster.prepared_per_actor=2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+    # 2 prepared and waiting for the one actor (being segmented, queued) + 2 taken by it (one held
+    # at the gate, one waiting at it); after the gate: + 2 results being written.
+    held_bound, bound = 2 + 2, 2 + 2 + 2
+    deadline = time.monotonic() + 600
+    while True:
+        work = len(list((out / ".work").iterdir())) if (out / ".work").is_dir() else 0
+        assert work <= held_bound, f"{work} clips in .work while the model holds every clip"
+        samples = read_samples(out)
+        if samples is not None and samples.prepare_held.any() and gate.held(gate_dir):
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, "the bound never held prepare back"
+        time.sleep(0.1)
+    gate.open_gate(gate_dir)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert len(pd.read_parquet(out / "manifest.parquet")) == 16
+    samples = pd.read_csv(out / "run_samples.csv")
+    assert samples.work_clips.max() <= bound, list(samples.work_clips)
+
+
+def read_samples(out):
+    try:
+        return pd.read_csv(out / "run_samples.csv")
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
