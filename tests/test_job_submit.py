@@ -65,8 +65,9 @@ def head(tmp_path):
 
 
 def submit(address: str, env: dict, args: list[str]) -> subprocess.CompletedProcess:
-    """`ray job submit`, retried while the head's job agent is still starting."""
-    deadline = time.monotonic() + 180
+    """`ray job submit`, retried while the head's job agent is still starting (the deadline only
+    turns a head that never starts into a failure)."""
+    deadline = time.monotonic() + 600
     while True:
         done = subprocess.run([RAY, "job", "submit", "--address", address, *args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
