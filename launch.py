@@ -5,7 +5,8 @@ a summary. `python launch.py --help` lists the config groups; `--cfg job` prints
 
 Exit status: 0 when at least one clip is done (or there was nothing to do), 1 when every clip
 failed, 2 when the run was refused before it started (bad config, unreadable dataset, missing
-weights), 130 after Ctrl-C.
+weights, too few CPUs: one line on stderr says why, and no folder is left behind), 130 after Ctrl-C,
+143 after SIGTERM (taken as Ctrl-C: the clips done so far are in the manifest, the report is written).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from vp_ray import refusal
 from vp_ray.config import register_configs, to_plain_config
 from vp_ray.errors import ConfigError
 
@@ -40,38 +41,25 @@ def main(cfg: DictConfig) -> None:
         result = graph.run(plain)
     except MissingMandatoryValue as error:
         refuse(f"missing value: {error.full_key} (set it on the command line: {error.full_key}=...)")
+    except OmegaConfBaseException as error:  # e.g. an interpolation that does not resolve
+        refuse(f"invalid config: {refusal.one_line(error)}")
     except ConfigError as error:
         refuse(str(error))
     if result.dry_run:
-        remove_run_dir()  # a dry run leaves nothing behind
+        refusal.remove_run_dir(HydraConfig.get().runtime.output_dir)  # a dry run leaves nothing behind
         return
     log.info("%s", format_summary(result, plain["output_dir"], time.perf_counter() - start))
     if result.interrupted:
-        sys.exit(130)
+        sys.exit(128 + result.interrupted)  # the signal's conventional code: 130 Ctrl-C, 143 SIGTERM
     if result.ledger.failed and not result.ledger.done:
         sys.exit(1)
 
 
 def refuse(message: str) -> None:
     """Say why the run cannot start, and leave no folder behind for it."""
-    log.error("%s", message)
-    remove_run_dir()
-    sys.exit(2)
-
-
-def remove_run_dir() -> None:
-    """Hydra's run dir (logs/<date_time>/), and the logs/ and output folders above it if empty."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    logging.shutdown()
-    for path in sorted(run_dir.rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    # The run dir and the logs/ and output folders above it, as far as they are now empty.
-    for folder in (run_dir, run_dir.parent, run_dir.parent.parent):
-        try:
-            folder.rmdir()
-        except OSError:
-            break
+    refusal.remove_run_dir(HydraConfig.get().runtime.output_dir)
+    refusal.refuse(message)
 
 
 if __name__ == "__main__":
-    main()
+    refusal.run_hydra(main)

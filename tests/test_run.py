@@ -239,14 +239,14 @@ def test_every_enumerated_setting_is_checked_when_the_config_is_composed(tmp_pat
 def test_missing_mandatory_value_is_one_line_and_leaves_no_folder(tmp_path):
     done = launch("dataset=csv", f"output_dir={tmp_path / 'out'}", timeout=120)
     assert done.returncode == 2
-    assert "missing value: dataset.path" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    assert "missing value: dataset.path" in done.stderr and "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_refused_run_leaves_no_logs_folder_behind(tmp_path):
     done = launch("dataset=csv", f"dataset.path={tmp_path / 'none.csv'}", f"output_dir={tmp_path / 'out'}",
                   timeout=120)
-    assert done.returncode == 2 and "dataset file not found" in done.stdout
+    assert done.returncode == 2 and "dataset file not found" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -43,11 +43,12 @@ def missing_file(row: dict[str, Any]) -> str | None:
 
 def check_rows(cfg: dict[str, Any], plan: DatasetPlan) -> tuple[Counter, list[tuple[str, str]]]:
     """(counts by outcome: to_run, done_before, will_fail; the first failures as (clip_id, why))."""
-    from vp_ray.stages.normalize import NormalizeRecords
+    from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 
     check = NormalizeRecords({**cfg, "log_dir": None}, plan)
     counts: Counter = Counter(will_fail=len(plan.ragged))
-    failures = [(f"line-{ragged.line}", "a CSV line with the wrong number of fields") for ragged in plan.ragged]
+    failures = [(row["clip_id"], row["error"]) for row in
+                (ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]) for ragged in plan.ragged)]
     limit, seen = cfg["dataset"]["limit"], 0
     for batch in records.read_batches(plan.path, plan.format):
         for raw in batch.to_pylist():

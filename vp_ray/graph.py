@@ -14,7 +14,10 @@ import dataclasses
 import logging
 import os
 import resource
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunResult:
     ledger: Ledger
-    interrupted: bool
+    interrupted: int  # the signal that stopped the run (SIGINT: Ctrl-C, SIGTERM), 0 if none
     manifest_path: Path | None
     failures_path: Path | None
     report_path: Path | None = None
@@ -76,6 +79,22 @@ def connect(cluster: dict[str, Any]) -> None:
     if getattr(context, "dashboard_url", None):
         # Ray 2.59+ starts local instances with token authentication: the page asks for it.
         log.info("Ray dashboard: http://%s (token: run `ray get-auth-token`)", context.dashboard_url)
+
+
+def local_resources(cluster: dict[str, Any]) -> dict[str, float] | None:
+    """The CPUs and GPUs of the local Ray instance this run would start, known without starting it
+    (as Ray counts them where ``cluster.num_cpus``/``num_gpus`` leave it to detect); None when the run
+    joins a Ray that runs already, whose resources are known once connected."""
+    from ray._private.accelerators import get_accelerator_manager_for_resource
+    from ray._private.utils import get_num_cpus
+
+    address = cluster["address"]
+    if ray.is_initialized() or address not in (None, "local") or (address is None and running_cluster()):
+        return None
+    gpus = cluster["num_gpus"]
+    if gpus is None:
+        gpus = get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
+    return {"CPU": cluster["num_cpus"] or get_num_cpus(), "GPU": gpus}
 
 
 def running_cluster() -> str | None:
@@ -128,13 +147,15 @@ def check_cpus(cluster_cpus: float, holders: dict[str, float]) -> None:
                           "model.num_cpus / sam2.num_cpus / sam2.pool_size")
 
 
-def actor_pools(cfg: dict[str, Any], plan: DatasetPlan, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each actor stage's pool and Ray resources (``map_batches`` arguments), by stage name.
+def actor_pools(cfg: dict[str, Any], stages: list[type[ClipStage]],
+                resources: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Each actor stage's pool and Ray resources (``map_batches`` arguments), by stage name, on a
+    cluster of these ``resources``.
 
     Fails (``ConfigError``) before anything starts if the cluster cannot hold them all at once.
     """
     cluster, model, sam2 = cfg["cluster"], cfg["model"], cfg["sam2"]
-    resources = ray.cluster_resources()
+    names = [stage.name for stage in stages if stage.actor]
     gpus = resources.get("GPU", 0)
     inpaint_gpus, gpus_for_inpaint = model["num_gpus"], gpus
     pools: dict[str, dict[str, Any]] = {}
@@ -163,8 +184,8 @@ def actor_pools(cfg: dict[str, Any], plan: DatasetPlan, names: list[str]) -> dic
     return pools
 
 
-def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[ClipStage]]) -> ray.data.Dataset:
-    pools = actor_pools(cfg, plan, [stage.name for stage in stages if stage.actor])
+def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[ClipStage]],
+                  pools: dict[str, dict[str, Any]]) -> ray.data.Dataset:
     plan = dataclasses.replace(plan, ragged=[])  # what the workers need of it
     # Process death (segfault, host-OOM kill, node loss) is left to Ray: Ray Data restarts its
     # actors and retries their calls (max_restarts=-1, max_task_retries=-1, its documented
@@ -226,11 +247,15 @@ def run(cfg: dict[str, Any]) -> RunResult:
     output_dir = Path(cfg["output_dir"])
     plan = plan_dataset(cfg)
     stages = preflight(cfg, plan)
+    # A local instance's resources are known before it starts: a run it cannot hold (and its dry
+    # run) is refused before anything is written. A running cluster's are known once connected.
+    local = local_resources(cfg["cluster"])
+    pools = actor_pools(cfg, stages, local) if local else None
     if cfg.get("dry_run"):
         from vp_ray.dryrun import plan_text
 
         log.info("%s", plan_text(cfg, plan))
-        return RunResult(Ledger(str(output_dir), mask_only=cfg["mask_only"]), False, None, None, dry_run=True)
+        return RunResult(Ledger(str(output_dir), mask_only=cfg["mask_only"]), 0, None, None, dry_run=True)
     cfg = {**cfg, "log_dir": cfg.get("log_dir") or str(output_dir / "logs" / time.strftime("%Y-%m-%d_%H-%M-%S"))}
     log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
              "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
@@ -248,14 +273,20 @@ def run(cfg: dict[str, Any]) -> RunResult:
                  len(ledger.done), time.perf_counter() - start, plan.pending)
     if plan.pending == 0:
         todo.remove_todo(output_dir)
-        return finish(cfg, RunResult(ledger, False, *ledger.write()))
+        return finish(cfg, RunResult(ledger, 0, *ledger.write()))
     connect(cfg["cluster"])
+    if pools is None:
+        try:
+            pools = actor_pools(cfg, stages, ray.cluster_resources())
+        except ConfigError:
+            todo.remove_todo(output_dir)
+            raise
     configure_ray_data(cfg)
     log.info("logs: %s (one file per worker under workers/; grep a clip id)", cfg["log_dir"])
     metrics = telemetry.RunMetrics(cfg["model"]["name"])
     for row in ledger.done + ledger.failed:
         metrics.record(row)
-    interrupted = finished = False
+    interrupted, finished = 0, False
     status = console.StatusLine(plan.total, len(ledger.done) + len(ledger.failed), cfg["cluster"]["status_every_s"])
 
     def on_sample(waiting: dict[str, int]) -> None:
@@ -265,8 +296,8 @@ def run(cfg: dict[str, Any]) -> RunResult:
     sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"], on_sample)
     dataset = None
     try:
-        with sampler:
-            dataset = build_dataset(cfg, plan, stages)
+        with sigterm_as_ctrl_c(), sampler:
+            dataset = build_dataset(cfg, plan, stages, pools)
             for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict("records"):
                     ledger.add(row)
@@ -276,8 +307,8 @@ def run(cfg: dict[str, Any]) -> RunResult:
         log.info("driver peak RSS %.0f MiB; at most %d clip(s) waited in .work (samples: %s)",
                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sampler.peak_work_clips,
                  sampler.path)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as stop:
+        interrupted = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
         log.warning("interrupted: finished clips are kept; run the same command again to resume")
         ray.shutdown()  # no clip may be committed after the manifest is written
     finally:
@@ -292,6 +323,29 @@ def run(cfg: dict[str, Any]) -> RunResult:
     if finished:
         write_stats(dataset, Path(cfg["log_dir"]))
     return finish(cfg, RunResult(ledger, interrupted, manifest_path, failures_path))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop), taken as Ctrl-C is."""
+
+
+@contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM raises ``Terminated`` in the driver's main thread, so a run stops as on Ctrl-C: the
+    clips done so far in the manifest, the report written. (``ray.init`` puts in a handler of its
+    own, which exits at once with code 15 and writes nothing: this one goes in after it.)"""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_stats(dataset: ray.data.Dataset, log_dir: Path) -> None:

@@ -47,6 +47,8 @@ CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # ----------------------------------------------------------------------------- preflight
 
 ID_COLUMNS = ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
+# What decides whether a row's mask comes from clicks or a box (SAM2), as ``_mask_kind`` reads them.
+PROMPT_COLUMNS = ("mask_kind", "mask_path", "points", "box")
 
 
 @dataclass
@@ -133,18 +135,30 @@ def read_batches(path: str, fmt: str, columns: list[str] | None = None,
         yield from reader
 
 
-def clip_ids(path: str, fmt: str, layout: str, columns: list[str], limit: int,
-             on_ragged=skip_invalid_row) -> Iterator[str | None]:
-    """The clip id of each of the first ``limit`` rows (all if < 0), streamed; None where the row
-    has no valid id (it fails on its own later)."""
-    wanted = [c for c in ID_COLUMNS if c in columns]
+def scanned_rows(path: str, fmt: str, columns: list[str], limit: int,
+                 on_ragged=skip_invalid_row) -> Iterator[dict[str, Any]]:
+    """The id and mask source columns of each of the first ``limit`` rows (all if < 0), streamed."""
+    wanted = [c for c in (*ID_COLUMNS, *PROMPT_COLUMNS) if c in columns]
     rows = 0
     for batch in read_batches(path, fmt, wanted, on_ragged):
         for raw in batch.to_pylist():
             if 0 <= limit <= rows:
                 break
             rows += 1
-            yield row_id(raw, layout)
+            yield raw
+
+
+def needs_sam2(raw: dict[str, Any]) -> bool:
+    """Whether a raw row's mask comes from clicks or a box, as ``_mask_kind`` will decide: a
+    ``points`` or ``box`` column with no value in it needs no SAM2. (False for a row too broken to
+    tell: it fails on its own later.)"""
+    try:
+        row = clean({column: raw.get(column) for column in PROMPT_COLUMNS})
+    except ClipError:
+        return False
+    if row["mask_kind"] is not None:
+        return str(row["mask_kind"]) in ("points", "box")
+    return row["mask_path"] is None and (row["points"] is not None or row["box"] is not None)
 
 
 def row_id(raw: dict[str, Any], layout: str) -> str | None:
@@ -157,9 +171,9 @@ def row_id(raw: dict[str, Any], layout: str) -> str | None:
 
 
 def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
-             limit: int) -> tuple[int, dict[str, int], list[RaggedRow]]:
+             limit: int) -> tuple[int, dict[str, int], list[RaggedRow], int]:
     """The number of rows (the first ``limit`` if >= 0), the ids that occur more than once (with
-    their counts) and the CSV lines that are not rows at all.
+    their counts), the CSV lines that are not rows at all and the rows that need SAM2.
 
     Memory holds 8 bytes per row (a hash of each id), not the ids: a second pass names the
     duplicates, only if some hashes repeat."""
@@ -170,16 +184,19 @@ def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
         return "skip"
 
     hashes = array("q")
-    for clip_id in clip_ids(path, fmt, layout, columns, limit, collect):
+    prompted = 0
+    for raw in scanned_rows(path, fmt, columns, limit, collect):
+        clip_id = row_id(raw, layout)
         hashes.append(_hash64(clip_id) if clip_id is not None else 0)
+        prompted += needs_sam2(raw)
     values, counts = np.unique(np.frombuffer(hashes, dtype=np.int64), return_counts=True)
     repeated = set(values[(counts > 1) & (values != 0)].tolist())
     duplicates: dict[str, int] = {}
     if repeated:
-        found = Counter(clip_id for clip_id in clip_ids(path, fmt, layout, columns, limit)
-                        if clip_id is not None and _hash64(clip_id) in repeated)
+        ids = (row_id(raw, layout) for raw in scanned_rows(path, fmt, columns, limit))
+        found = Counter(clip_id for clip_id in ids if clip_id is not None and _hash64(clip_id) in repeated)
         duplicates = {clip_id: count for clip_id, count in found.items() if count > 1}
-    return len(hashes), duplicates, ragged
+    return len(hashes), duplicates, ragged, prompted
 
 
 def _hash64(text: str) -> int:
@@ -199,10 +216,11 @@ class DatasetPlan:
     # What the pipeline reads: the rows left to do, as shards (``vp_ray.todo``); ``pending`` counts them.
     read_path: str = ""
     pending: int = -1
+    prompted: int = 0  # rows whose mask comes from clicks or a box
 
     @property
     def needs_segmentation(self) -> bool:
-        return bool({"points", "box"} & set(self.columns))
+        return self.prompted > 0
 
     @property
     def base_dir(self) -> str:
@@ -226,12 +244,14 @@ def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
         fmt = "csv"
     columns = dataset_columns(path, fmt)
     check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    valid, duplicates, ragged = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
+    valid, duplicates, ragged, prompted = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
     if dataset["limit"] >= 0:
         # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
         ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
+    if valid + len(ragged) == 0 and dataset["limit"] != 0:
+        raise ConfigError(f"the dataset {path} has no rows")
     return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
-                       duplicates=duplicates, ragged=ragged)
+                       duplicates=duplicates, ragged=ragged, prompted=prompted)
 
 
 # ----------------------------------------------------------------------------- one row

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vp_ray import config
+from vp_ray import config, records
 from vp_ray.config import VideoPainterModelConfig, schema_defaults, to_plain_config
 from vp_ray.errors import ConfigError
 from vp_ray.records import DatasetPlan
@@ -116,9 +116,9 @@ def record_of(args: argparse.Namespace) -> dict:
 
 def run_single(cfg: dict, raw: dict) -> dict:
     """The batch job's stages, in order, on one row, in this process."""
-    columns = [key for key, value in raw.items() if value is not None]  # SAM2 only for clicks or a box
+    columns = [key for key, value in raw.items() if value is not None]
     plan = DatasetPlan(path=os.path.join(os.getcwd(), "-"), format="csv", columns=columns, total=1,
-                       duplicates={}, ragged=[])
+                       duplicates={}, ragged=[], prompted=int(records.needs_sam2(raw)))
     batch = pd.DataFrame([raw])
     for stage in preflight(cfg, plan):
         log.info("%s ...", stage.title)

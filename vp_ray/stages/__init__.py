@@ -76,5 +76,5 @@ def preflight(cfg: dict[str, Any], plan: DatasetPlan) -> list[type[ClipStage]]:
         except ConfigError as error:
             problems.append(str(error))
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("; ".join(problems))
     return stages

@@ -56,7 +56,7 @@ def _placeholder(raw: dict[str, Any], layout: str, fallback: str | None = None) 
     The id comes from the id columns alone (a bad caption must not hide a good path); it is only
     a label in the failures table, never used as a path.
     """
-    given, video = raw.get("clip_id"), raw.get("video_path", raw.get("path"))
+    given, video = raw.get("clip_id") or None, raw.get("video_path", raw.get("path"))
     clip_id = records.row_id(raw, layout)
     if clip_id is None:
         if given is not None:
