@@ -1,23 +1,26 @@
 """Time one CogVideoX-5b attention call with each kernel the GPU machine can run.
 
-    python bench/attention_kernels.py [--out attention.json]
+    python bench/attention_kernels.py [--out bench/runs/attention.json]
 
-The shape is the backbone's: CFG batch 2, 48 heads of 64, 226 text + 17550 video tokens (49 frames
+Machine: one CUDA GPU (H100 or H200); torch alone. The shape is the backbone's: CFG batch 2, 48 heads of 64, 226 text + 17550 video tokens (49 frames
 at 480x720), bf16, no mask. Kernels: PyTorch SDPA with each backend (cuDNN is what SDPA picks on
-Hopper), and FlashAttention-4 (``flash_attn.cute``, the ``flash-attn-4`` package) when it imports.
+Hopper), and FlashAttention-4 (``flash_attn.cute``, the ``flash-attn-4`` package) where it imports
+(it is not carried: bench/RESULTS.md says why).
 Each output is compared with float32 attention on a slice of the queries.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+import _common
+
+_common.require_modules("torch")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 BATCH, HEADS, TOKENS, HEAD_DIM = 2, 48, 226 + 13 * 30 * 45, 64
 REFERENCE_QUERIES = 512
@@ -44,9 +47,10 @@ def timed(fn, repeats: int = 20) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None)
+    parser = _common.parser(__doc__)
+    _common.add_out(parser, "attention.json")
     args = parser.parse_args()
+    _common.require_cuda()
     torch.manual_seed(0)
     q, k, v = (torch.randn(BATCH, HEADS, TOKENS, HEAD_DIM, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     reference = F.scaled_dot_product_attention(q[..., :REFERENCE_QUERIES, :].float(), k.float(), v.float())
@@ -91,8 +95,7 @@ def main() -> int:
                                                  v.transpose(1, 2))[0].transpose(1, 2))
 
     print(json.dumps(results, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"report: {_common.write_json(args.out, results)}")
     return 0
 
 

@@ -1,7 +1,11 @@
 """Benchmark VideoPainter inpainting at full size, with the stock CogVideoX I2V pipeline as yardstick.
 
     python bench/bench_videopainter.py [--steps 50] [--stock-steps 50] [--modes resident,model_offload]
+                                       [--out bench/runs/videopainter_bench.json]
     python bench/bench_videopainter.py --tiny      # CPU smoke run on tiny models
+
+Machine: one CUDA GPU with at least 40 GiB (H100 or H200; resident untiled peaks at 35.7 GiB);
+diffusers, hydra-core and omegaconf beside torch.
 
 Every component has the real architecture (CogVideoX-5b-I2V transformer, its 3D VAE, the
 two-block VideoPainter branch, T5-v1.1-XXL) with random weights created directly on the GPU, so
@@ -28,17 +32,17 @@ report ends with ``exact step ratio vs stock`` for the fastest exact mode.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_common.require_modules("torch", "diffusers", "hydra", "omegaconf")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
 from vp_ray.models import tiny as tiny_models  # noqa: E402
@@ -322,8 +326,7 @@ def print_table(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=50, help="denoising steps per clip (default 50)")
     parser.add_argument("--stock-steps", type=int, default=None,
                         help="steps of the stock yardstick (default: --steps)")
@@ -332,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=49, help="frames per clip (4k+1, at most 49)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
-    parser.add_argument("--out", default="bench/videopainter_bench.json", help="JSON report path")
+    _common.add_out(parser, "videopainter_bench.json")
     args = parser.parse_args(argv)
     args.stock_steps = args.stock_steps or args.steps
+    if not args.tiny:
+        _common.require_cuda("--tiny runs tiny models on the CPU")
 
-    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if device.type == "cpu" else getattr(torch, args.dtype)
     modes = [m for m in args.modes.split(",") if m]
     if device.type == "cpu":
@@ -371,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         best = min(exact, key=lambda row: row["step_s"]["median_s"])
         report["exact_step_ratio_vs_stock"] = {"mode": best["mode"],
                                                "ratio": best["step_s"]["median_s"] / stock_step}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    _common.write_json(args.out, report)
     print_table(report)
     if "exact_step_ratio_vs_stock" in report:
         ratio = report["exact_step_ratio_vs_stock"]

@@ -1,11 +1,12 @@
 """Where the GPU waits inside and between clips.
 
-    python bench/clip_gaps.py [--steps 10] [--clips 3] [--out bench/clip_gaps.json]
+    python bench/clip_gaps.py [--steps 10] [--clips 3] [--out bench/runs/clip_gaps.json]
     python bench/clip_gaps.py --tiny --steps 2 --clips 2     # CPU smoke run
 
-The full-size random-weight pipeline of ``bench_videopainter.py`` goes through the production
-``VideoPainterInpainter.inpaint_clip`` (resident + VAE tiling, the 32 GB card's plan), once per
-clip, in two variants: the scheduler's noise copied to the GPU as diffusers does it (the host
+Machine: one CUDA GPU with at least 40 GiB (H100 or H200); diffusers, hydra-core, omegaconf and Ray
+beside torch. The full-size random-weight pipeline of ``bench_videopainter.py`` goes through the
+production ``VideoPainterInpainter.inpaint_clip`` (resident + small VAE tiles: the 32 GB card's plan
+when this was measured; kept so that its figures compare), once per clip, in two variants: the scheduler's noise copied to the GPU as diffusers does it (the host
 waits for the GPU twice a step) and as the pipeline does it now (pinned memory, no wait). The
 libraries a Ray actor holds (Ray, Ray Data, pandas, pyarrow) are imported so the collector's heap
 is about the actor's size.
@@ -19,10 +20,8 @@ results for the same seed are compared (the noise draws must be the same).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
-import json
 import shutil
 import statistics
 import subprocess
@@ -30,11 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_common.require_modules("torch", "diffusers", "hydra", "omegaconf", "ray")
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import pandas  # noqa: E402,F401 - held by every Ray Data actor: part of the heap the collector walks
 import pyarrow  # noqa: E402,F401
 import ray.data  # noqa: E402,F401
@@ -127,15 +127,17 @@ def run(inpainter, frames, masks, clips: int, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled clip of each variant")
-    parser.add_argument("--out", default="bench/clip_gaps.json")
+    _common.add_out(parser, "clip_gaps.json")
     args = parser.parse_args(argv)
+    if not args.tiny:
+        _common.require_cuda("--tiny runs tiny models on the CPU")
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
     pipe = build_pipeline(args.tiny, device, dtype)
     height, width = (tiny_models.TINY_HEIGHT, tiny_models.TINY_WIDTH) if args.tiny else (480, 720)
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = True
     inpainter.inpaint_clip(frames[:5], masks[:5], PROMPT, seed=0)  # warm-up: kernels, allocator
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     dmon_path, dmon = Path(args.out).with_suffix(".dmon.txt"), None
     if device.type == "cuda" and shutil.which("nvidia-smi"):
         dmon = subprocess.Popen(["nvidia-smi", "dmon", "-s", "u", "-d", "1", "-o", "T"],
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             result["sm_samples"] = len(sm)
             result["sm_at_least_95_share"] = round(sum(s >= 95 for s in sm) / max(len(sm), 1), 3)
             result["sm_below_50"] = sum(s < 50 for s in sm)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    _common.write_json(args.out, report)
     for name, result in report["runs"].items():
         clips = result["clips"]
         print(f"{name}: {result['full_collections']} full collections, {result['full_collection_s_total']:.2f} s"

@@ -2,7 +2,8 @@
 
     python bench/frames_transport.py [--clips 40] [--mb 80] [--model-seconds 1.0] [--actors 1]
 
-The pipeline's shape with its heavy data only: prepare (a CPU task makes a clip's frames, ``--mb``
+Machine: CPUs only (4 logical CPUs for Ray; 2 cores did) and a few GB of memory; the project's
+packages. The pipeline's shape with its heavy data only: prepare (a CPU task makes a clip's frames, ``--mb``
 MB), a model stage (an actor pool of ``--actors``, ``--model-seconds`` per clip, returns a result of
 the same size), write (a CPU task reads the result and drops it). One row per block. Run twice:
 
@@ -21,18 +22,18 @@ import argparse
 import json
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import ray
+import _common
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+_common.require_modules("ray")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import ray  # noqa: E402
 
 from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound  # noqa: E402
 
@@ -127,7 +128,7 @@ def run(mode: str, args: argparse.Namespace, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser(__doc__)
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--mb", type=int, default=80)
     parser.add_argument("--model-seconds", type=float, default=1.0)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The batch job end to end on one GPU with full-size random weights (bench/RESULTS.md, "end to end").
+# The batch job end to end on one GPU with full-size random weights, and the OOM ladder under a
+# memory cap (bench/RESULTS.md, "The batch job end to end on one GPU", "Real OOMs on a long clip").
 #
-#   bash bench/gpu_e2e.sh OUT_DIR [STEPS]   (env: RUNS="mixed oom" by default; OOM_LIMIT_GB=26)
+#   [RUNS="mixed oom"] bash bench/gpu_e2e.sh OUT [STEPS]   (env: OOM_LIMIT_GB=26, LONG_OOM_LIMIT_GB=16.8)
 #
-# 1. writes a full-size random checkpoint tree (bench/write_random_ckpt.py) under /tmp;
+# Machine: one CUDA GPU with at least 40 GiB (H100 or H200), 16 cores. Packages beside torch:
+# diffusers, hydra-core, omegaconf, Ray, PyAV, sam2 (carried: `bash bench/carry_site.sh` here,
+# .whl/ carried). STEPS defaults to 10.
+#
+# 1. writes a full-size random checkpoint tree (bench/write_random_ckpt.py) at $CKPT, once;
 # 2. run "mixed": 2 demo clips with mask files + 2 click-prompted clips (SAM2 hiera-large, random
 #    weights, on the same GPU: sam2.placement=auto -> shared), 49 frames at 480x720, STEPS steps;
 # 3. run "oom": the 2 mask-file clips again, resident, with the actor capped at OOM_LIMIT_GB (26) GiB of GPU
@@ -14,18 +19,26 @@
 #    bench/long_windows.py at that mask: one ID window peaks at 15.6 GiB, two at 18.1 (the second
 #    holds the first one's saved tokens): the second window should OOM, no memory saver is left, and
 #    the ladder's 4 s rung (one window) should fit: the clip ends degraded, shorter.
-# Copies the manifests, failures, per-clip meta.json and logs to OUT_DIR (not the videos).
-set -uo pipefail
-out=${1:?usage: bench/gpu_e2e.sh OUT_DIR [STEPS]}
+# Writes per run OUT/<run>.log, OUT/<run>/ (manifest, failures, each clip's meta.json, summary.txt),
+# not the videos. "mixed" and "oom" take about 6 minutes together at 10 steps.
+USAGE='[RUNS="mixed oom"] bash bench/gpu_e2e.sh OUT [STEPS]'
+source "$(dirname "$0")/_common.sh"
+parse_out "$@"
 steps=${2:-10}
-mkdir -p "$out"
+runs=${RUNS:-mixed oom}
+[[ $steps =~ ^[1-9][0-9]*$ ]] || refuse "STEPS must be a positive integer, not '$steps'"
+for run in $runs; do
+    case $run in mixed|oom|longoom) ;; *) refuse "unknown run '$run' in RUNS: expected mixed, oom or longoom" ;; esac
+done
+require_cuda
+carried_site torch diffusers hydra omegaconf ray av sam2
+make_out
+gpu_info
+random_ckpt
 work=/tmp/vp-e2e
-ckpt=$work/ckpt
 mkdir -p "$work"
 
-python bench/write_random_ckpt.py --root "$ckpt" 2>&1 | tee "$out/ckpt.log" || exit 1
-
-python - "$work" <<'EOF' || exit 1
+"$PYTHON" - "$work" <<'EOF' || exit 1
 import sys, numpy as np, pandas as pd
 from pathlib import Path
 from vp_ray.demo import ensure_demo_dataset
@@ -48,52 +61,47 @@ save_vpdata_masks(long.mask_path[0], box)
 long.to_csv(work / "long.csv", index=False)
 EOF
 
-common=(model=videopainter "model.base_model_path=$ckpt/CogVideoX-5b-I2V"
-        "model.branch_path=$ckpt/VideoPainter/checkpoints/branch" "model.num_inference_steps=$steps"
+common=(model=videopainter "model.base_model_path=$CKPT/CogVideoX-5b-I2V"
+        "model.branch_path=$CKPT/VideoPainter/checkpoints/branch" "model.num_inference_steps=$steps"
         cluster.include_dashboard=false)
 
 collect() {  # run name
     local run=$work/$1
-    mkdir -p "$out/$1"
-    cp "$run"/manifest.parquet "$run"/failures.parquet "$out/$1/" 2>/dev/null
+    mkdir -p "$OUT/$1"
+    cp "$run"/manifest.parquet "$run"/failures.parquet "$OUT/$1/" 2> /dev/null
     for meta in "$run"/clips/*/meta.json; do
-        [ -f "$meta" ] && cp "$meta" "$out/$1/$(basename "$(dirname "$meta")").meta.json"
+        [ -f "$meta" ] && cp "$meta" "$OUT/$1/$(basename "$(dirname "$meta")").meta.json"
     done
-    python - "$run" > "$out/$1/summary.txt" 2>&1 <<'EOF'
+    "$PYTHON" - "$run" > "$OUT/$1/summary.txt" 2>&1 <<'EOF'
 import sys, pandas as pd
 run = sys.argv[1]
-cols = ["clip_id", "status", "num_frames", "attempts", "degraded", "effective_max_seconds",
+cols = ["clip_id", "status", "num_frames", "attempts", "degraded", "effective_max_seconds", "memory_plan",
         "peak_gpu_mem_gb", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "warnings"]
 m = pd.read_parquet(f"{run}/manifest.parquet")
 print(m[[c for c in cols if c in m]].to_string())
 f = pd.read_parquet(f"{run}/failures.parquet")
 print(f.to_string() if len(f) else "no failures")
 EOF
+    cat "$OUT/$1/summary.txt"
 }
 
-runs=${RUNS:-mixed oom}
-if [[ " $runs " == *" mixed "* ]]; then
-start=$(date +%s)
-python launch.py dataset=csv "dataset.path=$work/mixed.csv" "output_dir=$work/mixed" sam2=large_random \
-    "${common[@]}" 2>&1 | tee "$out/mixed.log"
-echo "mixed run wall: $(( $(date +%s) - start )) s" | tee -a "$out/mixed.log"
-collect mixed
-fi
+launch() {  # run name, overrides...
+    local name=$1; shift
+    rm -rf "${work:?}/$name"
+    local start
+    start=$(date +%s)
+    "$PYTHON" launch.py "output_dir=$work/$name" "${common[@]}" "$@" > "$OUT/$name.log" 2>&1
+    echo "$name run: exit $? wall $(( $(date +%s) - start )) s" | tee -a "$OUT/$name.log"
+    collect "$name"
+}
 
-if [[ " $runs " == *" oom "* ]]; then
-start=$(date +%s)
-python launch.py dataset=csv "dataset.path=$work/masks.csv" "output_dir=$work/oom" \
-    model.memory_mode=resident "model.gpu_memory_limit_gb=${OOM_LIMIT_GB:-26}" "${common[@]}" 2>&1 | tee "$out/oom.log"
-echo "oom run wall: $(( $(date +%s) - start )) s" | tee -a "$out/oom.log"
-collect oom
-fi
-
-if [[ " $runs " == *" longoom "* ]]; then
-start=$(date +%s)
-python launch.py dataset=csv "dataset.path=$work/long.csv" "output_dir=$work/longoom" max_seconds=12 \
-    model.id_resampling=true "model.id_lora_path=$ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors" \
-    model.memory_mode=model_offload "model.gpu_memory_limit_gb=${LONG_OOM_LIMIT_GB:-16.8}" "${common[@]}" \
-    2>&1 | tee "$out/longoom.log"
-echo "longoom run wall: $(( $(date +%s) - start )) s" | tee -a "$out/longoom.log"
-collect longoom
-fi
+for run in $runs; do
+    case $run in
+        mixed) launch mixed dataset=csv "dataset.path=$work/mixed.csv" sam2=large_random ;;
+        oom) launch oom dataset=csv "dataset.path=$work/masks.csv" model.memory_mode=resident \
+                 "model.gpu_memory_limit_gb=${OOM_LIMIT_GB:-26}" ;;
+        longoom) launch longoom dataset=csv "dataset.path=$work/long.csv" max_seconds=12 model.id_resampling=true \
+                     "model.id_lora_path=$CKPT/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors" \
+                     model.memory_mode=model_offload "model.gpu_memory_limit_gb=${LONG_OOM_LIMIT_GB:-16.8}" ;;
+    esac
+done

@@ -1,67 +1,101 @@
 """Seconds and peak GPU memory of long clips: 1, 2 and 4 windows of 49 frames (480x720).
 
-    python bench/long_windows.py [--steps 2] [--windows 1,2,4] [--id] [--cap GIB] [--out bench/long_windows.json]
-    python bench/long_windows.py --tiny --windows 1,2 --id   # CPU smoke run on tiny models
+    python bench/long_windows.py [--steps 2] [--windows 1,2,4] [--id | --id-only] [--card-gib 31 | --cap GIB]
+                                 [--out bench/runs/long_windows.json]
+    python bench/long_windows.py --tiny --steps 1 --windows 1,2 --id   # CPU smoke run on tiny models
 
-The full-size random-weight pipeline of ``bench_videopainter.py`` through the production
-``VideoPainterInpainter.inpaint_clip`` with resident weights and VAE tiling (a 32 GB card's
-plan), clips of 48n + 1 frames (n windows sharing their boundary frame). ``--id`` also runs them
-with ID resampling (random LoRA of the released rank). Each result is written as soon as it is
-measured, so a run cut short keeps what it measured. ``--cap 31`` holds the actor to 31 GiB
-(``model.gpu_memory_limit_gb``, a 32 GB card) and lets ``memory_mode=auto`` plan within it.
+Machine: one CUDA GPU with at least 40 GiB (H100 or H200); diffusers, hydra-core and omegaconf
+beside torch. The full-size random-weight pipeline of ``bench_videopainter.py`` goes through the
+production ``VideoPainterInpainter.inpaint_clip`` with clips of 48n + 1 frames (n windows sharing
+their boundary frame), in the memory plan that ``memory_mode=auto`` makes:
+
+* by default, for an actor that may use ``--card-gib`` GiB (31: a 32 GB card), planned by auto's own
+  ``plan_memory`` (with what ID resampling holds, under ``--id``), then run without a cap: the
+  peaks are what the plan needs;
+* with ``--cap GIB``, auto itself under that cap (``model.gpu_memory_limit_gb``), as an actor plans.
+
+``--id`` also runs the clips with ID resampling (a random LoRA of the released rank). Each result
+is written as soon as it is measured, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_common.require_modules("torch", "diffusers", "hydra", "omegaconf")
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from bench_videopainter import PROMPT, build_pipeline  # noqa: E402
 
 from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
-from vp_ray.models.videopainter import VideoPainterInpainter  # noqa: E402
+from vp_ray.models.videopainter import (VideoPainterInpainter, describe_plan, plan_extras,  # noqa: E402
+                                        plan_memory)
+
+
+def auto_plan(pipe, cfg: dict, available_gib: float) -> tuple[str, str]:
+    """(memory mode, VAE tiles) that ``memory_mode=auto`` picks for an actor that may use
+    ``available_gib``, counting what the settings in ``cfg`` add (ID resampling's state)."""
+    value_bytes = torch.finfo(pipe.transformer.dtype).bits // 8
+    extras = plan_extras(cfg, pipe.transformer.config, value_bytes)
+    return plan_memory(available_gib, sum(gib for _, gib in extras))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--windows", default="1,2,4")
     parser.add_argument("--id", action="store_true", help="also with ID resampling (+ a random rank-256 LoRA)")
     parser.add_argument("--id-only", action="store_true", help="with ID resampling only (implies --id)")
-    parser.add_argument("--cap", type=float, default=None, help="GiB the actor may allocate (memory_mode=auto)")
-    parser.add_argument("--out", default="bench/long_windows.json")
+    plan = parser.add_mutually_exclusive_group()
+    plan.add_argument("--card-gib", type=float, default=31.0,
+                      help="plan as auto does for an actor that may use this much (default 31: a 32 GB card)")
+    plan.add_argument("--cap", type=float, default=None, help="hold the actor to GIB and let auto plan under it")
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
+    _common.add_out(parser, "long_windows.json")
     args = parser.parse_args(argv)
     args.id = args.id or args.id_only
+    counts = [int(n) for n in args.windows.split(",")]
     cuda = not args.tiny
+    if cuda:
+        _common.require_cuda("--tiny runs tiny models on the CPU")
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     height, width = (480, 720) if cuda else (64, 96)
     pipe = build_pipeline(args.tiny, device, dtype)
-    cfg = {**schema_defaults(VideoPainterModelConfig), "memory_mode": "resident", "vae_tiling": True,
-           "num_inference_steps": args.steps, "height": height, "width": width,
-           "dtype": "bfloat16" if cuda else "float32"}
+
+    # 1. The plan: auto's choice for the card, or auto itself under the cap.
+    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, "height": height,
+           "width": width, "dtype": "bfloat16" if cuda else "float32",
+           "id_resampling": args.id}   # auto plans for ID resampling's state when it will be on
+    planned = None
     if args.cap:
-        cfg.update(memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap,
-                   id_resampling=args.id)   # auto plans for ID resampling's state when it will be on
+        cfg.update(memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap)
+    else:
+        planned = auto_plan(pipe, cfg, args.card_gib)
+        cfg.update(memory_mode=planned[0], vae_tiling=None)   # vae_tiling None: the mode's own tiles
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
-    counts = [int(n) for n in args.windows.split(",")]
+    if cuda and planned and (inpainter.memory_mode, inpainter.vae_tiles) != planned:
+        sys.exit(f"auto plans {describe_plan(*planned)} for {args.card_gib:g} GiB, but memory_mode={planned[0]} "
+                 f"gave {inpainter.memory_plan}")
+    report = {"device": torch.cuda.get_device_name() if cuda else "cpu (tiny)", "steps": args.steps,
+              "card_gib": None if args.cap else args.card_gib, "cap_gib": args.cap, "plan": inpainter.memory_plan,
+              "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0, "runs": []}
+    why = f"auto under a {args.cap:g} GiB cap" if args.cap else \
+        f"auto's plan for {args.card_gib:g} GiB: {describe_plan(*planned)}"
+    print(f"plan: {inpainter.memory_plan} ({why}{'' if cuda else '; on the CPU every model stays resident'})",
+          flush=True)
+
+    # 2. The clips: the longest's frames, a box over a quarter of every frame.
     rng = np.random.default_rng(0)
     longest = 48 * max(counts) + 1
     frames = rng.integers(0, 256, (longest, height, width, 3), dtype=np.uint8)
     masks = np.zeros((longest, height, width), dtype=bool)
     masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = True
-    report = {"device": torch.cuda.get_device_name() if cuda else "cpu (tiny)", "steps": args.steps,
-              "cap_gib": args.cap, "plan": [inpainter.memory_mode, inpainter.vae_tiles],
-              "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0, "runs": []}
     inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=0)  # warm-up
 
     def measure(label: str) -> None:
@@ -79,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
                                    "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0})
             print(json.dumps(report["runs"][-1]), flush=True)
-            Path(args.out).write_text(json.dumps(report, indent=1))
+            _common.write_json(args.out, report)
 
+    # 3. Chained windows, then the same with ID resampling.
     if not args.id_only:
         measure("chained")
     if args.id:
@@ -88,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
 
         lora = write_tiny_id_lora("/tmp/vp_id_lora/pytorch_lora_weights.safetensors", pipe.transformer, rank=256)
         load_id_lora(pipe, lora)
-        if inpainter.memory_mode == "resident":   # under offload, accelerate's hooks move the weights
-            pipe.to(device, dtype)
         pipe.enable_id_resampling(0.5)
+        # Placed again in the same plan, the LoRA's weights with the rest, as an actor loads them.
+        inpainter = VideoPainterInpainter(cfg, pipe=pipe)
         measure("id_resampling")
+    print(f"report: {_common.write_json(args.out, report)}")
     return 0
 
 

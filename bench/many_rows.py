@@ -3,6 +3,7 @@ then the same command again (a resume of a finished run).
 
     python bench/many_rows.py --rows 10000 --format csv [--gpus 2] [--clip-seconds 0.2] [--out DIR]
 
+Machine: CPUs only (2 cores: about 40 minutes for 10,000 rows, 4 for 1,000); the project's packages.
 The first run's ``run_samples.csv`` (sampled every second on the driver) gives the driver's RSS,
 the object store in use and the clips (and MiB) waiting in ``<output_dir>/.work`` over time; the
 second run's wall time is the cost of a resume when everything is done. Prints one JSON line.
@@ -20,12 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
+import _common
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+_common.require_modules("ray", "hydra", "omegaconf", "av")
 
-from bench.scale_sim import FRAMES, clips_csv  # noqa: E402
+import pandas as pd  # noqa: E402
+from scale_sim import FRAMES, clips_csv  # noqa: E402
+
+REPO = _common.REPO
 
 
 def launch(args: argparse.Namespace, dataset: Path, out: Path) -> tuple[float, str]:
@@ -44,7 +47,7 @@ def launch(args: argparse.Namespace, dataset: Path, out: Path) -> tuple[float, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser(__doc__)
     parser.add_argument("--rows", type=int, default=10000)
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--gpus", type=int, default=2, help="logical GPUs: one sim actor each")

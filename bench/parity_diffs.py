@@ -2,14 +2,13 @@
 
     python bench/parity_diffs.py [--default-numerics]
 
-Runs our side as tests/test_parity.py does (a subprocess under its PINNED_ENV), or with this
+Machine: CPUs only; the project's packages. Runs our side as tests/test_parity.py does (a subprocess under its PINNED_ENV), or with this
 machine's own kernels (``--default-numerics``), and prints one line per quantity. Used to fill
 the agreement table of tests/data/parity/README.md on each machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import subprocess
@@ -17,15 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _common
 import numpy as np
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(_common.REPO / "tests"))
 import test_parity  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = _common.parser(__doc__)
     parser.add_argument("--default-numerics", action="store_true",
                         help="run without PINNED_ENV (the machine's own kernels and threads)")
     args = parser.parse_args()

@@ -4,19 +4,18 @@ before Ray starts.
 
     python bench/preflight_memory.py 1000 10000 100000 1000000
 
-For each size, a child process writes a CSV of that many rows (generic layout, a click each), runs
+Machine: CPUs only; the project's packages. For each size, a child process writes a CSV of that many rows (generic layout, a click each), runs
 the two and prints their peak RSS, the RSS they added and their times.
 """
 
 from __future__ import annotations
 
-import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+import _common
 
 CHILD = """
 import json, resource, sys, time
@@ -45,10 +44,13 @@ print(json.dumps({"rows": rows, "total": plan.total, "pending": todo.pending,
 
 
 def main() -> None:
-    for rows in map(int, sys.argv[1:] or ["1000", "10000", "100000", "1000000"]):
+    parser = _common.parser(__doc__)
+    parser.add_argument("rows", type=int, nargs="*", default=[1000, 10000, 100000, 1000000],
+                        help="dataset sizes (default: 1000 10000 100000 1000000)")
+    for rows in parser.parse_args().rows:
         with tempfile.TemporaryDirectory() as tmp:
             done = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "clips.csv"), str(rows)],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True, check=True, cwd=_common.REPO)
             print(done.stdout.strip())
 
 

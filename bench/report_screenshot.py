@@ -2,25 +2,22 @@
 
     python bench/report_screenshot.py OUTPUT_DIR PNG_PATH [--width 1280] [--height 2000] [--max-kb 400]
 
-The config shown is the newest ``OUTPUT_DIR/logs/*/.hydra/config.yaml`` (what launch.py ran), if
+Machine: CPUs only; Chromium (`apt-get install chromium`). The config shown is the newest ``OUTPUT_DIR/logs/*/.hydra/config.yaml`` (what launch.py ran), if
 any. The PNG is downscaled until it is under --max-kb (docs/report.png is made this way from a
 `python launch.py output_dir=...` demo run).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
 
-from vp_ray.report import write_report  # noqa: E402
+from vp_ray.report import write_report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -65,7 +62,7 @@ def shrink_png(png: Path, max_kb: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("png", type=Path)
     parser.add_argument("--width", type=int, default=1280)
@@ -74,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     chromium = find_chromium()
     if chromium is None:
-        sys.exit("chromium not found (apt-get install chromium)")
+        _common.refuse("needs Chromium (apt-get install chromium)")
     report = write_report(args.output_dir, run_config(args.output_dir))
     args.png.parent.mkdir(parents=True, exist_ok=True)
     screenshot(chromium, report, args.png, args.width, args.height)

@@ -2,7 +2,7 @@
 
     python bench/scale_sim.py --gpus 8 --nodes 2 --clips 200 --clip-seconds 4 [--out DIR]
 
-Starts a ``ray.cluster_utils.Cluster`` (a head without GPUs, ``--nodes`` nodes sharing ``--gpus``
+Machine: CPUs only (no GPU: the GPUs are Ray's logical ones); the project's packages. Starts a ``ray.cluster_utils.Cluster`` (a head without GPUs, ``--nodes`` nodes sharing ``--gpus``
 logical GPUs), writes a CSV of ``--clips`` tiny 9-frame clips and runs the batch job on it with
 ``model=sim`` at ``--clip-seconds`` per clip (one inpainting actor per GPU). Reports:
 
@@ -16,17 +16,16 @@ encode of every clip, so the clip time must leave them room (see bench/RESULTS.m
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
+import _common
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+_common.require_modules("ray", "hydra", "omegaconf", "av")
+
+import pandas as pd  # noqa: E402
 
 from vp_ray import graph  # noqa: E402
 from vp_ray.config import compose, to_plain_config  # noqa: E402
@@ -46,7 +45,7 @@ def clips_csv(folder: Path, count: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser(__doc__)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--clips", type=int, default=200)

@@ -1,14 +1,15 @@
 """Figures of a bench/gpu_two.sh run: placement, steady-state throughput, scaling, GPU busy time.
 
-    python bench/two_gpu_report.py OUT_DIR
+    python bench/two_gpu_report.py OUT
 
-Reads OUT_DIR/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
-(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps). Exits non-zero if a GPU held more
-than one inpainting actor, or a run used fewer GPUs than it should.
+Reads OUT/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
+(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps); pandas and pyarrow, any machine.
+Exits non-zero if a GPU held more than one inpainting actor, or a run used fewer GPUs than it should.
 
 Steady state: on each GPU, clips are ordered by when the actor gave them back; the first clip
 (model load, warm-up) is cut, and the rate is (clips after the first) / (time from the end of the
-first clip to the end of the last). A run's rate is the sum over its GPUs.
+first clip to the end of the last): the intervals between clips. A run's rate is the sum over its
+GPUs; a GPU with fewer than 2 intervals is named, its rate is not one to quote.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import _common
 import pandas as pd
 
 EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1}
@@ -65,10 +67,11 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
     print(f"   SAM2 actor(s): {sam2}")
     print(f"   placement check (one inpainting actor per GPU, {EXPECTED_GPUS[name]} GPU(s)): "
           f"{'PASS' if ok else 'FAIL'}")
-    rate, busy = 0.0, []
+    rate, busy, intervals = 0.0, [], {}
     frames = dmon(out / f"dmon_{name}.txt")
     for gpu, clips in manifest.sort_values("inpaint_finished").groupby(manifest.inpaint_worker.map(gpu_of)):
         ends = clips.inpaint_finished.tolist()
+        intervals[gpu] = len(ends) - 1
         if len(ends) >= 2:
             rate += (len(ends) - 1) / (ends[-1] - ends[0])
         index = int(gpu.split("gpu=")[1].split(",")[0])
@@ -86,6 +89,8 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
               f"{frames[frames.gpu == index].fb.max() / 1024:.2f} GiB; SM >= 95% in {full:.0%} of "
               f"{len(window)} 1-s samples from the first to the last clip; below 50%: {dict(between)}")
         busy.append(full)
+        if "memory_plan" in clips:
+            print(f"   {gpu}: memory plan {', '.join(sorted(set(clips.memory_plan.fillna('-'))))}")
         if "step_s_max" in clips:
             print(f"   {gpu}: denoising step median {clips.step_s_median.median():.3f} s, slowest step per clip "
                   f"{[round(x, 2) for x in clips.step_s_max]} s")
@@ -95,14 +100,20 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
         print(f"   driver RSS peak {s.driver_peak_rss_mb.max():.0f} MiB; object store used max "
               f"{s.object_store_used_mb.max():.1f} MiB; clips in .work max {s.work_clips.max()} "
               f"({s.work_mb.max():.0f} MiB)")
-    print(f"   steady state: {rate * 3600:.1f} clips/hour")
+    short = [gpu for gpu, count in intervals.items() if count < 2]
+    print(f"   steady state: {rate * 3600:.1f} clips/hour (intervals per GPU: {sorted(intervals.values())}"
+          + (f"; fewer than 2 on {short}: not a steady state)" if short else ")"))
     if not ok:
         sys.exit(f"placement check failed for run {name}")
     return rate, manifest.time_inpaint_s.mean()
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    parser = _common.parser(__doc__)
+    parser.add_argument("out", type=Path, help="the folder bench/gpu_two.sh wrote")
+    out = parser.parse_args().out
+    if not out.is_dir():
+        _common.refuse(f"{out} is not a folder")
     results = {name: report(out, name) for name in EXPECTED_GPUS}
     if results["two"] and results["one"]:
         print(f"\ntwo-GPU scaling efficiency: {results['two'][0] / (2 * results['one'][0]):.2f}")

@@ -1,8 +1,10 @@
-"""Seconds and GPU memory of the work around the denoising loop, for a 32 GB card's plan.
+"""Seconds and GPU memory of the work around the denoising loop, under each VAE tiling and with
+T5 brought from host memory (the parts of the memory plans).
 
-    python bench/vae_probe.py [--out vae_probe.json]
+    python bench/vae_probe.py [--out bench/runs/vae_probe.json]
 
-Full-size random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
+Machine: one CUDA GPU (H100 or H200); diffusers, hydra-core and omegaconf beside torch. Full-size
+random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
 
 * the VAE's encode of 49 frames and decode of 13 latent frames, untiled and with tilings of
   2x2 and 3x3 tiles ("3x3" is diffusers' default tile size: 240x360 pixels, 9 tiles at 480x720);
@@ -14,18 +16,16 @@ Full-size random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 cli
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-import torch
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_common.require_modules("torch", "diffusers", "hydra", "omegaconf")
 
-from bench.bench_videopainter import FULL_VAE, T5_XXL  # noqa: E402
+import torch  # noqa: E402
+from bench_videopainter import FULL_VAE, T5_XXL  # noqa: E402
 
 # name -> enable_tiling arguments (None: untiled). Every tiling's cuts are whole latent pixels
 # (vp_ray.models.vae_tiling.tiles_add_up).
@@ -118,16 +118,16 @@ def probe_t5(results: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None)
+    parser = _common.parser(__doc__)
+    _common.add_out(parser, "vae_probe.json")
     args = parser.parse_args()
+    _common.require_cuda()
     torch.manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vae": {}, "t5": {}}
     probe_vae(results)
     probe_t5(results)
     print(json.dumps(results, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"report: {_common.write_json(args.out, results)}")
     return 0
 
 

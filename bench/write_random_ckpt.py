@@ -1,27 +1,31 @@
 """Write a full-size VideoPainter checkpoint tree with random weights, in the released layout.
 
-    python bench/write_random_ckpt.py --root ckpt-random [--device cuda]
+    python bench/write_random_ckpt.py --root /tmp/vp-ckpt [--device cuda]
 
-For end-to-end runs on a GPU machine where the real weights cannot be fetched: the tree has the
-real architecture and file layout (CogVideoX-5b-I2V transformer, its 3D VAE, T5-v1.1-XXL, the
-two-block branch, the VideoPainterID LoRA at the released rank 256; bf16 safetensors), so ``model=videopainter model.base_model_path=...`` loads it
-through the production code with the same memory and FLOPs as the real weights. The pixels it
-makes are meaningless. The tokenizer is the small offline one of the tiny tree (its ids fit
-T5's 32128-token vocabulary); everything else is full size.
+Machine: a CUDA GPU writes the tree in about 30 s (a CPU can, slowly, with tens of GB of memory);
+about 22 GB of disk; diffusers, hydra-core and omegaconf beside torch. Does nothing where the tree
+is complete.
+
+For end-to-end runs on a GPU machine where the real weights cannot be fetched: the tree has the real
+architecture and file layout (CogVideoX-5b-I2V transformer, its 3D VAE, T5-v1.1-XXL, the two-block
+branch, the VideoPainterID LoRA at the released rank 256; bf16 safetensors), so ``model=videopainter
+model.base_model_path=...`` loads it through the production code with the same memory and FLOPs as
+the real weights. The pixels it makes are meaningless. The tokenizer is the small offline one of the
+tiny tree (its ids fit T5's 32128-token vocabulary); everything else is full size.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-import torch
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_common.require_modules("torch", "diffusers", "hydra", "omegaconf")
 
+import torch  # noqa: E402
 from bench_videopainter import FULL_TRANSFORMER, FULL_VAE, T5_XXL  # noqa: E402
 
 from vp_ray.models import tiny as tiny_models  # noqa: E402
@@ -58,8 +62,8 @@ def write_tree(root: Path, device: torch.device, dtype: torch.dtype = torch.bflo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="ckpt-random", help="checkpoint root to write (default: ckpt-random)")
+    parser = _common.parser(__doc__)
+    parser.add_argument("--root", default="/tmp/vp-ckpt", help="checkpoint root to write (default: /tmp/vp-ckpt)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     root = Path(args.root)
