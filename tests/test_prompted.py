@@ -142,7 +142,7 @@ def test_single_video_defaults_are_the_run_config_and_help_shows_them(tmp_path, 
         single.parse_args(["--help"])
     shown = capsys.readouterr().out
     assert f"(default: {launch_default['model']['name']})" in shown and "(default: 42)" in shown
-    assert "(default: 50)" in shown  # VideoPainter's steps, from its schema
+    assert "50 for videopainter, 4 for tiny" in " ".join(shown.split())  # each model's own steps
 
 
 def test_single_video_needs_something_to_remove(tmp_path, demo_video):

@@ -21,8 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from vp_ray import config, records
-from vp_ray.config import VideoPainterModelConfig, schema_defaults, to_plain_config
+from vp_ray.atomic import atomic_path
+from vp_ray.config import to_plain_config
 from vp_ray.errors import ConfigError
+from vp_ray.outputs import META
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import FAILED, rows_to_frame
 from vp_ray.stages import preflight
@@ -42,11 +44,12 @@ CONFIG_OPTIONS = {
     "coords": ("dataset.prompt_coords", str, "clicks/box in the video's own pixels (source) or in the "
                                              "resized frame the model sees (model)"),
 }
+MODELS_WITH_STEPS = ("videopainter", "tiny")  # the models the model.* options above apply to
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = compose([])
-    defaults["model"] = {**schema_defaults(VideoPainterModelConfig), **defaults["model"]}
+    per_model = {name: compose([f"model={name}"])["model"] for name in MODELS_WITH_STEPS}
     parser = argparse.ArgumentParser(
         prog="python -m vp_ray.single",
         description="Remove an object from one video: click on it in frame 0, get the clean video. "
@@ -66,11 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                      "dataset's default prompt)")
     parser.add_argument("--output_dir", required=True, help="where the files go")
     for option, (key, kind, text) in CONFIG_OPTIONS.items():
-        section, _, name = key.rpartition(".")
-        default = (defaults[section] if section else defaults)[name]
-        default = default["name"] if isinstance(default, dict) else default
-        parser.add_argument(f"--{option}", type=kind, help=f"{text} (default: {default:g})"
-                            if isinstance(default, float) else f"{text} (default: {default})")
+        default = shown_default(key, defaults, per_model)
+        parser.add_argument(f"--{option}", type=kind, help=f"{text} (default: {default})")
     parser.add_argument("--mask_only", action="store_true",
                         help="only segment and write the mask files (fast preview of the click)")
     parser.add_argument("overrides", nargs="*",
@@ -81,6 +81,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.click_x is None and not args.point and not args.box and not args.mask:
         parser.error("say what to remove: --click_x/--click_y, --point, --box or --mask")
     return args
+
+
+def shown_default(key: str, defaults: dict, per_model: dict[str, dict]) -> str:
+    """A setting's default as --help shows it; a model's setting is each model's own (steps: 50 for
+    videopainter, 4 for tiny)."""
+    def text(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    section, _, name = key.rpartition(".")
+    if section == "model":
+        values = {model: cfg[name] for model, cfg in per_model.items()}
+        if len(set(values.values())) == 1:
+            return text(next(iter(values.values())))
+        return "the model's own: " + ", ".join(f"{text(value)} for {model}" for model, value in values.items())
+    value = (defaults[section] if section else defaults)[name]
+    return text(value["name"] if isinstance(value, dict) else value)
 
 
 def compose(overrides: list[str]) -> dict:
@@ -130,6 +146,15 @@ def run_single(cfg: dict, raw: dict) -> dict:
     return rows_to_frame(batch.to_dict("records")).iloc[0].to_dict()
 
 
+def point_meta_here(output_dir: Path) -> None:
+    """meta.json names the folder its files are now in; the batch layout's work folder is gone."""
+    meta = json.loads((output_dir / META).read_text())
+    meta.pop("work_dir", None)
+    meta["output_dir"] = str(output_dir)
+    with atomic_path(output_dir / META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, allow_nan=False))
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
@@ -147,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         names = sorted(path.name for path in Path(row["output_dir"]).iterdir())
         for name in names:  # up from the batch layout into --output_dir
             os.replace(Path(row["output_dir"]) / name, output_dir / name)
+        point_meta_here(output_dir)
         log.info("wrote %d files to %s: %s", len(names), output_dir, ", ".join(names))
     shutil.rmtree(output_dir / ".vp_ray", ignore_errors=True)
     return 1 if row["status"] == FAILED else 0
