@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 from conftest import REPO, compose_config
 
