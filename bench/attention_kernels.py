@@ -2,11 +2,13 @@
 
     python bench/attention_kernels.py [--out bench/runs/attention.json]
 
-Machine: one CUDA GPU (H100 or H200); torch alone. The shape is the backbone's: CFG batch 2, 48 heads of 64, 226 text + 17550 video tokens (49 frames
+Machine: one CUDA GPU (H100 or H200); torch alone.
+
+The shape is the backbone's: CFG batch 2, 48 heads of 64, 226 text + 17550 video tokens (49 frames
 at 480x720), bf16, no mask. Kernels: PyTorch SDPA with each backend (cuDNN is what SDPA picks on
 Hopper), and FlashAttention-4 (``flash_attn.cute``, the ``flash-attn-4`` package) where it imports
-(it is not carried: bench/RESULTS.md says why).
-Each output is compared with float32 attention on a slice of the queries.
+(it is not carried: bench/RESULTS.md says why). Each output is compared with float32 attention on a
+slice of the queries.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
     python bench/frames_transport.py [--clips 40] [--mb 80] [--model-seconds 1.0] [--actors 1]
 
 Machine: CPUs only (4 logical CPUs for Ray; 2 cores did) and a few GB of memory; the project's
-packages. The pipeline's shape with its heavy data only: prepare (a CPU task makes a clip's frames, ``--mb``
+packages.
+
+The pipeline's shape with its heavy data only: prepare (a CPU task makes a clip's frames, ``--mb``
 MB), a model stage (an actor pool of ``--actors``, ``--model-seconds`` per clip, returns a result of
 the same size), write (a CPU task reads the result and drops it). One row per block. Run twice:
 

@@ -4,9 +4,10 @@ then the same command again (a resume of a finished run).
     python bench/many_rows.py --rows 10000 --format csv [--gpus 2] [--clip-seconds 0.2] [--out DIR]
 
 Machine: CPUs only (2 cores: about 40 minutes for 10,000 rows, 4 for 1,000); the project's packages.
-The first run's ``run_samples.csv`` (sampled every second on the driver) gives the driver's RSS,
-the object store in use and the clips (and MiB) waiting in ``<output_dir>/.work`` over time; the
-second run's wall time is the cost of a resume when everything is done. Prints one JSON line.
+
+The first run's ``run_samples.csv`` (sampled every second on the driver) gives the driver's RSS, the
+object store in use and the clips (and MiB) waiting in ``<output_dir>/.work`` over time; the second
+run's wall time is the cost of a resume when everything is done. Prints one JSON line.
 """
 
 from __future__ import annotations

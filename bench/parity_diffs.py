@@ -2,9 +2,11 @@
 
     python bench/parity_diffs.py [--default-numerics]
 
-Machine: CPUs only; the project's packages. Runs our side as tests/test_parity.py does (a subprocess under its PINNED_ENV), or with this
-machine's own kernels (``--default-numerics``), and prints one line per quantity. Used to fill
-the agreement table of tests/data/parity/README.md on each machine.
+Machine: CPUs only; the project's packages.
+
+Runs our side as tests/test_parity.py does (a subprocess under its PINNED_ENV), or with this
+machine's own kernels (``--default-numerics``), and prints one line per quantity. Used to fill the
+agreement table of tests/data/parity/README.md on each machine.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ before Ray starts.
 
     python bench/preflight_memory.py 1000 10000 100000 1000000
 
-Machine: CPUs only; the project's packages. For each size, a child process writes a CSV of that many rows (generic layout, a click each), runs
+Machine: CPUs only; the project's packages.
+
+For each size, a child process writes a CSV of that many rows (generic layout, a click each), runs
 the two and prints their peak RSS, the RSS they added and their times.
 """
 

@@ -2,7 +2,9 @@
 
     python bench/report_screenshot.py OUTPUT_DIR PNG_PATH [--width 1280] [--height 2000] [--max-kb 400]
 
-Machine: CPUs only; Chromium (`apt-get install chromium`). The config shown is the newest ``OUTPUT_DIR/logs/*/.hydra/config.yaml`` (what launch.py ran), if
+Machine: CPUs only; Chromium (`apt-get install chromium`).
+
+The config shown is the newest ``OUTPUT_DIR/logs/*/.hydra/config.yaml`` (what launch.py ran), if
 any. The PNG is downscaled until it is under --max-kb (docs/report.png is made this way from a
 `python launch.py output_dir=...` demo run).
 """

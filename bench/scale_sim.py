@@ -2,7 +2,9 @@
 
     python bench/scale_sim.py --gpus 8 --nodes 2 --clips 200 --clip-seconds 4 [--out DIR]
 
-Machine: CPUs only (no GPU: the GPUs are Ray's logical ones); the project's packages. Starts a ``ray.cluster_utils.Cluster`` (a head without GPUs, ``--nodes`` nodes sharing ``--gpus``
+Machine: CPUs only (no GPU: the GPUs are Ray's logical ones); the project's packages.
+
+Starts a ``ray.cluster_utils.Cluster`` (a head without GPUs, ``--nodes`` nodes sharing ``--gpus``
 logical GPUs), writes a CSV of ``--clips`` tiny 9-frame clips and runs the batch job on it with
 ``model=sim`` at ``--clip-seconds`` per clip (one inpainting actor per GPU). Reports:
 
