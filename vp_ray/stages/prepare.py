@@ -60,6 +60,7 @@ class PrepareClips(ClipStage):
         workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement, preprocess))
         workdir.save_array(work_dir, workdir.INDICES, indices)
         if raw_masks is not None:
+            workdir.save_source_masks(work_dir, raw_masks)
             masked_video = None
             if preprocess == "reference":
                 # As the original prepares its inputs: the object is blacked out and the mask dilated

@@ -48,8 +48,11 @@ class WriteClips(ClipStage):
                                   outputs.comparison_frames(frames, masks, result), fps, crf=cfg["crf"])
             video.write_video(folder / "mask.mp4", outputs.mask_frames(masks), fps, crf=cfg["crf"])
             # At the source's size and frame numbers: with the source video and mask_id 1, a
-            # record of a later run (e.g. inpainting after a mask-only pass).
-            source_masks = video.restore_masks(raw_masks, placement)
+            # record of a later run (e.g. inpainting after a mask-only pass). A mask file's own
+            # masks pass through as given; SAM2's are brought back from the model's size.
+            source_masks = workdir.load_source_masks(work, row["source_width"])
+            source_masks = video.restore_masks(raw_masks, placement) if source_masks is None \
+                else source_masks[:len(frames)]
             mask_io.save_vpdata_masks(folder / "all_masks.npz",
                                       mask_io.index_like_source(source_masks, indices))
             outputs.write_png(folder / "frame0_original.png", frames[0])
