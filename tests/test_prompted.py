@@ -34,16 +34,15 @@ def tiny_paths(tmp_path):
             "model.create_tiny_if_missing=true"]
 
 
-@pytest.mark.parametrize("model", ["classic", "tiny"])
-def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_path, demo_video, model):
+def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_path, demo_video):
+    """SAM2's masks and the masked video it leaves feed VideoPainter (tiny, at 64x96)."""
     rows = [{"clip_id": "click", "video_path": demo_video, "points": "[[30, 48, 1], [120, 20, 0]]"},
             {"clip_id": "box", "video_path": demo_video, "box": "[10, 20, 60, 80]"},
             {"clip_id": "outside", "video_path": demo_video, "points": "[[500, 48, 1]]"}]
     pd.DataFrame(rows).to_csv(tmp_path / "clicks.csv", index=False)
-    extra = ["model.height=64", "model.width=96"] if model == "classic" else tiny_paths(tmp_path)
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv",
-                          f"dataset.path={tmp_path / 'clicks.csv'}", f"model={model}", "sam2=tiny_random",
-                          "dilate_size=2", *extra])
+                          f"dataset.path={tmp_path / 'clicks.csv'}", "model=tiny", "sam2=tiny_random",
+                          "dilate_size=2", *tiny_paths(tmp_path)])
     result = graph.run(cfg)
     assert sorted(r["clip_id"] for r in result.ledger.done) == ["box", "click"]
     (failure,) = result.ledger.failed
@@ -55,9 +54,9 @@ def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_
         masks = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
         assert masks.shape == (12, 96, 144)  # every frame segmented, at the source's size
         assert json.loads((folder / "meta.json").read_text())["time_segment_s"] >= 0
-    if model == "classic":  # 144x96 source stretched to 96x64: the click (30, 48) lands on (20, 32)
-        shown = cv2.cvtColor(cv2.imread(str(tmp_path / "out/clips/click/frame0_with_mask.png")), cv2.COLOR_BGR2RGB)
-        assert shown[32, 20].tolist() == [0, 255, 0]  # the positive click, drawn where SAM2 got it
+    # 144x96 source stretched to the tiny model's 96x64: the click (30, 48) lands on (20, 32).
+    shown = cv2.cvtColor(cv2.imread(str(tmp_path / "out/clips/click/frame0_with_mask.png")), cv2.COLOR_BGR2RGB)
+    assert shown[32, 20].tolist() == [0, 255, 0]  # the positive click, drawn where SAM2 got it
 
 
 def test_mask_only_run_writes_masks_that_a_later_run_can_use(ray_local, tmp_path, demo_video):

@@ -47,7 +47,7 @@ def chromium() -> str:
 def run_chromium(binary, tmp_path, *args):
     """Chromium headless with a throw-away profile; its stdout."""
     proc = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 

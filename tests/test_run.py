@@ -154,54 +154,42 @@ def test_cpu_stages_do_not_import_the_model_libraries():
     assert done.stdout.strip() == "[]"
 
 
-def test_videopainter_on_a_tiny_tree_in_the_real_layout_runs_the_demo(ray_local, tmp_path):
-    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.ckpt tiny` output."""
+def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_clips(ray_local, tmp_path):
+    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.ckpt tiny` output, with
+    ID resampling and its tiny VideoPainterID LoRA: a 9-frame clip (max_seconds=1 in its row), and
+    15 s of video at max_seconds=12: 97 frames, two windows of 49 sharing frame 48."""
     from vp_ray.ckpt import main as ckpt_main
+    from vp_ray.demo import ensure_demo_dataset
 
     assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
-    cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset.path={tmp_path / 'demo'}",
-                          "dataset.demo_num_clips=2", "dataset.demo_num_frames=9", "model=videopainter",
-                          f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
+    lora = tmp_path / "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
+    rows = pd.read_csv(ensure_demo_dataset(tmp_path / "demo", num_clips=2, num_frames=120, height=96, width=144))
+    for column in ("video_path", "mask_path", "ground_truth_path"):
+        rows[column] = [str(tmp_path / "demo" / p) for p in rows[column]]
+    rows.assign(max_seconds=[1.0, 12.0]).to_csv(tmp_path / "clips.csv", index=False)
+    short, long = rows.clip_id
+    cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={tmp_path / 'clips.csv'}",
+                          "model=videopainter", f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
                           f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}",
+                          "model.id_resampling=true", f"model.id_lora_path={lora}", "model.create_tiny_if_missing=true",
                           "model.height=64", "model.width=96", "model.num_gpus=0", "model.num_cpus=1",
                           "model.dtype=float32", "model.num_inference_steps=2", "dilate_size=2"])
     result = graph.run(cfg)
     assert len(result.ledger.done) == 2 and not result.ledger.failed
-    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
-    assert (manifest.time_inpaint_s > 0).all() and (manifest.num_frames == 9).all()
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("clip_id")
+    assert (manifest.time_inpaint_s > 0).all() and not manifest.degraded.any()
     assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
     assert (manifest.memory_plan == "resident").all()   # without a GPU every model stays where it is
     actors = manifest.inpaint_worker.nunique()
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
     assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
-    codec, _, frames = decode(tmp_path / "out" / "clips" / manifest.clip_id[0] / "result.mp4")
-    assert codec == "h264" and frames.shape[0] == 9
-
-
-@pytest.mark.parametrize("id_resampling", [False, True])
-def test_a_clip_longer_than_one_window_is_inpainted_whole(ray_local, tmp_path, id_resampling):
-    """15 s of video at 8 fps, max_seconds=12: 97 frames, two windows of 49 sharing frame 48; and the
-    same with ID resampling and a tiny VideoPainterID LoRA (written on first use)."""
-    from vp_ray.ckpt import main as ckpt_main
-
-    assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
-    lora = tmp_path / "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
-    cfg = compose_config([f"model.id_resampling={str(id_resampling).lower()}", f"model.id_lora_path={lora}",
-                          "model.create_tiny_if_missing=true",
-                          f"output_dir={tmp_path / 'out'}", f"dataset.path={tmp_path / 'demo'}",
-                          "dataset.demo_num_clips=1", "dataset.demo_num_frames=120", "max_seconds=12",
-                          "model=videopainter", f"model.base_model_path={tmp_path / 'ckpt/CogVideoX-5b-I2V'}",
-                          f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}",
-                          "model.height=64", "model.width=96", "model.num_gpus=0", "model.num_cpus=1",
-                          "model.dtype=float32", "model.num_inference_steps=1", "dilate_size=2"])
-    result = graph.run(cfg)
-    assert len(result.ledger.done) == 1 and not result.ledger.failed
-    row = pd.read_parquet(tmp_path / "out" / "manifest.parquet").iloc[0]
-    assert row.num_frames == 97 and row.seconds == 12.125 and not row.degraded
-    clip = tmp_path / "out" / "clips" / row.clip_id
-    assert decode(clip / "result.mp4")[2].shape[0] == 97
-    assert np.load(clip / "all_masks.npz")["arr_0"].shape[0] == 97
-    assert lora.is_file() == id_resampling
+    assert manifest.loc[short, "num_frames"] == 9 and manifest.loc[long, "num_frames"] == 97
+    assert manifest.loc[long, "seconds"] == 12.125
+    for clip_id, frames in ((short, 9), (long, 97)):
+        codec, _, decoded = decode(tmp_path / "out" / "clips" / clip_id / "result.mp4")
+        assert codec == "h264" and decoded.shape[0] == frames
+    assert np.load(tmp_path / "out" / "clips" / long / "all_masks.npz")["arr_0"].shape[0] == 97
+    assert lora.is_file()
 
 
 def launch(*overrides, timeout=600):
