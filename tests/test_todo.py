@@ -93,7 +93,7 @@ def test_a_finished_run_resumed_starts_no_ray(tmp_path, monkeypatch):
     cfg, plan = setup(tmp_path, "csv", rows=3)
     for clip_id in ("c0", "c1", "c2"):
         commit(cfg, plan, clip_id)
-    cfg.update(seed=0, mask_only=False, report=False)
+    cfg.update(seed=0, mask_only=False, report=False, cluster={"address": "auto"})  # a running cluster
     cfg["dataset"].update(demo_num_clips=0, demo_num_frames=0, demo_fps=0)
     monkeypatch.setattr(graph, "preflight", lambda cfg, plan: [])
     monkeypatch.setattr(graph, "connect", lambda cluster: pytest.fail("Ray started for nothing"))

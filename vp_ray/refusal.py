@@ -4,7 +4,8 @@ Hydra composes the config before ``launch.py``'s ``main`` runs and reports its o
 key, a value outside an Enum, a config group option that does not exist) in several lines with a hint
 about ``HYDRA_FULL_ERROR`` and exit code 1. ``run_hydra`` has Hydra raise them instead, as
 ``HYDRA_FULL_ERROR=1`` does, and turns them into one line and exit code 2; a user who sets
-``HYDRA_FULL_ERROR=1`` still gets the whole trace.
+``HYDRA_FULL_ERROR=1`` still gets the whole trace. (The variable stays set for the process: an error
+in the run itself, a bug, shows Python's whole trace rather than Hydra's shortened one.)
 
 Hydra also makes the run dir (``<output_dir>/logs/<date_time>``) before ``main`` runs. ``NoteRunDir``, a
 Hydra callback (``conf/config.yaml``), notes which of its folders exist before that, so that
