@@ -1,4 +1,5 @@
-"""Run vp-ray over a dataset: `python launch.py dataset=pexels model=videopainter`.
+"""Run vp-ray over a dataset: `python launch.py dataset=pexels model=videopainter`; score the finished
+run with the same command and `task=evaluate` (README, "Evaluation").
 
 Parses the Hydra config, streams the dataset through the Ray Data pipeline, and prints
 a summary. `python launch.py --help` lists the config groups; `--cfg job` prints the config.
@@ -38,7 +39,12 @@ def main(cfg: DictConfig) -> None:
         plain = to_plain_config(cfg)
         # The run's log folder is Hydra's run dir (launch.log is there); workers log beside it.
         plain["log_dir"] = HydraConfig.get().runtime.output_dir
-        result = graph.run(plain)
+        if plain["task"] == "evaluate":
+            from vp_ray.evaluation import evaluate
+
+            result = evaluate(plain)
+        else:
+            result = graph.run(plain)
     except MissingMandatoryValue as error:
         refuse(f"missing value: {error.full_key} (set it on the command line: {error.full_key}=...)")
     except OmegaConfBaseException as error:  # e.g. an interpolation that does not resolve
@@ -47,6 +53,15 @@ def main(cfg: DictConfig) -> None:
         refuse(str(error))
     if result.dry_run:
         refusal.remove_run_dir(HydraConfig.get().runtime.output_dir)  # a dry run leaves nothing behind
+        return
+    if plain["task"] == "evaluate":
+        from vp_ray.evaluation import format_evaluation
+
+        log.info("%s", format_evaluation(result, time.perf_counter() - start))
+        if result.interrupted:
+            sys.exit(128 + result.interrupted)
+        if result.rows and not result.scored:
+            sys.exit(1)  # no clip could be scored: every row says why
         return
     log.info("%s", format_summary(result, plain["output_dir"], time.perf_counter() - start))
     if result.interrupted:

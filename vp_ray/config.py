@@ -95,6 +95,22 @@ class Preprocess(Enum):
     opencv = "opencv"
 
 
+class Task(Enum):
+    run = "run"
+    evaluate = "evaluate"
+
+
+class EvalProtocol(Enum):
+    vpbench = "vpbench"
+    hole = "hole"
+
+
+class EvalReference(Enum):
+    auto = "auto"
+    source = "source"
+    ground_truth = "ground_truth"
+
+
 @dataclass(frozen=True)
 class Check:
     """A condition on a value, and how to say it to a user."""
@@ -404,12 +420,54 @@ class RetryConfig:
 
 
 @dataclass
+class EvalConfig:
+    """``task=evaluate``: how a finished run is scored (README, "Evaluation"). Nothing here changes a
+    clip's files; the run's own settings (dataset, model, overrides) must be given as for the run."""
+
+    # vpbench: the VideoPainter authors' evaluation, their surprises included (README lists them);
+    # hole: each metric inside the hole and outside it, both images masked the same way.
+    protocol: EvalProtocol = setting(EvalProtocol.vpbench, output=False)
+    # The video a result is compared with: auto (the record's ground_truth_path where it has one,
+    # else the source, as the authors compare with their source) | source | ground_truth.
+    reference: EvalReference = setting(EvalReference.auto, output=False)
+    # The hole is the object's mask dilated by this many source pixels (square kernel), as the
+    # authors' script dilates it (--dilate_size); null = the run's dilate_size.
+    dilate_size: Optional[int] = setting(None, check=NON_NEGATIVE, output=False)
+    # vpbench: composite the result into the reference outside the hole before scoring (the
+    # authors' --replace_gt; their script scores both ways). hole scores the result as written.
+    replace_gt: bool = setting(True, output=False)
+    # Score a clip's first N frames (the authors' --max_video_length 49; null = all, as their
+    # long-video configuration).
+    max_frames: Optional[int] = setting(49, check=AT_LEAST_ONE, output=False)
+    # The authors' script takes every int(fps // down_sample_fps)-th source frame; the run picks frames
+    # by time. A clip whose frames differ from the authors' is scored on the run's and says so.
+    down_sample_fps: float = setting(8.0, check=POSITIVE, output=False)
+    # Weights of the learned metrics (README "Evaluation"; ckpt/README.md): a metric whose file is
+    # found neither here nor in its usual cache gets null columns and one line saying which file.
+    lpips_backbone: str = setting("ckpt/squeezenet1_1-b8a52dc0.pth", output=False)
+    lpips_linear: str = setting("ckpt/lpips/squeeze.pth", output=False)
+    clip_score_model: str = setting("ckpt/clip-vit-large-patch14", output=False)
+    clip_temporal_model: str = setting("ckpt/ViT-B-32.pt", output=False)
+    i3d_model: str = setting("ckpt/i3d_rgb_imagenet.pt", output=False)
+    # Scoring actors and their resources: null = one per CPU the cluster has (num_gpus = 0) or one
+    # per GPU. Learned metrics run on the actor's GPU where it has one (device=auto).
+    actors: Optional[int] = setting(None, check=AT_LEAST_ONE, output=False)
+    num_cpus: float = setting(1.0, check=POSITIVE, output=False)
+    num_gpus: float = setting(0.0, check=NON_NEGATIVE, output=False)
+    device: Sam2Device = setting(Sam2Device.auto, output=False)
+
+
+@dataclass
 class Config:
+    # run: inpaint the dataset into output_dir; evaluate: score the finished run in output_dir
+    # against its references (<output_dir>/evaluation.parquet and evaluation.json; settings: eval.*).
+    task: Task = setting(Task.run, output=False)
     dataset: Any = MISSING
     model: Any = MISSING
     cluster: Any = MISSING
     sam2: Any = MISSING
     retry: RetryConfig = field(default_factory=RetryConfig)
+    eval: EvalConfig = setting(factory=EvalConfig, output=False)
     # Results go to <output_dir>/clips/<clip_id>/; the same output_dir resumes a run.
     output_dir: str = setting(MISSING, output=False)
     # Run seed; each clip's seed is derived from it and the clip id (order-independent).
@@ -501,7 +559,7 @@ def output_settings(cfg: DictConfig) -> dict[str, Any]:
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
 # (and `ray job submit`, whose working directory is a temporary copy) see another cwd.
 PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path", "flux_fill_path",
-             "checkpoint"}
+             "checkpoint", "lpips_backbone", "lpips_linear", "clip_score_model", "clip_temporal_model", "i3d_model"}
 
 
 def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[
     committed = committed_ids(cfg["output_dir"])
     check = NormalizeRecords({**cfg, "log_dir": None}, plan) if committed else None  # the driver's own log
     limit, layout = cfg["dataset"]["limit"], cfg["dataset"]["layout"]
-    shards = _ShardWriter(folder)
+    shards = ShardWriter(folder)
     rows = 0
     for batch in records.read_batches(plan.path, plan.format):
         keep = []
@@ -83,7 +83,7 @@ def remove_todo(output_dir: str | os.PathLike) -> None:
     shutil.rmtree(Path(output_dir) / TODO_DIR, ignore_errors=True)
 
 
-class _ShardWriter:
+class ShardWriter:
     """Rows in, ``part-NNNNNN.parquet`` files of ``SHARD_ROWS`` rows out."""
 
     def __init__(self, folder: Path):
