@@ -39,11 +39,9 @@ def main() -> None:
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         cases = {**{case: test_parity.QUANTITIES for case in test_parity.CASES}, **test_parity.LONG_CASES}
+        subprocess.run([sys.executable, test_parity.__file__, tmp], env=env, check=True, capture_output=True)
         for case, quantities in cases.items():
-            out = Path(tmp) / f"{case}.npz"
-            subprocess.run([sys.executable, test_parity.__file__, case, str(out)], env=env, check=True,
-                           capture_output=True)
-            ours, ref = np.load(out), np.load(test_parity.DATA / f"{case}.npz")
+            ours, ref = np.load(Path(tmp) / f"{case}.npz"), np.load(test_parity.DATA / f"{case}.npz")
             for key in quantities:
                 diff = float(np.abs(ours[key].astype(np.float64) - ref[key].astype(np.float64)).max())
                 worst = max(worst, diff)

@@ -58,17 +58,18 @@ def pin_numerics() -> None:
 
 @pytest.fixture(scope="session")
 def ours(tmp_path_factory):
-    """Our pipeline's quantities per case, under the npz key names, computed with pinned numerics."""
-    cache: dict[str, dict[str, np.ndarray]] = {}
+    """Our pipeline's quantities per case, under the npz key names, computed with pinned numerics:
+    every case in one subprocess (each loads its own pipeline; one start of torch and diffusers)."""
+    out = tmp_path_factory.mktemp("parity")
+    computed: list[bool] = []
 
     def run(case: str) -> dict[str, np.ndarray]:
-        if case not in cache:
-            out = tmp_path_factory.mktemp("parity") / f"{case}.npz"
-            done = subprocess.run([sys.executable, __file__, case, str(out)], capture_output=True,
+        if not computed:
+            done = subprocess.run([sys.executable, __file__, str(out)], capture_output=True,
                                   text=True, env={**os.environ, **PINNED_ENV, "CUDA_VISIBLE_DEVICES": ""})
             assert done.returncode == 0, done.stderr[-3000:]
-            cache[case] = dict(np.load(out))
-        return cache[case]
+            computed.append(True)
+        return dict(np.load(out / f"{case}.npz"))
 
     return run
 
@@ -207,8 +208,9 @@ def test_two_chained_windows_match_the_original_any_length_pipeline(case, quanti
     assert diff <= TOLERANCE, f"{case} {quantity}: max abs diff {diff:.3g} > {TOLERANCE}"
 
 
-if __name__ == "__main__":  # python tests/test_parity.py CASE OUT.npz (under PINNED_ENV)
+if __name__ == "__main__":  # python tests/test_parity.py OUT_DIR (under PINNED_ENV): OUT_DIR/<case>.npz
     pin_numerics()
-    case, out = sys.argv[1], sys.argv[2]
-    run = run_long_case if case in LONG_CASES else run_case
-    np.savez(out, **run(TREE, np.load(DATA / f"{case}.npz")))
+    for case in [*CASES, *LONG_CASES]:
+        if (DATA / f"{case}.npz").exists():
+            run = run_long_case if case in LONG_CASES else run_case
+            np.savez(Path(sys.argv[1]) / f"{case}.npz", **run(TREE, np.load(DATA / f"{case}.npz")))

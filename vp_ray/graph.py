@@ -192,6 +192,7 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[Clip
     # defaults; passing them is deprecated in 2.60). The stages bound the tries per clip
     # (workdir.count_worker_attempt). Everything else is caught per clip inside the stages.
     ds = read_dataset(plan)
+    configure_ray_data(cfg, ds.context)
     # One clip per block: otherwise a small CSV becomes a few blocks and a single actor
     # would run all the rows of a block one after another while other GPUs idle.
     ds = ds.repartition(target_num_rows_per_block=1)
@@ -217,9 +218,10 @@ def stage_task(stage):
     return run
 
 
-def configure_ray_data(cfg: dict[str, Any]) -> None:
+def configure_ray_data(cfg: dict[str, Any], ctx: ray.data.DataContext) -> None:
+    """Settings of this run's dataset (``ctx``: its own copy of Ray Data's context, so that other
+    datasets of the process, an evaluation's say, run without the bound below)."""
     console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
-    ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = False
     # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py).
     ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, WorkBound])
@@ -281,7 +283,6 @@ def run(cfg: dict[str, Any]) -> RunResult:
         except ConfigError:
             todo.remove_todo(output_dir)
             raise
-    configure_ray_data(cfg)
     log.info("logs: %s (one file per worker under workers/; grep a clip id)", cfg["log_dir"])
     metrics = telemetry.RunMetrics(cfg["model"]["name"])
     for row in ledger.done + ledger.failed:
