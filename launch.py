@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> None:
         # The run's log folder is Hydra's run dir (launch.log is there); workers log beside it.
         plain["log_dir"] = HydraConfig.get().runtime.output_dir
         if plain["task"] == "evaluate":
-            from vp_ray.evaluation import evaluate
+            from vp_ray.evaluation.runner import evaluate
 
             result = evaluate(plain)
         else:
@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> None:
         refusal.remove_run_dir(HydraConfig.get().runtime.output_dir)  # a dry run leaves nothing behind
         return
     if plain["task"] == "evaluate":
-        from vp_ray.evaluation import format_evaluation
+        from vp_ray.evaluation.runner import format_evaluation
 
         log.info("%s", format_evaluation(result, time.perf_counter() - start))
         if result.interrupted:

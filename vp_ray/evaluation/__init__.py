@@ -7,8 +7,6 @@
     protocols.py  what each protocol measures on a clip, and how clips add up
     runner.py     the Ray job: every dataset row scored or saying why not, cached, resumable
     tiny.py       random weights in the released files' layouts (tests)
+
+Nothing is imported here, so that ``tiny`` and ``i3d`` load without Ray or pandas.
 """
-
-from vp_ray.evaluation.runner import Evaluation, evaluate, format_evaluation
-
-__all__ = ["Evaluation", "evaluate", "format_evaluation"]

@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 
 def _load_state(path: str) -> dict[str, torch.Tensor]:
     """A state dict from a plain ``torch.save`` file or a TorchScript archive (OpenAI's CLIP files)."""
+    import warnings
+
     try:
-        return torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files are TorchScript
+            return torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:
         return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -184,13 +184,17 @@ def overall(protocol: Protocol, rows: list[dict[str, Any]]) -> dict[str, float |
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> tuple[float | None, str]:
     """FVID from the clips' I3D features (one row per clip), as the authors compute it: Fréchet
     distance of the two Gaussians fitted to them. Returns (value, note); None when it cannot be had."""
+    import warnings
+
     from scipy import linalg
 
     if len(real) < 2:
         return None, "FVID needs at least 2 clips"
     mu1, mu2 = real.mean(axis=0), fake.mean(axis=0)
     s1, s2 = np.atleast_2d(np.cov(real, rowvar=False)), np.atleast_2d(np.cov(fake, rowvar=False))
-    covmean = linalg.sqrtm(s1.dot(s2))
+    with warnings.catch_warnings():  # fewer clips than features: the product is singular, as it was for the authors
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1.dot(s2))
     note = ""
     if not np.isfinite(covmean).all():
         offset = np.eye(s1.shape[0]) * 1e-6
