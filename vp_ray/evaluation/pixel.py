@@ -46,12 +46,12 @@ def _gaussian_window() -> np.ndarray:
     return window / window.sum()
 
 
-_WINDOW = _gaussian_window()
+_WINDOW32 = _gaussian_window().astype(np.float32)
 
 
 def _blur(image: np.ndarray) -> np.ndarray:
     # Reflection without repeating the edge (torch's "reflect" padding = OpenCV's REFLECT_101).
-    return cv2.sepFilter2D(image, cv2.CV_64F, _WINDOW, _WINDOW, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.sepFilter2D(image, cv2.CV_32F, _WINDOW32, _WINDOW32, borderType=cv2.BORDER_REFLECT_101)
 
 
 def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,8 +59,10 @@ def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     As torchmetrics computes it from version 1.5 on: the images are reflection-padded by the
     window's radius and every pixel keeps its index, the border ones included (before 1.5 it
-    cropped the border away). Negative local variances from rounding are clamped to 0.
+    cropped the border away). Negative local variances from rounding are clamped to 0. In float32,
+    as torchmetrics computes it on the authors' float32 images.
     """
+    a, b = a.astype(np.float32), b.astype(np.float32)
     mu_a, mu_b = _blur(a), _blur(b)
     var_a = np.maximum(_blur(a * a) - mu_a ** 2, 0.0)
     var_b = np.maximum(_blur(b * b) - mu_b ** 2, 0.0)
@@ -70,4 +72,4 @@ def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
-    return _mean(ssim_map(a, b), region)
+    return _mean(ssim_map(a, b).astype(np.float64), region)

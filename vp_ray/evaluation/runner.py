@@ -99,6 +99,7 @@ def score_clip(item: dict[str, Any], cfg: dict[str, Any], learned, protocol: Pro
     if scores.real_features is not None:
         arrays.update(real_features=scores.real_features, fake_features=scores.fake_features)
     path = cache_folder(cfg) / f"{item['clip_id']}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return summary
@@ -263,7 +264,7 @@ def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already:
     console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
     ray.data.DataContext.get_current().execution_options.preserve_order = False
     evaluation = cfg["eval"]
-    size = evaluation["actors"] or _pool_size(ray.cluster_resources(), evaluation)
+    size = min(evaluation["actors"] or _pool_size(ray.cluster_resources(), evaluation), len(pending))
     status = console.StatusLine(total, already, cfg["cluster"]["status_every_s"])
     failed: dict[str, str] = {}
     interrupted = 0
