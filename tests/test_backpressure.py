@@ -138,6 +138,7 @@ def click_and_file_clips(tmp_path_factory):
     return folder / "many.csv"
 
 
+@pytest.mark.slow
 def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips):
     """The model (one actor; SAM2 shares its logical GPU) holds every clip at its gate until the
     bound is seen holding the prepare stage back: without the bound, prepare would decode all 16

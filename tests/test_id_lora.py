@@ -44,6 +44,7 @@ def transformer_output(pipe):
                                 timestep=torch.tensor([500]), return_dict=False)[0]
 
 
+@pytest.mark.slow
 def test_the_lora_adapts_every_attention_projection_at_scale_one(tree, tmp_path):
     base, branch = tree_paths(tree)
     pipe = load_pipeline(base, branch, "float32")
@@ -118,6 +119,7 @@ def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
         check_weights(cfg["model"])
 
 
+@pytest.mark.slow
 def test_id_resampling_holds_only_the_tokens_a_mask_keeps(tree):
     """Between windows, each block keeps its output at the tokens masked in the window just done
     or the next one, not all of them (parity with the original: tests/test_parity.py, idlong33)."""

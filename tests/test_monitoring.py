@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import REPO
 
 from vp_ray.demo import ensure_demo_dataset
@@ -69,6 +70,7 @@ def metric(lines: list[str], name: str, **tags) -> float:
     return total
 
 
+@pytest.mark.slow
 def test_metrics_of_a_run_are_on_the_prometheus_endpoint(tmp_path):
     csv = dataset_with_a_bad_row(tmp_path)
     overrides = [f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={csv}", *SMALL]

@@ -169,6 +169,7 @@ def test_committed_tree_is_the_one_the_arrays_were_made_from():
         assert hashlib.sha256((DATA / "tiny-ckpt" / relative).read_bytes()).hexdigest() == digest, relative
 
 
+@pytest.mark.slow
 def test_inpainter_reproduces_the_original_single_clip_demo():
     """The production path (``VideoPainterInpainter.inpaint_clip``) makes the demo's call."""
     if not (DATA / "demo17.npz").exists():
@@ -186,6 +187,7 @@ def test_inpainter_reproduces_the_original_single_clip_demo():
     assert np.abs(result.astype(np.float64) - expected).max() <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantity", QUANTITIES)
 @pytest.mark.parametrize("case", CASES)
 def test_matches_the_original_implementation(case, quantity, ours):
@@ -200,6 +202,7 @@ def test_matches_the_original_implementation(case, quantity, ours):
 
 @pytest.mark.parametrize("case,quantity", [(case, quantity) for case, quantities in LONG_CASES.items()
                                             for quantity in quantities])
+@pytest.mark.slow
 def test_two_chained_windows_match_the_original_any_length_pipeline(case, quantity, ours):
     expected = np.load(DATA / f"{case}.npz")[quantity]
     actual = ours(case)[quantity]

@@ -53,6 +53,7 @@ def results(inpainter):
     return get
 
 
+@pytest.mark.slow
 def test_tiny_clip_has_the_input_shape_and_reports_progress(inpainter):
     frames, masks = clip()
     steps = []
@@ -61,11 +62,13 @@ def test_tiny_clip_has_the_input_shape_and_reports_progress(inpainter):
     assert steps == [(1, 2), (2, 2)]
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_other_seed_other_result(results):
     assert np.array_equal(results(seed=1), results(seed=1))
     assert not np.array_equal(results(seed=1), results(seed=2))
 
 
+@pytest.mark.slow
 def test_first_frame_gt_keeps_frame_zero_out_of_the_generation(results):
     # Frame 0's mask is cleared, so its latents are re-imposed from the input: another prompt
     # changes the generated frames but leaves frame 0 (up to the VAE's cross-frame group norm).
@@ -90,6 +93,7 @@ def test_object_is_blacked_out_and_frame_zero_filled_and_unmasked():
     assert np.array_equal(cond_masks, masks) and not video[masks].any()
 
 
+@pytest.mark.slow
 def test_first_frame_latent_is_the_encoded_input_frame(inpainter):
     frames, masks = clip()
     masks[0] = False
@@ -117,6 +121,7 @@ def test_usable_frames_with_and_without_padding():
     assert [usable_frames(unpadded, n) for n in (5, 12, 49, 80, 97, 200)] == [5, 9, 49, 49, 97, 193]
 
 
+@pytest.mark.slow
 def test_a_long_clip_runs_in_windows_and_keeps_every_frame_aligned(inpainter):
     frames, masks = clip(num_frames=60)  # two windows of 49 (0-48, 48-96), the second mirrored past 59
     steps = []
@@ -130,6 +135,7 @@ def test_a_long_clip_runs_in_windows_and_keeps_every_frame_aligned(inpainter):
     assert not np.array_equal(out[41:49], alone[41:49])
 
 
+@pytest.mark.slow
 def test_long_windows_share_their_boundary_frame(inpainter, monkeypatch):
     from vp_ray.models import long_video
 
@@ -155,6 +161,7 @@ def test_unpadded_clip_must_have_4k_plus_1_frames(tiny_tree, inpainter):
         unpadded.inpaint_clip(frames, masks, PROMPT, seed=1)
 
 
+@pytest.mark.slow
 def test_overlong_prompt_is_truncated_with_a_warning(inpainter):
     frames, masks = clip(num_frames=5)
     inpainter.inpaint_clip(frames, masks, "a clean road " * 200, seed=1)
@@ -184,6 +191,7 @@ def test_vae_tiling_keeps_the_real_models_overlaps_and_fixes_the_tiny_ones():
     assert tile_overlap(32, 4, 1 / 6, 8) == 0.25 and tile_overlap(48, 6, 0.2, 8) == 1 / 6
 
 
+@pytest.mark.slow
 def test_tiled_vae_round_trips_a_tiny_clip_at_its_own_size(tiny_tree):
     """VAE tiling on the tiny model (what the OOM ladder switches on) keeps the frame size; diffusers'
     default overlaps gave a 9x12 latent and 70x110 frames here."""
@@ -233,6 +241,7 @@ def test_large_vae_tiles_span_the_height_and_half_the_width():
     assert (set_to["tile_sample_min_height"], set_to["tile_sample_min_width"]) == (576, 432)
 
 
+@pytest.mark.slow
 def test_large_vae_tiles_round_trip_a_tiny_clip_at_its_own_size(tiny_tree, inpainter):
     frames, masks = clip(num_frames=17)
     untiled = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
@@ -249,6 +258,7 @@ def test_large_vae_tiles_round_trip_a_tiny_clip_at_its_own_size(tiny_tree, inpai
     assert out.shape == frames.shape and not np.array_equal(out, untiled)
 
 
+@pytest.mark.slow
 def test_text_encoder_offload_brings_t5_once_per_clip_and_changes_nothing(tiny_tree, inpainter):
     """memory_mode=text_encoder_offload: T5's weights live on the host and visit the device for the
     clip's two prompts (one visit), not again for the windows' calls; same result as resident."""
@@ -389,6 +399,7 @@ def test_long_clips_are_cut_into_whole_windows_sharing_one_latent_slot():
     assert frames_used(120, 49, overlap=1) == 97 and frames_used(120, 49) == 98
 
 
+@pytest.mark.slow
 def test_flux_first_frame_fill_conditions_frame_zero(tiny_tree, inpainter, tmp_path):
     """first_frame_fill=flux: a tiny random FLUX.1-Fill in the released layout (written on first use)
     fills frame 0, which then conditions the clip; its weights are checked before anything starts."""

@@ -57,6 +57,7 @@ def embedded_images(text):
     return [base64.b64decode(b) for b in re.findall(r'src="data:image/(?:png|gif);base64,([^"]+)"', text)]
 
 
+@pytest.mark.slow
 def test_report_of_a_demo_run_is_self_contained(demo_run):
     out, cfg = demo_run
     manifest = pd.read_parquet(out / "manifest.parquet")
@@ -88,6 +89,7 @@ def test_report_of_a_demo_run_is_self_contained(demo_run):
     assert len(thumbs) == 3 * 2
 
 
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium(demo_run, tmp_path):
     binary = chromium()
     out, cfg = demo_run
@@ -182,6 +184,7 @@ def test_the_page_flags_a_broken_image(tmp_path):
     assert bad.replace(">", ' class="broken" title="broken image">') in dom
 
 
+@pytest.mark.slow
 def test_the_report_can_be_written_again_from_the_command_line(demo_run, capsys):
     from vp_ray.report import main
 

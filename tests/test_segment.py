@@ -104,6 +104,7 @@ def test_hole_filling_runs_without_the_compiled_extension(monkeypatch, caplog):
 
 # ----------------------------------------------------------------------------- segmenting
 
+@pytest.mark.slow
 def test_clicks_and_boxes_give_a_mask_on_every_frame(segmenter):
     clip = frames()
     steps = []
@@ -114,6 +115,7 @@ def test_clicks_and_boxes_give_a_mask_on_every_frame(segmenter):
     assert segmenter.segment_clip(clip, [(30, 30, 1)], box=(10, 10, 60, 50)).shape == (5, 64, 96)
 
 
+@pytest.mark.slow
 def test_one_segmenter_serves_clips_of_any_length_and_size_in_a_row(segmenter):
     first = segmenter.segment_clip(frames(), [(40, 30, 1)])
     assert segmenter.segment_clip(frames(count=8, height=48, width=80, seed=1), [(5, 5, 1)]).shape == (8, 48, 80)
@@ -175,6 +177,7 @@ def test_sam2_and_sam2_1_model_configs_are_found_by_short_names():
         segment.model_config_name("sam3_hiera_l.yaml")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_file_in_the_released_format_loads(tmp_path, segmenter):
     path = tmp_path / "sam2_hiera_tiny.pt"
     torch.save({"model": segmenter.predictor.state_dict()}, path)
@@ -217,6 +220,7 @@ def stage_cfg(**sam2):
             "dataset": {"prompt_coords": "source"}, "retry": {"max_worker_deaths": 1}}
 
 
+@pytest.mark.slow
 def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
     stage = SegmentStage(stage_cfg(mask_threshold=-1e9), PLAN)  # every pixel: the plumbing is what counts
     given = pd.DataFrame([stage_row(tmp_path, "click"),
@@ -314,6 +318,7 @@ PLACEMENT_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_default_placement_leaves_every_gpu_an_inpainting_actor():
     """4 logical GPUs, 3 SAM2 actors placed first, then one inpainting actor per GPU."""
     done = subprocess.run([sys.executable, "-c", PLACEMENT_SCRIPT], capture_output=True, text=True, timeout=600)

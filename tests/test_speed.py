@@ -44,6 +44,7 @@ def count_attention(inpainter) -> list[CountedAttention]:
     return counted
 
 
+@pytest.mark.slow
 def test_compiled_blocks_give_the_eager_result_and_compile_once_per_actor(tiny_tree):
     from torch._dynamo.utils import counters
 
@@ -61,6 +62,7 @@ def test_compiled_blocks_give_the_eager_result_and_compile_once_per_actor(tiny_t
     assert len(second) == 97 and not np.array_equal(first, second[:49])
 
 
+@pytest.mark.slow
 def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_clip(tiny_tree):
     """4 steps (timesteps 999, 749, 499, 249), reuse every 2nd step inside (100, 800): each attention
     computes at 999 (outside), reuses at 749, computes at 499, reuses at 249. Same clip, same
@@ -101,6 +103,7 @@ def fp8_on_cpu(monkeypatch):
     monkeypatch.setattr("vp_ray.models.videopainter.require_fp8_gpu", lambda device: None)
 
 
+@pytest.mark.slow
 def test_fp8_converts_the_blocks_projections_and_only_those(tiny_tree, fp8_on_cpu):
     from torchao.quantization import Float8Tensor
 
@@ -178,6 +181,7 @@ def test_compare_refuses_a_folder_without_a_finished_run(tmp_path):
         compare_runs(tmp_path, tmp_path, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_compare_judges_an_approximate_run_against_the_exact_one(ray_local, tmp_path):
     """End to end: a demo clip through the tiny VideoPainter, exact and with attention reuse (2 steps:
     the attention computed at 999 is reused at 499)."""
