@@ -4,7 +4,11 @@
 
 For every clip that both output folders hold complete (their ``manifest.parquet``), the two
 ``result.mp4`` are compared frame by frame: PSNR over the whole frame and over the inpainted region
-(the clip's ``mask.mp4`` in EXACT_DIR), and SSIM. ``<out>/compare.csv`` gets one row per clip,
+(the clip's ``mask.mp4`` in EXACT_DIR), and SSIM; and the paper's metrics of OTHER with EXACT as the
+reference, as ``task=evaluate`` computes them (README, "Evaluation"): ``paper_*`` (PSNR, SSIM, MSE,
+MAE, LPIPS on values in [0, 1], torchmetrics' SSIM, the mean of the frames) over the whole frame and
+``hole_*`` inside the inpainted region (LPIPS where its weights are found, else null and one line
+saying which file). ``<out>/compare.csv`` gets one row per clip,
 ``<out>/videos/<clip_id>.mp4`` shows EXACT | OTHER | their difference (x4) side by side, and a summary
 (median and worst clip) is printed. ``--out`` defaults to ``OTHER_DIR/compare``.
 
@@ -36,7 +40,43 @@ def complete_clips(output_dir: Path) -> set[str]:
     return set(pd.read_parquet(manifest, columns=["clip_id"]).clip_id)
 
 
-def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str) -> tuple[dict, tuple[np.ndarray, float] | None]:
+def paper_metrics(exact: np.ndarray, other: np.ndarray, masks: np.ndarray | None, lpips=None) -> dict[str, float]:
+    """The paper's pixel metrics of ``other`` against ``exact`` (the reference), whole frame and, with
+    ``masks``, inside the inpainted region (the ``hole`` protocol's definitions)."""
+    from vp_ray.evaluation import pixel
+
+    names = ("psnr", "ssim", "mse", "mae", "lpips")
+    values: dict[str, list[float]] = {f"{scope}_{name}": [] for scope in ("paper", "hole") for name in names}
+    for t, (reference, result) in enumerate(zip(exact, other)):
+        r, c = reference.astype(np.float64) / 255, result.astype(np.float64) / 255
+        for scope, region in (("paper", None), ("hole", None if masks is None else masks[t])):
+            if scope == "hole" and (region is None or not region.any()):
+                continue
+            keep = 1.0 if region is None else region[..., None]
+            values[f"{scope}_psnr"].append(pixel.psnr(r, c, region))
+            values[f"{scope}_ssim"].append(pixel.ssim(r * keep, c * keep, region))
+            values[f"{scope}_mse"].append(pixel.mse(r, c, region))
+            values[f"{scope}_mae"].append(pixel.mae(r, c, region))
+            if lpips is not None:
+                values[f"{scope}_lpips"].append(lpips.distance(r * keep, c * keep))
+    return {name: float(np.mean(column)) if column else math.nan for name, column in values.items()}
+
+
+def load_lpips_if_found():
+    """LPIPS from the files ``task=evaluate`` uses (ckpt/ or the usual caches), or None and one line."""
+    from vp_ray.config import EvalConfig, schema_defaults
+    from vp_ray.evaluation.learned import load_lpips
+    from vp_ray.evaluation.weights import lpips_weights
+
+    found = lpips_weights(schema_defaults(EvalConfig))
+    if not found.found:
+        print(found.notice(), file=sys.stderr)
+        return None
+    return load_lpips(found)
+
+
+def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str,
+                 lpips=None) -> tuple[dict, tuple[np.ndarray, float] | None]:
     """One clip's scores, and its side-by-side frames with their frame rate (None: not comparable)."""
     exact, fps = video.read_video(clip_dir(exact_dir, clip_id) / "result.mp4")
     other, _ = video.read_video(clip_dir(other_dir, clip_id) / "result.mp4")
@@ -49,7 +89,7 @@ def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str) -> tuple[dict, 
     diff = np.abs(exact.astype(np.int16) - other)
     row.update(psnr=metrics.psnr(exact, other), ssim=metrics.ssim(exact, other),
                psnr_inpainted=metrics.psnr(exact, other, masks) if masks is not None else math.nan,
-               max_abs_diff=int(diff.max()))
+               max_abs_diff=int(diff.max()), **paper_metrics(exact, other, masks, lpips))
     shown = np.clip(diff * DIFF_GAIN, 0, 255).astype(np.uint8)
     return row, (np.concatenate([exact, other, shown], axis=2), fps)
 
@@ -59,9 +99,10 @@ def compare_runs(exact_dir: Path, other_dir: Path, out: Path, max_videos: int = 
     if not clips:
         raise SystemExit(f"no clip is complete in both {exact_dir} and {other_dir}")
     rows = []
+    lpips = load_lpips_if_found()
     for number, clip_id in enumerate(clips):
         try:
-            row, side_by_side = compare_clip(exact_dir, other_dir, clip_id)
+            row, side_by_side = compare_clip(exact_dir, other_dir, clip_id, lpips)
         except Exception as error:  # noqa: BLE001 - one unreadable clip must not end the comparison
             row, side_by_side = {"clip_id": clip_id, "error": f"{type(error).__name__}: {error}"}, None
         if side_by_side is not None and number < max_videos:
@@ -90,6 +131,10 @@ def summary(table: pd.DataFrame) -> str:
                      f"{differ.psnr.median():.2f} dB, inpainted region "
                      f"{differ.psnr_inpainted.replace(np.inf, np.nan).median():.2f} dB")
         lines.append(f"SSIM median {scored.ssim.median():.4f}, lowest {worst.ssim:.4f} ({worst.clip_id})")
+        paper = [f"{name.removeprefix('paper_').upper()} {scored[name].replace(np.inf, np.nan).mean():.4f}"
+                 for name in ("paper_psnr", "paper_ssim", "paper_lpips", "paper_mse", "paper_mae")
+                 if name in scored and scored[name].notna().any()]
+        lines.append("the paper's metrics, OTHER against EXACT, mean over clips: " + ", ".join(paper))
     return "\n".join(lines)
 
 
