@@ -26,12 +26,10 @@ import _common
 
 _common.require_modules("torch", "av", "cv2")
 
-from vp_ray import masks as mask_io  # noqa: E402
-from vp_ray import video  # noqa: E402
-from vp_ray.demo import ensure_demo_dataset  # noqa: E402
-from vp_ray.evaluation.learned import LearnedMetrics  # noqa: E402
-from vp_ray.evaluation.protocols import PROTOCOLS  # noqa: E402
-from vp_ray.evaluation.runner import score_clip  # noqa: E402
+from vp_ray.demo import ensure_demo_dataset
+from vp_ray.evaluation.learned import LearnedMetrics
+from vp_ray.evaluation.protocols import PROTOCOLS
+from vp_ray.evaluation.runner import score_clip
 
 
 def main() -> None:

@@ -17,8 +17,13 @@ from vp_ray.evaluation import frames as frame_prep
 from vp_ray.evaluation import pixel, tiny
 from vp_ray.evaluation.frames import ClipFrames, authors_stride_indices
 from vp_ray.evaluation.i3d import InceptionI3d, random_i3d_state
-from vp_ray.evaluation.learned import (LearnedMetrics, OpenAIClipVision, i3d_features, load_learned,
-                                       temporal_consistency)
+from vp_ray.evaluation.learned import (
+    LearnedMetrics,
+    OpenAIClipVision,
+    i3d_features,
+    load_learned,
+    temporal_consistency,
+)
 from vp_ray.evaluation.protocols import HOLE, VPBENCH, clip_means, overall
 from vp_ray.evaluation.weights import find_weights
 

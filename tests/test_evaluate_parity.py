@@ -16,7 +16,7 @@ from vp_ray.evaluation import tiny
 from vp_ray.evaluation.frames import ClipFrames, replace_gt, vpbench_reference
 from vp_ray.evaluation.i3d import InceptionI3d, random_i3d_state
 from vp_ray.evaluation.learned import ClipScore, LearnedMetrics, Lpips, OpenAIClipVision
-from vp_ray.evaluation.protocols import VPBENCH, frechet_distance, overall, clip_means
+from vp_ray.evaluation.protocols import VPBENCH, clip_means, frechet_distance, overall
 
 DATA = Path(__file__).parent / "data" / "eval_parity"
 RTOL = 1e-4

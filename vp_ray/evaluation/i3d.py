@@ -112,7 +112,7 @@ def random_i3d_state(seed: int = 0) -> dict[str, torch.Tensor]:
         if key.endswith("conv3d.weight"):
             fan_in = int(np.prod(value.shape[1:]))
             array = rng.standard_normal(value.shape) * np.sqrt(2.0 / fan_in)
-        elif key.endswith("bn.weight") or key.endswith("running_var"):
+        elif key.endswith(("bn.weight", "running_var")):
             array = np.ones(value.shape)
         elif key.endswith("num_batches_tracked"):
             state[key] = torch.zeros((), dtype=torch.long)

@@ -42,7 +42,7 @@ def _load_state(path: str) -> dict[str, torch.Tensor]:
 class Lpips(torch.nn.Module):
     """LPIPS v0.1 on SqueezeNet 1.1 (torchmetrics' ``net_type='squeeze'``): inputs in [-1, 1]."""
 
-    SLICES = [(0, 2), (2, 5), (5, 8), (8, 10), (10, 11), (11, 12), (12, 13)]  # ends at each ReLU stage
+    SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 11), (11, 12), (12, 13))  # ends at each ReLU stage
     SHIFT = (-0.030, -0.088, -0.188)
     SCALE = (0.458, 0.448, 0.450)
 
@@ -183,7 +183,7 @@ class OpenAIClipVision(torch.nn.Module):
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         dtype = torch.float16 if self.half_precision else torch.float32
-        p = lambda name: self.p(name).to(dtype)  # noqa: E731
+        p = lambda name: self.p(name).to(dtype)
         x = F.conv2d(images.to(dtype), p("conv1.weight"), stride=self.patch)
         x = x.flatten(2).transpose(1, 2)
         cls = p("class_embedding") + torch.zeros(x.shape[0], 1, self.width, dtype=dtype, device=x.device)

@@ -18,8 +18,9 @@ a clip's values are the mean of its frames and the benchmark's the mean of its c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

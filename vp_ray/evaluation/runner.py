@@ -16,9 +16,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,16 @@ import pyarrow as pa
 
 from vp_ray import outputs, records, runlog, todo, workdir
 from vp_ray.atomic import atomic_path
-from vp_ray.errors import ClipError
+from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation.frames import authors_stride_indices, load_clip_frames, reference_path
 from vp_ray.evaluation.learned import load_learned, pick_device
-from vp_ray.evaluation.protocols import PROTOCOLS, Protocol, clip_means, frechet_distance, learned_metric_of, overall
+from vp_ray.evaluation.protocols import (
+    PROTOCOLS,
+    Protocol,
+    clip_means,
+    frechet_distance,
+    overall,
+)
 from vp_ray.evaluation.weights import find_weights
 from vp_ray.manifest import _write_parquet
 from vp_ray.rows import DONE_BEFORE, FAILED
@@ -93,7 +97,7 @@ def score_clip(item: dict[str, Any], cfg: dict[str, Any], learned, protocol: Pro
     scores = protocol.score(frames, item["prompt"], learned, cfg["eval"]["replace_gt"])
     summary = {"clip_id": item["clip_id"], "status": SCORED, "reason": "", "frames": len(frames.result),
                "reference": reference_path(item, cfg["eval"]["reference"]),
-               "notes": "; ".join(notes + scores.notes), **clip_means(protocol, scores.frames), **scores.clip}
+               "notes": "; ".join(notes + scores.notes + learned.problems), **clip_means(protocol, scores.frames), **scores.clip}
     arrays = {"summary": np.array(json.dumps(summary)), "per_frame": np.array(json.dumps(scores.frames)),
               "key": np.array(item["key"])}
     if scores.real_features is not None:
@@ -125,12 +129,13 @@ class ScoreClips:
             try:
                 workdir.count_worker_attempt(folder, stage, self.cfg["retry"]["max_worker_deaths"])
                 score_clip(item, self.cfg, self.learned, self.protocol)
-                (folder / f"{stage}.attempts").unlink(missing_ok=True)
                 return {"clip_id": item["clip_id"], "status": SCORED, "reason": ""}
             except Exception as error:  # noqa: BLE001 - every clip's error becomes its row
                 reason = str(error) if isinstance(error, ClipError) else f"{type(error).__name__}: {error}"
                 log.warning("evaluate: cannot score: %s", reason)
                 return {"clip_id": item["clip_id"], "status": UNSCORABLE, "reason": reason}
+            finally:  # only a worker that dies mid-clip leaves its count behind
+                (folder / f"{stage}.attempts").unlink(missing_ok=True)
 
 
 def read_cached(path: Path, key: str) -> dict[str, Any] | None:
@@ -241,6 +246,11 @@ def evaluate(cfg: dict[str, Any]) -> Evaluation:
         else:
             rows.append(_unscorable(item["clip_id"], failed.get(
                 item["clip_id"], "not scored: the evaluation was stopped (run it again to resume)")))
+    # Weights found on the driver but not loadable by the actors: their rows say so; say it once here.
+    problems = sorted({note for row in scored for note in row["notes"].split("; ") if ": not computed: " in note})
+    for line in problems:
+        log.warning("%s", line)
+    notices += problems
     summary = benchmark(protocol, scored, len(items) + len(unscorable), notices)
     rows = [{k: v for k, v in row.items() if k != "_features"} for row in scored] + rows
     result = Evaluation(rows, summary, interrupted=interrupted, notices=notices)
@@ -292,7 +302,10 @@ def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already:
 def _pool_size(resources: dict[str, float], evaluation: dict[str, Any]) -> int:
     """One actor per GPU (num_gpus > 0), else one per CPU but one, left to read the shards."""
     if evaluation["num_gpus"]:
-        return max(1, int(resources.get("GPU", 0) // evaluation["num_gpus"]))
+        if resources.get("GPU", 0) < evaluation["num_gpus"]:
+            raise ConfigError(f"eval.num_gpus={evaluation['num_gpus']:g} but the Ray cluster has "
+                              f"{resources.get('GPU', 0):g} GPU(s)")
+        return int(resources["GPU"] // evaluation["num_gpus"])
     return max(1, int(resources.get("CPU", 1) // evaluation["num_cpus"]) - 1)
 
 
@@ -336,8 +349,8 @@ def write_evaluation(output_dir: str, protocol: Protocol, rows: list[dict[str, A
 def format_evaluation(result: Evaluation, seconds: float) -> str:
     """The console's summary of an evaluation."""
     summary = result.summary
-    lines = [f"evaluation ({summary['protocol']}): {summary['scored']} of {summary['rows']} clip(s) scored, "
-             f"{summary['frames']} frames, in {seconds:.1f} s"]
+    lines = [(f"evaluation ({summary['protocol']}): {summary['scored']} of {summary['rows']} clip(s) scored, "
+              f"{summary['frames']} frames, in {seconds:.1f} s")]
     shown = [f"{name} {value:.4f}" for name, value in summary["metrics"].items() if value is not None]
     lines.append("  " + ", ".join(shown) if shown else "  no metric could be computed")
     lines += [f"  {line}" for line in summary["notes"]]

@@ -75,11 +75,11 @@ def write_tiny_hf_clip(folder: str | Path, seed: int = 0) -> Path:
     alphabet = _bytes_to_unicode()
     vocab = {token: i for i, token in enumerate(alphabet + [c + "</w>" for c in alphabet]
                                                 + ["<|startoftext|>", "<|endoftext|>"])}
-    text = dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1,
-                hidden_act="quick_gelu")
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=224,
-                  patch_size=32, hidden_act="quick_gelu")
+    text = {"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 2,
+            "pad_token_id": 1, "hidden_act": "quick_gelu"}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu"}
     config = {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 8,
               "logit_scale_init_value": 2.6592, "text_config": text, "vision_config": vision}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
