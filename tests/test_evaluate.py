@@ -101,6 +101,7 @@ def test_ssim_counts_the_border_pixels_as_torchmetrics_does_since_1_5():
     assert pixel.ssim_map(a, b)[10:-10, 10:-10].mean() == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # full-size I3D
 def test_vpbench_i3d_normalizes_each_video_by_itself_hole_by_the_files_statistics():
     model = InceptionI3d()
     state = random_i3d_state(0)
@@ -157,6 +158,7 @@ def test_missing_weights_name_the_file_that_would_enable_each_metric(tmp_path, e
     assert (learned.lpips, learned.clip_score, learned.temporal, learned.i3d) == (None, None, None, None)
 
 
+@pytest.mark.slow  # full-size I3D
 def test_learned_metrics_load_from_files_in_the_released_layouts(tmp_path, empty_caches):
     tiny.write_all(tmp_path / "w")
     settings = eval_settings(tmp_path, tmp_path / "w")

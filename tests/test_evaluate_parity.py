@@ -59,6 +59,7 @@ def test_frames_are_prepared_as_the_authors_prepare_them(fixture):
         np.testing.assert_array_equal(replace_gt(fill, reference, frames.hole), authors["comp_frames"][number])
 
 
+@pytest.mark.slow  # full-size I3D, six videos
 def test_vpbench_matches_the_authors_metrics_frame_by_frame_and_overall(fixture, learned):
     inputs, authors = fixture
     prompt = str(inputs["prompt"])

@@ -264,17 +264,17 @@ def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already:
 
     from vp_ray import console, graph
 
+    graph.connect(cfg["cluster"])
+    evaluation = cfg["eval"]
+    size = min(evaluation["actors"] or _pool_size(ray.cluster_resources(), evaluation), len(pending))
+    console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
+    ray.data.DataContext.get_current().execution_options.preserve_order = False
     shards = Path(cfg["output_dir"]) / CACHE_DIR / todo.TODO_DIR
     todo.remove_todo(shards.parent)
     shards.mkdir(parents=True)
     writer = todo.ShardWriter(shards)
     writer.add(pa.RecordBatch.from_pylist(pending))
     writer.close()
-    graph.connect(cfg["cluster"])
-    console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
-    ray.data.DataContext.get_current().execution_options.preserve_order = False
-    evaluation = cfg["eval"]
-    size = min(evaluation["actors"] or _pool_size(ray.cluster_resources(), evaluation), len(pending))
     status = console.StatusLine(total, already, cfg["cluster"]["status_every_s"])
     failed: dict[str, str] = {}
     interrupted = 0
