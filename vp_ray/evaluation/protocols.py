@@ -51,20 +51,12 @@ class Protocol:
         return self.frame_metrics + self.clip_metrics
 
 
-def learned_metric_of(column: str) -> str | None:
-    """Which learned metric (weights) a column needs; None for the pixel metrics."""
-    for part, metric in (("lpips", "lpips"), ("clip_score", "clip_score"), ("temporal", "temporal_consistency"),
-                         ("fvid", "fvid")):
-        if part in column:
-            return metric
-    return None
-
-
 def _unit(frame: np.ndarray) -> np.ndarray:
     return frame.astype(np.float64) / 255.0
 
 
-def _clip_scores(learned: LearnedMetrics, image: np.ndarray, hole: np.ndarray, prompt: str) -> tuple[float, float]:
+def _clip_scores(learned: LearnedMetrics, image: np.ndarray, hole: np.ndarray,
+                 prompt: str) -> tuple[float | None, float | None]:
     """CLIP score of the whole frame, and of the frame with all but the hole blacked out."""
     if learned.clip_score is None:
         return None, None
