@@ -45,6 +45,12 @@ def test_a_bad_setting_is_refused_in_one_line_with_exit_code_2(tmp_path, overrid
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("added", ["+foo=1", "+model.num_inference_step=3"])
+def test_a_key_added_with_a_plus_that_no_schema_knows_is_refused(tmp_path, added):
+    with pytest.raises(ConfigError, match=f"{added[1:].split('=')[0]}: not a setting"):
+        compose_config([f"output_dir={tmp_path}", added])
+
+
 def test_hydra_full_error_still_shows_the_whole_trace(tmp_path):
     done = launch("resize_mode=squash", f"output_dir={tmp_path / 'out'}", env={"HYDRA_FULL_ERROR": "1"})
     assert done.returncode != 0 and "Traceback" in done.stderr

@@ -542,6 +542,19 @@ def check_values(cfg: DictConfig, prefix: str = "") -> list[str]:
     return problems
 
 
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Keys the schemas do not know: Hydra lets ``+key=value`` add them (a typo then goes unseen)."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    known = {f.name for f in dataclasses.fields(schema)}
+    problems = [f"{prefix}{key}: not a setting (a typo?)" for key in cfg if key not in known]
+    for key in known & set(cfg):
+        if isinstance(cfg[key], DictConfig):
+            problems += unknown_keys(cfg[key], f"{prefix}{key}.")
+    return problems
+
+
 def output_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that can change a clip's files: every field not marked ``output=False``."""
     settings: dict[str, Any] = {}
@@ -570,7 +583,7 @@ def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
     (what a clip's fingerprint covers). Missing mandatory values raise ``MissingMandatoryValue``.
     """
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
-    problems = check_values(cfg) + _cross_checks(plain) + _remote_paths(plain)
+    problems = unknown_keys(cfg) + check_values(cfg) + _cross_checks(plain) + _remote_paths(plain)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     base = Path(base_dir or Path.cwd())
