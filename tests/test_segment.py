@@ -299,7 +299,7 @@ PLACEMENT_SCRIPT = textwrap.dedent('''
         ray.get([a.gpus.remote() for a in sam2])
         inpaint = [Probe.options(num_gpus=inpaint_gpus).remote() for _ in range(inpaint_count)]
         calls = [a.gpus.remote() for a in inpaint]
-        ready, rest = ray.wait(calls, num_returns=can_place)
+        ready, rest = ray.wait(calls, num_returns=can_place, timeout=300)  # a guard: they fit at once
         # Everything that fits is placed: one left over has no GPU to go to, whenever we look.
         left, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
         placed = [ray.get(r) for r in ready + left]
