@@ -458,6 +458,33 @@ class EvalConfig:
 
 
 @dataclass
+class QAConfig:
+    """Quality scores of every clip that need no ground truth (README, "Quality scores"), computed by
+    the write stage, and the thresholds over which a clip is ``suspect``. Nothing here changes a
+    clip's files, so nothing is fingerprinted: a resumed run keeps its clips and their scores (from
+    their meta.json), and judges them again with the thresholds it is given, in the manifest."""
+
+    # Compute the scores of the clips this run writes (off: their qa_* columns are null; a clip done
+    # before keeps the scores it has). To mark no clip suspect, set the thresholds to null.
+    enabled: bool = setting(True, output=False)
+    # The scores run on frames shrunk to this width in pixels (narrower frames as they are). At 180 they
+    # cost about 4 % of the write stage's CPU time for a 49-frame 480x720 clip; at full size, a third
+    # (bench/RESULTS.md, "Quality scores").
+    width: int = setting(180, check=AT_LEAST_ONE, output=False)
+    # Thresholds (null: that score never marks a clip suspect). qa_drift: mean absolute change of the
+    # background, in 8-bit levels (an inpainter that decodes every pixel from latents, as VideoPainter
+    # does, changes it by its VAE's error: not measured here without the weights; tune on your clips).
+    max_drift: Optional[float] = setting(8.0, check=NON_NEGATIVE, output=False)
+    # qa_flicker: the hole's median frame-to-frame change (after optical flow) over the background's;
+    # 1 = as steady as the background.
+    max_flicker: Optional[float] = setting(3.0, check=NON_NEGATIVE, output=False)
+    # qa_seam: the result's gradient on the hole's outline over the gradient beside it; 1 = no seam.
+    max_seam: Optional[float] = setting(2.0, check=NON_NEGATIVE, output=False)
+    # qa_object: the share (0..1) of the removed object's distinctive colours found again where it was.
+    max_object: Optional[float] = setting(0.5, check=NON_NEGATIVE, output=False)
+
+
+@dataclass
 class Config:
     # run: inpaint the dataset into output_dir; evaluate: score the finished run in output_dir
     # against its references (<output_dir>/evaluation.parquet and evaluation.json; settings: eval.*).
@@ -468,6 +495,7 @@ class Config:
     sam2: Any = MISSING
     retry: RetryConfig = field(default_factory=RetryConfig)
     eval: EvalConfig = setting(factory=EvalConfig, output=False)
+    qa: QAConfig = setting(factory=QAConfig, output=False)
     # Results go to <output_dir>/clips/<clip_id>/; the same output_dir resumes a run.
     output_dir: str = setting(MISSING, output=False)
     # Run seed; each clip's seed is derived from it and the clip id (order-independent).

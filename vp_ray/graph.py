@@ -265,7 +265,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     stale = outputs.remove_stale_temporaries(output_dir)
     if stale:
         log.info("removed %d partial clip folder(s) of an interrupted run", stale)
-    ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"])
+    ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"], qa=cfg["qa"])
     for ragged in plan.ragged:
         ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
     start = time.perf_counter()

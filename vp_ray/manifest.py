@@ -17,7 +17,8 @@ import pandas as pd
 
 from vp_ray import outputs
 from vp_ray.atomic import atomic_path
-from vp_ray.rows import DONE_BEFORE, FAILED, OK, coerce
+from vp_ray.evaluation import qa as quality
+from vp_ray.rows import DONE_BEFORE, FAILED, OK, SUSPECT, coerce
 
 MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
@@ -26,14 +27,20 @@ MANIFEST_COLUMNS = [
     "segment_worker", "inpaint_worker",
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
     "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished",
+    *quality.SCORES, "qa_flags",
 ]
 FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path", "warnings"]
 
 
 @dataclass
 class Ledger:
+    """``qa``: the run's quality thresholds (``cfg["qa"]``). Every finished clip, also one done by an
+    earlier run, is judged with them from its stored scores: ``suspect`` over one (in the manifest,
+    ``suspect`` wins over ``done_before``), its ``qa_flags`` naming which."""
+
     output_dir: str
     mask_only: bool = False
+    qa: dict[str, Any] | None = None
     done: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     seen: Counter = field(default_factory=Counter)
@@ -45,11 +52,11 @@ class Ledger:
             self.failed.append(row)
         elif row["status"] == DONE_BEFORE:
             meta = outputs.read_meta(self.output_dir, row["clip_id"]) or {}
-            self.done.append({**row, **{k: v for k, v in meta.items() if k in MANIFEST_COLUMNS},
-                              "status": DONE_BEFORE,
-                              "output_dir": str(outputs.clip_dir(self.output_dir, row["clip_id"]))})
-        elif row["status"] == OK:
-            self.done.append(row)
+            self.done.append(self._judged({**row, **{k: v for k, v in meta.items() if k in MANIFEST_COLUMNS},
+                                           "status": DONE_BEFORE,
+                                           "output_dir": str(outputs.clip_dir(self.output_dir, row["clip_id"]))}))
+        elif row["status"] in (OK, SUSPECT):
+            self.done.append(self._judged(row))
         else:
             raise ValueError(f"clip {row['clip_id']!r} left the pipeline with status {row['status']!r}")
 
@@ -61,12 +68,26 @@ class Ledger:
         for meta_path in sorted(clips.glob(f"*/{outputs.META}")) if clips.is_dir() else []:
             clip_id = meta_path.parent.name
             meta = outputs.read_meta(self.output_dir, clip_id)
-            if clip_id in self.seen or meta is None or meta.get("status") != OK:
+            if clip_id in self.seen or meta is None or meta.get("status") not in (OK, SUSPECT):
                 continue
             if outputs.is_complete(self.output_dir, clip_id, outputs.fingerprint(cfg, meta)):
                 self.add(meta)
                 added += 1
         return added
+
+    def _judged(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with ``qa_flags`` (and, unless done before, its status) by this run's thresholds."""
+        if self.qa is None:
+            return row
+        flags = quality.judge(row, self.qa)
+        row["qa_flags"] = ",".join(flags)
+        if row["status"] != DONE_BEFORE:
+            row["status"] = SUSPECT if flags else OK
+        return row
+
+    def suspects(self) -> list[dict[str, Any]]:
+        """The finished clips with a quality score over its threshold (new or done before)."""
+        return [row for row in self.done if row.get("qa_flags")]
 
     def duplicates(self) -> list[str]:
         """Ids seen more than once: must stay empty (nothing twice)."""
@@ -74,6 +95,8 @@ class Ledger:
 
     def write(self) -> tuple[Path, Path]:
         manifest = pd.DataFrame([self._manifest_row(r) for r in self.done], columns=MANIFEST_COLUMNS)
+        for column in quality.SCORES:  # null where not measured (also in a table of old clips only)
+            manifest[column] = manifest[column].astype("float64")
         failures = pd.DataFrame([{k: r[k] for k in FAILURE_COLUMNS} for r in self.failed],
                                 columns=FAILURE_COLUMNS)
         return (_write_parquet(manifest, Path(self.output_dir) / "manifest.parquet"),
@@ -83,6 +106,9 @@ class Ledger:
         out = {k: row.get(k) for k in MANIFEST_COLUMNS}
         out["result_path"] = "" if self.mask_only else str(Path(row["output_dir"]) / "result.mp4")
         out["memory_plan"] = row.get("memory_plan") or None   # null: a model without memory plans
+        out["qa_flags"] = row.get("qa_flags") or ""
+        if out["qa_flags"]:
+            out["status"] = SUSPECT
         return out
 
 

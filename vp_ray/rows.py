@@ -26,6 +26,8 @@ from vp_ray.errors import ClipError
 log = logging.getLogger(__name__)
 
 PENDING, OK, FAILED, DONE_BEFORE = "pending", "ok", "failed", "done_before"
+# A finished clip, its files written, with a quality score over its threshold (``qa.max_*``).
+SUSPECT = "suspect"
 
 
 @dataclass
@@ -95,6 +97,13 @@ class ClipStatus:
     # Wall-clock (Unix seconds) when the inpainting actor took the clip and gave it back.
     inpaint_started: float = 0.0
     inpaint_finished: float = 0.0
+    # Quality scores that need no ground truth (vp_ray/evaluation/qa.py; NaN: not measured), and the
+    # short names of those over their qa.max_* thresholds ("seam,object"): then the status is suspect.
+    qa_drift: float = math.nan
+    qa_flicker: float = math.nan
+    qa_seam: float = math.nan
+    qa_object: float = math.nan
+    qa_flags: str = ""
 
 
 RECORD_COLUMNS = [f.name for f in dataclasses.fields(ClipRecord)]

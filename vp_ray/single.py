@@ -24,9 +24,10 @@ from vp_ray import config, records
 from vp_ray.atomic import atomic_path
 from vp_ray.config import to_plain_config
 from vp_ray.errors import ConfigError
+from vp_ray.evaluation import qa
 from vp_ray.outputs import META
 from vp_ray.records import DatasetPlan
-from vp_ray.rows import FAILED, rows_to_frame
+from vp_ray.rows import FAILED, SUSPECT, rows_to_frame
 from vp_ray.stages import preflight
 
 log = logging.getLogger("vp_ray.single")
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
     try:
-        row = run_single(build_config(args), record_of(args))
+        cfg = build_config(args)
+        row = run_single(cfg, record_of(args))
     except ConfigError as error:
         log.error("%s", error)
         return 2
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for warning in filter(None, row["warnings"].split("; ")):
             log.warning("warning: %s", warning)
+        if row["status"] == SUSPECT:
+            log.warning("suspect (quality scores over their thresholds): %s",
+                        qa.describe(row, row["qa_flags"].split(","), cfg["qa"]))
         names = sorted(path.name for path in Path(row["output_dir"]).iterdir())
         for name in names:  # up from the batch layout into --output_dir
             os.replace(Path(row["output_dir"]) / name, output_dir / name)

@@ -19,6 +19,13 @@ def memory_plans(rows: list[dict]) -> str:
                      for plan, workers in sorted(actors.items()))
 
 
+def suspect_counts(suspects: list[dict]) -> str:
+    """How many clips are suspect, and by which score: "3 (seam 2, object 1)"."""
+    flags = Counter(flag for row in suspects for flag in row["qa_flags"].split(","))
+    by_score = ", ".join(f"{flag} {count}" for flag, count in flags.most_common())
+    return f"{len(suspects)} ({by_score})" if suspects else "0"
+
+
 def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> str:
     ledger = result.ledger
     new = [r for r in ledger.done if r["status"] != DONE_BEFORE]
@@ -30,6 +37,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("clips done before (resumed)", str(len(ledger.done) - len(new))),
         ("clips failed", str(len(ledger.failed))),
         ("clips degraded (shortened after OOM)", str(sum(bool(r["degraded"]) for r in new))),
+        ("clips suspect (quality scores)", suspect_counts(ledger.suspects())),
         ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
         *([("memory plan", plans)] if plans else []),
         ("wall time", f"{wall_seconds:.1f} s"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vp_ray.rows import DONE_BEFORE, FAILED
+from vp_ray.rows import DONE_BEFORE, FAILED, SUSPECT
 
 STAGES = ("prepare", "segment", "inpaint", "write")
 # Seconds: from a light stage's tenths to a long clip's minutes.
@@ -24,7 +24,8 @@ class RunMetrics:
         self.model = model
         self.clips = Counter(
             "vp_ray_clips", description="Clips finished: outcome ok | failed | done_before (resumed), plus "
-            "retried (needed more than one attempt) and degraded (shortened after an OOM)",
+            "retried (needed more than one attempt), degraded (shortened after an OOM) and suspect (a quality "
+            "score over its threshold)",
             tag_keys=("outcome", "stage", "model", "error_kind"))
         self.stage_seconds = Histogram(
             "vp_ray_stage_seconds", description="Seconds one clip spent in a stage",
@@ -56,6 +57,9 @@ class RunMetrics:
         for flag, outcome in ((row.get("attempts", 0) > 1, "retried"), (row.get("degraded"), "degraded")):
             if flag:
                 self.clips.inc(tags={"outcome": outcome, "stage": "inpaint", "model": model, "error_kind": "oom"})
+        if row["status"] == SUSPECT:
+            self.clips.inc(tags={"outcome": "suspect", "stage": "write", "model": model,
+                                 "error_kind": row.get("qa_flags") or ""})
         for stage in STAGES:
             seconds = row.get(f"time_{stage}_s") or 0.0
             if seconds > 0:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vp_ray import masks as mask_io
 from vp_ray import outputs, prompts, video, workdir
-from vp_ray.rows import OK, RECORD_COLUMNS, STATUS_COLUMNS
+from vp_ray.evaluation import qa
+from vp_ray.rows import OK, RECORD_COLUMNS, STATUS_COLUMNS, SUSPECT, add_warning
 from vp_ray.stages import ClipStage
+
+log = logging.getLogger(__name__)
 
 
 class WriteClips(ClipStage):
     name, title = "write", "encoding and writing the clip's files"
-    reads = ("output_dir", "output_settings", "dataset", "mask_only", "restore_size", "resize_mode", "crf")
+    reads = ("output_dir", "output_settings", "dataset", "mask_only", "restore_size", "resize_mode", "crf", "qa")
     concurrency = "write_concurrency"
     # No timing_column: process() times itself, so that meta.json holds the same time_write_s.
 
@@ -65,7 +71,26 @@ class WriteClips(ClipStage):
                     "fingerprint": outputs.fingerprint(cfg, row)}
 
         row["status"] = OK
+        if result is not None and cfg["qa"]["enabled"]:
+            score_quality(row, frames, result, masks, raw_masks, cfg["qa"])
         row["output_dir"] = str(outputs.clip_dir(cfg["output_dir"], row["clip_id"]))
         outputs.commit_clip(cfg["output_dir"], row["clip_id"], write_files, make_meta)
         workdir.remove_work_dir(work)
         return row
+
+
+def score_quality(row: dict[str, Any], frames: np.ndarray, result: np.ndarray, holes: np.ndarray,
+                  objects: np.ndarray, settings: dict[str, Any]) -> None:
+    """The clip's quality scores into ``row``; over a threshold, the clip is suspect. A score that
+    fails is a warning: the clip's files are still worth writing."""
+    try:
+        scores = qa.score_clip(frames, result, holes, objects, settings["width"])
+    except Exception as error:  # noqa: BLE001 - a scoring bug must not cost a finished result
+        add_warning(row, f"quality scores not computed: {type(error).__name__}: {error}")
+        return
+    row.update({name: float("nan") if value is None else value for name, value in scores.items()})
+    flags = qa.judge(scores, settings)
+    row["qa_flags"] = ",".join(flags)
+    if flags:
+        row["status"] = SUSPECT
+        log.warning("suspect: %s", qa.describe(scores, flags, settings))
