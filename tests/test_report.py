@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
 from PIL import Image
 
 from vp_ray import graph
+from vp_ray.evaluation.qa import SCORES as QA_SCORES
 from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 from vp_ray.report import MAX_FAILURES, write_report
 
@@ -78,8 +81,9 @@ def test_report_of_a_demo_run_is_self_contained(demo_run):
             assert f'href="clips/{clip_id}/{name}"' in text
             assert (out / "clips" / clip_id / name).is_file()
         assert f'href="clips/{clip_id}/"' in text
-    # Plots: throughput, seconds per clip, stages, driver samples; GPU memory is 0 on CPU.
-    assert text.count('class="plot"') == 4
+    # Plots: throughput, seconds per clip, stages, driver samples (GPU memory is 0 on CPU), and the
+    # distribution of each of the 4 quality scores.
+    assert text.count('class="plot"') == 4 + 4
     assert "GPU memory: all peaks are 0" in text
     # Per clip: original, mask, first result frame (PNG) and a preview GIF of several frames.
     images = [Image.open(io.BytesIO(b)) for b in embedded_images(text)]
@@ -117,7 +121,8 @@ def fake_run(folder, manifest_rows, failure_rows, drop=()):
     """An output folder with only the two parquet files (no clip files), some columns dropped."""
     folder.mkdir(parents=True, exist_ok=True)
     base = {c: 0 for c in MANIFEST_COLUMNS} | {"status": "ok", "warnings": "", "inpaint_worker": "w0",
-                                                "segment_worker": "", "degraded": False, "attempts": 1}
+                                                "segment_worker": "", "degraded": False, "attempts": 1,
+                                                "qa_flags": ""} | {c: None for c in QA_SCORES}
     manifest = pd.DataFrame([base | row for row in manifest_rows], columns=MANIFEST_COLUMNS)
     manifest.drop(columns=list(drop)).to_parquet(folder / "manifest.parquet")
     pd.DataFrame(failure_rows, columns=FAILURE_COLUMNS).to_parquet(folder / "failures.parquet")
@@ -193,3 +198,78 @@ def test_the_report_can_be_written_again_from_the_command_line(demo_run, capsys)
     assert main([str(out), "--max-clips", "1"]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.html")
     assert (out / "report.html").read_text().count('class="card') == 1  # --max-clips 1 of 2
+
+
+def test_quality_scores_show_their_distributions_worst_clips_and_the_suspects(tmp_path):
+    rows = [{"clip_id": f"c{i:02d}", "qa_drift": 0.1 * i, "qa_flicker": 1.0 + 0.01 * i, "qa_seam": 1.0 + 0.05 * i,
+             "qa_object": 0.0} for i in range(25)]
+    rows[24].update(status="suspect", qa_flags="seam")               # 2.2 > 2
+    rows[3].update(status="suspect", qa_flags="object", qa_object=0.8)
+    rows[5].update(qa_seam=None)                                     # not measured: in no list
+    out = fake_run(tmp_path / "out", rows, [])
+
+    text = write_report(out, {"qa": {"max_drift": 8.0, "max_flicker": 3.0, "max_seam": 2.0, "max_object": 0.5}}).read_text()
+    counts = dict(re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">([^<]+)</td></tr>", text))
+    assert counts["clips ok"] == "23" and counts["suspect (quality scores)"] == "2"
+    for name in QA_SCORES:
+        assert f'alt="distribution of {name}"' in text
+        worst = text[text.index(f"Worst 20 by <code>{name}</code>"):]
+        worst = worst[:worst.index("</table>")]
+        assert worst.count("<tr>") == 1 + 20  # the header and 20 clips
+    seam = text[text.index("Worst 20 by <code>qa_seam</code>"):]
+    seam = seam[:seam.index("</table>")]
+    assert seam.index('href="clips/c24/"') < seam.index('href="clips/c23/"')  # the worst first
+    assert '<b>2.2</b>' in seam and 'href="clips/c05/"' not in seam          # flagged in bold; unmeasured left out
+    assert seam.count("result_vis.mp4 missing or unreadable") == 20          # no clip folders here
+    suspects = text[text.index("<h3>Suspect clips (2)</h3>"):]
+    suspects = suspects[:suspects.index("</table>")]
+    assert 'href="clips/c03/"' in suspects and 'href="clips/c24/"' in suspects and "<td>object</td>" in suspects
+    assert '<td class="num">0.5</td>' in text  # the thresholds, from the run's config
+
+
+def test_the_worst_clips_show_original_and_result_at_the_middle_frame(tmp_path):
+    from vp_ray.video import write_video
+
+    out = fake_run(tmp_path / "out", [{"clip_id": "a", "qa_seam": 3.0}], [])
+    vis = np.zeros((5, 32, 4 * 32, 3), np.uint8)   # original | masked | mask | result
+    vis[2, :, :32] = (220, 30, 30)                  # the middle frame's original: red
+    vis[2, :, 96:] = (30, 30, 220)                  # and its result: blue
+    (out / "clips" / "a").mkdir(parents=True)
+    write_video(out / "clips" / "a" / "result_vis.mp4", vis, 8.0)
+
+    text = write_report(out).read_text()
+    uri = re.search(r'alt="a original and result, middle frame" src="data:image/png;base64,([^"]+)"', text).group(1)
+    with Image.open(io.BytesIO(base64.b64decode(uri))) as image:
+        picture = np.asarray(image.convert("RGB")).astype(int)
+    assert picture.shape[1] == 2 * 32
+    assert np.abs(picture[:, :32].mean(axis=(0, 1)) - (220, 30, 30)).max() < 20
+    assert np.abs(picture[:, 32:].mean(axis=(0, 1)) - (30, 30, 220)).max() < 20
+
+
+def test_an_evaluation_is_laid_out_as_the_papers_table_2(tmp_path):
+    out = fake_run(tmp_path / "out", [{"clip_id": "a"}], [])
+    metrics = {"psnr": 30.0, "masked_psnr": 23.3212, "masked_ssim": 0.8912, "masked_lpips": None,
+               "masked_mse": 0.0107, "masked_mae": 0.0338, "clip_score": 21.47, "masked_region_clip_score": 19.2,
+               "fvid": None}
+    (out / "evaluation.json").write_text(json.dumps({
+        "protocol": "vpbench", "rows": 1, "scored": 1, "frames": 49, "averaging": "over all frames",
+        "metrics": metrics, "not_computed": {"lpips": "lpips: not computed (null columns): needs X"}, "notes": []}))
+
+    text = write_report(out, {"model": {"name": "videopainter"}, "dataset": {"name": "pexels"}}).read_text()
+    section = text[text.index("<h2>Evaluation"):text.index("<h2>Quality")]
+    groups = re.findall(r'<th colspan="(\d)">([^<]+)</th>', section)
+    assert groups == [("5", "Masked region preservation"), ("2", "Text alignment"), ("1", "Video quality")]
+    columns = re.findall(r"<th>([^<]+?) [↑↓]<br><code>(\w+)</code></th>", section)
+    assert columns == [("PSNR", "masked_psnr"), ("SSIM", "masked_ssim"), ("LPIPS", "masked_lpips"),
+                       ("MSE", "masked_mse"), ("MAE", "masked_mae"), ("CLIP Sim", "clip_score"),
+                       ("CLIP Sim (M)", "masked_region_clip_score"), ("FVID", "fvid")]
+    row = re.search(r"<tbody><tr><td>videopainter on pexels</td>(.*?)</tr>", section).group(1)
+    assert re.findall(r'<td class="num">([^<]+)</td>', row) == ["23.32", "0.8912", "n/a", "0.0107", "0.0338",
+                                                                 "21.47", "19.2", "n/a"]
+    assert "lpips: not computed (null columns): needs X" in section
+    assert "<code>psnr</code>" in section  # every other metric below the table
+    # Under eval.protocol=hole, the same columns ask the same of the background outside the hole.
+    (out / "evaluation.json").write_text(json.dumps({"protocol": "hole", "metrics": {"out_psnr": 40.0}}))
+    section = write_report(out).read_text()
+    assert re.findall(r"<br><code>(\w+)</code></th>", section)[:2] == ["out_psnr", "out_ssim"]
+    assert '<td>out</td><td class="num">40</td>' in section  # no config: the folder names the run

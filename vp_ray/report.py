@@ -1,8 +1,10 @@
 """A self-contained ``report.html`` for a finished run's output folder.
 
 ``write_report(output_dir)`` reads ``manifest.parquet``, ``failures.parquet``, ``run_samples.csv``
-and the clip folders, and writes one HTML file beside them: counts, the config, a few plots,
-the slowest and the failed clips, and a grid of thumbnails with an animated preview per clip.
+and the clip folders, and writes one HTML file beside them: counts, the config, a few plots, the
+benchmark's numbers where ``task=evaluate`` has run (``evaluation.json``), the quality scores (their
+distributions, the worst clips of each, the suspect clips), the slowest and the failed clips, and a
+grid of thumbnails with an animated preview per clip.
 Every image is embedded as a ``data:`` URI and every link to a clip's files is relative, so the
 folder can be moved or copied as a whole and the report opened without a network.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from vp_ray.atomic import atomic_path
+from vp_ray.evaluation.qa import SCORES as QA_SCORES
+from vp_ray.evaluation.qa import short_name
 
 REPORT_NAME = "report.html"
 TIME_COLUMNS = ("time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s")
@@ -32,6 +37,27 @@ SLOWEST = 10
 MAX_FAILURES = 500
 ERROR_CHARS = 500
 SECRET_WORDS = ("secret", "password", "token", "credential", "access_key")
+WORST = 20
+MAX_SUSPECTS = 500
+WORST_THUMB_WIDTH = 120
+# What each quality score measures, as a reader of the report needs it (README, "Quality scores").
+QA_MEANING = {
+    "qa_drift": "the background's mean change from the source outside the hole, in 8-bit levels (0: untouched)",
+    "qa_flicker": "the hole's frame-to-frame change after optical flow, over the background's (1: as steady)",
+    "qa_seam": "the gradient on the hole's outline, over the gradient beside it (1: no seam)",
+    "qa_object": "the share of the removed object's own colours found again where it was (0: none)",
+}
+# The paper's Table 2 (VideoPainter): its column groups, and the evaluation.json metric of each column
+# under vpbench (the authors' code: its masked_* metrics are the five of "masked region preservation")
+# and under hole (the same question asked of the background outside the hole: out_*).
+TABLE2 = [("Masked region preservation", [("PSNR", "↑", "masked_psnr", "out_psnr"),
+                                          ("SSIM", "↑", "masked_ssim", "out_ssim"),
+                                          ("LPIPS", "↓", "masked_lpips", "out_lpips"),
+                                          ("MSE", "↓", "masked_mse", "out_mse"),
+                                          ("MAE", "↓", "masked_mae", "out_mae")]),
+          ("Text alignment", [("CLIP Sim", "↑", "clip_score", "clip_score"),
+                              ("CLIP Sim (M)", "↑", "masked_region_clip_score", "hole_clip_score")]),
+          ("Video quality", [("FVID", "↓", "fvid", "fvid")])]
 
 
 @dataclass
@@ -43,6 +69,7 @@ class RunData:
     failures: pd.DataFrame
     samples: pd.DataFrame | None
     notes: list[str]
+    evaluation: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,7 +88,14 @@ def read_run(output_dir: str | os.PathLike) -> RunData:
             samples = pd.read_csv(out / "run_samples.csv")
         except (OSError, ValueError) as error:
             notes.append(f"run_samples.csv unreadable: {error}")
-    return RunData(out, manifest.reset_index(drop=True), failures.reset_index(drop=True), samples, notes)
+    evaluation = None
+    if (out / "evaluation.json").is_file():
+        try:
+            evaluation = json.loads((out / "evaluation.json").read_text())
+        except (OSError, ValueError) as error:
+            notes.append(f"evaluation.json unreadable: {error}")
+    return RunData(out, manifest.reset_index(drop=True), failures.reset_index(drop=True), samples, notes,
+                   evaluation)
 
 
 def _read_parquet(path: Path, notes: list[str]) -> pd.DataFrame:
@@ -109,6 +143,7 @@ def run_counts(data: RunData) -> list[tuple[str, str]]:
     return [
         ("clips ok", str(int((status == "ok").sum()))),
         ("done before", str(int((status == "done_before").sum()))),
+        ("suspect (quality scores)", str(int((status == "suspect").sum()))),
         ("failed", str(len(data.failures))),
         ("degraded", str(int(column(m, "degraded", False).sum()))),
         ("retried (attempts > 1)", str(int((column(m, "attempts", 1) > 1).sum()))),
@@ -259,6 +294,22 @@ def plot_samples(samples: pd.DataFrame | None) -> str | None:
     return fig_to_data_uri(fig)
 
 
+def plot_score(manifest: pd.DataFrame, name: str, threshold: float | None) -> str | None:
+    """Histogram of one quality score over the clips that have it, the threshold as a line."""
+    values = pd.to_numeric(manifest[name], errors="coerce").dropna() if name in manifest.columns else pd.Series()
+    if values.empty:
+        return None
+    fig, ax = _figure()
+    ax.hist(values, bins=min(30, max(5, len(values))), color="#4c72b0")
+    if threshold is not None:
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(name)
+    ax.set_ylabel("clips")
+    ax.set_title(f"{name} ({len(values)} clips; higher is worse)")
+    return fig_to_data_uri(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Thumbnails
 
@@ -338,6 +389,32 @@ def gif_uri(frames: list, seconds_apart: float) -> str | None:
     palette[0].save(buf, format="GIF", save_all=True, append_images=palette[1:], duration=duration,
                     loop=0, optimize=True)
     return data_uri(buf.getvalue(), "image/gif")
+
+
+def side_by_side_middle(path: Path, width: int = WORST_THUMB_WIDTH) -> str | None:
+    """The middle frame of a ``result_vis.mp4`` (original | masked | mask | result) as original and
+    result side by side, each ``width`` wide; None when the file is missing or undecodable."""
+    import av
+    from PIL import Image
+
+    if not path.is_file():
+        return None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            middle = stream.frames // 2
+            frame = next((f for i, f in enumerate(container.decode(stream)) if i >= middle), None)
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        return None
+    if frame is None:
+        return None
+    image = frame.to_image()
+    panel = image.width // 4
+    original, result = (shrink(image.crop((x, 0, x + panel, image.height)), width) for x in (0, 3 * panel))
+    both = Image.new("RGB", (original.width + result.width, original.height))
+    both.paste(original, (0, 0))
+    both.paste(result, (original.width, 0))
+    return png_uri(both)
 
 
 @dataclass
@@ -561,6 +638,96 @@ def section_failures(failures: pd.DataFrame) -> str:
             + table(["clip", "stage", "error type", "error"], rows) + tail)
 
 
+def _number(value: Any, digits: int = 4) -> str:
+    """A metric's value for a table: 4 significant digits, n/a where there is none."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def section_evaluation(evaluation: dict[str, Any] | None, config: dict[str, Any] | None, output_dir: Path) -> str:
+    """The benchmark's numbers (evaluation.json) laid out as the paper's Table 2, then every metric."""
+    if evaluation is None:
+        return ('<h2>Evaluation</h2><p class="note">no evaluation.json: run the same command with '
+                "task=evaluate to score the run against its references</p>")
+    metrics = evaluation.get("metrics", {})
+    index = 2 if evaluation.get("protocol") == "vpbench" else 3  # the protocol's metric of each column
+    groups = "".join(f'<th colspan="{len(cols)}">{esc(group)}</th>' for group, cols in TABLE2)
+    names = "".join(f"<th>{esc(col[0])} {col[1]}<br><code>{esc(col[index])}</code></th>"
+                    for _, cols in TABLE2 for col in cols)
+    used = [col[index] for _, cols in TABLE2 for col in cols]
+    label = (f"{config['model']['name']} on {config['dataset']['name']}" if config and "model" in config
+             and "dataset" in config else output_dir.resolve().name)
+    values = "".join(f'<td class="num">{_number(metrics.get(name))}</td>' for name in used)
+    head = (f'<table><thead><tr><th rowspan="2">run</th>{groups}</tr><tr>{names}</tr></thead>'
+            f"<tbody><tr><td>{esc(label)}</td>{values}</tr></tbody></table>")
+    about = (f'<p class="meta">protocol <code>{esc(str(evaluation.get("protocol")))}</code>: '
+             f'{evaluation.get("scored", 0)} of {evaluation.get("rows", 0)} clip(s) scored, '
+             f'{evaluation.get("frames", 0)} frames; averaged {esc(str(evaluation.get("averaging", "")))}. '
+             "Values as evaluation.json holds them (not scaled); below each name, the metric it shows "
+             "(README, \"Evaluation\", says what each measures).</p>")
+    notes = "".join(f'<p class="note">{esc(line)}</p>' for line in [*evaluation.get("not_computed", {}).values(),
+                                                                     *evaluation.get("notes", [])])
+    rest = [[f"<code>{esc(name)}</code>", (_number(value), "num")] for name, value in metrics.items()
+            if name not in used]
+    others = f"<h3>Every other metric</h3>{table(['metric', 'value'], rest)}" if rest else ""
+    return f"<h2>Evaluation (the paper's Table 2)</h2>{about}{head}{notes}{others}"
+
+
+def section_quality(data: RunData, config: dict[str, Any] | None) -> str:
+    """Each quality score's distribution, its worst clips with thumbnails, and the suspect clips."""
+    m = data.manifest
+    present = [name for name in QA_SCORES if name in m.columns and pd.to_numeric(m[name], errors="coerce").notna().any()]
+    if not present:
+        return ('<h2>Quality scores</h2><p class="note">no quality scores in manifest.parquet (a mask-only '
+                "run, qa.enabled=false, or clips written before the scores existed)</p>")
+    thresholds = (config or {}).get("qa") or {}
+    legend = table(["score", "what it measures", "threshold"],
+                   [[f"<code>{name}</code>", esc(QA_MEANING[name]),
+                     (_number(thresholds.get(key)) if thresholds else "as the run's qa.*", "num")]
+                    for name, key in QA_SCORES.items()])
+    plots = "".join(img_tag(plot_score(m, name, thresholds.get(key)), f"distribution of {name}", "plot")
+                    for name, key in QA_SCORES.items() if name in present)
+    thumbs: dict[str, str | None] = {}  # a clip among the worst of several scores is decoded once
+
+    def thumb(clip_id: str) -> str:
+        if clip_id not in thumbs:
+            thumbs[clip_id] = side_by_side_middle(data.output_dir / "clips" / clip_id / "result_vis.mp4")
+        return img_tag(thumbs[clip_id], f"{clip_id} original and result, middle frame",
+                       missing="result_vis.mp4 missing or unreadable")
+
+    worst = []
+    for name in present:
+        values = pd.to_numeric(m[name], errors="coerce")
+        rows = m.assign(_v=values).dropna(subset=["_v"]).nlargest(WORST, "_v", keep="first")
+        flagged = short_name(name)
+        body = [[(str(rank), "num"), f'<a href="{clip_href(r["clip_id"])}">{esc(str(r["clip_id"]))}</a>',
+                 (f"<b>{_number(r['_v'], 3)}</b>" if flagged in str(r.get("qa_flags") or "").split(",")
+                  else _number(r["_v"], 3), "num"), esc(str(r.get("status", ""))), thumb(str(r["clip_id"]))]
+                for rank, r in enumerate(rows.to_dict("records"), 1)]
+        worst.append(f"<h3>Worst {len(body)} by <code>{name}</code></h3>"
+                     + table(["#", "clip", name, "status", "original | result (middle frame)"], body))
+    return (f"<h2>Quality scores</h2>{legend}<div class=\"plots\">{plots}</div>{section_suspects(m, present)}"
+            + "".join(worst))
+
+
+def section_suspects(manifest: pd.DataFrame, present: list[str]) -> str:
+    """The suspect clips, their flags and scores (the flagged ones in bold)."""
+    suspects = manifest[column(manifest, "status", "ok") == "suspect"]
+    if suspects.empty:
+        return '<h3>Suspect clips</h3><p class="note">none: no score over its threshold</p>'
+    shown = suspects.head(MAX_SUSPECTS).to_dict("records")
+    body = []
+    for r in shown:
+        flags = str(r.get("qa_flags") or "").split(",")
+        cells = [(f"<b>{_number(r[n], 3)}</b>" if short_name(n) in flags else _number(r[n], 3), "num") for n in present]
+        body.append([f'<a href="{clip_href(r["clip_id"])}">{esc(str(r["clip_id"]))}</a>', esc(",".join(flags)), *cells])
+    more = len(suspects) - len(shown)
+    tail = f'<p class="note">{more} more suspect clips in manifest.parquet</p>' if more > 0 else ""
+    return (f"<h3>Suspect clips ({len(suspects)})</h3>"
+            + table(["clip", "flags", *present], body) + tail)
+
+
 def card_html(card: ClipCard) -> str:
     """One thumbnail card: frame 0 as original, mask and result, an animated preview, links."""
     cid = esc(card.clip_id)
@@ -603,6 +770,7 @@ def render_report(data: RunData, config: dict[str, Any] | None = None, max_clips
     """The whole report page as one HTML string."""
     generated = generated or datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     body = "".join([section_header(data, generated), section_config(config), section_plots(data),
+                    section_evaluation(data.evaluation, config, data.output_dir), section_quality(data, config),
                     section_slowest(data.manifest), section_failures(data.failures),
                     section_grid(data, max_clips)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
