@@ -468,8 +468,8 @@ class QAConfig:
     # before keeps the scores it has). To mark no clip suspect, set the thresholds to null.
     enabled: bool = setting(True, output=False)
     # The scores run on frames shrunk to this width in pixels (narrower frames as they are). At 180 they
-    # cost about 4 % of the write stage's CPU time for a 49-frame 480x720 clip; at full size, a third
-    # (bench/RESULTS.md, "Quality scores").
+    # cost 3 to 4 % of the write stage's time for a 49-frame 480x720 clip; at full size, 28 to 41 %
+    # (bench/RESULTS.md, "Quality scores in the write stage").
     width: int = setting(180, check=AT_LEAST_ONE, output=False)
     # Thresholds (null: that score never marks a clip suspect). qa_drift: mean absolute change of the
     # background, in 8-bit levels (an inpainter that decodes every pixel from latents, as VideoPainter
