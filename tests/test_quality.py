@@ -49,7 +49,7 @@ def fills(source, clean, holes, objects) -> dict[str, np.ndarray]:
     alternating = 25 * (-1) ** np.arange(len(clean))[:, None, None]
     return {name: np.clip(fill, 0, 255).astype(np.uint8) for name, fill in {
         "clean": level,
-        "flicker": level + (inner * alternating)[..., None].astype(np.int16),   # the hole +-25 levels, frame by frame
+        "flicker": level + (inner * alternating)[..., None].astype(np.int16),   # the hole +-25, frame by frame
         "object": np.where(objects[..., None], source, clean),                  # the object painted back
         "seam": level + 30 * holes[..., None],                                  # the hole 30 levels too bright
         "drift": level + np.array([20, -10, 15], np.int16),                     # the whole frame's colours moved
@@ -120,7 +120,8 @@ def test_a_suspect_clip_is_written_whole_with_its_scores_in_meta_json(tmp_path):
     row, meta = write_clip(tmp_path, scene_fills["seam"])
     assert row["status"] == meta["status"] == "suspect" and meta["qa_flags"] == "seam"
     assert meta["qa_seam"] > 2 and meta["qa_object"] == 0.0
-    assert (outputs.clip_dir(tmp_path, "c") / "result.mp4").is_file() and set(meta["files"]) >= set(outputs.RESULT_FILES)
+    assert (outputs.clip_dir(tmp_path, "c") / "result.mp4").is_file()
+    assert set(meta["files"]) >= set(outputs.RESULT_FILES)
 
     row, meta = write_clip(tmp_path / "off", scene_fills["seam"], enabled="false")
     assert row["status"] == meta["status"] == "ok" and meta["qa_seam"] is None and meta["qa_flags"] == ""

@@ -208,7 +208,8 @@ def test_quality_scores_show_their_distributions_worst_clips_and_the_suspects(tm
     rows[5].update(qa_seam=None)                                     # not measured: in no list
     out = fake_run(tmp_path / "out", rows, [])
 
-    text = write_report(out, {"qa": {"max_drift": 8.0, "max_flicker": 3.0, "max_seam": 2.0, "max_object": 0.5}}).read_text()
+    thresholds = {"max_drift": 8.0, "max_flicker": 3.0, "max_seam": 2.0, "max_object": 0.5}
+    text = write_report(out, {"qa": thresholds}).read_text()
     counts = dict(re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">([^<]+)</td></tr>", text))
     assert counts["clips ok"] == "23" and counts["suspect (quality scores)"] == "2"
     for name in QA_SCORES:
@@ -238,7 +239,8 @@ def test_the_worst_clips_show_original_and_result_at_the_middle_frame(tmp_path):
     write_video(out / "clips" / "a" / "result_vis.mp4", vis, 8.0)
 
     text = write_report(out).read_text()
-    uri = re.search(r'alt="a original and result, middle frame" src="data:image/png;base64,([^"]+)"', text).group(1)
+    uri = re.search(r'alt="a original and result, middle frame" src="data:image/png;base64,([^"]+)"',
+                    text).group(1)
     with Image.open(io.BytesIO(base64.b64decode(uri))) as image:
         picture = np.asarray(image.convert("RGB")).astype(int)
     assert picture.shape[1] == 2 * 32
@@ -253,7 +255,8 @@ def test_an_evaluation_is_laid_out_as_the_papers_table_2(tmp_path):
                "fvid": None}
     (out / "evaluation.json").write_text(json.dumps({
         "protocol": "vpbench", "rows": 1, "scored": 1, "frames": 49, "averaging": "over all frames",
-        "metrics": metrics, "not_computed": {"lpips": "lpips: not computed (null columns): needs X"}, "notes": []}))
+        "metrics": metrics, "not_computed": {"lpips": "lpips: not computed (null columns): needs X"},
+        "notes": []}))
 
     text = write_report(out, {"model": {"name": "videopainter"}, "dataset": {"name": "pexels"}}).read_text()
     section = text[text.index("<h2>Evaluation"):text.index("<h2>Quality")]

@@ -645,7 +645,8 @@ def _number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def section_evaluation(evaluation: dict[str, Any] | None, config: dict[str, Any] | None, output_dir: Path) -> str:
+def section_evaluation(evaluation: dict[str, Any] | None, config: dict[str, Any] | None,
+                       output_dir: Path) -> str:
     """The benchmark's numbers (evaluation.json) laid out as the paper's Table 2, then every metric."""
     if evaluation is None:
         return ('<h2>Evaluation</h2><p class="note">no evaluation.json: run the same command with '
@@ -666,8 +667,8 @@ def section_evaluation(evaluation: dict[str, Any] | None, config: dict[str, Any]
              f'{evaluation.get("frames", 0)} frames; averaged {esc(str(evaluation.get("averaging", "")))}. '
              "Values as evaluation.json holds them (not scaled); below each name, the metric it shows "
              "(README, \"Evaluation\", says what each measures).</p>")
-    notes = "".join(f'<p class="note">{esc(line)}</p>' for line in [*evaluation.get("not_computed", {}).values(),
-                                                                     *evaluation.get("notes", [])])
+    lines = [*evaluation.get("not_computed", {}).values(), *evaluation.get("notes", [])]
+    notes = "".join(f'<p class="note">{esc(line)}</p>' for line in lines)
     rest = [[f"<code>{esc(name)}</code>", (_number(value), "num")] for name, value in metrics.items()
             if name not in used]
     others = f"<h3>Every other metric</h3>{table(['metric', 'value'], rest)}" if rest else ""
@@ -677,10 +678,11 @@ def section_evaluation(evaluation: dict[str, Any] | None, config: dict[str, Any]
 def section_quality(data: RunData, config: dict[str, Any] | None) -> str:
     """Each quality score's distribution, its worst clips with thumbnails, and the suspect clips."""
     m = data.manifest
-    present = [name for name in QA_SCORES if name in m.columns and pd.to_numeric(m[name], errors="coerce").notna().any()]
+    present = [name for name in QA_SCORES
+               if name in m.columns and pd.to_numeric(m[name], errors="coerce").notna().any()]
     if not present:
         return ('<h2>Quality scores</h2><p class="note">no quality scores in manifest.parquet (a mask-only '
-                "run, qa.enabled=false, or clips written before the scores existed)</p>")
+                "run, qa.enabled=false, or clips written by an older vp-ray)</p>")
     thresholds = (config or {}).get("qa") or {}
     legend = table(["score", "what it measures", "threshold"],
                    [[f"<code>{name}</code>", esc(QA_MEANING[name]),
@@ -720,8 +722,10 @@ def section_suspects(manifest: pd.DataFrame, present: list[str]) -> str:
     body = []
     for r in shown:
         flags = str(r.get("qa_flags") or "").split(",")
-        cells = [(f"<b>{_number(r[n], 3)}</b>" if short_name(n) in flags else _number(r[n], 3), "num") for n in present]
-        body.append([f'<a href="{clip_href(r["clip_id"])}">{esc(str(r["clip_id"]))}</a>', esc(",".join(flags)), *cells])
+        cells = [(f"<b>{_number(r[n], 3)}</b>" if short_name(n) in flags else _number(r[n], 3), "num")
+                 for n in present]
+        body.append([f'<a href="{clip_href(r["clip_id"])}">{esc(str(r["clip_id"]))}</a>', esc(",".join(flags)),
+                     *cells])
     more = len(suspects) - len(shown)
     tail = f'<p class="note">{more} more suspect clips in manifest.parquet</p>' if more > 0 else ""
     return (f"<h3>Suspect clips ({len(suspects)})</h3>"
