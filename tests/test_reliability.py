@@ -115,49 +115,52 @@ def test_a_dataset_of_bad_inputs_fails_each_clip_clearly_and_keeps_the_good_ones
     assert any("WARNING" in line and "prepare: failed:" in line for line in corrupt), corrupt
 
 
-def test_oom_uses_the_memory_saver_then_shorter_clips_then_fails(ray_local, tmp_path, demo):
+@pytest.fixture(scope="module")
+def faulty_run(ray_local, tmp_path_factory, demo):
+    """One run of the faulty model over clips that each meet one fault: OOM above 12 frames (40 with
+    the memory saver) on a ladder of 4 s and 2 s, a model error, OOM on every try, a worker killed
+    once and one killed every time (at most one death per clip)."""
     csv, rows = demo
-    clips = [good_row(csv, rows, i) for i in range(3)]
-    clips[0]["max_seconds"] = 1.0   # 9 frames: fits at once
-    clips[1]["max_seconds"] = 6.0   # too long even with the saver: shortened to 4 s = 33 frames
-    clips[2]["max_seconds"] = 6.0
-    clips[2]["prompt"] = "[error] a model bug, not an OOM"
-    path = write_csv(tmp_path / "oom.csv", clips)
+    tmp = tmp_path_factory.mktemp("faulty")
+    clips = {
+        "fits": good_row(csv, rows, 0, max_seconds=1.0),        # 9 frames: fits at once
+        "shortened": good_row(csv, rows, 1, max_seconds=6.0),   # too long even with the saver: 4 s = 33 frames
+        "model_bug": good_row(csv, rows, 2, max_seconds=6.0, prompt="[error] a model bug, not an OOM"),
+        "oom_always": good_row(csv, rows, 3, max_seconds=1.0, prompt="[oom] background"),
+        "crash_once": good_row(csv, rows, 0, max_seconds=1.0, prompt="[crash-once] background"),
+        "crash_always": good_row(csv, rows, 2, max_seconds=1.0, prompt="[crash-always] background"),
+    }
+    path = write_csv(tmp / "faults.csv", [{**row, "clip_id": clip_id} for clip_id, row in clips.items()])
     result, manifest, failures = run(
-        tmp_path, path, "model=faulty", "model.oom_above_frames=12",
-        "model.oom_above_frames_with_saver=40", "retry.oom_max_seconds=[4.0,2.0]")
-    by_id = manifest.set_index("clip_id")
-    fits = by_id.loc[clips[0]["clip_id"]]
+        tmp, path, "model=faulty", "model.oom_above_frames=12", "model.oom_above_frames_with_saver=40",
+        "retry.oom_max_seconds=[4.0,2.0]", f"model.fault_state_dir={tmp / 'faults'}", "retry.max_worker_deaths=1")
+    return result, manifest.set_index("clip_id"), failures, tmp / "out"
+
+
+def test_oom_uses_the_memory_saver_then_shorter_clips_then_fails(faulty_run):
+    _, manifest, failures, out = faulty_run
+    fits = manifest.loc["fits"]
     assert (fits.attempts, bool(fits.degraded)) == (1, False)
-    shortened = by_id.loc[clips[1]["clip_id"]]
+    shortened = manifest.loc["shortened"]
     assert bool(shortened.degraded) and shortened.effective_max_seconds in (4.0, 2.0)
     assert shortened.num_frames <= 33 and "memory saver" in shortened.warnings
-    assert failures.loc[clips[2]["clip_id"]].error_type == "ValueError"
-    assert_no_work_left(tmp_path / "out")  # the failed clip's prepared frames are gone too
+    assert failures.loc["model_bug"].error_type == "ValueError"
+    assert_no_work_left(out)  # the failed clips' prepared frames are gone too
 
 
-def test_oom_on_every_rung_ends_as_an_oom_failure(ray_local, tmp_path, demo):
-    csv, rows = demo
-    path = write_csv(tmp_path / "oom.csv", [good_row(csv, rows, 0)])
-    _, manifest, failures = run(tmp_path, path, "model=faulty", "model.oom_above_frames=1",
-                                "model.oom_above_frames_with_saver=1")
-    assert len(manifest) == 0
-    failure = failures.iloc[0]
+def test_oom_on_every_rung_ends_as_an_oom_failure(faulty_run):
+    _, manifest, failures, _ = faulty_run
+    failure = failures.loc["oom_always"]
+    assert "oom_always" not in manifest.index
     assert failure.error_type == "oom" and "CUDA out of memory after" in failure.error
 
 
-def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(ray_local, tmp_path, demo):
-    csv, rows = demo
-    clips = [good_row(csv, rows, 0, prompt="[crash-once] background"), good_row(csv, rows, 1),
-             good_row(csv, rows, 2, prompt="[crash-always] background")]
-    path = write_csv(tmp_path / "crash.csv", clips)
-    result, manifest, failures = run(tmp_path, path, "model=faulty",
-                                     f"model.fault_state_dir={tmp_path / 'faults'}",
-                                     "retry.max_worker_deaths=1")
-    assert sorted(manifest.clip_id) == sorted([clips[0]["clip_id"], clips[1]["clip_id"]])
-    assert failures.loc[clips[2]["clip_id"]].error_type == "worker_died"
+def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(faulty_run):
+    result, manifest, failures, out = faulty_run
+    assert sorted(manifest.index) == ["crash_once", "fits", "shortened"]
+    assert failures.loc["crash_always"].error_type == "worker_died"
     assert result.ledger.duplicates() == []
-    assert len(list((tmp_path / "out" / "clips").iterdir())) == 2
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["crash_once", "fits", "shortened"]
 
 
 def launch_held(tmp_path, csv_path, **popen):

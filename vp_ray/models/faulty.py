@@ -2,7 +2,8 @@
 
 It inpaints like ``classic`` but injects faults, chosen per clip through the prompt so one
 dataset can mix them: ``[crash-once]`` kills the worker process the first time it sees the
-clip, ``[crash-always]`` every time, ``[error]`` raises an ordinary exception. Clips longer
+clip, ``[crash-always]`` every time, ``[error]`` raises an ordinary exception, ``[oom]`` a CUDA
+out-of-memory error on every try, however short the clip. Clips longer
 than ``oom_above_frames`` raise a CUDA out-of-memory error (``oom_above_frames_with_saver``
 once ``reduce_memory`` switched the memory saver on), the error torch raises on a GPU
 too small for them. With ``hold_after_clips`` the model passes that many clips and holds the
@@ -44,6 +45,8 @@ class FaultyInpainter:
             os._exit(3)
         if "[error]" in prompt:
             raise ValueError("injected model error")
+        if "[oom]" in prompt:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         limit = self.oom_above_with_saver if self.saver_on else self.oom_above
         if 0 <= limit < len(frames):
             raise torch.OutOfMemoryError(
