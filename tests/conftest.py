@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every Ray the tests start, in this process or in the subprocesses they run, is a new local
+# instance: a cluster that `ray start` runs on this machine (a developer's, another test run's) is
+# never joined. A test that means to join one sets RAY_ADDRESS to it.
+os.environ["RAY_ADDRESS"] = "local"
 
 
 @pytest.fixture(scope="session")

@@ -298,3 +298,5 @@ def test_a_cluster_address_left_by_a_killed_ray_start_is_not_joined(monkeypatch)
     assert graph.running_cluster() == "10.0.0.7:6379"
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
     assert graph.running_cluster() == "10.0.0.9:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "local")   # as for ray.init: a new local instance, whatever runs
+    assert graph.running_cluster() is None
