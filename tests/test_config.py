@@ -25,7 +25,7 @@ def test_readme_lists_every_group_and_option_with_its_default():
 
 
 def test_readme_run_settings_are_the_schema_defaults(tmp_path):
-    groups = {"dataset", "model", "cluster", "sam2", "retry", "eval", "qa"}
+    groups = {"dataset", "model", "cluster", "sam2", "retry", "eval", "qa", "review"}
     settings = [f.name for f in dataclasses.fields(Config) if f.name not in groups]
     listed = dict(re.findall(r"`(\w+)`(?:\s+\(([^)]*)\))?", SECTION[SECTION.index("Run settings:"):]))
     assert sorted(listed) == sorted(settings)

@@ -21,7 +21,7 @@ def setup(tmp_path, fmt, rows=6, limit=-1):
     path = tmp_path / f"clips.{fmt}"
     frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
     cfg = {"dataset": {**DATASET, "format": fmt, "path": str(path), "limit": limit},
-           "output_dir": str(tmp_path / "out"), "output_settings": SETTINGS, "seed": 0}
+           "output_dir": str(tmp_path / "out"), "output_settings": SETTINGS, "seed": 0, "review": {"requeue": False}}
     return cfg, plan_dataset(cfg)
 
 
@@ -82,7 +82,7 @@ def test_ragged_csv_lines_are_not_written(tmp_path):
     path = tmp_path / "clips.csv"
     path.write_text('clip_id,video_path,points\na,a.mp4,"[[1, 2]]"\nb,b.mp4\nc,c.mp4,"[[1, 2]]",x\nd,d.mp4,"[[1, 2]]"\n')
     cfg = {"dataset": {**DATASET, "format": "csv", "path": str(path)}, "output_dir": str(tmp_path / "out"),
-           "output_settings": SETTINGS, "seed": 0}
+           "output_settings": SETTINGS, "seed": 0, "review": {"requeue": False}}
     plan = plan_dataset(cfg)
     left = todo.write_todo(cfg, plan, pytest.fail)
     assert [r.line for r in plan.ragged] == [3, 4] and plan.total == 4
@@ -93,7 +93,7 @@ def test_a_finished_run_resumed_starts_no_ray(tmp_path, monkeypatch):
     cfg, plan = setup(tmp_path, "csv", rows=3)
     for clip_id in ("c0", "c1", "c2"):
         commit(cfg, plan, clip_id)
-    cfg.update(seed=0, mask_only=False, report=False, cluster={"address": "auto"})  # a running cluster
+    cfg.update(seed=0, mask_only=False, report=False, qa=None, cluster={"address": "auto"})  # a running cluster
     cfg["dataset"].update(demo_num_clips=0, demo_num_frames=0, demo_fps=0)
     monkeypatch.setattr(graph, "preflight", lambda cfg, plan: [])
     monkeypatch.setattr(graph, "connect", lambda cluster: pytest.fail("Ray started for nothing"))

@@ -485,6 +485,17 @@ class QAConfig:
 
 
 @dataclass
+class ReviewConfig:
+    """What a run takes from the review of its output folder (``<output_dir>/review.parquet``, written by
+    ``python -m vp_ray.review``; README, "Review"). A clip's edits there (prompt, seed, dilation,
+    max_seconds, a click or box) replace its dataset values in every run of this output_dir."""
+
+    # Redo exactly the clips the review requeued (whatever their folders hold), with their edits, and
+    # leave every other clip as it is: the manifest keeps their rows and the failures table theirs.
+    requeue: bool = setting(False, output=False)
+
+
+@dataclass
 class Config:
     # run: inpaint the dataset into output_dir; evaluate: score the finished run in output_dir
     # against its references (<output_dir>/evaluation.parquet and evaluation.json; settings: eval.*).
@@ -496,6 +507,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     eval: EvalConfig = setting(factory=EvalConfig, output=False)
     qa: QAConfig = setting(factory=QAConfig, output=False)
+    review: ReviewConfig = setting(factory=ReviewConfig, output=False)
     # Results go to <output_dir>/clips/<clip_id>/; the same output_dir resumes a run.
     output_dir: str = setting(MISSING, output=False)
     # Run seed; each clip's seed is derived from it and the clip id (order-independent).

@@ -32,6 +32,7 @@ from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkB
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.records import DatasetPlan, plan_dataset
+from vp_ray.review import requeue
 from vp_ray.sam2_placement import plan_placement
 from vp_ray.sampler import Sampler
 from vp_ray.stages import ClipStage, preflight
@@ -250,7 +251,7 @@ def configure_ray_data(cfg: dict[str, Any], ctx: ray.data.DataContext) -> None:
 def run(cfg: dict[str, Any]) -> RunResult:
     """Run the whole job for ``cfg`` (a plain, resolved config dict)."""
     output_dir = Path(cfg["output_dir"])
-    plan = plan_dataset(cfg)
+    plan, review = requeue.plan_review(cfg, plan_dataset(cfg))
     stages = preflight(cfg, plan)
     # A local instance's resources are known before it starts: a run it cannot hold (and its dry
     # run) is refused before anything is written. A running cluster's are known once connected.
@@ -269,11 +270,15 @@ def run(cfg: dict[str, Any]) -> RunResult:
     if stale:
         log.info("removed %d partial clip folder(s) of an interrupted run", stale)
     ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"], qa=cfg["qa"])
-    for ragged in plan.ragged:
-        ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
     start = time.perf_counter()
     plan = todo.write_todo(cfg, plan, ledger.add)
-    if ledger.done:
+    if cfg["review"]["requeue"]:  # every other clip stays as it is, its rows too
+        log.info("review.requeue: %d clip(s) to redo; %d other clip(s) kept as they are",
+                 plan.pending, requeue.carry_the_rest(ledger, cfg["output_dir"], plan.redo))
+    else:
+        for ragged in plan.ragged:
+            ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
+    if ledger.done and not cfg["review"]["requeue"]:
         log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
                  len(ledger.done), time.perf_counter() - start, plan.pending)
     if plan.pending == 0:
@@ -322,6 +327,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
             found = ledger.add_committed(cfg)
             if found:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
+        requeue.mark_redone(cfg["output_dir"], ledger.done + ledger.failed, review)
         manifest_path, failures_path = ledger.write()
         todo.remove_todo(output_dir)
     if finished:

@@ -18,6 +18,7 @@ import pandas as pd
 from vp_ray import outputs
 from vp_ray.atomic import atomic_path
 from vp_ray.evaluation import qa as quality
+from vp_ray.review import store as review_store
 from vp_ray.rows import DONE_BEFORE, FAILED, OK, SUSPECT, coerce
 
 MANIFEST_COLUMNS = [
@@ -28,6 +29,9 @@ MANIFEST_COLUMNS = [
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
     "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished",
     *quality.SCORES, "qa_flags",
+    # The review's verdict (accepted, rejected, requeued) and requeue state (pending, done, failed) of
+    # the clip in review.parquet when the manifest was written ("": not reviewed); README, "Review".
+    "review_verdict", "review_requeue",
 ]
 FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path", "warnings"]
 
@@ -59,6 +63,14 @@ class Ledger:
             self.done.append(self._judged(row))
         else:
             raise ValueError(f"clip {row['clip_id']!r} left the pipeline with status {row['status']!r}")
+
+    def carry(self, row: dict[str, Any]) -> None:
+        """A row of an earlier manifest (status ``done_before``) or failures table (``failed``), kept as
+        it is: a requeue run leaves the clips it does not redo alone."""
+        row = coerce(row)
+        self.seen[row["clip_id"]] += 1
+        (self.failed if row["status"] == FAILED else self.done).append(
+            row if row["status"] == FAILED else self._judged(row))
 
     def add_committed(self, cfg: dict[str, Any]) -> int:
         """Add the clips whose folders are committed, complete and of these settings, but whose
@@ -94,7 +106,8 @@ class Ledger:
         return sorted(k for k, v in self.seen.items() if v > 1)
 
     def write(self) -> tuple[Path, Path]:
-        manifest = pd.DataFrame([self._manifest_row(r) for r in self.done], columns=MANIFEST_COLUMNS)
+        reviews = review_store.verdicts(self.output_dir)
+        manifest = pd.DataFrame([self._manifest_row(r, reviews) for r in self.done], columns=MANIFEST_COLUMNS)
         for column in quality.SCORES:  # null where not measured (also in a table of old clips only)
             manifest[column] = manifest[column].astype("float64")
         failures = pd.DataFrame([{k: r[k] for k in FAILURE_COLUMNS} for r in self.failed],
@@ -102,8 +115,9 @@ class Ledger:
         return (_write_parquet(manifest, Path(self.output_dir) / "manifest.parquet"),
                 _write_parquet(failures, Path(self.output_dir) / "failures.parquet"))
 
-    def _manifest_row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _manifest_row(self, row: dict[str, Any], reviews: dict[str, tuple[str, str]]) -> dict[str, Any]:
         out = {k: row.get(k) for k in MANIFEST_COLUMNS}
+        out["review_verdict"], out["review_requeue"] = reviews.get(row["clip_id"], ("", ""))
         out["result_path"] = "" if self.mask_only else str(Path(row["output_dir"]) / "result.mp4")
         out["memory_plan"] = row.get("memory_plan") or None   # null: a model without memory plans
         out["qa_flags"] = row.get("qa_flags") or ""

@@ -29,6 +29,10 @@ from vp_ray.rows import RECORD_COLUMNS
 RESULT_FILES = ("result.mp4", "result_vis.mp4")
 MASK_FILES = ("mask.mp4", "all_masks.npz", "frame0_original.png", "frame0_with_mask.png", "mask0.png")
 META = "meta.json"
+# Record fields added after clips were first fingerprinted, with their "not given" value.
+LATER_RECORD_FIELDS = {"dilate_size": -1}
+
+
 def clip_dir(output_dir: str | os.PathLike, clip_id: str) -> Path:
     return Path(output_dir) / "clips" / clip_id
 
@@ -36,8 +40,10 @@ def clip_dir(output_dir: str | os.PathLike, clip_id: str) -> Path:
 def fingerprint(cfg: dict[str, Any], row: dict[str, Any]) -> str:
     """Hash of everything that decides this clip's files: its record and every setting that can
     change them (``cfg["output_settings"]``: the schema's fields not marked ``output=False``)."""
-    # As stored in meta.json, so that a clip's record read back from it hashes the same.
-    record = {k: json_value(row[k]) for k in RECORD_COLUMNS}
+    # As stored in meta.json, so that a clip's record read back from it hashes the same. A record
+    # field added later counts only when given, so that clips of earlier runs keep their hash.
+    record = {k: json_value(row[k]) for k in RECORD_COLUMNS
+              if k not in LATER_RECORD_FIELDS or row.get(k, LATER_RECORD_FIELDS[k]) != LATER_RECORD_FIELDS[k]}
     blob = json.dumps([record, cfg["output_settings"]], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

@@ -19,7 +19,7 @@ import os
 import re
 from array import array
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,13 +35,14 @@ from vp_ray.rows import ClipRecord
 
 GENERIC_COLUMNS = {
     "clip_id", "video_path", "prompt", "mask_kind", "mask_path", "mask_id", "points", "box",
-    "start_frame", "end_frame", "fps", "seed", "max_seconds", "ground_truth_path",
+    "start_frame", "end_frame", "fps", "seed", "max_seconds", "ground_truth_path", "dilate_size",
 }
 VPDATA_COLUMNS = {"path", "mask_id", "start_frame", "end_frame", "fps", "caption"}
 MASK_KINDS = ("npz", "video", "png_dir", "points", "box")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 VPDATA_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.0)?\.mp4$")
 CLIP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+MAX_DILATE_SIZE = 256
 
 
 # ----------------------------------------------------------------------------- preflight
@@ -217,6 +218,10 @@ class DatasetPlan:
     read_path: str = ""
     pending: int = -1
     prompted: int = 0  # rows whose mask comes from clicks or a box
+    # A review's edits (vp_ray.review): record fields that replace the dataset's, by clip id; and the
+    # clips a requeue run redoes whatever their folders hold (review.requeue: no other row runs).
+    edits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    redo: frozenset[str] = frozenset()
 
     @property
     def needs_segmentation(self) -> bool:
@@ -330,6 +335,7 @@ def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> Cl
                      if row.get("max_seconds") is not None else math.nan),
         ground_truth_path=(_resolve(row.get("ground_truth_path"), video_root, "ground_truth_path")
                            if row.get("ground_truth_path") else ""),
+        dilate_size=_as_int(row["dilate_size"], "dilate_size") if row.get("dilate_size") is not None else -1,
     )
     record.mask_kind = _mask_kind(row.get("mask_kind"), record)
     _check_ranges(record)
@@ -396,6 +402,8 @@ def _check_ranges(record: ClipRecord) -> None:
         raise ClipError(f"fps {record.fps} is not a usable frame rate (0 < fps <= 1000)")
     if not math.isnan(record.max_seconds) and not (0 < record.max_seconds <= 3600):
         raise ClipError(f"max_seconds {record.max_seconds} is out of range (0, 3600]")
+    if not -1 <= record.dilate_size <= MAX_DILATE_SIZE:
+        raise ClipError(f"dilate_size {record.dilate_size} is out of range [0, {MAX_DILATE_SIZE}]")
 
 
 def _as_int(value: Any, column: str) -> int:

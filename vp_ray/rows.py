@@ -54,6 +54,8 @@ class ClipRecord:
     max_seconds: float = math.nan
     # The clean background video, where known (the demo dataset): enables scoring.
     ground_truth_path: str = ""
+    # Mask dilation in pixels, overriding the run's dilate_size (-1 = the run's).
+    dilate_size: int = -1
 
 
 @dataclass
@@ -124,6 +126,12 @@ def coerce(row: dict[str, Any]) -> dict[str, Any]:
             value = _DEFAULTS.get(key, value)
         out[key] = value.item() if hasattr(value, "item") and not isinstance(value, str) else value
     return out
+
+
+def clip_dilate_size(row: dict[str, Any], run_dilate_size: int) -> int:
+    """The dilation a clip's masks get: its record's own, else the run's."""
+    given = row.get("dilate_size", -1)
+    return run_dilate_size if given is None or given < 0 else int(given)
 
 
 def clip_seconds(num_frames: int, fps: float) -> float:

@@ -49,17 +49,11 @@ class Segmenter:
 
         count, height, width = frames.shape[:3]
         check_prompts(points, box, width, height)
-        prompt: dict[str, Any] = {}
-        if points:
-            prompt["points"] = np.array([p[:2] for p in points], np.float32)
-            prompt["labels"] = np.array([p[2] for p in points], np.int32)
-        if box is not None:
-            prompt["box"] = np.array(box, np.float32)
         masks = np.zeros((count, height, width), bool)
         with torch.inference_mode(), self._autocast():
             state = self._init_state(frames)
             try:
-                self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, **prompt)
+                self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, **_prompt(points, box))
                 for done, (index, _, logits) in enumerate(self.predictor.propagate_in_video(state), 1):
                     masks[index] = (logits[0, 0] > self.mask_threshold).cpu().numpy()
                     if progress:
@@ -67,6 +61,24 @@ class Segmenter:
             finally:
                 self.predictor.reset_state(state)
         return masks
+
+    def segment_first_frame(self, frame: np.ndarray, points: list[Point], box: Optional[Box] = None,
+                            state: Optional[dict] = None) -> tuple[np.ndarray, dict]:
+        """The mask (bool [H, W]) ``segment_clip`` gives frame 0 for these prompts (the first frame's
+        output comes from its own prompts alone, before any propagation), and the predictor state
+        holding the frame's image features: given back with the same ``frame``, it skips the image
+        encoder, so that each further click costs only SAM2's prompt encoder and mask decoder."""
+        import torch
+
+        height, width = frame.shape[:2]
+        check_prompts(points, box, width, height)
+        with torch.inference_mode(), self._autocast():
+            if state is None:
+                state = self._init_state(frame[None])
+            else:
+                self.predictor.reset_state(state)
+            _, _, logits = self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, **_prompt(points, box))
+        return (logits[0, 0] > self.mask_threshold).cpu().numpy(), state
 
     def _autocast(self):
         import torch
@@ -106,6 +118,17 @@ class Segmenter:
             return self.predictor.init_state(video_path="<frames in memory>")
         finally:
             video_predictor.load_video_frames = original
+
+
+def _prompt(points: list[Point], box: Optional[Box]) -> dict[str, Any]:
+    """Clicks and a box as ``add_new_points_or_box`` takes them."""
+    prompt: dict[str, Any] = {}
+    if points:
+        prompt["points"] = np.array([p[:2] for p in points], np.float32)
+        prompt["labels"] = np.array([p[2] for p in points], np.int32)
+    if box is not None:
+        prompt["box"] = np.array(box, np.float32)
+    return prompt
 
 
 def model_config_name(name: str) -> str:

@@ -49,9 +49,12 @@ def committed_ids(output_dir: str | os.PathLike) -> set[str]:
 def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[str, Any]], None]) -> DatasetPlan:
     """Give each row whose clip is complete to ``add_done``; write the others as shards.
 
-    Returns the plan with ``read_path`` (the shards' folder) and ``pending`` (how many rows they
-    hold; 0: nothing left to run).
+    A requeue run (``review.requeue``) writes the rows of ``plan.redo`` only, unchecked, and nothing
+    else. Returns the plan with ``read_path`` (the shards' folder), ``pending`` (how many rows they
+    hold; 0: nothing left to run) and, for a requeue run, ``redo`` cut to the clips found.
     """
+    if cfg["review"]["requeue"]:
+        return _write_redo(cfg, plan)
     from vp_ray.stages.normalize import NormalizeRecords
 
     folder = Path(cfg["output_dir"]) / TODO_DIR
@@ -77,6 +80,28 @@ def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[
         shards.add(batch if len(keep) == batch.num_rows else batch.take(pa.array(keep, pa.int64())))
     shards.close()
     return dataclasses.replace(plan, read_path=str(folder), pending=shards.rows)
+
+
+def _write_redo(cfg: dict[str, Any], plan: DatasetPlan) -> DatasetPlan:
+    folder = Path(cfg["output_dir"]) / TODO_DIR
+    remove_todo(cfg["output_dir"])
+    folder.mkdir(parents=True)
+    limit, layout = cfg["dataset"]["limit"], cfg["dataset"]["layout"]
+    shards, found, rows = ShardWriter(folder), set(), 0
+    for batch in records.read_batches(plan.path, plan.format):
+        keep = []
+        for index, raw in enumerate(batch.to_pylist()):
+            if 0 <= limit <= rows:
+                break
+            rows += 1
+            clip_id = records.row_id(raw, layout)
+            if clip_id in plan.redo:
+                keep.append(index)
+                found.add(clip_id)
+        if keep:
+            shards.add(batch.take(pa.array(keep, pa.int64())))
+    shards.close()
+    return dataclasses.replace(plan, read_path=str(folder), pending=shards.rows, redo=frozenset(found))
 
 
 def remove_todo(output_dir: str | os.PathLike) -> None:

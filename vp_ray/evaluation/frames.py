@@ -25,6 +25,7 @@ import torch
 from vp_ray import masks as mask_io
 from vp_ray import video
 from vp_ray.errors import ClipError
+from vp_ray.rows import clip_dilate_size
 
 
 @dataclass
@@ -63,7 +64,8 @@ def load_clip_frames(row: dict[str, Any], cfg: dict[str, Any]) -> ClipFrames:
     source_hw = reference.shape[1:3]
     objects = mask_io.load_npz_masks(clip_dir / "all_masks.npz", 1, indices, source_hw)
     placement = video.placement_for(*source_hw, *result.shape[1:3], cfg["resize_mode"])
-    dilate = cfg["dilate_size"] if evaluation["dilate_size"] is None else evaluation["dilate_size"]
+    dilate = clip_dilate_size(row, cfg["dilate_size"]) if evaluation["dilate_size"] is None \
+        else evaluation["dilate_size"]
     hole = video.fit_masks(mask_io.dilate_masks(objects, dilate), placement, "reference")
     return ClipFrames(result=result, reference=video.fit_frames(reference, placement, "reference"),
                       hole=hole, indices=indices)

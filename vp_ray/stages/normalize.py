@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -29,13 +30,16 @@ class NormalizeRecords(ClipStage):
     def normalize_one(self, raw: dict[str, Any]) -> dict[str, Any]:
         try:
             record = records.normalize(raw, self.cfg["dataset"], self.plan.base_dir)
+            if record.clip_id in self.plan.edits:  # a reviewer's edits (vp_ray.review)
+                record = dataclasses.replace(record, **self.plan.edits[record.clip_id])
         except ClipError as error:
             return failed_row(new_row(_placeholder(raw, self.cfg["dataset"]["layout"])), self.name, error)
         row = new_row(record)
         if record.clip_id in self.plan.duplicates:
             return failed_row(row, self.name, ClipError(
                 f"clip_id appears {self.plan.duplicates[record.clip_id]} times in the dataset; ids must be unique"))
-        if outputs.is_complete(self.cfg["output_dir"], record.clip_id, outputs.fingerprint(self.cfg, row)):
+        if record.clip_id not in self.plan.redo and \
+                outputs.is_complete(self.cfg["output_dir"], record.clip_id, outputs.fingerprint(self.cfg, row)):
             row["status"] = DONE_BEFORE
         return row
 

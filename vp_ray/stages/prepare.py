@@ -10,7 +10,7 @@ from vp_ray import masks as mask_io
 from vp_ray import prompts, video, workdir
 from vp_ray.errors import ClipError
 from vp_ray.models import usable_frames
-from vp_ray.rows import clip_seconds
+from vp_ray.rows import clip_dilate_size, clip_seconds
 from vp_ray.stages import ClipStage
 
 FILE_MASK_KINDS = ("npz", "video", "png_dir")
@@ -53,7 +53,7 @@ class PrepareClips(ClipStage):
         raw_masks = self.load_masks(row, indices, (source_h, source_w)) \
             if row["mask_kind"] in FILE_MASK_KINDS else None
 
-        preprocess = cfg["preprocess"]
+        preprocess, dilate_size = cfg["preprocess"], clip_dilate_size(row, cfg["dilate_size"])
         if raw_masks is not None:
             fitted_masks = mask_io.require_object(video.fit_masks(raw_masks, placement, preprocess))
         work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"])
@@ -65,10 +65,10 @@ class PrepareClips(ClipStage):
             if preprocess == "reference":
                 # As the original prepares its inputs: the object is blacked out and the mask dilated
                 # at the source size, and both are resized after (the pipeline's Lanczos resize).
-                masks = video.fit_masks(mask_io.dilate_masks(raw_masks, cfg["dilate_size"]), placement)
+                masks = video.fit_masks(mask_io.dilate_masks(raw_masks, dilate_size), placement)
                 masked_video = video.fit_frames(mask_io.black_out(frames, raw_masks), placement)
             else:
-                masks = mask_io.dilate_masks(fitted_masks, cfg["dilate_size"])
+                masks = mask_io.dilate_masks(fitted_masks, dilate_size)
             workdir.store_masks(work_dir, fitted_masks, masks, masked_video)
             row["mask_area"] = float(masks.mean())
         row.update(

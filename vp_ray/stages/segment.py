@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from vp_ray import masks as mask_io
 from vp_ray import gpu, prompts, segment, video, workdir
+from vp_ray import masks as mask_io
 from vp_ray.records import DatasetPlan
-from vp_ray.rows import add_warning
+from vp_ray.rows import add_warning, clip_dilate_size
 from vp_ray.stages import ClipStage
-
 
 
 class SegmentStage(ClipStage):
@@ -20,9 +19,10 @@ class SegmentStage(ClipStage):
     timing_column = "time_segment_s"
     actor = True
 
-    def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
+    def __init__(self, cfg: dict[str, Any], plan: DatasetPlan, segmenter: segment.Segmenter | None = None):
+        """``segmenter``: one loaded already (the review server's), instead of loading another."""
         super().__init__(cfg, plan)
-        self.segmenter = segment.load_segmenter(self.cfg["sam2"])
+        self.segmenter = segmenter or segment.load_segmenter(self.cfg["sam2"])
         self.worker = gpu.where()
 
     @classmethod
@@ -44,7 +44,7 @@ class SegmentStage(ClipStage):
             add_warning(row, f"first-frame mask is {'tiny' if first_area else 'empty'} "
                              f"({first_area} px): move the click onto the object")
         raw_masks = mask_io.require_object(raw_masks)
-        masks = mask_io.dilate_masks(raw_masks, self.cfg["dilate_size"])
+        masks = mask_io.dilate_masks(raw_masks, clip_dilate_size(row, self.cfg["dilate_size"]))
         # preprocess=reference: the original blacks the object out with the undilated mask.
         masked_video = mask_io.black_out(frames, raw_masks) if self.cfg["preprocess"] == "reference" else None
         workdir.store_masks(row["work_dir"], raw_masks, masks, masked_video)
