@@ -338,6 +338,8 @@ def test_with_a_token_every_request_must_carry_it(run_dir):
         status, headers, _ = call(port, "GET", f"/?token={token}")   # the printed URL: a cookie, then the page
         assert status == 303 and token in headers["set-cookie"] and "token" not in headers["location"]
         assert call(port, "GET", "/api/status", headers={"Cookie": f"vp_review_token={token}"})[0] == 200
+        assert call(port, "GET", "/api/status", headers={"Cookie": "vp_review_token=old",  # any one that fits
+                                                         "Authorization": f"Bearer {token}"})[0] == 200
 
 
 def test_any_bind_but_loopback_makes_a_token():

@@ -31,7 +31,7 @@ from vp_ray.errors import ConfigError
 from vp_ray.records import CLIP_ID_PATTERN
 from vp_ray.review import store
 from vp_ray.review.edits import EditError, check_edits, record_fields
-from vp_ray.review.index import ClipIndex, Query, QueryError, frame_size, meta_json, records
+from vp_ray.review.index import ClipIndex, Query, QueryError, frame_size, records
 from vp_ray.review.prompter import Prompter
 from vp_ray.rows import RECORD_COLUMNS, clip_dilate_size
 
@@ -121,10 +121,11 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
                 files[name] = f"/files/clips/{quote(clip_id)}/{name}?v={path.stat().st_mtime_ns}"
         size = frame_size(folder / "frame0_original.png")
         preview = root / PREVIEWS / f"{clip_id}.mp4"
-        return {"row": row, "meta": meta_json(root, clip_id), "files": files,
+        meta = outputs.read_meta(root, clip_id)
+        return {"row": row, "meta": meta, "files": files,
                 "frame": {"width": size[0], "height": size[1]} if size else None,
                 "review": reviews.read().get(clip_id),
-                "dilate_size": clip_dilate_size(row, run_cfg["dilate_size"]),
+                "dilate_size": clip_dilate_size(meta or {}, run_cfg["dilate_size"]),
                 "tracked_preview": f"/files/{PREVIEWS}/{quote(clip_id)}.mp4?v={preview.stat().st_mtime_ns}"
                 if preview.is_file() else None}
 
@@ -165,7 +166,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
         edits = checked_edits(root, clip_id, fields.get("edits", {}))  # none: redo the clip as it is
         note = check_note(fields.get("note"))
         if edits["frame_width"] is not None:
-            check_placed(edits, meta_json(root, clip_id), run_cfg)
+            check_placed(edits, outputs.read_meta(root, clip_id), run_cfg)
 
         def mark(current: dict[str, Any]) -> dict[str, Any]:
             current.update(edits, verdict=store.REQUEUED, requeue=store.PENDING, requeued_at=store.now(),
@@ -179,7 +180,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
     @app.post("/api/clips/{clip_id}/mask")
     def mask_preview(clip_id: str, body: JsonBody):
         """Frame 0 with SAM2's mask for these clicks/box, dilated as the inpainter fills it (PNG)."""
-        row = known_clip(index, clip_id)
+        known_clip(index, clip_id)
         fields = expect_object(body, {"points", "box", "dilate_size"})
         if fields.get("points") is None and fields.get("box") is None:
             raise HTTPException(422, "give points or a box")
@@ -189,7 +190,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
         points = json.loads(edits["points"]) if edits["points"] else []
         box = json.loads(edits["box"]) if edits["box"] else None
         dilate = edits["dilate_size"] if edits["dilate_size"] is not None \
-            else clip_dilate_size(row, run_cfg["dilate_size"])
+            else clip_dilate_size(outputs.read_meta(root, clip_id) or {}, run_cfg["dilate_size"])
         with sam2_errors():
             mask, filled = prompter.first_frame((clip_id, path.stat().st_mtime_ns), frame, points, box, dilate)
         picture = outputs.overlay(frame, filled, points, box)
@@ -203,7 +204,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
         known_clip(index, clip_id)
         fields = expect_object(body, {"edits"})
         edits = checked_edits(root, clip_id, fields.get("edits", {}))
-        meta = meta_json(root, clip_id)
+        meta = outputs.read_meta(root, clip_id)
         if meta is None:
             raise HTTPException(409, f"clip {clip_id} has no meta.json: its record is not known here")
         try:
@@ -237,9 +238,9 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
 def refusal(request: Request, token: str | None) -> Response | None:
     """Why this request is not answered, or None."""
     if token:
-        given = (request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
-                 or request.headers.get("authorization", "").removeprefix("Bearer ").strip())
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        given = (request.cookies.get(TOKEN_COOKIE), request.query_params.get("token"),
+                 request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+        if not any(hmac.compare_digest(value.encode(), token.encode()) for value in given if value):
             return JSONResponse({"detail": "this server needs its token: open the URL it printed "
                                            "(…/?token=...), or send Authorization: Bearer <token>"}, status_code=401)
     else:

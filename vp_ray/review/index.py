@@ -11,7 +11,6 @@ listing of ``clips/`` (10,000 folders: tens of milliseconds); only what changed 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -239,9 +238,3 @@ def frame_size(path: Path) -> tuple[int, int] | None:
         return None
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
-
-def meta_json(output_dir: Path, clip_id: str) -> dict[str, Any] | None:
-    try:
-        return json.loads((outputs.clip_dir(output_dir, clip_id) / outputs.META).read_text())
-    except (OSError, ValueError):
-        return None

@@ -440,6 +440,8 @@ async function start() {
   v.addEventListener("play", () => { $("#play").textContent = "pause (space)"; watchFrames(); });
   v.addEventListener("pause", () => { $("#play").textContent = "play (space)"; });
   document.addEventListener("keydown", onKey);
+  // A clicked button keeps no focus: the keys (space above all) stay the page's shortcuts.
+  document.addEventListener("click", (e) => { if (e.target.tagName === "BUTTON") e.target.blur(); });
   window.addEventListener("hashchange", route);
   await route();
   setInterval(poll, 2000);
