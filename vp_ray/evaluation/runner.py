@@ -49,7 +49,7 @@ SCORED, UNSCORABLE = "scored", "unscorable"
 ID_COLUMNS = ["clip_id", "status", "reason", "frames", "reference", "notes"]
 # What a scoring actor gets of each clip (the record, and the numbers of its meta.json).
 ITEM_FIELDS = ["clip_id", "clip_dir", "video_path", "ground_truth_path", "prompt", "start_frame", "end_frame",
-               "fps", "max_seconds", "source_fps", "key"]
+               "fps", "max_seconds", "dilate_size", "source_fps", "key"]
 
 
 @dataclass
@@ -210,10 +210,12 @@ def _why_no_result(output_dir: str, clip_id: str, failures: dict[str, str]) -> s
 def evaluate(cfg: dict[str, Any]) -> Evaluation:
     """Score the finished run in ``cfg["output_dir"]`` (a plain, resolved config dict)."""
     from vp_ray.records import plan_dataset
+    from vp_ray.review.requeue import plan_review
 
-    # 1. What can be measured: the clips, and the learned metrics whose weights are found.
+    # 1. What can be measured: the clips (with a review's edits, as the run that made them had them),
+    # and the learned metrics whose weights are found.
     protocol = PROTOCOLS[cfg["eval"]["protocol"]]
-    plan = plan_dataset(cfg)
+    plan, _ = plan_review(cfg, plan_dataset(cfg))
     weights = find_weights(cfg["eval"])
     notices = [w.notice() for w in weights.values() if not w.found]
     for line in notices:
