@@ -365,3 +365,54 @@ def test_verdicts_and_edits_round_trip_through_the_api(served):
     # Judged again: the pending requeue is called off.
     call(server, "POST", "/api/clips/b/verdict", {"verdict": "accepted"})
     assert store.ReviewStore(run_dir).read()["b"]["requeue"] == ""
+
+
+# ----------------------------------------------------------------------------- what a run takes from a review
+
+def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_path):
+    """Without Ray: the plan, the shards, a requeued clip redone although complete, the rows carried,
+    and the review marked (a clip whose edits changed meanwhile stays pending)."""
+    from vp_ray import todo
+    from vp_ray.manifest import Ledger
+    from vp_ray.records import plan_dataset
+    from vp_ray.review import requeue
+    from vp_ray.stages.normalize import NormalizeRecords
+
+    rows = pd.DataFrame({"clip_id": ["c0", "c1", "c2"], "video_path": ["v0.mp4", "v1.mp4", "v2.mp4"],
+                         "mask_path": ["m.npz"] * 3, "mask_id": [1] * 3})
+    rows.to_csv(tmp_path / "clips.csv", index=False)
+    out = tmp_path / "out"
+    cfg = compose_config([f"output_dir={out}", "dataset=csv", f"dataset.path={tmp_path / 'clips.csv'}",
+                          "review.requeue=true"])
+    normalize = NormalizeRecords(cfg, plan_dataset(cfg))
+    raws = {r["clip_id"]: {k: str(v).encode() for k, v in r.items()} for r in rows.to_dict("records")}
+    for clip_id in ("c0", "c1"):  # complete for these settings
+        row = normalize.normalize_one(raws[clip_id])
+        outputs.commit_clip(out, clip_id, lambda folder: None,
+                            lambda row=row: {**row, "status": "ok", "source_width": 96, "source_height": 64,
+                                             "fingerprint": outputs.fingerprint(cfg, row)})
+    pd.DataFrame([{"clip_id": c, "status": "ok", "prompt": "old"} for c in ("c0", "c1")],
+                 columns=MANIFEST_COLUMNS).to_parquet(out / "manifest.parquet")
+    pd.DataFrame([FAILURE | {"clip_id": "c2"}], columns=FAILURE_COLUMNS).to_parquet(out / "failures.parquet")
+    reviews = store.ReviewStore(out)
+    for clip_id, edits in (("c1", {}), ("c9", {"seed": 3}), ("c0", {"seed": 7})):
+        reviews.update([clip_id], lambda row, e=edits: row | check_edits(e, None) | {
+            "verdict": "requeued", "requeue": "pending", "requeued_at": "t1"})
+    reviews.update(["c0"], lambda row: row | {"requeue": "done"})  # redone before: its edits stay
+
+    plan, review = requeue.plan_review(cfg, plan_dataset(cfg))
+    assert plan.redo == {"c1", "c9"} and plan.edits == {"c0": {"seed": 7}, "c9": {"seed": 3}}
+    plan = todo.write_todo(cfg, plan, pytest.fail)
+    assert plan.pending == 1 and plan.redo == {"c1"}  # c9 is not in the dataset: it stays pending
+    assert NormalizeRecords(cfg, plan).normalize_one(raws["c1"])["status"] == "pending"  # complete, yet redone
+    assert NormalizeRecords(cfg, plan).normalize_one(raws["c0"])["seed"] == 7
+
+    ledger = Ledger(str(out))
+    assert requeue.carry_the_rest(ledger, str(out), plan.redo) == 2
+    assert [(r["clip_id"], r["status"]) for r in ledger.done + ledger.failed] == [("c0", "done_before"),
+                                                                                   ("c2", "failed")]
+    reviews.update(["c9"], lambda row: row | {"requeued_at": "t2"})  # edited while the run went on
+    finished = [{"clip_id": "c1", "status": "ok"}, {"clip_id": "c9", "status": "failed", "error": "x"}]
+    assert requeue.mark_redone(str(out), finished, review) == 1
+    after = reviews.read()
+    assert after["c1"]["requeue"] == "done" and after["c1"]["redone_at"] and after["c9"]["requeue"] == "pending"
