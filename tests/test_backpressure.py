@@ -59,12 +59,12 @@ class ActorOp(Op, ActorPoolMapOperator):
 def pipeline(actors=1, per_actor=2, writers=2, preparers=2, segment=True):
     """input -> read -> normalize -> prepare -> [segment] -> inpaint -> write, and its policy."""
     source = Op("Input")
-    read = Op("ReadParquet", source)
-    normalize = Op("MapBatches(NormalizeRecords)", read)
-    prepare = Op("MapBatches(PrepareClips)", normalize)
-    before_model = Op("MapBatches(SegmentStage)", prepare) if segment else prepare
-    model = ActorOp("MapBatches(InpaintClips)", before_model, actors)
-    write = Op("MapBatches(WriteClips)", model)
+    read = Op("ReadShards", source)
+    normalize = Op("MapBatches(read)", read)
+    prepare = Op("MapBatches(prepare)", normalize)
+    before_model = Op("MapBatches(segment)", prepare) if segment else prepare
+    model = ActorOp("MapBatches(inpaint)", before_model, actors)
+    write = Op("MapBatches(write)", model)
     ops = [source, read, normalize, prepare, *([before_model] if segment else []), model, write]
     topology = {op: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for op in ops}
     ctx = DataContext()
@@ -78,49 +78,49 @@ def pipeline(actors=1, per_actor=2, writers=2, preparers=2, segment=True):
 
 def test_prepare_stops_at_per_actor_clips_per_actor_waiting_for_the_model():
     policy, op, topology = pipeline(actors=2, per_actor=2)
-    op["prepareclips"].active = 1           # being prepared
-    topology[op["prepareclips"]].output_queue.num_blocks = 1
-    op["segmentstage"].active = 1           # being segmented
-    assert policy.can_add_input(op["prepareclips"]) and not backpressure.HOLDING["prepare"]
-    op["inpaintclips"].inputs = 1           # queued at the model: 4 = 2 per actor x 2 actors
-    assert not policy.can_add_input(op["prepareclips"]) and backpressure.HOLDING["prepare"]
-    op["inpaintclips"].size = 3             # the pool grew: more clips may wait for it
-    assert policy.can_add_input(op["prepareclips"])
-    op["inpaintclips"].active = 6           # running in the model: not waiting for it
-    assert policy.can_add_input(op["prepareclips"])
+    op["prepare"].active = 1  # being prepared
+    topology[op["prepare"]].output_queue.num_blocks = 1
+    op["segment"].active = 1  # being segmented
+    assert policy.can_add_input(op["prepare"]) and not backpressure.HOLDING["prepare"]
+    op["inpaint"].inputs = 1  # queued at the model: 4 = 2 per actor x 2 actors
+    assert not policy.can_add_input(op["prepare"]) and backpressure.HOLDING["prepare"]
+    op["inpaint"].size = 3  # the pool grew: more clips may wait for it
+    assert policy.can_add_input(op["prepare"])
+    op["inpaint"].active = 6  # running in the model: not waiting for it
+    assert policy.can_add_input(op["prepare"])
 
 
 def test_the_model_stops_while_its_results_wait_for_the_writers():
     policy, op, topology = pipeline(actors=1, per_actor=2, writers=2)
-    op["inpaintclips"].outputs = 1
-    topology[op["inpaintclips"]].output_queue.num_blocks = 1
-    op["writeclips"].active = 1             # 3 results not written yet
-    assert policy.can_add_input(op["inpaintclips"]) and not backpressure.HOLDING["model"]
-    op["writeclips"].inputs = 1             # 4 = 2 per actor x 1 actor + 2 writers
-    assert not policy.can_add_input(op["inpaintclips"]) and backpressure.HOLDING["model"]
-    op["writeclips"].active = 0
-    assert policy.can_add_input(op["inpaintclips"])
+    op["inpaint"].outputs = 1
+    topology[op["inpaint"]].output_queue.num_blocks = 1
+    op["write"].active = 1  # 3 results not written yet
+    assert policy.can_add_input(op["inpaint"]) and not backpressure.HOLDING["model"]
+    op["write"].inputs = 1  # 4 = 2 per actor x 1 actor + 2 writers
+    assert not policy.can_add_input(op["inpaint"]) and backpressure.HOLDING["model"]
+    op["write"].active = 0
+    assert policy.can_add_input(op["inpaint"])
 
 
 def test_the_stages_before_prepare_run_only_while_few_blocks_wait_for_it():
     policy, op, topology = pipeline(preparers=2, segment=False)
-    topology[op["normalizerecords"]].output_queue.num_blocks = 2
-    op["prepareclips"].inputs = 1
-    assert policy.can_add_input(op["normalizerecords"])  # 3 < 2 x 2 preparers
-    op["normalizerecords"].active = 1
-    assert not policy.can_add_input(op["normalizerecords"])
-    assert not policy.can_add_input(op["readparquet"])  # also counts what waits after normalize
-    assert policy.can_add_input(op["writeclips"])  # the writers are never held
+    topology[op["read"]].output_queue.num_blocks = 2
+    op["prepare"].inputs = 1
+    assert policy.can_add_input(op["read"])  # 3 < 2 x 2 preparers
+    op["read"].active = 1
+    assert not policy.can_add_input(op["read"])
+    assert not policy.can_add_input(op["readshards"])  # also counts what waits after the checks
+    assert policy.can_add_input(op["write"])  # the writers are never held
 
 
 def test_a_pipeline_without_the_bounded_stages_is_refused_not_left_unbounded():
     source = Op("Input")
-    prepare = Op("MapBatches(PrepareClips)", Op("ReadParquet", source))
-    renamed = ActorOp("MapBatches(Inpaint)", prepare, 1)
-    ops = [source, prepare, renamed, Op("MapBatches(WriteClips)", renamed)]
+    prepare = Op("MapBatches(prepare)", Op("ReadShards", source))
+    renamed = ActorOp("MapBatches(InpaintClips)", prepare, 1)
+    ops = [source, prepare, renamed, Op("MapBatches(write)", renamed)]
     ctx = DataContext()
     ctx.set_config(PER_ACTOR_KEY, 2)
-    with pytest.raises(RuntimeError, match="InpaintClips"):
+    with pytest.raises(RuntimeError, match="inpaint"):
         WorkBound(ctx, {o: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for o in ops}, None)
 
 

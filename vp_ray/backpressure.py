@@ -38,8 +38,9 @@ from ray.data._internal.execution.operators.actor_pool_map_operator import Actor
 log = logging.getLogger(__name__)
 PER_ACTOR_KEY, WRITERS_KEY, PREPARERS_KEY = ("vp_ray.prepared_per_actor", "vp_ray.write_concurrency",
                                               "vp_ray.prepare_concurrency")
-PREPARE_OP, WRITE_OP = "MapBatches(PrepareClips)", "MapBatches(WriteClips)"
-MODEL_OPS = ("MapBatches(InpaintClips)", "MapBatches(SegmentStage)")
+# The stages' operators, named after the stages (``vp_ray.graph.stage_task``/``stage_actor``).
+PREPARE_OP, WRITE_OP = "MapBatches(prepare)", "MapBatches(write)"
+MODEL_OPS = ("MapBatches(inpaint)", "MapBatches(segment)")
 HOLDING = {"prepare": False, "model": False}
 
 

@@ -227,6 +227,8 @@ class SimModelConfig(ModelConfig):
     # (2 s per frame) against about 0.3 s to decode and 3 s to encode and write the clip
     # (bench/RESULTS.md); scale tests keep that ratio at a shorter time.
     seconds_per_frame: float = setting(2.0, check=NON_NEGATIVE)
+    # A clip's time is spent in this many steps, each reported as a denoising step is.
+    num_inference_steps: int = setting(10, check=AT_LEAST_ONE, output=False)
     # Seconds an actor takes to start, as loading a model does (VideoPainter: about 40 s).
     load_seconds: float = setting(0.0, check=NON_NEGATIVE, output=False)
     # GPU memory each actor holds while it lives, as a loaded model would (0 = none; CPU: ignored).

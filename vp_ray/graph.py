@@ -27,7 +27,7 @@ from ray.data._internal.execution.backpressure_policy import (
     ENABLED_BACKPRESSURE_POLICIES,
     ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
 )
-from vp_ray import console, outputs, telemetry, todo
+from vp_ray import console, grafana, outputs, shards, telemetry, todo
 from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
@@ -51,11 +51,13 @@ class RunResult:
     dry_run: bool = False
 
 
-def connect(cluster: dict[str, Any]) -> None:
+def connect(cluster: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Start or join Ray; ``metadata``: the job's (``job_metadata``; a ``ray job submit``'s own wins)."""
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {
         "include_dashboard": cluster["include_dashboard"],
+        "job_config": ray.job_config.JobConfig(metadata=metadata),
         "runtime_env": {"env_vars": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}},
         "log_to_driver": cluster["worker_logs_to_console"],
         "logging_level": logging.WARNING,
@@ -115,7 +117,18 @@ def running_cluster() -> str | None:
 
 def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
     """The rows left to do: the driver's shards (``vp_ray.todo``), read as the pipeline needs them."""
-    return ray.data.read_parquet(plan.read_path, file_extensions=["parquet"])
+    return shards.read_shards(plan.read_path)
+
+
+def run_name(cfg: dict[str, Any], output_dir: str | None = None) -> str:
+    """What the dashboard calls this run: ``vp-ray pexels -> /runs/pexels``."""
+    return f"vp-ray {cfg['dataset']['name']} -> {output_dir or cfg['output_dir']}"
+
+
+def job_metadata(cfg: dict[str, Any], plan: DatasetPlan) -> dict[str, str]:
+    """The Ray job's metadata: its name (the dashboard's job list shows ``job_name``) and what runs."""
+    return {"job_name": run_name(cfg), "dataset": str(plan.path), "model": cfg["model"]["name"],
+            "output_dir": str(cfg["output_dir"]), "clips_to_run": str(plan.pending)}
 
 
 def inpaint_pool_size(cfg: dict[str, Any], gpus: float) -> int:
@@ -202,24 +215,34 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[Clip
     ds = ds.repartition(target_num_rows_per_block=1)
     for stage in stages:
         if stage.actor:
-            ds = ds.map_batches(stage, batch_size=1, batch_format="pandas", udf_modifying_row_count=False,
-                                fn_constructor_kwargs={"cfg": cfg, "plan": plan}, **pools[stage.name])
+            ds = ds.map_batches(stage_actor(stage), batch_size=1, batch_format="pandas",
+                                udf_modifying_row_count=False, fn_constructor_kwargs={"cfg": cfg, "plan": plan},
+                                **pools[stage.name])
         else:
             workers = ({"compute": ray.data.TaskPoolStrategy(size=cfg["cluster"][stage.concurrency])}
                        if stage.concurrency else {"num_cpus": 0.25})  # a light stage: many at once
             ds = ds.map_batches(stage_task(stage), batch_size=1, batch_format="pandas",
                                 fn_kwargs={"cfg": cfg, "plan": plan}, **workers)
+    # The dataset's name on the dashboard (Ray Data puts it in its log files' names: no path).
+    ds.set_name(run_name(cfg, Path(cfg["output_dir"]).name))
     return ds
 
 
+# Ray Data names an operator after the function or class it maps: ``MapBatches(prepare)``, the
+# stage's name, as the console, the logs, the metrics and ``vp_ray.backpressure`` call it; an
+# actor pool's workers are then ``MapWorker(MapBatches(inpaint))`` on the dashboard.
 def stage_task(stage):
-    """A task stage as a function named after it: Ray Data names the operator (progress, dashboard,
-    backpressure) after the function it maps."""
+    """A task stage as a function named after it."""
     def run(batch, cfg, plan):
         return stage(cfg, plan)(batch)
 
-    run.__name__ = run.__qualname__ = stage.__name__
+    run.__name__ = run.__qualname__ = stage.name
     return run
+
+
+def stage_actor(stage):
+    """An actor stage as a subclass named after it."""
+    return type(stage.name, (stage,), {"__module__": stage.__module__, "__qualname__": stage.name})
 
 
 def configure_ray_data(cfg: dict[str, Any], ctx: ray.data.DataContext) -> None:
@@ -284,7 +307,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
     if plan.pending == 0:
         todo.remove_todo(output_dir)
         return finish(cfg, RunResult(ledger, 0, *ledger.write()))
-    connect(cfg["cluster"])
+    connect(cfg["cluster"], job_metadata(cfg, plan))
     if pools is None:
         try:
             pools = actor_pools(cfg, stages, ray.cluster_resources())
@@ -298,14 +321,18 @@ def run(cfg: dict[str, Any]) -> RunResult:
     interrupted, finished = 0, False
     status = console.StatusLine(plan.total, len(ledger.done) + len(ledger.failed), cfg["cluster"]["status_every_s"])
 
+    dashboard = grafana.DashboardInstaller()
+    dashboard.ensure()
+
     def on_sample(waiting: dict[str, int]) -> None:
         status.set_waiting(waiting)
         metrics.set_waiting(waiting)
+        dashboard.ensure()
 
     sampler = Sampler(output_dir, cfg["cluster"]["sample_every_s"], on_sample)
     dataset = None
     try:
-        with sigterm_as_ctrl_c(), sampler:
+        with sigterm_as_ctrl_c(), sampler, console.known_ray_lines_dropped():
             dataset = build_dataset(cfg, plan, stages, pools)
             for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict("records"):

@@ -265,6 +265,7 @@ def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already:
     import ray
 
     from vp_ray import console, graph
+    from vp_ray.shards import read_shards
 
     graph.connect(cfg["cluster"])
     evaluation = cfg["eval"]
@@ -281,8 +282,8 @@ def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already:
     failed: dict[str, str] = {}
     interrupted = 0
     try:
-        with graph.sigterm_as_ctrl_c():
-            ds = ray.data.read_parquet(str(shards), file_extensions=["parquet"]).repartition(target_num_rows_per_block=1)
+        with graph.sigterm_as_ctrl_c(), console.known_ray_lines_dropped():
+            ds = read_shards(shards).repartition(target_num_rows_per_block=1)
             ds = ds.map_batches(ScoreClips, batch_size=1, batch_format="pandas", fn_constructor_kwargs={"cfg": cfg},
                                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
                                 num_cpus=evaluation["num_cpus"], num_gpus=evaluation["num_gpus"] or None)

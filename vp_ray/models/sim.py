@@ -1,9 +1,10 @@
 """``model=sim``: an inpainter without weights that takes a model's time, for scale tests on CPUs.
 
 Each clip takes ``seconds_per_frame`` per frame (sleeping, so a CPU machine can stand in for many
-GPUs), optionally holding ``gpu_memory_gb`` of GPU memory for its whole life as a loaded model
-would. With ``hold_after_clips`` it passes that many clips and holds the rest at a gate
-(``vp_ray.models.gate``), as ``model=faulty`` does. The masked pixels are filled with the frame's
+GPUs), spent in ``num_inference_steps`` steps reported as denoising steps are, optionally holding
+``gpu_memory_gb`` of GPU memory for its whole life as a loaded model would. With
+``hold_after_clips`` it passes that many clips and holds the rest at a gate (``vp_ray.models.gate``),
+as ``model=faulty`` does. The masked pixels are filled with the frame's
 mean colour: the result is visibly a result, and nothing else about it means anything.
 """
 
@@ -21,6 +22,7 @@ from vp_ray.models.gate import Gate
 class SimInpainter:
     def __init__(self, model_cfg: dict[str, Any]):
         self.seconds_per_frame = model_cfg["seconds_per_frame"]
+        self.steps = model_cfg["num_inference_steps"]
         self.gate = Gate(model_cfg["gate_dir"], model_cfg["hold_after_clips"])
         time.sleep(model_cfg["load_seconds"])
         self.held = None
@@ -33,7 +35,10 @@ class SimInpainter:
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
         self.gate.enter()
-        time.sleep(self.seconds_per_frame * len(frames))
+        for step in range(1, self.steps + 1):
+            time.sleep(self.seconds_per_frame * len(frames) / self.steps)
+            if progress is not None:
+                progress(step, self.steps)
         mean = frames.reshape(len(frames), -1, 3).mean(axis=1).astype(np.uint8)
         return np.where(masks[..., None], mean[:, None, None, :], frames)
 
