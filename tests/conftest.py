@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,25 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def spawn():
+    """``subprocess.Popen`` in a session of its own; whatever is left of it is killed when the test
+    ends, passed or failed: a failed test must not leave a run, with its Ray, working beside the next."""
+    started = []
+
+    def start(command, **popen):
+        started.append(subprocess.Popen(command, start_new_session=True, **popen))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def compose_dictconfig(overrides: list[str]):

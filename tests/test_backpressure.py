@@ -139,12 +139,12 @@ def click_and_file_clips(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips):
+def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips, spawn):
     """The model (one actor; SAM2 shares its logical GPU) holds every clip at its gate until the
     bound is seen holding the prepare stage back: without the bound, prepare would decode all 8
     clips into .work. Then the gate opens and the run ends with every clip."""
     out, gate_dir = tmp_path / "out", tmp_path / "gate"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "launch.py", f"output_dir={out}", "dataset=csv", f"dataset.path={click_and_file_clips}",
          "model=sim", "model.seconds_per_frame=0", "model.hold_after_clips=0", f"model.gate_dir={gate_dir}",
          "model.height=48", "model.width=64", "dilate_size=2", "sam2=tiny_random", "sam2.placement=shared",
