@@ -116,51 +116,65 @@ def test_a_dataset_of_bad_inputs_fails_each_clip_clearly_and_keeps_the_good_ones
 
 
 @pytest.fixture(scope="module")
-def faulty_run(ray_local, tmp_path_factory, demo):
-    """One run of the faulty model over clips that each meet one fault: OOM above 12 frames (40 with
-    the memory saver) on a ladder of 4 s and 2 s, a model error, OOM on every try, a worker killed
-    once and one killed every time (at most one death per clip)."""
+def oom_run(ray_local, tmp_path_factory, demo):
+    """The faulty model: OOM above 12 frames (40 once the memory saver is on), a ladder of 4 s and
+    2 s; a clip that fits, one that needs the saver and a shorter rung, one with a model error. (The
+    saver, once on, stays on in its actor: a clip that turned it on must run in its own run.)"""
     csv, rows = demo
-    tmp = tmp_path_factory.mktemp("faulty")
+    tmp = tmp_path_factory.mktemp("oom")
     clips = {
         "fits": good_row(csv, rows, 0, max_seconds=1.0),        # 9 frames: fits at once
         "shortened": good_row(csv, rows, 1, max_seconds=6.0),   # too long even with the saver: 4 s = 33 frames
         "model_bug": good_row(csv, rows, 2, max_seconds=6.0, prompt="[error] a model bug, not an OOM"),
-        "oom_always": good_row(csv, rows, 3, max_seconds=1.0, prompt="[oom] background"),
-        "crash_once": good_row(csv, rows, 0, max_seconds=1.0, prompt="[crash-once] background"),
-        "crash_always": good_row(csv, rows, 2, max_seconds=1.0, prompt="[crash-always] background"),
     }
-    path = write_csv(tmp / "faults.csv", [{**row, "clip_id": clip_id} for clip_id, row in clips.items()])
-    result, manifest, failures = run(
-        tmp, path, "model=faulty", "model.oom_above_frames=12", "model.oom_above_frames_with_saver=40",
-        "retry.oom_max_seconds=[4.0,2.0]", f"model.fault_state_dir={tmp / 'faults'}", "retry.max_worker_deaths=1")
+    path = write_csv(tmp / "oom.csv", [{**row, "clip_id": clip_id} for clip_id, row in clips.items()])
+    result, manifest, failures = run(tmp, path, "model=faulty", "model.oom_above_frames=12",
+                                     "model.oom_above_frames_with_saver=40", "retry.oom_max_seconds=[4.0,2.0]")
     return result, manifest.set_index("clip_id"), failures, tmp / "out"
 
 
-def test_oom_uses_the_memory_saver_then_shorter_clips_then_fails(faulty_run):
-    _, manifest, failures, out = faulty_run
+@pytest.fixture(scope="module")
+def crash_run(ray_local, tmp_path_factory, demo):
+    """The faulty model: OOM on every try, a worker killed once, one killed every time (at most one
+    death per clip)."""
+    csv, rows = demo
+    tmp = tmp_path_factory.mktemp("crash")
+    clips = {
+        "oom_always": good_row(csv, rows, 3, max_seconds=1.0, prompt="[oom] background"),
+        "crash_once": good_row(csv, rows, 0, max_seconds=1.0, prompt="[crash-once] background"),
+        "plain": good_row(csv, rows, 1, max_seconds=1.0),
+        "crash_always": good_row(csv, rows, 2, max_seconds=1.0, prompt="[crash-always] background"),
+    }
+    path = write_csv(tmp / "crash.csv", [{**row, "clip_id": clip_id} for clip_id, row in clips.items()])
+    result, manifest, failures = run(tmp, path, "model=faulty", f"model.fault_state_dir={tmp / 'faults'}",
+                                     "retry.max_worker_deaths=1")
+    return result, manifest.set_index("clip_id"), failures, tmp / "out"
+
+
+def test_oom_uses_the_memory_saver_then_shorter_clips_then_fails(oom_run):
+    _, manifest, failures, out = oom_run
     fits = manifest.loc["fits"]
     assert (fits.attempts, bool(fits.degraded)) == (1, False)
     shortened = manifest.loc["shortened"]
     assert bool(shortened.degraded) and shortened.effective_max_seconds in (4.0, 2.0)
     assert shortened.num_frames <= 33 and "memory saver" in shortened.warnings
     assert failures.loc["model_bug"].error_type == "ValueError"
-    assert_no_work_left(out)  # the failed clips' prepared frames are gone too
+    assert_no_work_left(out)  # the failed clip's prepared frames are gone too
 
 
-def test_oom_on_every_rung_ends_as_an_oom_failure(faulty_run):
-    _, manifest, failures, _ = faulty_run
+def test_oom_on_every_rung_ends_as_an_oom_failure(crash_run):
+    _, manifest, failures, _ = crash_run
     failure = failures.loc["oom_always"]
     assert "oom_always" not in manifest.index
     assert failure.error_type == "oom" and "CUDA out of memory after" in failure.error
 
 
-def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(faulty_run):
-    result, manifest, failures, out = faulty_run
-    assert sorted(manifest.index) == ["crash_once", "fits", "shortened"]
+def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(crash_run):
+    result, manifest, failures, out = crash_run
+    assert sorted(manifest.index) == ["crash_once", "plain"]
     assert failures.loc["crash_always"].error_type == "worker_died"
     assert result.ledger.duplicates() == []
-    assert sorted(p.name for p in (out / "clips").iterdir()) == ["crash_once", "fits", "shortened"]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["crash_once", "plain"]
 
 
 def launch_held(spawn, tmp_path, csv_path, **popen):
