@@ -130,7 +130,7 @@ def test_ledger_writes_one_row_per_clip(tmp_path):
     outputs.commit_clip(tmp_path, "old", write_two_files, lambda: {"fingerprint": fp, "num_frames": 17})
     ledger = Ledger(str(tmp_path))
     ledger.add(row("new", status="ok", output_dir=str(tmp_path / "clips/new"), num_frames=49,
-                   memory_plan="text_encoder_offload + large VAE tiles"))
+                   memory_plan="text_encoder_offload + large VAE tiles", attention_backend="flash"))
     ledger.add(row("old", status="done_before"))
     ledger.add(row("bad", status="failed", failed_stage="prepare", error_type="decode", error="boom"))
     manifest_path, failures_path = ledger.write()
@@ -142,6 +142,7 @@ def test_ledger_writes_one_row_per_clip(tmp_path):
     # The plan the clip ran with; null where none is known (an earlier run's clip, a model without plans).
     assert manifest.loc["new", "memory_plan"] == "text_encoder_offload + large VAE tiles"
     assert pd.isna(manifest.loc["old", "memory_plan"])
+    assert manifest.loc["new", "attention_backend"] == "flash" and pd.isna(manifest.loc["old", "attention_backend"])
     failures = pd.read_parquet(failures_path)
     assert failures.to_dict("records")[0]["error_type"] == "decode"
     assert ledger.duplicates() == []

@@ -44,6 +44,7 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
     assert sorted(manifest.clip_id) == sorted(pd.read_csv(tmp_path / "demo" / "demo.csv").clip_id)
     assert not result.interrupted and result.ledger.duplicates() == []
     assert manifest.memory_plan.isna().all()   # the classic model plans no GPU memory
+    assert manifest.attention_backend.isna().all()   # nor chooses an attention kernel
 
     demo = pd.read_csv(tmp_path / "demo" / "demo.csv").set_index("clip_id")
     for clip in manifest.to_dict("records"):
@@ -180,6 +181,7 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
     assert (manifest.time_inpaint_s > 0).all() and not manifest.degraded.any()
     assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
     assert (manifest.memory_plan == "resident").all()   # without a GPU every model stays where it is
+    assert (manifest.attention_backend == "pytorch").all()   # without a GPU no kernel is timed or chosen
     actors = manifest.inpaint_worker.nunique()
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
     assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
@@ -211,6 +213,7 @@ def test_invalid_enumerated_value_is_refused_before_ray_starts(tmp_path):
     ("sam2.placement=shard", "auto, cpu, shared, dedicated"),
     ("dataset.prompt_coords=modl", "source, model"),
     ("model=videopainter model.first_frame_fill=flex", "flux, opencv, none"),
+    ("model=videopainter model.attention_backend=fastest", "auto, pytorch, cudnn, flash, efficient, math"),
     ("dataset.layout=vp", "generic, vpdata"),
     ("model.inpaint_method=magic", "telea, ns"),
     ("sam2.device=tpu", "auto, cpu, cuda"),

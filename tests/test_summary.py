@@ -8,9 +8,9 @@ from vp_ray.rows import ClipRecord, new_row
 from vp_ray.summary import format_summary
 
 
-def clip(clip_id, worker, plan):
+def clip(clip_id, worker, plan, kernel=""):
     return {**new_row(ClipRecord(clip_id=clip_id, video_path="/v.mp4")), "status": "ok", "time_inpaint_s": 99.0,
-            "inpaint_worker": worker, "memory_plan": plan}
+            "inpaint_worker": worker, "memory_plan": plan, "attention_backend": kernel}
 
 
 def summary_value(summary: str, key: str) -> str | None:
@@ -33,3 +33,14 @@ def test_summary_leaves_out_the_memory_plan_of_models_without_one(tmp_path):
     ledger.done = [clip("a", "gpu=0 pid=1", "")]
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
     assert summary_value(summary, "memory plan") is None
+
+
+def test_summary_names_each_attention_kernel_with_its_number_of_actors(tmp_path):
+    ledger = Ledger(str(tmp_path))
+    ledger.done = [clip("a", "gpu=0 pid=1", "resident", "cudnn"), clip("b", "gpu=1 pid=2", "resident", "flash"),
+                   clip("c", "gpu=0 pid=1", "resident", "cudnn"), clip("d", "gpu=2 pid=3", "resident", "cudnn")]
+    summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
+    assert summary_value(summary, "attention kernel") == "cudnn (2 actors); flash (1 actor)"
+    ledger.done = [clip("a", "gpu=0 pid=1", "")]   # a model without attention kernels
+    summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
+    assert summary_value(summary, "attention kernel") is None

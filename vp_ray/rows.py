@@ -85,6 +85,9 @@ class ClipStatus:
     peak_gpu_mem_gb: float = 0.0
     # The inpainter's GPU memory plan for the clip's last attempt ("" for models without one).
     memory_plan: str = ""
+    # The attention kernel its denoising ran with: "cudnn", "flash", ... or "pytorch" (PyTorch's own
+    # order); "" for models without one.
+    attention_backend: str = ""
     # Where the clip was segmented and inpainted: "node=<id> gpu=<ids> pid=<pid>" of the actor.
     segment_worker: str = ""
     inpaint_worker: str = ""

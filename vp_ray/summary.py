@@ -8,13 +8,14 @@ from vp_ray.graph import RunResult
 from vp_ray.rows import DONE_BEFORE
 
 
-def memory_plans(rows: list[dict]) -> str:
-    """The memory plans the inpainting actors ran their clips with, and how many actors each:
-    "text_encoder_offload + large VAE tiles (2 actors)"; "" for models without memory plans."""
+def per_actor(rows: list[dict], column: str) -> str:
+    """What the inpainting actors ran their clips with (``column``: the memory plan, the attention
+    kernel), and how many actors each: "text_encoder_offload + large VAE tiles (2 actors)"; "" for
+    models without one."""
     actors: dict[str, set[str]] = {}
     for row in rows:
-        if row.get("memory_plan"):
-            actors.setdefault(row["memory_plan"], set()).add(row["inpaint_worker"])
+        if row.get(column):
+            actors.setdefault(row[column], set()).add(row["inpaint_worker"])
     return "; ".join(f"{plan} ({len(workers)} actor{'s' * (len(workers) != 1)})"
                      for plan, workers in sorted(actors.items()))
 
@@ -31,7 +32,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
     new = [r for r in ledger.done if r["status"] != DONE_BEFORE]
     inpaint_times = [r["time_inpaint_s"] for r in new if r["time_inpaint_s"]]
     per_clip = sum(inpaint_times) / len(inpaint_times) if inpaint_times else 0.0
-    plans = memory_plans(new)
+    plans, kernels = per_actor(new, "memory_plan"), per_actor(new, "attention_backend")
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(ledger.done) - len(new))),
@@ -40,6 +41,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("clips suspect (quality scores)", suspect_counts(ledger.suspects())),
         ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
         *([("memory plan", plans)] if plans else []),
+        *([("attention kernel", kernels)] if kernels else []),
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),

@@ -20,6 +20,7 @@ import torch
 from vp_ray import gpu
 from vp_ray.masks import black_out
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
+from vp_ray.models.attention_backend import backbone_attention_shape, choose_attention
 from vp_ray.models.checkpoint import load_pipeline
 from vp_ray.models.host_weights import HostWeights
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
@@ -177,6 +178,13 @@ class VideoPainterInpainter:
         if model_cfg["approx_fp8_linear"]:
             require_fp8_gpu(self.device)
             fp8_linear_layers(self.pipe)
+        # Timed with the weights in place (the memory plan made without the timer's tensors), before
+        # any clip: a compiled block keeps the kernel in force at its first call.
+        self.attention = choose_attention(
+            model_cfg["attention_backend"], self.device, dtype=self.pipe.transformer.dtype,
+            shape=lambda: backbone_attention_shape(self.pipe, model_cfg["height"], model_cfg["width"],
+                                                   model_cfg["guidance_scale"], WINDOW_FRAMES))
+        log.info(self.attention.reason)
         self.flux = self._load_flux(model_cfg) if model_cfg["first_frame_fill"] == "flux" else None
         self.last_warnings: list[str] = []
 
@@ -185,6 +193,11 @@ class VideoPainterInpainter:
     def memory_plan(self) -> str:
         """The plan in effect now: auto's choice, or the configured mode, after any OOM ladder step."""
         return describe_plan(self.memory_mode, self.vae_tiles)
+
+    @property
+    def attention_backend(self) -> str:
+        """The attention kernel the clips run with: "flash", "cudnn", ..., or "pytorch" (PyTorch's order)."""
+        return self.attention.name
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
@@ -219,12 +232,13 @@ class VideoPainterInpainter:
                 progress(done[0], steps)
                 return {}
 
-        result = inpaint_windows(
-            self.pipe, masked_video, masks, window, overlap=WINDOW_OVERLAP, image=masked_video[0], prompt=prompt,
-            negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
-            num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
-            generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"], mask_add=cfg["mask_add"],
-            callback_on_step_end=callback, output_type="uint8")
+        with self.attention.in_force():
+            result = inpaint_windows(
+                self.pipe, masked_video, masks, window, overlap=WINDOW_OVERLAP, image=masked_video[0],
+                prompt=prompt, negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
+                num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
+                generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
+                mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
         return result[:count]
 
     def reduce_memory(self) -> bool:
