@@ -9,6 +9,12 @@ at 480x720), bf16, no mask. Kernels: PyTorch SDPA with each backend (cuDNN is wh
 Hopper), and FlashAttention-4 (``flash_attn.cute``, the ``flash-attn-4`` package) where it imports
 (it is not carried: bench/RESULTS.md says why). Each output is compared with float32 attention on a
 slice of the queries.
+
+Then what an inpainting actor does at start with ``model.attention_backend=auto``
+(vp_ray/models/attention_backend.py): its log line with the seconds it took ("actor: attention: cudnn
+... ms, flash ... ms, efficient ... ms -> cudnn (... s; PyTorch's order here: ...)"), then, inside the
+choice's ``in_force``, the kernel SDPA dispatches to and the one a compiled graph holds ("in force:
+eager cudnn, compiled aten._scaled_dot_product_cudnn_attention.default"): both must be the choice.
 """
 
 from __future__ import annotations
@@ -46,6 +52,38 @@ def timed(fn, repeats: int = 20) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return sorted(times)[len(times) // 2]
+
+
+def actor_choice(q, k, v) -> dict:
+    """An actor's choice on this shape, and the kernel in force under it, eager and compiled."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    from vp_ray.models.attention_backend import KERNELS, AttentionShape, choose_attention, pytorch_order
+
+    start = time.perf_counter()
+    shape = AttentionShape(BATCH, HEADS, TOKENS, HEAD_DIM)
+    choice = choose_attention("auto", q.device, lambda: shape, q.dtype)
+    seconds = time.perf_counter() - start
+    print(f"actor: {choice.reason} ({seconds:.2f} s; PyTorch's order here: {', '.join(pytorch_order())})",
+          flush=True)
+    aten_ops = []
+
+    def record(graph, inputs):
+        aten_ops.extend(str(node.target) for node in graph.graph.nodes
+                        if "scaled_dot_product" in str(node.target))
+        return make_boxed_func(graph.forward)
+
+    compiled = torch.compile(lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+                             backend=aot_autograd(fw_compiler=record), fullgraph=True)
+    with torch.no_grad(), choice.in_force():
+        eager = SDPBackend(torch._fused_sdp_choice(q, k, v)).name
+        compiled(q, k, v)
+    names = {backend.name: name for name, backend in KERNELS.items()}
+    print(f"in force: eager {names.get(eager, eager)}, compiled {', '.join(aten_ops)}", flush=True)
+    return {"reason": choice.reason, "kernel": choice.kernel, "seconds": seconds,
+            "pytorch_order": pytorch_order(), "eager_in_force": names.get(eager, eager),
+            "compiled_ops": aten_ops}
 
 
 def main() -> int:
@@ -96,6 +134,7 @@ def main() -> int:
         record("flash4", lambda: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2),
                                                  v.transpose(1, 2))[0].transpose(1, 2))
 
+    results["actor"] = actor_choice(q, k, v)
     print(json.dumps(results, indent=1))
     print(f"report: {_common.write_json(args.out, results)}")
     return 0
