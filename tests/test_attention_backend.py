@@ -34,10 +34,6 @@ class StandInTimer:
         return value[min(self.calls.count(name), len(value)) - 1] if isinstance(value, list) else value
 
 
-def explode(*args, **kwargs):
-    raise AssertionError("nothing may be timed here")
-
-
 def sdp_state() -> tuple[list[str], list[bool]]:
     """PyTorch's kernel order and which kernels are enabled."""
     cuda = torch.backends.cuda
@@ -91,19 +87,57 @@ def test_near_equal_kernels_are_decided_by_pytorchs_order(flash, preference, cho
 
 
 def test_a_fixed_kernel_or_pytorch_bypasses_the_timing():
-    assert choose_kernel("flash", True, explode).kernel == "flash"
-    assert choose_kernel("math", False, explode).kernel == "math"
-    assert choose_kernel("pytorch", True, explode).kernel is None
+    timer = StandInTimer(cudnn=0.01, flash=0.02, efficient=0.03)
+    assert choose_kernel("flash", True, timer).kernel == "flash"
+    assert choose_kernel("math", False, timer).kernel == "math"
+    assert choose_kernel("pytorch", True, timer).kernel is None
+    assert timer.calls == []
     with pytest.raises(ValueError, match="model.attention_backend='fastest': expected one of auto, pytorch"):
-        choose_kernel("fastest", True, explode)
+        choose_kernel("fastest", True, timer)
 
 
 def test_without_a_gpu_auto_times_nothing_and_changes_nothing():
-    choice = attention_backend.choose_attention("auto", torch.device("cpu"), explode, torch.float32)
+    shapes_asked = []
+    choice = attention_backend.choose_attention("auto", torch.device("cpu"), lambda: shapes_asked.append(1),
+                                                torch.float32)
     assert choice.kernel is None and choice.reason == "attention: PyTorch's order (no GPU to measure on)"
+    assert shapes_asked == []
     before = sdp_state()
     with choice.in_force():
         assert sdp_state() == before
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch):
+    """choose_attention's GPU path on the CPU: PyTorch's first attention call and the timer recorded."""
+    events = []
+    monkeypatch.setattr(attention_backend, "settle_pytorch_order", lambda device, dtype: events.append("settle"))
+
+    def timer(shape, device, dtype):
+        events.append(f"timer {shape}")
+        if shape.tokens > 10**6:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return StandInTimer(cudnn=0.0187, flash=0.0243, efficient=0.0565)
+
+    monkeypatch.setattr(attention_backend, "GpuAttentionTimer", timer)
+    return events
+
+
+def test_on_a_gpu_an_actor_settles_pytorchs_order_then_times_the_backbone_shape(stand_in_gpu):
+    cuda, shape = torch.device("cuda"), attention_backend.AttentionShape(2, 48, 17776, 64)
+    choice = attention_backend.choose_attention("auto", cuda, lambda: shape, torch.bfloat16)
+    assert choice.reason == "attention: cudnn 18.7 ms, flash 24.3 ms, efficient 56.5 ms -> cudnn"
+    assert stand_in_gpu == ["settle", "timer 2x48x17776x64"]
+    stand_in_gpu.clear()
+    assert attention_backend.choose_attention("flash", cuda, lambda: shape, torch.bfloat16).kernel == "flash"
+    assert stand_in_gpu == ["settle"]   # a fixed kernel: PyTorch's order settled all the same, nothing timed
+
+
+def test_no_memory_for_the_timing_leaves_pytorchs_order(stand_in_gpu):
+    huge = attention_backend.AttentionShape(2, 48, 10**7, 64)
+    choice = attention_backend.choose_attention("auto", torch.device("cuda"), lambda: huge, torch.bfloat16)
+    assert choice.kernel is None
+    assert choice.reason == "attention: PyTorch's order (no GPU memory for timing 2x48x10000000x64)"
 
 
 def test_in_force_puts_the_kernel_first_keeps_the_others_behind_and_restores():

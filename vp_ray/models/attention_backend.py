@@ -6,7 +6,7 @@ fastest kernel for the backbone's shape depends on the card: on an H200 cuDNN ta
 flash 24.3 ms (bench/RESULTS.md); published figures have cuDNN at 0.88x of flash's speed on an RTX
 PRO 6000 (Blackwell). So with ``model.attention_backend=auto`` an actor times one call of its
 backbone's attention (CFG batch, heads, text + video tokens of a 49-frame window at the run's size)
-with each kernel when it starts, about a second on a GPU, and puts the fastest first.
+with each kernel when it starts (under a second at an H200's timings) and puts the fastest first.
 
 How it applies: ``AttentionChoice.in_force()`` wraps each clip's denoising in ``sdpa_kernel([chosen,
 then PyTorch's order], set_priority=True)``. diffusers' CogVideoX attention processors (and ID
@@ -25,7 +25,6 @@ why) and each clip's manifest row names the kernel it ran with.
 from __future__ import annotations
 
 import contextlib
-import logging
 import statistics
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -34,8 +33,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-
-log = logging.getLogger(__name__)
 
 KERNELS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
@@ -50,9 +47,10 @@ SETTINGS = (AUTO, PYTORCH, *KERNELS)
 # Median of REPEATS calls per kernel, taken in turns after WARMUP calls each (cuDNN builds its plan on
 # the first call). At 2 x 48 x 17776 x 64 the three kernels take about 0.1 s a turn on an H200.
 WARMUP, REPEATS = 2, 5
-# Kernels within this fraction of the fastest count as equally fast; PyTorch's order decides among
-# them, so noise between near-equal kernels never moves an actor off PyTorch's own choice. Medians of
-# repeated calls vary by about 1 %; 3 % of attention is about 1.5 % of a step.
+# Kernels within this fraction of the fastest count as equally fast and PyTorch's order decides among
+# them: timing noise between near-equal kernels does not move an actor off PyTorch's own choice, and
+# what such a move could gain is small (attention is about half of a step on an H200: 42 calls of
+# 18.7 ms in 1.55 s, so 3 % of it is about 1.5 % of a step).
 TIE = 0.03
 
 
@@ -205,19 +203,26 @@ def choose_kernel(setting: str, on_gpu: bool, time_call: Callable[[str], float] 
     return AttentionChoice(chosen, describe(medians, failures, chosen))
 
 
+def settle_pytorch_order(device: torch.device, dtype: torch.dtype) -> None:
+    """PyTorch sets its default order at its first attention call on a GPU, over any order set before:
+    made here, before any ``in_force``, so that it cannot replace the chosen order in the first clip."""
+    F.scaled_dot_product_attention(*(torch.zeros(1, 1, 8, 64, device=device, dtype=dtype) for _ in range(3)))
+
+
 def choose_attention(setting: str, device: torch.device, shape: Callable[[], AttentionShape],
                      dtype: torch.dtype) -> AttentionChoice:
     """``choose_kernel`` for an actor on ``device``, timing ``shape()`` there with ``GpuAttentionTimer``."""
     if device.type != "cuda":
         return choose_kernel(setting, on_gpu=False)
-    # PyTorch sets its default order at its first attention call on a GPU: made here, before any
-    # in_force, so that this default cannot replace the chosen order during the first clip.
-    F.scaled_dot_product_attention(*(torch.zeros(1, 1, 8, 64, device=device, dtype=dtype) for _ in range(3)))
+    settle_pytorch_order(device, dtype)
     if setting != AUTO:
         return choose_kernel(setting, on_gpu=True)
-    timer = GpuAttentionTimer(shape(), device, dtype)
     try:
+        timer = GpuAttentionTimer(shape(), device, dtype)
         return choose_kernel(setting, True, timer, pytorch_order())
+    except torch.cuda.OutOfMemoryError:
+        # Not fatal: the actor's out-of-memory ladder may still make room for its clips.
+        return AttentionChoice(None, f"attention: PyTorch's order (no GPU memory for timing {shape()})")
     finally:
-        del timer
+        timer = None
         torch.cuda.empty_cache()   # the timer's blocks: back to what the memory plan counted on
