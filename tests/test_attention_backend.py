@@ -111,7 +111,8 @@ def test_without_a_gpu_auto_times_nothing_and_changes_nothing():
 def stand_in_gpu(monkeypatch):
     """choose_attention's GPU path on the CPU: PyTorch's first attention call and the timer recorded."""
     events = []
-    monkeypatch.setattr(attention_backend, "settle_pytorch_order", lambda device, dtype: events.append("settle"))
+    monkeypatch.setattr(attention_backend, "settle_pytorch_order",
+                        lambda device, dtype: events.append("settle"))
 
     def timer(shape, device, dtype):
         events.append(f"timer {shape}")
