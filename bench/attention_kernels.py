@@ -2,7 +2,8 @@
 
     python bench/attention_kernels.py [--out bench/runs/attention.json]
 
-Machine: one CUDA GPU (H100 or H200); torch alone.
+Machine: one CUDA GPU (H100 or H200); torch alone (and this repository's
+vp_ray/models/attention_backend.py).
 
 The shape is the backbone's: CFG batch 2, 48 heads of 64, 226 text + 17550 video tokens (49 frames
 at 480x720), bf16, no mask. Kernels: PyTorch SDPA with each backend (cuDNN is what SDPA picks on

@@ -32,13 +32,13 @@ import pandas as pd  # noqa: E402
 
 RESULTS = _common.REPO / "bench" / "results"
 CLIP_COLUMNS = ["clip_id", "status", "mask_kind", "num_frames", "attempts", "degraded", "effective_max_seconds",
-                "memory_plan", "peak_gpu_mem_gb", "inpaint_worker", "segment_worker", "time_prepare_s",
-                "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median", "step_s_max",
+                "memory_plan", "attention_backend", "peak_gpu_mem_gb", "inpaint_worker", "segment_worker",
+                "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median", "step_s_max",
                 "inpaint_started", "inpaint_finished", "warnings"]
 MAX_CLIPS = 16
-LOG_LINE = re.compile(r"memory=auto|out of memory|OOM|exit \d+ wall|run: exit|wall:|wall \d|exact step ratio|"
-                      r"scheduling efficiency|steady state|placement check|^\w*Error: |^cap \d|^plan: |"
-                      r"import\+ray.init|^(untiled|1x2|2x2|3x3) |t5 resident")
+LOG_LINE = re.compile(r"memory=auto|attention: |in force: |out of memory|OOM|exit \d+ wall|run: exit|wall:|"
+                      r"wall \d|exact step ratio|scheduling efficiency|steady state|placement check|"
+                      r"^\w*Error: |^cap \d|^plan: |import\+ray.init|^(untiled|1x2|2x2|3x3) |t5 resident")
 RULE = re.compile(r"-{10,}")
 MAX_LOG_LINES = 40
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -91,6 +91,8 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
         busy.append(full)
         if "memory_plan" in clips:
             print(f"   {gpu}: memory plan {', '.join(sorted(set(clips.memory_plan.fillna('-'))))}")
+        if "attention_backend" in clips:
+            print(f"   {gpu}: attention kernel {', '.join(sorted(set(clips.attention_backend.fillna('-'))))}")
         if "step_s_max" in clips:
             print(f"   {gpu}: denoising step median {clips.step_s_median.median():.3f} s, slowest step per clip "
                   f"{[round(x, 2) for x in clips.step_s_max]} s")

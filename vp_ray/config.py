@@ -313,14 +313,14 @@ class VideoPainterModelConfig(ModelConfig):
     # per-block state would compile each block apart), sequential_offload, or approx_attention_reuse.
     compile_blocks: bool = False
     # Speed, exact: the attention kernel (PyTorch SDPA) of the backbone and the branch. auto: each actor
-    # times one backbone attention call with cudnn, flash and efficient when it starts (about a second;
-    # without a GPU nothing is timed) and puts the fastest first in PyTorch's order; pytorch: PyTorch's
-    # order (cuDNN first on Hopper and datacenter Blackwell, flash first on others, e.g. RTX 5090);
-    # cudnn | flash | efficient | math: that kernel first, untimed. A call the kernel cannot take goes to
-    # the next. Every kernel is exact attention, but they round differently (results not bit-identical).
-    # Not fingerprinted: with auto, actors on different GPUs of one run may choose differently, so the
-    # setting cannot pin the kernel anyway, and redoing clips for a change in rounding gains nothing; each
-    # clip's manifest row names its kernel (attention_backend).
+    # times one backbone attention call with cudnn, flash and efficient when it starts (under a second at
+    # an H200's timings; without a GPU nothing is timed) and puts the fastest first in PyTorch's order;
+    # pytorch: PyTorch's order (cuDNN first on Hopper and datacenter Blackwell, flash first on others,
+    # e.g. RTX 5090); cudnn | flash | efficient | math: that kernel first, untimed. A call the kernel
+    # cannot take goes to the next. Every kernel is exact attention, but they round differently (results
+    # not bit-identical). Not fingerprinted: with auto, actors on different GPUs of one run may choose
+    # differently, so the setting cannot pin the kernel anyway, and redoing clips for a change in rounding
+    # gains nothing; each clip's manifest row names its kernel (attention_backend).
     attention_backend: AttentionBackend = setting(AttentionBackend.auto, output=False)
     # Speed, APPROXIMATE (changes results; 1 = off): Pyramid Attention Broadcast (diffusers' hook) on
     # the backbone's attention. At steps whose timestep lies inside approx_attention_reuse_timesteps,
