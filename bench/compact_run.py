@@ -33,8 +33,8 @@ import pandas as pd  # noqa: E402
 RESULTS = _common.REPO / "bench" / "results"
 CLIP_COLUMNS = ["clip_id", "status", "mask_kind", "num_frames", "attempts", "degraded", "effective_max_seconds",
                 "memory_plan", "attention_backend", "peak_gpu_mem_gb", "inpaint_worker", "segment_worker",
-                "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median", "step_s_max",
-                "inpaint_started", "inpaint_finished", "warnings"]
+                "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median",
+                "step_s_max", "inpaint_started", "inpaint_finished", "warnings"]
 MAX_CLIPS = 16
 LOG_LINE = re.compile(r"memory=auto|attention: |in force: |out of memory|OOM|exit \d+ wall|run: exit|wall:|"
                       r"wall \d|exact step ratio|scheduling efficiency|steady state|placement check|"

@@ -76,7 +76,8 @@ collect() {  # run name
 import sys, pandas as pd
 run = sys.argv[1]
 cols = ["clip_id", "status", "num_frames", "attempts", "degraded", "effective_max_seconds", "memory_plan",
-        "attention_backend", "peak_gpu_mem_gb", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "warnings"]
+        "attention_backend", "peak_gpu_mem_gb", "time_prepare_s", "time_segment_s", "time_inpaint_s",
+        "time_write_s", "warnings"]
 m = pd.read_parquet(f"{run}/manifest.parquet")
 print(m[[c for c in cols if c in m]].to_string())
 f = pd.read_parquet(f"{run}/failures.parquet")
