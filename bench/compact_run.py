@@ -32,13 +32,14 @@ import pandas as pd  # noqa: E402
 
 RESULTS = _common.REPO / "bench" / "results"
 CLIP_COLUMNS = ["clip_id", "status", "mask_kind", "num_frames", "attempts", "degraded", "effective_max_seconds",
-                "memory_plan", "attention_backend", "peak_gpu_mem_gb", "inpaint_worker", "segment_worker",
-                "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median",
-                "step_s_max", "inpaint_started", "inpaint_finished", "warnings"]
+                "memory_plan", "attention_backend", "compiled", "peak_gpu_mem_gb", "inpaint_worker",
+                "segment_worker", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
+                "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished", "warnings"]
 MAX_CLIPS = 16
-LOG_LINE = re.compile(r"memory=auto|attention: |in force: |out of memory|OOM|exit \d+ wall|run: exit|wall:|"
-                      r"wall \d|exact step ratio|scheduling efficiency|steady state|placement check|"
-                      r"^\w*Error: |^cap \d|^plan: |import\+ray.init|^(untiled|1x2|2x2|3x3) |t5 resident")
+LOG_LINE = re.compile(r"memory=auto|attention: |in force: |compiled blocks: |out of memory|OOM|exit \d+ wall|"
+                      r"run: exit|wall:|wall \d|exact step ratio|scheduling efficiency|steady state|"
+                      r"placement check|^\w*Error: |^cap \d|^plan: |import\+ray.init|^(untiled|1x2|2x2|3x3) |"
+                      r"t5 resident")
 RULE = re.compile(r"-{10,}")
 MAX_LOG_LINES = 40
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -56,8 +57,8 @@ def manifest_summary(path: Path) -> dict:
             "time_inpaint_s": frame.time_inpaint_s.describe().round(3).to_dict(),
             "peak_gpu_mem_gb_max": float(frame.peak_gpu_mem_gb.max()),
             "first_started": float(frame.inpaint_started.min()), "last_finished": float(finished.iloc[-1]),
-            **({"memory_plan": frame.memory_plan.value_counts(dropna=False).to_dict()}
-               if "memory_plan" in frame else {})}
+            **{column: frame[column].value_counts(dropna=False).to_dict()
+               for column in ("memory_plan", "compiled") if column in frame}}
 
 
 def samples_summary(path: Path) -> dict:

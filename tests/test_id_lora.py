@@ -151,10 +151,10 @@ def test_a_middle_window_lets_go_of_the_previous_state_block_by_block(tree):
     resampling, previous_tokens = pipe.id_resampling, pipe.id_resampling.previous_tokens
     held = []
 
-    def counting(index, text_tokens):
+    def counting(index, text_tokens, temb):
         if resampling.capture and resampling.saved is not None:
             held.append(len(resampling.saved) + len(resampling._captured))
-        return previous_tokens(index, text_tokens)
+        return previous_tokens(index, text_tokens, temb)
 
     resampling.previous_tokens = counting
     frames = np.random.default_rng(0).integers(0, 256, (49, 64, 96, 3), dtype=np.uint8)
@@ -189,5 +189,5 @@ def test_after_a_failed_clip_release_memory_drops_the_saved_state_and_the_next_c
     inpainter = VideoPainterInpainter.__new__(VideoPainterInpainter)
     inpainter.pipe = pipe
     inpainter.release_memory()
-    assert state.saved is None and state.mask is None and not state._captured and not state._temb
+    assert state.saved is None and state.mask is None and not state._captured
     torch.testing.assert_close(windows_of_17(pipe, frames, masks), before, rtol=0, atol=0)

@@ -69,6 +69,8 @@ def mutated(value, annotation: str):
     """Another valid value of a config field, by its current value (or its type when null)."""
     if isinstance(value, bool):
         return not value
+    if annotation == "bool | str":   # true, false or auto
+        return True if value == "auto" else "auto"
     if isinstance(value, Enum):
         members = list(type(value))
         return members[(members.index(value) + 1) % len(members)]

@@ -45,6 +45,7 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
     assert not result.interrupted and result.ledger.duplicates() == []
     assert manifest.memory_plan.isna().all()   # the classic model plans no GPU memory
     assert manifest.attention_backend.isna().all()   # nor chooses an attention kernel
+    assert manifest.compiled.isna().all()      # and compiles nothing
 
     demo = pd.read_csv(tmp_path / "demo" / "demo.csv").set_index("clip_id")
     for clip in manifest.to_dict("records"):
@@ -182,9 +183,11 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
     assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
     assert (manifest.memory_plan == "resident").all()   # without a GPU every model stays where it is
     assert (manifest.attention_backend == "pytorch").all()   # without a GPU no kernel is timed or chosen
+    assert (manifest.compiled == "off: auto, no GPU").all()   # and compile_blocks=auto stays eager
     actors = manifest.inpaint_worker.nunique()
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
     assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
+    assert "off: auto, no GPU" in next(line for line in summary if line.startswith("compiled blocks"))
     assert manifest.loc[short, "num_frames"] == 9 and manifest.loc[long, "num_frames"] == 97
     assert manifest.loc[long, "seconds"] == 12.125
     for clip_id, frames in ((short, 9), (long, 97)):

@@ -1,18 +1,29 @@
-"""Speed options: compiled blocks (exact, compiled once per actor), attention reuse (approximate,
-off by default), the settings they cannot be combined with, and the tool that compares two runs."""
+"""Speed options: compiled blocks (exact, compiled once per actor, with ID resampling too; auto: where
+the compile pays back), attention reuse (approximate, off by default), the settings they cannot be
+combined with, and the tool that compares two runs."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 import torch
+from diffusers import CogVideoXTransformer3DModel
 
 from tests.conftest import compose_config
-from vp_ray import graph, video
+from vp_ray import graph, single, video
 from vp_ray.compare import compare_runs, main as compare_main, summary
+from vp_ray.config import VideoPainterModelConfig, schema_defaults
 from vp_ray.errors import ConfigError
-from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
+from vp_ray.models.checkpoint import load_pipeline
+from vp_ray.models.compile_plan import BREAK_EVEN_STEPS, STEPS_PER_ACTOR, decide, with_workload
+from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
+from vp_ray.models.long_video import inpaint_windows
+from vp_ray.models.speed import compile_blocks
+from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree, transformer_config
 from vp_ray.models.videopainter import VideoPainterInpainter
 from vp_ray.outputs import clip_dir
 
@@ -62,6 +73,114 @@ def test_compiled_blocks_give_the_eager_result_and_compile_once_per_actor(tiny_t
     assert len(second) == 97 and not np.array_equal(first, second[:49])
 
 
+def deeper_tree(tiny_tree, root, num_layers: int):
+    """The tiny tree with a backbone of ``num_layers`` blocks (random weights)."""
+    base, branch = tiny_tree
+    deeper = root / "deeper" / base.name
+    shutil.copytree(base, deeper)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        transformer = CogVideoXTransformer3DModel(**{**transformer_config(), "num_layers": num_layers})
+    transformer.save_pretrained(deeper / "transformer")
+    return deeper, branch
+
+
+def id_resampling_pipe(tree, lora_dir, compiled: bool):
+    """The tiny pipeline with a tiny VideoPainterID LoRA and ID resampling on, blocks compiled or not."""
+    pipe = load_pipeline(*tree, dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    load_id_lora(pipe, write_tiny_id_lora(lora_dir / "pytorch_lora_weights.safetensors", pipe.transformer))
+    pipe.enable_id_resampling(0.5)
+    if compiled:
+        compile_blocks(pipe)
+    return pipe
+
+
+def two_windows(pipe) -> torch.Tensor:
+    """Final latents of 33 frames in two windows of 17 (the second attends to the first's block outputs)."""
+    frames = np.random.default_rng(0).integers(0, 256, (33, TINY_HEIGHT, TINY_WIDTH, 3), dtype=np.uint8)
+    masks = np.zeros((33, TINY_HEIGHT, TINY_WIDTH), bool)
+    masks[:, 16:48, 24:72] = True
+    return inpaint_windows(pipe, frames, masks, 17, overlap=1, prompt=PROMPT, num_inference_steps=2,
+                           generator=torch.Generator().manual_seed(0), output_type="latent")
+
+
+@pytest.mark.slow
+def test_compiled_id_resampling_gives_the_eager_result_and_its_blocks_share_their_graphs(tiny_tree, tmp_path):
+    """The blocks' ID state reaches the compiled graphs as tensors: a backbone of twice the blocks
+    compiles nothing more. Latents within the parity tests' 1e-4 (float32 rounding; far below a grey
+    level of the decoded frames)."""
+    from torch._dynamo.utils import counters
+
+    eager = two_windows(id_resampling_pipe(tiny_tree, tmp_path / "lora", compiled=False))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = id_resampling_pipe(tiny_tree, tmp_path / "lora", compiled=True)
+    torch.testing.assert_close(two_windows(compiled), eager, rtol=1e-4, atol=1e-4)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    blocks = len(compiled.transformer.transformer_blocks)
+    deeper = id_resampling_pipe(deeper_tree(tiny_tree, tmp_path, 2 * blocks), tmp_path / "lora-deeper", compiled=True)
+    assert len(deeper.transformer.transformer_blocks) == 2 * blocks
+    two_windows(deeper)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("settings, cuda, choice", [
+    ({STEPS_PER_ACTOR: 1000}, False, "off: auto, no GPU"),   # CPU tests never compile
+    ({STEPS_PER_ACTOR: 50}, True, f"off: auto, 50 steps per actor < {BREAK_EVEN_STEPS}"),   # one default clip
+    ({STEPS_PER_ACTOR: 100}, True, f"on: auto, 100 steps per actor >= {BREAK_EVEN_STEPS}"),   # two
+    ({}, True, "off: auto, steps per actor unknown"),
+    ({STEPS_PER_ACTOR: 1000, "memory_mode": "sequential_offload"}, True,
+     "off: auto, not with memory_mode=sequential_offload"),
+    ({STEPS_PER_ACTOR: 1000, "approx_attention_reuse": 2}, True, "off: auto, not with approx_attention_reuse=2"),
+    ({STEPS_PER_ACTOR: 1000, "pad_short_clips": False}, True,
+     "off: auto, pad_short_clips=false (each clip length would compile apart)"),
+    ({STEPS_PER_ACTOR: 1000, "id_resampling": True}, True, f"on: auto, 1000 steps per actor >= {BREAK_EVEN_STEPS}"),
+    ({"compile_blocks": True}, False, "on: compile_blocks=true"),
+    ({"compile_blocks": False, STEPS_PER_ACTOR: 1000}, True, "off: compile_blocks=false"),
+])
+def test_auto_compiles_on_a_gpu_where_the_compile_pays_back(settings, cuda, choice):
+    assert BREAK_EVEN_STEPS == 55   # 20 s of compiling / 0.37 s saved per step (compile_plan.py)
+    assert decide({**schema_defaults(VideoPainterModelConfig), **settings}, cuda).describe() == choice
+
+
+def test_the_driver_estimates_the_steps_of_each_inpainting_actor():
+    cfg = compose_config(["model=videopainter"])   # 50 steps; 6 s at 8 fps: 49 frames, one window
+    assert cfg["model"]["compile_blocks"] == "auto"
+    assert with_workload(cfg, clips=1, actors=1)["model"][STEPS_PER_ACTOR] == 50
+    assert with_workload(cfg, clips=9, actors=4)["model"][STEPS_PER_ACTOR] == 3 * 50   # the busiest actor
+    assert with_workload({**cfg, "max_seconds": 12.0}, clips=2, actors=1)["model"][STEPS_PER_ACTOR] == 2 * 2 * 50
+    assert with_workload(cfg, clips=1, actors=1, frames=150)["model"][STEPS_PER_ACTOR] == 4 * 50   # 4 windows
+    pools = {"inpaint": {"compute": ray.data.ActorPoolStrategy(size=2)}}
+    assert graph.with_compile_workload(cfg, 10, pools)["model"][STEPS_PER_ACTOR] == 5 * 50
+    classic = compose_config(["model=classic"])
+    assert with_workload(classic, clips=10, actors=1) is classic   # nothing to compile
+
+
+def test_the_single_video_command_plans_by_its_clips_length(tmp_path):
+    source = np.zeros((30, 32, 48, 3), np.uint8)
+    video.write_video(tmp_path / "in.mp4", source, 24.0)
+    cfg = compose_config(["model=videopainter"])
+    assert single.clip_frames(cfg, str(tmp_path / "in.mp4")) == 10   # 30 frames at 24 fps -> 8 fps
+    assert single.clip_frames({**cfg, "max_seconds": 0.5}, str(tmp_path / "in.mp4")) == 5
+    assert single.clip_frames(cfg, str(tmp_path / "missing.mp4")) is None   # prepare will say why
+
+
+@pytest.mark.parametrize("value", ["true", "false", "auto"])
+def test_compiling_leaves_the_fingerprint_as_earlier_runs_made_it(value):
+    """Compiled results equal eager ones within float rounding: a resumed run keeps its clips whatever
+    auto chooses, and clips of runs before auto (compile_blocks=false) keep theirs."""
+    settings = compose_config(["model=tiny", f"model.compile_blocks={value}"])["output_settings"]
+    assert settings == compose_config(["model=tiny"])["output_settings"]
+    assert settings["model"]["compile_blocks"] is False
+
+
+def test_compile_blocks_is_true_false_or_auto():
+    with pytest.raises(ConfigError, match="model.compile_blocks=yes: must be true, false or auto"):
+        compose_config(["model=tiny", "model.compile_blocks=yes"])
+
+
 @pytest.mark.slow
 def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_clip(tiny_tree):
     """4 steps (timesteps 999, 749, 499, 249), reuse every 2nd step inside (100, 800): each attention
@@ -79,11 +198,15 @@ def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_cli
     assert not np.array_equal(once, exact.inpaint_clip(frames, masks, PROMPT, seed=1))   # approximate
 
 
-@pytest.mark.parametrize("clash", ["model.id_resampling=true", "model.memory_mode=sequential_offload",
-                                   "model.approx_attention_reuse=2"])
+@pytest.mark.parametrize("clash", ["model.memory_mode=sequential_offload", "model.approx_attention_reuse=2"])
 def test_compiled_blocks_refuse_what_they_cannot_run_with(clash):
     with pytest.raises(ConfigError, match=f"model.compile_blocks=true cannot be combined with {clash}"):
         compose_config(["model=tiny", "model.compile_blocks=true", clash])
+    assert compose_config(["model=tiny", clash])["model"]["compile_blocks"] == "auto"   # auto: off there
+
+
+def test_compiled_blocks_run_with_id_resampling():
+    assert compose_config(["model=tiny", "model.compile_blocks=true", "model.id_resampling=true"])["model"]["compile_blocks"]
 
 
 @pytest.mark.parametrize("bad", ["[800,100]", "[100]", "[-1,800]"])

@@ -33,6 +33,7 @@ def test_summary_leaves_out_the_memory_plan_of_models_without_one(tmp_path):
     ledger.done = [clip("a", "gpu=0 pid=1", "")]
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
     assert summary_value(summary, "memory plan") is None
+    assert summary_value(summary, "compiled blocks") is None
 
 
 def test_summary_names_each_attention_kernel_with_its_number_of_actors(tmp_path):
@@ -44,3 +45,11 @@ def test_summary_names_each_attention_kernel_with_its_number_of_actors(tmp_path)
     ledger.done = [clip("a", "gpu=0 pid=1", "")]   # a model without attention kernels
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
     assert summary_value(summary, "attention kernel") is None
+
+
+def test_summary_says_whether_the_actors_compiled_and_why(tmp_path):
+    ledger = Ledger(str(tmp_path))
+    ledger.done = [{**clip(clip_id, worker, "resident"), "compiled": "on: auto, 250 steps per actor >= 55"}
+                   for clip_id, worker in (("a", "gpu=0 pid=1"), ("b", "gpu=1 pid=2"), ("c", "gpu=0 pid=1"))]
+    summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
+    assert summary_value(summary, "compiled blocks") == "on: auto, 250 steps per actor >= 55 (2 actors)"

@@ -12,6 +12,8 @@ Two markers on fields, through ``setting(...)``:
 * ``output=False``: the field cannot change a clip's files (resources, placement, logging, where
   things are). Every other field is part of a clip's fingerprint (``output_settings``), so a
   resumed run redoes the clips whose settings changed; a new field is in by default.
+* ``hashed_as``: with ``output=False``, a field that once was fingerprinted: it stays in the
+  fingerprint as this fixed value (its former default), so that clips of earlier runs keep theirs.
 """
 
 from __future__ import annotations
@@ -138,12 +140,15 @@ ROWS_OR_ALL = Check(lambda v: v >= -1, ">= 0, or -1 for all")
 SIZE_OR_NEVER = Check(lambda v: v >= -1, ">= 0, or -1 for never")
 TIMESTEP_RANGE = Check(lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 1000,
                        "[low, high] with 0 <= low < high <= 1000")
+TRUE_FALSE_AUTO = Check(lambda v: isinstance(v, bool) or v == "auto", "true, false or auto")
 
 
 def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, check: Check | None = None,
-            output: bool = True) -> Any:
+            output: bool = True, hashed_as: Any = MISSING) -> Any:
     """A config field with its markers (module docstring). ``None`` always passes ``check``."""
     metadata = {"check": check, "output": output}
+    if hashed_as is not MISSING:
+        metadata["hashed_as"] = hashed_as
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -306,12 +311,17 @@ class VideoPainterModelConfig(ModelConfig):
     # The VideoPainterID LoRA file (id_resampling; written tiny with create_tiny_if_missing).
     id_lora_path: str = "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
     # Speed, exact: torch.compile every block of the backbone and the branch (regional compilation:
-    # the blocks share one compiled graph per shape). Paid once per actor, at its first window; clips
-    # of another length compile again (keep pad_short_clips=true: every window is 49 frames). Results
-    # equal the eager ones within float rounding (inductor emulates eager's bf16 casts), so it is
-    # fingerprinted. H200: 0.84x of stock diffusers' step, 18 s to compile (bench/RESULTS.md). Not with ID resampling (its
-    # per-block state would compile each block apart), sequential_offload, or approx_attention_reuse.
-    compile_blocks: bool = False
+    # the blocks share one compiled graph per shape, with ID resampling too). Paid once per actor, at
+    # its first window (about 20 s); clips of another length compile again (keep pad_short_clips=true:
+    # every window is 49 frames). H100: 1.51-1.54 s per step against 1.93-1.97 s eager (bench/RESULTS.md).
+    # auto (default): on where it pays back, on a GPU when the run gives each inpainting actor at least
+    # 55 denoising steps (clips / actors x windows x steps; vp_ray/models/compile_plan.py): a single
+    # one-window clip at 50 steps stays eager. Off on the CPU, with pad_short_clips=false, and where it
+    # cannot run: sequential_offload, approx_attention_reuse (true is refused with those). The choice
+    # is logged by each actor and recorded per clip (the manifest's `compiled` column). Results equal
+    # the eager ones within float rounding (inductor emulates eager's bf16 casts), so it is not
+    # fingerprinted: a resumed run keeps its clips whatever auto chooses this time.
+    compile_blocks: bool | str = setting("auto", check=TRUE_FALSE_AUTO, output=False, hashed_as=False)
     # Speed, exact: the attention kernel (PyTorch SDPA) of the backbone and the branch. auto: each actor
     # times one backbone attention call with cudnn, flash and efficient when it starts (under a second at
     # an H200's timings; without a GPU nothing is timed) and puts the fastest first in PyTorch's order;
@@ -620,6 +630,9 @@ def output_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that can change a clip's files: every field not marked ``output=False``."""
     settings: dict[str, Any] = {}
     for name, value, spec in _fields(cfg):
+        if "hashed_as" in spec.metadata:
+            settings[name] = spec.metadata["hashed_as"]
+            continue
         if not spec.metadata.get("output", True):
             continue
         if isinstance(value, DictConfig):
@@ -690,12 +703,10 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     model = plain["model"]
     if model.get("id_resampling") and not model.get("mask_add"):
         problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
-    if model.get("compile_blocks"):
-        problems += _clashes(model, "compile_blocks", [
-            ("id_resampling", model["id_resampling"], "its per-block state would compile every block apart"),
-            ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block"),
-            ("approx_attention_reuse", model["approx_attention_reuse"] > 1,
-             "its per-step state would recompile every step")])
+    if model.get("compile_blocks") is True:   # auto leaves compile off where it cannot run
+        from vp_ray.models.compile_plan import blockers
+
+        problems += _clashes(model, "compile_blocks", blockers(model))
     if model.get("approx_fp8_linear"):
         problems += _clashes(model, "approx_fp8_linear", [
             ("dtype", model["dtype"] != "bfloat16", "FP8 scales are computed from bfloat16 weights"),

@@ -31,6 +31,7 @@ from vp_ray import console, grafana, outputs, shards, telemetry, todo
 from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
+from vp_ray.models import compile_plan
 from vp_ray.records import DatasetPlan, plan_dataset
 from vp_ray.review import requeue
 from vp_ray.sam2_placement import plan_placement
@@ -150,6 +151,18 @@ def actor_resources(num_gpus: float, num_cpus: float) -> dict[str, float]:
     if num_gpus and num_cpus == 1:
         return {"num_gpus": num_gpus}
     return {"num_gpus": num_gpus, "num_cpus": num_cpus}
+
+
+def with_compile_workload(cfg: dict[str, Any], clips: int, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``cfg`` with the denoising steps each inpainting actor is expected to run, for
+    ``model.compile_blocks=auto`` (``compile_plan``): ``clips`` shared among the pool's actors (an
+    autoscaling pool: among the one it starts with)."""
+    actors = pools["inpaint"]["compute"].min_size if "inpaint" in pools else 1
+    cfg = compile_plan.with_workload(cfg, clips, actors)
+    if cfg["model"].get("compile_blocks") == "auto":
+        log.info("model.compile_blocks=auto: about %d denoising steps per inpainting actor (compiling pays "
+                 "back from %d on a GPU)", cfg["model"][compile_plan.STEPS_PER_ACTOR], compile_plan.BREAK_EVEN_STEPS)
+    return cfg
 
 
 def check_cpus(cluster_cpus: float, holders: dict[str, float]) -> None:
@@ -314,6 +327,7 @@ def run(cfg: dict[str, Any]) -> RunResult:
         except ConfigError:
             todo.remove_todo(output_dir)
             raise
+    cfg = with_compile_workload(cfg, plan.pending, pools)
     log.info("logs: %s (one file per worker under workers/; grep a clip id)", cfg["log_dir"])
     metrics = telemetry.RunMetrics(cfg["model"]["name"])
     for row in ledger.done + ledger.failed:

@@ -25,7 +25,7 @@ MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
     "num_frames", "out_fps", "seconds", "source_width", "source_height", "source_fps",
     "effective_seed", "effective_max_seconds", "attempts", "degraded", "peak_gpu_mem_gb", "memory_plan",
-    "attention_backend",
+    "attention_backend", "compiled",
     "segment_worker", "inpaint_worker",
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
     "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished",
@@ -122,6 +122,7 @@ class Ledger:
         out["result_path"] = "" if self.mask_only else str(Path(row["output_dir"]) / "result.mp4")
         out["memory_plan"] = row.get("memory_plan") or None   # null: a model without memory plans
         out["attention_backend"] = row.get("attention_backend") or None
+        out["compiled"] = row.get("compiled") or None         # null: a model that does not compile
         out["qa_flags"] = row.get("qa_flags") or ""
         if out["qa_flags"]:
             out["status"] = SUSPECT

@@ -88,6 +88,9 @@ class ClipStatus:
     # The attention kernel its denoising ran with: "cudnn", "flash", ... or "pytorch" (PyTorch's own
     # order); "" for models without one.
     attention_backend: str = ""
+    # Whether the inpainter ran its blocks compiled, and why ("on: auto, 200 steps per actor >= 55";
+    # "" for models that do not compile).
+    compiled: str = ""
     # Where the clip was segmented and inpainted: "node=<id> gpu=<ids> pid=<pid>" of the actor.
     segment_worker: str = ""
     inpaint_worker: str = ""

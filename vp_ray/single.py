@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from vp_ray import config, records
+from vp_ray import config, records, video
 from vp_ray.atomic import atomic_path
 from vp_ray.config import to_plain_config
-from vp_ray.errors import ConfigError
+from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation import qa
+from vp_ray.models.compile_plan import with_workload
 from vp_ray.outputs import META
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import FAILED, SUSPECT, rows_to_frame
@@ -131,8 +132,24 @@ def record_of(args: argparse.Namespace) -> dict:
     return raw
 
 
+def clip_frames(cfg: dict, video_path: str) -> int | None:
+    """Frames the prepare stage will cut this video to, from its container (None where it cannot
+    tell: the prepare stage then says why, or finds out)."""
+    try:
+        info = video.probe_video(video_path)
+    except ClipError:
+        return None
+    if not info.fps > 0:
+        return None
+    indices, _ = video.sample_indices(info.num_frames or video.UNKNOWN_LENGTH, info.fps, cfg["target_fps"],
+                                      cfg["max_seconds"])
+    return len(indices)
+
+
 def run_single(cfg: dict, raw: dict) -> dict:
     """The batch job's stages, in order, on one row, in this process."""
+    # One clip, one actor: model.compile_blocks=auto decides by this clip's windows and steps.
+    cfg = with_workload(cfg, clips=1, actors=1, frames=clip_frames(cfg, raw["video_path"]))
     columns = [key for key, value in raw.items() if value is not None]
     plan = DatasetPlan(path=os.path.join(os.getcwd(), "-"), format="csv", columns=columns, total=1,
                        duplicates={}, ragged=[], prompted=int(records.needs_sam2(raw)))

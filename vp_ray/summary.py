@@ -33,6 +33,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
     inpaint_times = [r["time_inpaint_s"] for r in new if r["time_inpaint_s"]]
     per_clip = sum(inpaint_times) / len(inpaint_times) if inpaint_times else 0.0
     plans, kernels = per_actor(new, "memory_plan"), per_actor(new, "attention_backend")
+    compiled = per_actor(new, "compiled")
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(ledger.done) - len(new))),
@@ -42,6 +43,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
         *([("memory plan", plans)] if plans else []),
         *([("attention kernel", kernels)] if kernels else []),
+        *([("compiled blocks", compiled)] if compiled else []),
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),

@@ -27,7 +27,8 @@ class Inpainter(Protocol):
     """What the inpainting stage calls. An inpainter that plans its GPU memory also has a
     ``memory_plan`` attribute naming the plan in effect (e.g. "text_encoder_offload + large VAE
     tiles"); the stage records it in each clip's row, and models without one leave it out. Likewise
-    ``attention_backend``, the attention kernel its clips run with (vp_ray/models/attention_backend.py)."""
+    ``attention_backend``, the attention kernel its clips run with (vp_ray/models/attention_backend.py),
+    and ``compiled``, whether its blocks run compiled and why ("on: auto, 200 steps per actor >= 55")."""
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:

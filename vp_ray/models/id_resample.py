@@ -20,6 +20,13 @@ step 0 and the current window's from step 1 on (the original reassigns it after 
 Only the saved tokens that some mask keeps are held: those masked in the previous window or in the
 current one (the original holds every token of every block: 8.54 GiB at full size). Every other
 token's keys and values are zeroed whatever it held, so the results are the same.
+
+Compiled blocks (``speed.compile_blocks``) share one graph with ID resampling as without: the
+per-block work that needs the block's index (its saved tokens, scattered back to full length and
+normed) runs in a forward pre-hook, outside the compiled ``forward``, and reaches the attention as
+tensor arguments (``attention_kwargs``). All blocks share one processor object holding no index:
+torch.compile guards on Python values, so a processor per block, or a lookup by index in it, would
+compile every block apart (and a saved-token count that changes per clip would recompile too).
 """
 
 from __future__ import annotations
@@ -45,12 +52,10 @@ class IdResampling:
         self.first = self.last = True
         self.capture = False
         self._captured: dict[int, torch.Tensor] = {}
-        self._temb: dict[int, torch.Tensor] = {}
         for index, block in enumerate(self.blocks):
-            block.register_forward_pre_hook(self._keep_temb(index), with_kwargs=True)
+            block.register_forward_pre_hook(self._pass_state(index), with_kwargs=True)
             block.register_forward_hook(self._keep_output(index))  # after the branch's hooks
-        transformer.set_attn_processor({name: ResampleAttnProcessor(self, int(name.split(".")[1]))
-                                        for name in transformer.attn_processors})
+        transformer.set_attn_processor(ResampleAttnProcessor(self.weight))   # one for every block
 
     # ------------------------------------------------------------------ driven by the window loop
     def start_window(self, first: bool, last: bool, next_video_mask: torch.Tensor | None = None) -> None:
@@ -62,7 +67,7 @@ class IdResampling:
     def clear(self) -> None:
         """Drop every tensor held: at a clip's first window, and after a failed call."""
         self.saved = self.saved_index = self.mask = self.prev_mask = self.next_video_mask = None
-        self._keep_index, self._captured, self._temb, self.capture = None, {}, {}, False
+        self._keep_index, self._captured, self.capture = None, {}, False
 
     def finish_window(self) -> None:
         self.saved, self.saved_index = (None, None) if self.last else (self._captured, self._keep_index)
@@ -85,21 +90,30 @@ class IdResampling:
         self.prev_mask = self.mask  # the original's reassignment after each step
         self.capture = step + 2 == num_steps and not self.last  # keep the last step's outputs
 
-    # ------------------------------------------------------------------ used by the processors
-    def previous_tokens(self, index: int, text_tokens: int) -> torch.Tensor | None:
-        """Block ``index``'s saved output, normalised by its ``norm1`` at the current step."""
+    # ------------------------------------------------------------------ the blocks' hooks
+    def previous_tokens(self, index: int, text_tokens: int, temb: torch.Tensor) -> torch.Tensor | None:
+        """Block ``index``'s saved output, normalised by its ``norm1`` at the current step (``temb``)."""
         if self.saved is None:
             return None
         held = self.saved[index]
         saved = held.new_zeros((held.shape[0], self.mask.shape[1], held.shape[2]))
         saved[:, self.saved_index] = held
         norm_video, norm_text, _, _ = self.blocks[index].norm1(saved[:, text_tokens:], saved[:, :text_tokens],
-                                                             self._temb[index])
+                                                             temb)
         return torch.cat([norm_text, norm_video], dim=1)
 
-    def _keep_temb(self, index: int):
+    def _pass_state(self, index: int):
+        """A pre-hook giving block ``index``'s attention what it appends: ``id_previous`` (the
+        previous window's normed tokens, or None: the current tokens' own) and ``id_keep`` (the
+        token mask applied to them, [B, tokens, 1])."""
         def hook(module, args, kwargs):
-            self._temb[index] = kwargs["temb"] if "temb" in kwargs else args[2]
+            temb = kwargs["temb"] if "temb" in kwargs else args[2]
+            encoder_hidden_states = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
+            previous = self.previous_tokens(index, encoder_hidden_states.shape[1], temb) \
+                if self.weight > 0.0 else None
+            keep = (self.mask if previous is None else self.prev_mask).unsqueeze(-1)
+            given = kwargs.get("attention_kwargs") or {}
+            return args, {**kwargs, "attention_kwargs": {**given, "id_previous": previous, "id_keep": keep}}
 
         return hook
 
@@ -126,24 +140,26 @@ class IdResampling:
 
 
 class ResampleAttnProcessor:
-    """CogVideoX joint attention (text + video tokens, RoPE on video) with the masked tokens appended."""
+    """CogVideoX joint attention (text + video tokens, RoPE on video) with the masked tokens appended:
+    ``id_previous`` (weighted by ``weight``) where given, else the current tokens, both kept where
+    ``id_keep`` (``IdResampling._pass_state``)."""
 
-    def __init__(self, state: IdResampling, index: int):
-        self.state, self.index = state, index
+    def __init__(self, weight: float):
+        self.weight = weight
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
-        state, text_tokens = self.state, encoder_hidden_states.size(1)
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None,
+                 id_previous=None, id_keep=None):
+        if id_keep is None:
+            raise RuntimeError("ID resampling's attention was called without its token mask (IdResampling's hooks)")
+        text_tokens = encoder_hidden_states.size(1)
         tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
         batch = tokens.shape[0]
         query, key, value = attn.to_q(tokens), attn.to_k(tokens), attn.to_v(tokens)
-        previous = state.previous_tokens(self.index, text_tokens)
-        if previous is not None and state.weight > 0.0:
-            keep = state.prev_mask.unsqueeze(-1)
-            extra_key = attn.to_k(previous) * keep * state.weight
-            extra_value = attn.to_v(previous) * keep * state.weight
+        if id_previous is not None:
+            extra_key = attn.to_k(id_previous) * id_keep * self.weight
+            extra_value = attn.to_v(id_previous) * id_keep * self.weight
         else:
-            keep = state.mask.unsqueeze(-1)
-            extra_key, extra_value = key * keep, value * keep
+            extra_key, extra_value = key * id_keep, value * id_keep
 
         head_dim = key.shape[-1] // attn.heads
 

@@ -22,6 +22,7 @@ from vp_ray.masks import black_out
 from vp_ray.models import WINDOW_FRAMES, Progress, usable_frames
 from vp_ray.models.attention_backend import backbone_attention_shape, choose_attention
 from vp_ray.models.checkpoint import load_pipeline
+from vp_ray.models.compile_plan import decide as decide_compile
 from vp_ray.models.host_weights import HostWeights
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
@@ -164,12 +165,14 @@ class VideoPainterInpainter:
         self.cfg = model_cfg
         self.pipe = pipe if pipe is not None else self._load(model_cfg)
         self.pipe.set_progress_bar_config(disable=True)
-        if model_cfg["compile_blocks"]:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.compile_choice = decide_compile(model_cfg, self.device.type == "cuda")
+        log.info("compiled blocks: %s", self.compile_choice.describe())
+        if self.compile_choice.on:
             compile_blocks(self.pipe)
         if model_cfg["approx_attention_reuse"] > 1:
             reuse_attention(self.pipe, model_cfg["approx_attention_reuse"],
                             model_cfg["approx_attention_reuse_timesteps"])
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         gpu.limit_memory(self.device, model_cfg["gpu_memory_limit_gb"])
         self.memory_mode, self.vae_tiles = self._resolve_memory_mode()
         if model_cfg["vae_tiling"] is not None:
@@ -198,6 +201,11 @@ class VideoPainterInpainter:
     def attention_backend(self) -> str:
         """The attention kernel the clips run with: "flash", "cudnn", ..., or "pytorch" (PyTorch's order)."""
         return self.attention.name
+
+    @property
+    def compiled(self) -> str:
+        """Whether the blocks run compiled, and why ("on: auto, 200 steps per actor >= 55")."""
+        return self.compile_choice.describe()
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:

@@ -73,7 +73,8 @@ class InpaintClips(ClipStage):
         row.update(peak_gpu_mem_gb=gpu.peak_gb(), inpaint_worker=self.worker, inpaint_finished=time.time(),
                    step_s_median=steps.median(), step_s_max=steps.slowest(),
                    memory_plan=getattr(self.inpainter, "memory_plan", None) or "",
-                   attention_backend=getattr(self.inpainter, "attention_backend", None) or "")
+                   attention_backend=getattr(self.inpainter, "attention_backend", None) or "",
+                   compiled=getattr(self.inpainter, "compiled", None) or "")
         if steps.intervals:
             log.info("%s: %d steps, median %.3f s, slowest %.3f s", row["clip_id"], len(steps.intervals) + 1,
                      steps.median(), steps.slowest())

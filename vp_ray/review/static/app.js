@@ -140,7 +140,7 @@ function renderInfo(detail) {
   const row = detail.row;
   const keys = ["status", "prompt", "video_path", "mask_kind", "num_frames", "out_fps", "seconds", "effective_seed",
     "effective_max_seconds", "source_width", "source_height", "attempts", "degraded", "memory_plan",
-    "attention_backend", "mask_area",
+    "attention_backend", "compiled", "mask_area",
     "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median", "qa_drift", "qa_flicker",
     "qa_seam", "qa_object", "qa_flags", "warnings", "review_verdict", "review_requeue", "review_note"];
   $("#record").innerHTML = keys.filter((k) => row[k] !== undefined && row[k] !== "" && row[k] !== null)

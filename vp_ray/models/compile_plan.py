@@ -1,0 +1,99 @@
+"""``model.compile_blocks=auto``: compile the blocks where the compile pays back, not where it cannot.
+
+Compiling (``speed.compile_blocks``) costs once per inpainting actor and shape, and saves on every
+denoising step. Measured on an H100 on 2026-12-05 (issue 37; bench/RESULTS.md), 49-frame windows
+under the 26 + 5 GiB caps: the first compiled clip took 44.6 s against about 22 s for the next ones
+at 10 steps (``bench_videopainter.py`` measured the compile alone at 18.1 to 20.3 s), and a step
+took 1.51 to 1.54 s compiled against 1.93 to 1.97 s eager. At ``COMPILE_SECONDS`` and
+``SAVED_SECONDS_PER_STEP`` the compile pays back after ``BREAK_EVEN_STEPS`` (55) steps in one actor:
+one default clip (one window, 50 steps) does not pay, two do.
+
+Who knows what: the driver estimates the denoising steps each inpainting actor will run
+(``with_workload``: clips / actors x windows per clip x steps) and passes the estimate in the model
+settings; the actor adds what only it knows (has it a GPU?) and decides (``decide``). It logs the
+decision, and every clip's row records it (the manifest's ``compiled`` column).
+
+This module imports no torch: the driver uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from vp_ray.models import WINDOW_FRAMES, usable_frames
+
+COMPILE_SECONDS = 20.0            # the compile, once per actor (the upper end of 18.1 to 20.3 s)
+SAVED_SECONDS_PER_STEP = 0.37     # per denoising step (0.35 to 0.4 s; the lower half, to be safe)
+BREAK_EVEN_STEPS = math.ceil(COMPILE_SECONDS / SAVED_SECONDS_PER_STEP)
+# The model settings' key holding the driver's estimate (computed per run: not a config field).
+STEPS_PER_ACTOR = "steps_per_actor"
+
+
+@dataclass(frozen=True)
+class CompileChoice:
+    on: bool
+    why: str
+
+    def describe(self) -> str:
+        """As the log, the manifest and the run's summary show it: "on: auto, 200 steps per actor >= 55"."""
+        return f"{'on' if self.on else 'off'}: {self.why}"
+
+
+def blockers(model_cfg: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """(setting, whether it is set so, why) for what compiled blocks cannot run with: ``auto`` leaves
+    compile off under them, an explicit ``true`` is refused (``vp_ray.config``)."""
+    return [("memory_mode", model_cfg["memory_mode"] == "sequential_offload", "its hooks sit inside every block"),
+            ("approx_attention_reuse", model_cfg["approx_attention_reuse"] > 1,
+             "its per-step state would recompile every step")]
+
+
+def decide(model_cfg: dict[str, Any], cuda: bool) -> CompileChoice:
+    """Whether an actor compiles its blocks: as configured, or for ``auto`` where it pays back."""
+    setting = model_cfg["compile_blocks"]
+    if setting != "auto":   # true or false (the config's check refuses anything else)
+        return CompileChoice(bool(setting), f"compile_blocks={str(setting).lower()}")
+    if not cuda:
+        return CompileChoice(False, "auto, no GPU")
+    for key, clash, _ in blockers(model_cfg):
+        if clash:
+            return CompileChoice(False, f"auto, not with {key}={model_cfg[key]}")
+    if not model_cfg["pad_short_clips"]:
+        return CompileChoice(False, "auto, pad_short_clips=false (each clip length would compile apart)")
+    steps = model_cfg.get(STEPS_PER_ACTOR)
+    if steps is None:
+        return CompileChoice(False, "auto, steps per actor unknown")
+    if steps >= BREAK_EVEN_STEPS:
+        return CompileChoice(True, f"auto, {steps} steps per actor >= {BREAK_EVEN_STEPS}")
+    return CompileChoice(False, f"auto, {steps} steps per actor < {BREAK_EVEN_STEPS}")
+
+
+def windows_per_clip(frames: int) -> int:
+    """Windows of 49 frames sharing their boundary frame that a clip of ``frames`` runs in (a clip of
+    49 or fewer: one)."""
+    return max(1, -(-(frames - 1) // (WINDOW_FRAMES - 1)))
+
+
+def expected_frames(cfg: dict[str, Any]) -> int:
+    """Frames a clip of the run has at most: round(max_seconds x target_fps) + 1, what the prepare
+    stage cuts it to (a shorter or slower source gives fewer)."""
+    return round(cfg["max_seconds"] * cfg["target_fps"]) + 1
+
+
+def steps_per_actor(clips: int, actors: int, frames: int, steps: int) -> int:
+    """Denoising steps of the busiest actor when ``clips`` clips of ``frames`` frames are shared
+    among ``actors`` actors."""
+    return math.ceil(clips / max(actors, 1)) * windows_per_clip(frames) * steps
+
+
+def with_workload(cfg: dict[str, Any], clips: int, actors: int, frames: int | None = None) -> dict[str, Any]:
+    """``cfg`` with the estimate of denoising steps per inpainting actor in its model settings
+    (``STEPS_PER_ACTOR``); ``frames``: the clips' length if known, else the run's longest. Models
+    that do not compile are left as they are."""
+    model = cfg["model"]
+    if "compile_blocks" not in model:
+        return cfg
+    frames = usable_frames(model, expected_frames(cfg) if frames is None else frames)
+    estimate = steps_per_actor(clips, actors, frames, model["num_inference_steps"])
+    return {**cfg, "model": {**model, STEPS_PER_ACTOR: estimate}}
