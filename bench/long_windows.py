@@ -1,7 +1,7 @@
 """Seconds and peak GPU memory of long clips: 1, 2 and 4 windows of 49 frames (480x720).
 
     python bench/long_windows.py [--steps 2] [--windows 1,2,4] [--id | --id-only] [--card-gib 31 | --cap GIB]
-                                 [--out bench/runs/long_windows.json]
+                                 [--compile] [--out bench/runs/long_windows.json]
     python bench/long_windows.py --tiny --steps 1 --windows 1,2 --id   # CPU smoke run on tiny models
 
 Machine: one CUDA GPU with at least 40 GiB (H100 or H200); diffusers, hydra-core and omegaconf
@@ -16,6 +16,13 @@ their boundary frame), in the memory plan that ``memory_mode=auto`` makes:
 
 ``--id`` also runs the clips with ID resampling (a random LoRA of the released rank). Each result
 is written as soon as it is measured, so a run cut short keeps what it measured.
+
+``--compile`` runs them with compiled blocks (``model.compile_blocks=true``). Each mode first
+inpaints one warm-up clip of two windows (one if ``--windows`` has no longer clip), which compiles
+every graph its clips need (``warmup_s``: the compile and one clip); the report then gives the
+graphs compiled (``graphs``: torch.compile's count, which must not grow with the 42 blocks) and,
+for the last clip of each mode, how far the compiled frames are from eager ones (``vs_eager``: the
+same clip again with the blocks eager; largest and mean difference in levels of 8 bits).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ _common.require_modules("torch", "diffusers", "hydra", "omegaconf")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_videopainter import PROMPT, build_pipeline  # noqa: E402
+from bench_videopainter import PROMPT, build_pipeline, remove_speed_options  # noqa: E402
 
 from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
 from vp_ray.models.videopainter import (VideoPainterInpainter, describe_plan, plan_extras,  # noqa: E402
@@ -55,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--card-gib", type=float, default=31.0,
                       help="plan as auto does for an actor that may use this much (default 31: a 32 GB card)")
     plan.add_argument("--cap", type=float, default=None, help="hold the actor to GIB and let auto plan under it")
+    parser.add_argument("--compile", action="store_true", help="compiled blocks (model.compile_blocks=true)")
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
     _common.add_out(parser, "long_windows.json")
     args = parser.parse_args(argv)
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. The plan: auto's choice for the card, or auto itself under the cap.
     cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, "height": height,
            "width": width, "dtype": "bfloat16" if cuda else "float32",
-           "id_resampling": args.id}   # auto plans for ID resampling's state when it will be on
+           "id_resampling": args.id,   # auto plans for ID resampling's state when it will be on
+           "compile_blocks": args.compile}
     planned = None
     if args.cap:
         cfg.update(memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap)
@@ -84,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"gave {inpainter.memory_plan}")
     report = {"device": torch.cuda.get_device_name() if cuda else "cpu (tiny)", "steps": args.steps,
               "card_gib": None if args.cap else args.card_gib, "cap_gib": args.cap, "plan": inpainter.memory_plan,
-              "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0, "runs": []}
+              "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0,
+              "compiled": inpainter.compiled, "runs": [], "modes": []}
     why = f"auto under a {args.cap:g} GiB cap" if args.cap else \
         f"auto's plan for {args.card_gib:g} GiB: {describe_plan(*planned)}"
     print(f"plan: {inpainter.memory_plan} ({why}{'' if cuda else '; on the CPU every model stays resident'})",
@@ -96,9 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     frames = rng.integers(0, 256, (longest, height, width, 3), dtype=np.uint8)
     masks = np.zeros((longest, height, width), dtype=bool)
     masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = True
-    inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=0)  # warm-up
+    if not args.compile:
+        inpainter.inpaint_clip(frames[:49], masks[:49], PROMPT, seed=0)  # warm-up
 
     def measure(label: str) -> None:
+        from torch._dynamo.utils import counters
+
+        graphs_before = counters["stats"]["unique_graphs"]
+        mode = {"mode": label}
+        if args.compile:   # compiles the graphs of window 0 and, with two windows, of the later ones
+            warmup = 48 * min(2, max(counts)) + 1
+            start = time.perf_counter()
+            inpainter.inpaint_clip(frames[:warmup], masks[:warmup], PROMPT, seed=0)
+            mode.update(warmup_frames=warmup, warmup_s=time.perf_counter() - start)
         for windows in counts:
             count = 48 * windows + 1
             if cuda:
@@ -114,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                                    "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0})
             print(json.dumps(report["runs"][-1]), flush=True)
             _common.write_json(args.out, report)
+        if args.compile:
+            mode["graphs"] = counters["stats"]["unique_graphs"] - graphs_before
+            remove_speed_options(pipe)   # the last clip again, eager
+            eager = inpainter.inpaint_clip(frames[:count], masks[:count], PROMPT, seed=0)
+            difference = np.abs(out.astype(np.int16) - eager.astype(np.int16))
+            mode["vs_eager"] = {"frames": int(count), "max_levels": int(difference.max()),
+                                "mean_levels": float(difference.mean())}
+        report["modes"].append(mode)
+        print(json.dumps(mode), flush=True)
+        _common.write_json(args.out, report)
 
     # 3. Chained windows, then the same with ID resampling.
     if not args.id_only:
@@ -124,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         lora = write_tiny_id_lora("/tmp/vp_id_lora/pytorch_lora_weights.safetensors", pipe.transformer, rank=256)
         load_id_lora(pipe, lora)
         pipe.enable_id_resampling(0.5)
-        # Placed again in the same plan, the LoRA's weights with the rest, as an actor loads them.
+        # Placed again in the same plan, the LoRA's weights with the rest, as an actor loads them
+        # (and, with --compile, its blocks compiled afresh, as in a new actor).
+        remove_speed_options(pipe)
+        torch._dynamo.reset()
         inpainter = VideoPainterInpainter(cfg, pipe=pipe)
         measure("id_resampling")
     print(f"report: {_common.write_json(args.out, report)}")

@@ -19,7 +19,8 @@ from vp_ray.compare import compare_runs, main as compare_main, summary
 from vp_ray.config import VideoPainterModelConfig, schema_defaults
 from vp_ray.errors import ConfigError
 from vp_ray.models.checkpoint import load_pipeline
-from vp_ray.models.compile_plan import BREAK_EVEN_STEPS, STEPS_PER_ACTOR, decide, with_workload
+from vp_ray.models.compile_plan import (BREAK_EVEN_STEPS, FP8_BREAK_EVEN_STEPS, STEPS_PER_ACTOR, decide,
+                                        with_workload)
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows
 from vp_ray.models.speed import compile_blocks
@@ -120,7 +121,8 @@ def test_compiled_id_resampling_gives_the_eager_result_and_its_blocks_share_thei
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1
     blocks = len(compiled.transformer.transformer_blocks)
-    deeper = id_resampling_pipe(deeper_tree(tiny_tree, tmp_path, 2 * blocks), tmp_path / "lora-deeper", compiled=True)
+    deeper = id_resampling_pipe(deeper_tree(tiny_tree, tmp_path, 2 * blocks), tmp_path / "lora-deeper",
+                                compiled=True)
     assert len(deeper.transformer.transformer_blocks) == 2 * blocks
     two_windows(deeper)
     assert counters["stats"]["unique_graphs"] == graphs
@@ -133,15 +135,19 @@ def test_compiled_id_resampling_gives_the_eager_result_and_its_blocks_share_thei
     ({}, True, "off: auto, steps per actor unknown"),
     ({STEPS_PER_ACTOR: 1000, "memory_mode": "sequential_offload"}, True,
      "off: auto, not with memory_mode=sequential_offload"),
-    ({STEPS_PER_ACTOR: 1000, "approx_attention_reuse": 2}, True, "off: auto, not with approx_attention_reuse=2"),
+    ({STEPS_PER_ACTOR: 1000, "approx_attention_reuse": 2}, True,
+     "off: auto, not with approx_attention_reuse=2"),
     ({STEPS_PER_ACTOR: 1000, "pad_short_clips": False}, True,
      "off: auto, pad_short_clips=false (each clip length would compile apart)"),
-    ({STEPS_PER_ACTOR: 1000, "id_resampling": True}, True, f"on: auto, 1000 steps per actor >= {BREAK_EVEN_STEPS}"),
+    ({STEPS_PER_ACTOR: 1000, "id_resampling": True}, True,
+     f"on: auto, 1000 steps per actor >= {BREAK_EVEN_STEPS}"),
+    ({STEPS_PER_ACTOR: 200, "approx_fp8_linear": True}, True, "off: auto, 200 steps per actor < 316"),
     ({"compile_blocks": True}, False, "on: compile_blocks=true"),
     ({"compile_blocks": False, STEPS_PER_ACTOR: 1000}, True, "off: compile_blocks=false"),
 ])
 def test_auto_compiles_on_a_gpu_where_the_compile_pays_back(settings, cuda, choice):
     assert BREAK_EVEN_STEPS == 55   # 20 s of compiling / 0.37 s saved per step (compile_plan.py)
+    assert FP8_BREAK_EVEN_STEPS == 316   # FP8 projections: 249 s / 0.79 s
     assert decide({**schema_defaults(VideoPainterModelConfig), **settings}, cuda).describe() == choice
 
 
@@ -150,7 +156,8 @@ def test_the_driver_estimates_the_steps_of_each_inpainting_actor():
     assert cfg["model"]["compile_blocks"] == "auto"
     assert with_workload(cfg, clips=1, actors=1)["model"][STEPS_PER_ACTOR] == 50
     assert with_workload(cfg, clips=9, actors=4)["model"][STEPS_PER_ACTOR] == 3 * 50   # the busiest actor
-    assert with_workload({**cfg, "max_seconds": 12.0}, clips=2, actors=1)["model"][STEPS_PER_ACTOR] == 2 * 2 * 50
+    twelve_seconds = {**cfg, "max_seconds": 12.0}   # 97 frames: two windows
+    assert with_workload(twelve_seconds, clips=2, actors=1)["model"][STEPS_PER_ACTOR] == 2 * 2 * 50
     assert with_workload(cfg, clips=1, actors=1, frames=150)["model"][STEPS_PER_ACTOR] == 4 * 50   # 4 windows
     pools = {"inpaint": {"compute": ray.data.ActorPoolStrategy(size=2)}}
     assert graph.with_compile_workload(cfg, 10, pools)["model"][STEPS_PER_ACTOR] == 5 * 50
@@ -206,7 +213,8 @@ def test_compiled_blocks_refuse_what_they_cannot_run_with(clash):
 
 
 def test_compiled_blocks_run_with_id_resampling():
-    assert compose_config(["model=tiny", "model.compile_blocks=true", "model.id_resampling=true"])["model"]["compile_blocks"]
+    cfg = compose_config(["model=tiny", "model.compile_blocks=true", "model.id_resampling=true"])
+    assert cfg["model"]["compile_blocks"] is True
 
 
 @pytest.mark.parametrize("bad", ["[800,100]", "[100]", "[-1,800]"])

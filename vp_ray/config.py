@@ -311,16 +311,17 @@ class VideoPainterModelConfig(ModelConfig):
     # The VideoPainterID LoRA file (id_resampling; written tiny with create_tiny_if_missing).
     id_lora_path: str = "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
     # Speed, exact: torch.compile every block of the backbone and the branch (regional compilation:
-    # the blocks share one compiled graph per shape, with ID resampling too). Paid once per actor, at
-    # its first window (about 20 s); clips of another length compile again (keep pad_short_clips=true:
+    # the blocks share their compiled graphs, with ID resampling too). Paid once per actor, at its
+    # first window (about 20 s); clips of another length compile again (keep pad_short_clips=true:
     # every window is 49 frames). H100: 1.51-1.54 s per step against 1.93-1.97 s eager (bench/RESULTS.md).
     # auto (default): on where it pays back, on a GPU when the run gives each inpainting actor at least
-    # 55 denoising steps (clips / actors x windows x steps; vp_ray/models/compile_plan.py): a single
-    # one-window clip at 50 steps stays eager. Off on the CPU, with pad_short_clips=false, and where it
-    # cannot run: sequential_offload, approx_attention_reuse (true is refused with those). The choice
-    # is logged by each actor and recorded per clip (the manifest's `compiled` column). Results equal
-    # the eager ones within float rounding (inductor emulates eager's bf16 casts), so it is not
-    # fingerprinted: a resumed run keeps its clips whatever auto chooses this time.
+    # 55 denoising steps (316 with approx_fp8_linear; clips / actors x windows x steps;
+    # vp_ray/models/compile_plan.py): a single one-window clip at 50 steps stays eager. Off on the
+    # CPU, with pad_short_clips=false, and where it cannot run: sequential_offload,
+    # approx_attention_reuse (true is refused with those). The choice is logged by each actor and
+    # recorded per clip (the manifest's `compiled` column). Results equal the eager ones within float
+    # rounding (inductor emulates eager's bf16 casts), so it is not fingerprinted: a resumed run
+    # keeps its clips whatever auto chooses this time.
     compile_blocks: bool | str = setting("auto", check=TRUE_FALSE_AUTO, output=False, hashed_as=False)
     # Speed, exact: the attention kernel (PyTorch SDPA) of the backbone and the branch. auto: each actor
     # times one backbone attention call with cudnn, flash and efficient when it starts (under a second at

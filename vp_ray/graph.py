@@ -153,7 +153,8 @@ def actor_resources(num_gpus: float, num_cpus: float) -> dict[str, float]:
     return {"num_gpus": num_gpus, "num_cpus": num_cpus}
 
 
-def with_compile_workload(cfg: dict[str, Any], clips: int, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def with_compile_workload(cfg: dict[str, Any], clips: int,
+                          pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``cfg`` with the denoising steps each inpainting actor is expected to run, for
     ``model.compile_blocks=auto`` (``compile_plan``): ``clips`` shared among the pool's actors (an
     autoscaling pool: among the one it starts with)."""
@@ -161,7 +162,8 @@ def with_compile_workload(cfg: dict[str, Any], clips: int, pools: dict[str, dict
     cfg = compile_plan.with_workload(cfg, clips, actors)
     if cfg["model"].get("compile_blocks") == "auto":
         log.info("model.compile_blocks=auto: about %d denoising steps per inpainting actor (compiling pays "
-                 "back from %d on a GPU)", cfg["model"][compile_plan.STEPS_PER_ACTOR], compile_plan.BREAK_EVEN_STEPS)
+                 "back from %d on a GPU)", cfg["model"][compile_plan.STEPS_PER_ACTOR],
+                 compile_plan.BREAK_EVEN_STEPS)
     return cfg
 
 

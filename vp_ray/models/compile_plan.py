@@ -6,7 +6,9 @@ under the 26 + 5 GiB caps: the first compiled clip took 44.6 s against about 22 
 at 10 steps (``bench_videopainter.py`` measured the compile alone at 18.1 to 20.3 s), and a step
 took 1.51 to 1.54 s compiled against 1.93 to 1.97 s eager. At ``COMPILE_SECONDS`` and
 ``SAVED_SECONDS_PER_STEP`` the compile pays back after ``BREAK_EVEN_STEPS`` (55) steps in one actor:
-one default clip (one window, 50 steps) does not pay, two do.
+one default clip (one window, 50 steps) does not pay, two do. With ``approx_fp8_linear`` (H200,
+bench/RESULTS.md) the compile took 249 s and saved 0.79 s per step (2.116 eager, 1.323 compiled):
+it pays back from 316 steps.
 
 Who knows what: the driver estimates the denoising steps each inpainting actor will run
 (``with_workload``: clips / actors x windows per clip x steps) and passes the estimate in the model
@@ -27,6 +29,8 @@ from vp_ray.models import WINDOW_FRAMES, usable_frames
 COMPILE_SECONDS = 20.0            # the compile, once per actor (the upper end of 18.1 to 20.3 s)
 SAVED_SECONDS_PER_STEP = 0.37     # per denoising step (0.35 to 0.4 s; the lower half, to be safe)
 BREAK_EVEN_STEPS = math.ceil(COMPILE_SECONDS / SAVED_SECONDS_PER_STEP)
+FP8_COMPILE_SECONDS, FP8_SAVED_SECONDS_PER_STEP = 249.0, 0.79
+FP8_BREAK_EVEN_STEPS = math.ceil(FP8_COMPILE_SECONDS / FP8_SAVED_SECONDS_PER_STEP)
 # The model settings' key holding the driver's estimate (computed per run: not a config field).
 STEPS_PER_ACTOR = "steps_per_actor"
 
@@ -44,7 +48,8 @@ class CompileChoice:
 def blockers(model_cfg: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """(setting, whether it is set so, why) for what compiled blocks cannot run with: ``auto`` leaves
     compile off under them, an explicit ``true`` is refused (``vp_ray.config``)."""
-    return [("memory_mode", model_cfg["memory_mode"] == "sequential_offload", "its hooks sit inside every block"),
+    return [("memory_mode", model_cfg["memory_mode"] == "sequential_offload",
+             "its hooks sit inside every block"),
             ("approx_attention_reuse", model_cfg["approx_attention_reuse"] > 1,
              "its per-step state would recompile every step")]
 
@@ -64,9 +69,10 @@ def decide(model_cfg: dict[str, Any], cuda: bool) -> CompileChoice:
     steps = model_cfg.get(STEPS_PER_ACTOR)
     if steps is None:
         return CompileChoice(False, "auto, steps per actor unknown")
-    if steps >= BREAK_EVEN_STEPS:
-        return CompileChoice(True, f"auto, {steps} steps per actor >= {BREAK_EVEN_STEPS}")
-    return CompileChoice(False, f"auto, {steps} steps per actor < {BREAK_EVEN_STEPS}")
+    needed = FP8_BREAK_EVEN_STEPS if model_cfg["approx_fp8_linear"] else BREAK_EVEN_STEPS
+    if steps >= needed:
+        return CompileChoice(True, f"auto, {steps} steps per actor >= {needed}")
+    return CompileChoice(False, f"auto, {steps} steps per actor < {needed}")
 
 
 def windows_per_clip(frames: int) -> int:

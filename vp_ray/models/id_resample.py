@@ -21,12 +21,14 @@ Only the saved tokens that some mask keeps are held: those masked in the previou
 current one (the original holds every token of every block: 8.54 GiB at full size). Every other
 token's keys and values are zeroed whatever it held, so the results are the same.
 
-Compiled blocks (``speed.compile_blocks``) share one graph with ID resampling as without: the
+Compiled blocks (``speed.compile_blocks``) share their graphs with ID resampling as without: the
 per-block work that needs the block's index (its saved tokens, scattered back to full length and
 normed) runs in a forward pre-hook, outside the compiled ``forward``, and reaches the attention as
 tensor arguments (``attention_kwargs``). All blocks share one processor object holding no index:
 torch.compile guards on Python values, so a processor per block, or a lookup by index in it, would
 compile every block apart (and a saved-token count that changes per clip would recompile too).
+The price: the previous window's normed tokens of a block (0.2 GiB at full size) are held through
+the block's feed-forward as well, not its attention alone.
 """
 
 from __future__ import annotations
@@ -108,9 +110,8 @@ class IdResampling:
         token mask applied to them, [B, tokens, 1])."""
         def hook(module, args, kwargs):
             temb = kwargs["temb"] if "temb" in kwargs else args[2]
-            encoder_hidden_states = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
-            previous = self.previous_tokens(index, encoder_hidden_states.shape[1], temb) \
-                if self.weight > 0.0 else None
+            text = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
+            previous = self.previous_tokens(index, text.shape[1], temb) if self.weight > 0.0 else None
             keep = (self.mask if previous is None else self.prev_mask).unsqueeze(-1)
             given = kwargs.get("attention_kwargs") or {}
             return args, {**kwargs, "attention_kwargs": {**given, "id_previous": previous, "id_keep": keep}}
@@ -150,7 +151,7 @@ class ResampleAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None,
                  id_previous=None, id_keep=None):
         if id_keep is None:
-            raise RuntimeError("ID resampling's attention was called without its token mask (IdResampling's hooks)")
+            raise RuntimeError("ID resampling's attention needs its token mask (IdResampling's pre-hook)")
         text_tokens = encoder_hidden_states.size(1)
         tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
         batch = tokens.shape[0]

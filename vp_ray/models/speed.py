@@ -5,7 +5,12 @@ call (``Module.compile``, which diffusers' ``compile_repeated_blocks`` uses): th
 forward hooks then stay outside the graphs. Those hooks are closures over their block's index,
 which torch.compile specialises on, so compiling them in would compile each of the 42 blocks
 apart; compiled this way, every backbone block shares one graph (two with the branch's), built at
-the actor's first window and reused for every later window and clip of the same shape.
+the actor's first window and reused for every later window and clip of the same shape. ID
+resampling keeps its per-block state out of the graphs the same way (``id_resample``): its blocks
+share a few graphs (window 0 and later windows), however many blocks there are.
+
+Whether an actor compiles (``model.compile_blocks``: true, false, or auto where it pays back) is
+decided in ``compile_plan``.
 
 ``reuse_attention`` is diffusers' Pyramid Attention Broadcast and ``fp8_linear_layers`` torchao's
 FP8 matmuls: approximations (results change), off by default.
