@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from vp_ray.gpu_idle import idle_summary
 from vp_ray.graph import RunResult
 from vp_ray.rows import DONE_BEFORE
 
@@ -32,6 +33,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
     inpaint_times = [r["time_inpaint_s"] for r in new if r["time_inpaint_s"]]
     per_clip = sum(inpaint_times) / len(inpaint_times) if inpaint_times else 0.0
     plans = memory_plans(new)
+    idle = idle_summary(new)
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(ledger.done) - len(new))),
@@ -40,6 +42,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("clips suspect (quality scores)", suspect_counts(ledger.suspects())),
         ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
         *([("memory plan", plans)] if plans else []),
+        *([("GPU idle between clips", idle)] if idle else []),
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),
