@@ -34,9 +34,12 @@ RESULTS = _common.REPO / "bench" / "results"
 CLIP_COLUMNS = ["clip_id", "status", "mask_kind", "num_frames", "attempts", "degraded", "effective_max_seconds",
                 "memory_plan", "peak_gpu_mem_gb", "inpaint_worker", "segment_worker", "time_prepare_s",
                 "time_segment_s", "time_inpaint_s", "time_write_s", "step_s_median", "step_s_max",
-                "inpaint_started", "inpaint_finished", "warnings"]
+                "inpaint_started", "inpaint_finished", "gpu_started", "denoise_started", "denoise_finished",
+                "gpu_finished", "time_load_s", "time_condition_s", "time_prompt_s", "time_encode_s", "time_decode_s",
+                "time_convert_s", "time_save_s", "warnings"]
 MAX_CLIPS = 16
 LOG_LINE = re.compile(r"memory=auto|out of memory|OOM|exit \d+ wall|run: exit|wall:|wall \d|exact step ratio|"
+                      r"exact clip ratio|GPU idle between clips|stock end to end|^batch job|"
                       r"scheduling efficiency|steady state|placement check|^\w*Error: |^cap \d|^plan: |"
                       r"import\+ray.init|^(untiled|1x2|2x2|3x3) |t5 resident")
 RULE = re.compile(r"-{10,}")

@@ -219,6 +219,9 @@ def test_the_next_clip_is_read_and_prepared_while_the_gpu_works_and_the_last_sav
     assert sorted(entries[5:]) == ["gpu done b", "saved a", "saved b"]
     assert entries.index("gpu done b") < entries.index("saved b")
     assert inpainter.most_on_gpu == 1
+    # b waited through the second a held its turn after b was prepared: not b's own time.
+    b = rows["b"]
+    assert b["time_inpaint_s"] < b["inpaint_finished"] - b["inpaint_started"] - 0.5
     for name in "ab":
         np.testing.assert_array_equal(np.load(tmp_path / name / workdir.RESULT), np.full((9, 8, 8, 3), ord(name) + 1))
         assert rows[name]["attempts"] == 1 and rows[name]["inpaint_finished"] >= rows[name]["inpaint_started"]

@@ -169,7 +169,6 @@ class PreparedClip:
     masks: torch.Tensor       # bool [T, H, W]; frame 0 cleared with first_frame_gt
     count: int                # the clip's own frames: the result is cut back to them
     prompt: str
-    warnings: list[str]
     # (frame 0, its mask) for FLUX.1-Fill, which runs on the GPU in the clip's turn (first_frame_fill=flux)
     first_frame: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -212,8 +211,9 @@ class VideoPainterInpainter:
     def prepare_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str,
                      masked_video: np.ndarray | None = None) -> PreparedClip:
         """The host's share of a clip, which needs no GPU: the frame count checked, a short clip mirrored
-        to whole windows, the object blacked out, frame 0 filled (opencv) and unmasked, the prompt's
-        length checked. The inpainting stage runs it while the GPU works on the clip before."""
+        to whole windows, the object blacked out, frame 0 filled (opencv) and unmasked. The inpainting
+        stage runs it while the GPU works on the clip before, so it touches nothing that clip uses (the
+        tokenizer, say, keeps settings between calls)."""
         cfg = self.cfg
         count = len(frames)
         if count < 1 or usable_frames(cfg, count) != count:
@@ -228,13 +228,12 @@ class VideoPainterInpainter:
         first_frame = (np.ascontiguousarray(frames[0]), masks[0].astype(bool)) if flux else None
         video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"],
                                         "none" if flux else cfg["first_frame_fill"], masked_video=masked_video)
-        return PreparedClip(self._host_tensor(video), self._host_tensor(masks), count, prompt,
-                            self._check_prompt_length(prompt), first_frame)
+        return PreparedClip(self._host_tensor(video), self._host_tensor(masks), count, prompt, first_frame)
 
     def inpaint_prepared(self, clip: PreparedClip, seed: int, progress: Progress = None) -> np.ndarray:
         """The GPU's share of a clip: FLUX.1-Fill's frame 0 if asked, T5, the windows, the decode."""
         cfg = self.cfg
-        self.last_warnings, self.last_phases = list(clip.warnings), None
+        self.last_warnings, self.last_phases = self._check_prompt_length(clip.prompt), None
         video = clip.video
         timeline = self.pipe.timeline = Timeline(self.device)
         try:

@@ -37,7 +37,7 @@ class InpaintClips(ClipStage):
 
     name, title = "inpaint", "loading the model and inpainting"
     reads = ("model", "retry")
-    timing_column = "time_inpaint_s"
+    # No timing_column: process() times itself, less the time it waited for the other clip's GPU turn.
     actor = True
 
     def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
@@ -64,9 +64,10 @@ class InpaintClips(ClipStage):
         return super().__call__(batch)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        row["inpaint_started"] = time.time()
+        row["inpaint_started"], began = time.time(), time.perf_counter()
         died_before = workdir.worker_attempts(row["work_dir"], "inpaint") > 0
         with self.turns.clip(alone=died_before):
+            admitted = time.perf_counter()
             workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
             start = time.perf_counter()
             frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
@@ -77,11 +78,16 @@ class InpaintClips(ClipStage):
             prepare = getattr(self.inpainter, "prepare_clip", None)
             prepared = prepare(frames, masks, row["prompt"], masked_video) if prepare else None
             row.update(time_load_s=round(loaded - start, 3), time_condition_s=round(time.perf_counter() - loaded, 3))
+            waiting = time.perf_counter()
             with self.turns.gpu():
+                turn = time.perf_counter()
                 result, row = self.inpaint_on_gpu(row, frames, masks, masked_video, prepared)
             start = time.perf_counter()
             workdir.save_array(row["work_dir"], workdir.RESULT, result)
-            row.update(time_save_s=round(time.perf_counter() - start, 3), inpaint_finished=time.time())
+            end = time.perf_counter()
+        waited = (admitted - began) + (turn - waiting)
+        row.update(time_save_s=round(end - start, 3), time_inpaint_s=round(end - began - waited, 3),
+                   inpaint_finished=time.time())
         return row
 
     def inpaint_on_gpu(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,

@@ -7,6 +7,10 @@ on the GPU, the next one is read and prepared and the last one saved and handed 
 goes from one clip to the next without waiting for the host. Only one clip at a time is ever on
 the GPU: the memory plan is one clip's.
 
+The next clip's T5 and VAE encodes stay in its own turn: they are GPU work, which running early
+would only move (the GPU is busy with the loop meanwhile), and on a 32 GB card T5 visits the GPU
+only while no other clip's work is there (``memory_mode=text_encoder_offload``).
+
 A clip whose worker process died before runs alone. A death takes down every clip in the process,
 and each counts it towards ``retry.max_worker_deaths``: a clip that crashes the process every time
 would otherwise use up the deaths of the clips beside it. Alone, it takes down no other.
