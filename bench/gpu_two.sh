@@ -5,7 +5,9 @@
 #
 #   [CLIPS=8] bash bench/gpu_two.sh OUT [STEPS] [RUNS]
 #
-# RUNS (default "two one"): two = 2 GPUs, one = 1 GPU, free = 1 GPU without caps. Machine: as many
+# RUNS (default "two one"): two = 2 GPUs, one = 1 GPU, free = 1 GPU without caps, seq = 1 GPU with
+# one clip at a time per actor (cluster.overlap_clips=false: the GPU's idle time between clips without
+# the overlap, to compare with `one`). Machine: as many
 # CUDA GPUs as the runs ask (2 for "two"), each with at least 40 GiB; 16+ cores. Packages beside
 # torch: diffusers, hydra-core, omegaconf, Ray, PyAV, sam2 (carried: `bash bench/carry_site.sh`
 # here, .whl/ carried).
@@ -32,8 +34,8 @@ clips=${CLIPS:-8}
 for run in $runs; do
     case $run in
         two) gpus=2 ;;
-        one|free) gpus=1 ;;
-        *) refuse "unknown run '$run' in RUNS: expected two, one or free" ;;
+        one|free|seq) gpus=1 ;;
+        *) refuse "unknown run '$run' in RUNS: expected two, one, free or seq" ;;
     esac
     (( clips >= 3 * gpus )) || refuse "CLIPS=$clips gives run '$run' a steady state of fewer than 2 intervals per GPU (its first clip is left out): use CLIPS >= $(( 3 * gpus ))"
 done
@@ -105,6 +107,7 @@ for name in $runs; do
         two) run two cluster.num_gpus=2 ;;
         one) run one cluster.num_gpus=1 ;;
         free) run free cluster.num_gpus=1 model.gpu_memory_limit_gb=null sam2.gpu_memory_limit_gb=null ;;
+        seq) run seq cluster.num_gpus=1 cluster.overlap_clips=false ;;
     esac
 done
 "$PYTHON" bench/two_gpu_report.py "$OUT" | tee "$OUT/report.txt"

@@ -3,7 +3,8 @@
     python bench/two_gpu_report.py OUT
 
 Reads OUT/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
-(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps); pandas and pyarrow, any machine.
+(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps; seq: 1 GPU, one clip at a time per actor);
+pandas, pyarrow and the repository (``vp_ray.gpu_idle``), any machine.
 Exits non-zero if a GPU held more than one inpainting actor, or a run used fewer GPUs than it should.
 
 Steady state: on each GPU, clips are ordered by when the actor gave them back; the first clip
@@ -36,7 +37,7 @@ import pandas as pd
 
 from vp_ray import gpu_idle
 
-EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1}
+EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1, "seq": 1}
 
 
 def gpu_of(worker: str) -> str:
