@@ -22,6 +22,9 @@
 # samples_<run>.csv, dmon_<run>.txt} and OUT/report.txt (bench/two_gpu_report.py). At 10 steps and
 # 8 clips a run takes about 5 minutes; at 50 steps and 4 clips about 8.
 #
+# RUN_TIMEOUT_S=N stops each run's launch.py with SIGTERM after N seconds (as Ctrl-C: the clips
+# done so far are in its manifest), so that a caller with a fixed time keeps what was measured.
+#
 # TINY=1 runs the script's whole path on a CPU machine: the tiny model, logical GPUs, no dmon.
 USAGE="[CLIPS=8] bash bench/gpu_two.sh OUT [STEPS] [RUNS]"
 source "$(dirname "$0")/_common.sh"
@@ -90,9 +93,10 @@ run() {  # name, extra overrides...
         nvidia-smi dmon -s um -d 1 -o T > "$OUT/dmon_$name.txt" 2> /dev/null &
         dmon=$!
     fi
-    local start
+    local start limit=()
+    [ -n "${RUN_TIMEOUT_S:-}" ] && limit=(timeout -s TERM -k 30 "$RUN_TIMEOUT_S")
     start=$(date +%s.%N)
-    "$PYTHON" launch.py dataset=csv "dataset.path=$work/clips.csv" "output_dir=$work/$name" \
+    "${limit[@]}" "$PYTHON" launch.py dataset=csv "dataset.path=$work/clips.csv" "output_dir=$work/$name" \
         cluster.sample_every_s=2 "${model_args[@]}" "$@" > "$OUT/$name.log" 2>&1
     echo "exit $? wall $("$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))") s" >> "$OUT/$name.log"
     [ -n "$dmon" ] && kill "$dmon" 2> /dev/null

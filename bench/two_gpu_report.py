@@ -137,8 +137,10 @@ def gaps_report(manifest: pd.DataFrame) -> None:
         where = gpu_of(worker)
         idle, loops = gpu_idle.median_and_max(actor.idle), gpu_idle.median_and_max(actor.between_loops)
         if idle:
+            late = gpu_idle.median_and_max(actor.waiting_for_clip)
             print(f"   {where}: GPU idle between clips: median {idle[0]:.3f} s, max {idle[1]:.3f} s "
-                  f"({len(actor.idle)} gaps: one clip's frames back -> the next clip's first GPU work)")
+                  f"({len(actor.idle)} gaps: one clip's frames back -> the next clip's first GPU work); of it "
+                  f"before the next clip reached the actor: median {late[0]:.3f} s, max {late[1]:.3f} s")
             print(f"   {where}: last step -> next clip's first step: median {loops[0]:.2f} s, max {loops[1]:.2f} s; "
                   f"calls handed over: median {statistics.median(actor.handover):.2f} s (negative: overlapped)")
         parts = gpu_idle.outside_loop(actor.clips[1:] or actor.clips)

@@ -94,6 +94,8 @@ def test_gpu_idle_between_clips_is_counted_per_actor_in_the_order_the_gpu_ran_th
     assert a.idle == pytest.approx([0.2]) and a.between_loops == pytest.approx([6.0])
     assert a.handover == pytest.approx([-1.5])   # the second call began before the first ended
     assert b.idle == pytest.approx([1.0]) and b.between_loops == pytest.approx([4.0])
+    # a2 was at the actor before a1 finished; b2 came 0.3 s after b1's frames were back.
+    assert a.waiting_for_clip == [0.0] and b.waiting_for_clip == pytest.approx([0.3])
     assert gpu_idle.outside_loop(a.clips)["time_load_s"] == pytest.approx(0.2)
     assert gpu_idle.idle_summary(rows) == "0.60 s median, 1.00 s max (2 gaps, 2 actors)"
 

@@ -8,7 +8,9 @@ one after the other on one actor (``inpaint_worker``: node, GPU and process):
   GPU work: the GPU has nothing of this actor's to do (receiving the next clip, reading and preparing
   its arrays, saving the last result happen there unless they overlap the GPU's work);
 * **between loops** is the time from the first clip's last denoising step to the second's first:
-  the GPU idle plus the work around the loop (decode, conversion, T5, VAE encodes).
+  the GPU idle plus the work around the loop (decode, conversion, T5, VAE encodes);
+* **waiting for the clip** is the part of the GPU idle before the second clip reached the actor at
+  all (the stages before inpainting did not keep up): no overlap inside the actor can hide it.
 
 Rows without a timeline (models that keep none, clips done by an earlier run) are left out.
 """
@@ -32,6 +34,7 @@ class ActorGaps:
     clips: list[dict[str, Any]] = field(default_factory=list)
     idle: list[float] = field(default_factory=list)
     between_loops: list[float] = field(default_factory=list)
+    waiting_for_clip: list[float] = field(default_factory=list)
     # From one call given back to Ray to the next call started (negative: the calls overlapped).
     handover: list[float] = field(default_factory=list)
 
@@ -45,7 +48,9 @@ def actor_gaps(rows: Iterable[dict[str, Any]]) -> dict[str, ActorGaps]:
     for actor in actors.values():
         actor.clips.sort(key=lambda row: row["gpu_started"])
         for before, after in zip(actor.clips, actor.clips[1:]):
-            actor.idle.append(after["gpu_started"] - before["gpu_finished"])
+            idle = after["gpu_started"] - before["gpu_finished"]
+            actor.idle.append(idle)
+            actor.waiting_for_clip.append(max(0.0, min(idle, after["inpaint_started"] - before["gpu_finished"])))
             actor.between_loops.append(after["denoise_started"] - before["denoise_finished"])
             actor.handover.append(after["inpaint_started"] - before["inpaint_finished"])
     return actors
