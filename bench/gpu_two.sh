@@ -23,7 +23,8 @@
 # 8 clips a run takes about 5 minutes; at 50 steps and 4 clips about 8.
 #
 # RUN_TIMEOUT_S=N stops each run's launch.py with SIGTERM after N seconds (as Ctrl-C: the clips
-# done so far are in its manifest), so that a caller with a fixed time keeps what was measured.
+# done so far are in its manifest; killed 45 s later if it has not ended), so that a caller with a
+# fixed time keeps what was measured.
 #
 # TINY=1 runs the script's whole path on a CPU machine: the tiny model, logical GPUs, no dmon.
 USAGE="[CLIPS=8] bash bench/gpu_two.sh OUT [STEPS] [RUNS]"
@@ -94,7 +95,7 @@ run() {  # name, extra overrides...
         dmon=$!
     fi
     local start limit=()
-    [ -n "${RUN_TIMEOUT_S:-}" ] && limit=(timeout -s TERM -k 30 "$RUN_TIMEOUT_S")
+    [ -n "${RUN_TIMEOUT_S:-}" ] && limit=(timeout --foreground -s TERM -k 45 "$RUN_TIMEOUT_S")   # launch.py alone: Ray's processes end with it
     start=$(date +%s.%N)
     "${limit[@]}" "$PYTHON" launch.py dataset=csv "dataset.path=$work/clips.csv" "output_dir=$work/$name" \
         cluster.sample_every_s=2 "${model_args[@]}" "$@" > "$OUT/$name.log" 2>&1

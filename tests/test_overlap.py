@@ -111,6 +111,19 @@ def test_the_run_summary_shows_the_gpu_idle_time_between_clips(tmp_path):
     assert "GPU idle" not in format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
 
 
+def test_the_run_report_counts_the_gpu_idle_time_between_clips(tmp_path):
+    import pandas as pd
+
+    from vp_ray.report import RunData, run_counts
+
+    rows = [timed("a1", "gpu=0 pid=1", 100.0, (103.0, 127.0), 130.0, 99.5, 130.5),
+            timed("a2", "gpu=0 pid=1", 130.25, (133.0, 150.0), 153.0, 129.0, 153.4)]
+    data = RunData(tmp_path, pd.DataFrame(rows), pd.DataFrame(), None, [])
+    assert dict(run_counts(data))["GPU idle between clips"] == "0.25 s median, 0.25 s max (1 gap, 1 actor)"
+    older = RunData(tmp_path, pd.DataFrame(rows).drop(columns=["gpu_started"]), pd.DataFrame(), None, [])
+    assert dict(run_counts(older))["GPU idle between clips"] == "n/a"
+
+
 # --------------------------------------------------------------------------------------- the stage
 
 
