@@ -267,8 +267,8 @@ def test_a_clip_whose_worker_died_before_runs_alone_and_holds_back_the_clips_aft
     threads.append(threading.Thread(target=stay, args=("after",)))
     threads[2].start()
     waiting(2)
-    for name in release:
-        release[name].set()
+    for name, event in release.items():
+        event.set()
         assert journal.wait(f"out {name}")
     for thread in threads:
         thread.join(WAIT)

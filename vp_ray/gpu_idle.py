@@ -18,8 +18,10 @@ Rows without a timeline (models that keep none, clips done by an earlier run) ar
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from itertools import pairwise
+from typing import Any
 
 # Seconds of a clip's work outside the denoising loop, as the rows name them (``vp_ray.rows``).
 HOST_PARTS = ("time_load_s", "time_condition_s", "time_save_s")
@@ -47,7 +49,7 @@ def actor_gaps(rows: Iterable[dict[str, Any]]) -> dict[str, ActorGaps]:
             actors.setdefault(row["inpaint_worker"], ActorGaps(row["inpaint_worker"])).clips.append(row)
     for actor in actors.values():
         actor.clips.sort(key=lambda row: row["gpu_started"])
-        for before, after in zip(actor.clips, actor.clips[1:]):
+        for before, after in pairwise(actor.clips):
             idle = after["gpu_started"] - before["gpu_finished"]
             actor.idle.append(idle)
             actor.waiting_for_clip.append(max(0.0, min(idle, after["inpaint_started"] - before["gpu_finished"])))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 # In the order a one-window clip passes them. fill: FLUX.1-Fill's first frame (first_frame_fill=flux);
 # prompt: T5 (with text_encoder_offload, its visit to the GPU); encode: the window's pixels to the GPU
@@ -41,7 +42,7 @@ def clip_phases(marks: list[tuple[str, float]]) -> ClipPhases:
     if len(marks) < 2 or marks[-1][0] != "end":
         raise ValueError(f"a clip's timeline needs marks ending with 'end', got {[p for p, _ in marks]}")
     seconds = dict.fromkeys(PHASES, 0.0)
-    for (phase, start), (_, end) in zip(marks, marks[1:]):
+    for (phase, start), (_, end) in pairwise(marks):
         seconds[phase] += end - start
     loops = [i for i, (phase, _) in enumerate(marks) if phase == "denoise"]
     if not loops:
