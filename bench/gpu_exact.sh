@@ -41,6 +41,10 @@ fi
 carried_site torch diffusers hydra omegaconf ray av sam2
 make_out
 began=$(date +%s)
+fail() {  # after something was measured: exit status 1, what is in OUT stays
+    echo "$(basename "$SCRIPT"): $*" | tee -a "$OUT/exact_report.txt" >&2
+    exit 1
+}
 report=$OUT/exact_report.txt
 {
     echo "command: CLIPS=$clips${TINY:+ TINY=$TINY} bash bench/gpu_exact.sh $*"
@@ -52,11 +56,11 @@ report=$OUT/exact_report.txt
 
 echo "stock diffusers I2V, end to end, $steps steps ..."
 timeout 400 "$PYTHON" bench/bench_videopainter.py "${tiny[@]}" --steps "$steps" --stock-steps "$steps" --modes none \
-    --out "$OUT/stock.json" > "$OUT/stock.log" 2>&1 || { tail -n 5 "$OUT/stock.log"; refuse "the stock run failed (see $OUT/stock.log)"; }
+    --out "$OUT/stock.json" > "$OUT/stock.log" 2>&1 || { tail -n 5 "$OUT/stock.log"; fail "the stock run failed (see $OUT/stock.log)"; }
 grep "^stock end to end" "$OUT/stock.log" | tee -a "$report"
 
 left=$(( ${LIMIT_S:-560} - ($(date +%s) - began) - 60 ))   # 45 s for a stopped run to end, 15 for the report
-(( left > 60 )) || refuse "no time left for the batch job within LIMIT_S=${LIMIT_S:-560} s"
+(( left > 60 )) || fail "no time left for the batch job within LIMIT_S=${LIMIT_S:-560} s"
 echo "the batch job, one GPU, $clips clips at $steps steps (stopped after $left s if still running) ..."
 RUN_TIMEOUT_S=$left CLIPS=$clips bash bench/gpu_two.sh "$OUT" "$steps" one > "$OUT/two.log" 2>&1
 status=$?
