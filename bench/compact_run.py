@@ -34,12 +34,14 @@ RESULTS = _common.REPO / "bench" / "results"
 CLIP_COLUMNS = ["clip_id", "status", "mask_kind", "num_frames", "attempts", "degraded", "effective_max_seconds",
                 "memory_plan", "attention_backend", "compiled", "peak_gpu_mem_gb", "inpaint_worker",
                 "segment_worker", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
-                "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished", "warnings"]
+                "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished", "gpu_started",
+                "denoise_started", "denoise_finished", "gpu_finished", "time_load_s", "time_condition_s",
+                "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s", "time_save_s", "warnings"]
 MAX_CLIPS = 16
 LOG_LINE = re.compile(r"memory=auto|attention: |in force: |compiled blocks: |out of memory|OOM|exit \d+ wall|"
-                      r"run: exit|wall:|wall \d|exact step ratio|scheduling efficiency|steady state|"
-                      r"placement check|^\w*Error: |^cap \d|^plan: |import\+ray.init|^(untiled|1x2|2x2|3x3) |"
-                      r"t5 resident")
+                      r"run: exit|wall:|wall \d|exact step ratio|exact clip ratio|GPU idle between clips|"
+                      r"stock end to end|^batch job|scheduling efficiency|steady state|placement check|"
+                      r"^\w*Error: |^cap \d|^plan: |import\+ray.init|^(untiled|1x2|2x2|3x3) |t5 resident")
 RULE = re.compile(r"-{10,}")
 MAX_LOG_LINES = 40
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

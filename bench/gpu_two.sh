@@ -5,7 +5,9 @@
 #
 #   [CLIPS=8] bash bench/gpu_two.sh OUT [STEPS] [RUNS]
 #
-# RUNS (default "two one"): two = 2 GPUs, one = 1 GPU, free = 1 GPU without caps. Machine: as many
+# RUNS (default "two one"): two = 2 GPUs, one = 1 GPU, free = 1 GPU without caps, seq = 1 GPU with
+# one clip at a time per actor (cluster.overlap_clips=false: the GPU's idle time between clips without
+# the overlap, to compare with `one`). Machine: as many
 # CUDA GPUs as the runs ask (2 for "two"), each with at least 40 GiB; 16+ cores. Packages beside
 # torch: diffusers, hydra-core, omegaconf, Ray, PyAV, sam2 (carried: `bash bench/carry_site.sh`
 # here, .whl/ carried).
@@ -20,6 +22,10 @@
 # samples_<run>.csv, dmon_<run>.txt} and OUT/report.txt (bench/two_gpu_report.py). At 10 steps and
 # 8 clips a run takes about 5 minutes; at 50 steps and 4 clips about 8.
 #
+# RUN_TIMEOUT_S=N stops each run's launch.py with SIGTERM after N seconds (as Ctrl-C: the clips
+# done so far are in its manifest; killed 45 s later if it has not ended), so that a caller with a
+# fixed time keeps what was measured.
+#
 # TINY=1 runs the script's whole path on a CPU machine: the tiny model, logical GPUs, no dmon.
 USAGE="[CLIPS=8] bash bench/gpu_two.sh OUT [STEPS] [RUNS]"
 source "$(dirname "$0")/_common.sh"
@@ -32,8 +38,8 @@ clips=${CLIPS:-8}
 for run in $runs; do
     case $run in
         two) gpus=2 ;;
-        one|free) gpus=1 ;;
-        *) refuse "unknown run '$run' in RUNS: expected two, one or free" ;;
+        one|free|seq) gpus=1 ;;
+        *) refuse "unknown run '$run' in RUNS: expected two, one, free or seq" ;;
     esac
     (( clips >= 3 * gpus )) || refuse "CLIPS=$clips gives run '$run' a steady state of fewer than 2 intervals per GPU (its first clip is left out): use CLIPS >= $(( 3 * gpus ))"
 done
@@ -88,9 +94,10 @@ run() {  # name, extra overrides...
         nvidia-smi dmon -s um -d 1 -o T > "$OUT/dmon_$name.txt" 2> /dev/null &
         dmon=$!
     fi
-    local start
+    local start limit=()
+    [ -n "${RUN_TIMEOUT_S:-}" ] && limit=(timeout --foreground -s TERM -k 45 "$RUN_TIMEOUT_S")   # launch.py alone: Ray's processes end with it
     start=$(date +%s.%N)
-    "$PYTHON" launch.py dataset=csv "dataset.path=$work/clips.csv" "output_dir=$work/$name" \
+    "${limit[@]}" "$PYTHON" launch.py dataset=csv "dataset.path=$work/clips.csv" "output_dir=$work/$name" \
         cluster.sample_every_s=2 "${model_args[@]}" "$@" > "$OUT/$name.log" 2>&1
     echo "exit $? wall $("$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))") s" >> "$OUT/$name.log"
     [ -n "$dmon" ] && kill "$dmon" 2> /dev/null
@@ -105,6 +112,7 @@ for name in $runs; do
         two) run two cluster.num_gpus=2 ;;
         one) run one cluster.num_gpus=1 ;;
         free) run free cluster.num_gpus=1 model.gpu_memory_limit_gb=null sam2.gpu_memory_limit_gb=null ;;
+        seq) run seq cluster.num_gpus=1 cluster.overlap_clips=false ;;
     esac
 done
 "$PYTHON" bench/two_gpu_report.py "$OUT" | tee "$OUT/report.txt"

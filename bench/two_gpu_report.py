@@ -3,18 +3,30 @@
     python bench/two_gpu_report.py OUT
 
 Reads OUT/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
-(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps); pandas and pyarrow, any machine.
+(two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps; seq: 1 GPU, one clip at a time per actor);
+pandas, pyarrow and the repository (``vp_ray.gpu_idle``), any machine.
 Exits non-zero if a GPU held more than one inpainting actor, or a run used fewer GPUs than it should.
 
 Steady state: on each GPU, clips are ordered by when the actor gave them back; the first clip
 (model load, warm-up) is cut, and the rate is (clips after the first) / (time from the end of the
 first clip to the end of the last): the intervals between clips. A run's rate is the sum over its
 GPUs; a GPU with fewer than 2 intervals is named, its rate is not one to quote.
+
+Per inpainting actor, from each clip's GPU timeline (``vp_ray/gpu_idle.py``): the GPU's idle time
+between clips (one clip's frames back on the host -> the next clip's first GPU work), the time from
+one clip's last denoising step to the next one's first, and the median seconds per clip of the work
+outside the loop, on the GPU and on the host.
+
+With OUT/stock.json (``bench_videopainter.py --modes none``: stock diffusers' I2V end to end on one
+clip, as ``bench/gpu_exact.sh`` runs it), the ``one`` run's steady-state seconds per clip against it:
+``exact clip ratio vs stock``, and its first clip's extra time (compile, warm-up).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -23,7 +35,9 @@ from pathlib import Path
 import _common
 import pandas as pd
 
-EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1}
+from vp_ray import gpu_idle
+
+EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1, "seq": 1}
 
 
 def gpu_of(worker: str) -> str:
@@ -96,6 +110,7 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
         if "step_s_max" in clips:
             print(f"   {gpu}: denoising step median {clips.step_s_median.median():.3f} s, slowest step per clip "
                   f"{[round(x, 2) for x in clips.step_s_max]} s")
+    gaps_report(manifest)
     samples = out / f"samples_{name}.csv"
     if samples.exists():
         s = pd.read_csv(samples)
@@ -110,6 +125,50 @@ def report(out: Path, name: str) -> tuple[float, float] | None:
     return rate, manifest.time_inpaint_s.mean()
 
 
+PART_NAMES = {"time_prompt_s": "T5", "time_encode_s": "uploads + VAE encodes", "time_decode_s": "decode",
+              "time_convert_s": "to uint8 + back", "time_load_s": "read arrays", "time_condition_s": "prepare",
+              "time_save_s": "save result"}
+
+
+def gaps_report(manifest: pd.DataFrame) -> None:
+    """Per actor: the GPU's idle time between clips and the work outside the loop."""
+    if "gpu_started" not in manifest:
+        print("   no GPU timeline in this manifest (a run before the timeline was recorded)")
+        return
+    for worker, actor in sorted(gpu_idle.actor_gaps(manifest.to_dict("records")).items()):
+        where = gpu_of(worker)
+        idle, loops = gpu_idle.median_and_max(actor.idle), gpu_idle.median_and_max(actor.between_loops)
+        if idle:
+            late = gpu_idle.median_and_max(actor.waiting_for_clip)
+            print(f"   {where}: GPU idle between clips: median {idle[0]:.3f} s, max {idle[1]:.3f} s "
+                  f"({len(actor.idle)} gaps: one clip's frames back -> the next clip's first GPU work); of it "
+                  f"before the next clip reached the actor: median {late[0]:.3f} s, max {late[1]:.3f} s")
+            print(f"   {where}: last step -> next clip's first step: median {loops[0]:.2f} s, max {loops[1]:.2f} s; "
+                  f"calls handed over: median {statistics.median(actor.handover):.2f} s (negative: overlapped)")
+        parts = gpu_idle.outside_loop(actor.clips[1:] or actor.clips)
+        gpu = ", ".join(f"{PART_NAMES[p]} {parts[p]:.2f}" for p in gpu_idle.GPU_PARTS)
+        host = ", ".join(f"{PART_NAMES[p]} {parts[p]:.2f}" for p in gpu_idle.HOST_PARTS)
+        print(f"   {where}: outside the loop per clip (median s, clips after the first): GPU: {gpu} "
+              f"(sum {sum(parts[p] for p in gpu_idle.GPU_PARTS):.2f}); host: {host}")
+
+
+def stock_ratio(out: Path, one: tuple[float, float] | None) -> None:
+    """The ``one`` run's steady-state seconds per clip against stock diffusers' I2V end to end."""
+    path = out / "stock.json"
+    if not path.exists() or not one:
+        return
+    stock = json.loads(path.read_text())["stock"]
+    manifest = pd.read_parquet(out / "manifest_one.parquet").sort_values("inpaint_finished")
+    per_clip = 1 / one[0] if one[0] else float("nan")
+    first, rest = manifest.time_inpaint_s.iloc[0], manifest.time_inpaint_s.iloc[1:]
+    print(f"\nstock diffusers I2V end to end: {stock['seconds_per_clip']:.1f} s per clip "
+          f"({stock['steps']} steps, step median {stock['step_s']['median_s']:.3f} s; {stock.get('what', stock['mode'])})")
+    print(f"batch job (run one): {per_clip:.1f} s per clip in the steady state; inpainting "
+          f"{rest.median():.1f} s per clip after the first (median), the first {first:.1f} s: "
+          f"first clip's extra {first - rest.median():.1f} s (compile, warm-up)")
+    print(f"exact clip ratio vs stock: {per_clip / stock['seconds_per_clip']:.2f}")
+
+
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("out", type=Path, help="the folder bench/gpu_two.sh wrote")
@@ -119,6 +178,7 @@ def main() -> None:
     results = {name: report(out, name) for name in EXPECTED_GPUS}
     if results["two"] and results["one"]:
         print(f"\ntwo-GPU scaling efficiency: {results['two'][0] / (2 * results['one'][0]):.2f}")
+    stock_ratio(out, results["one"])
     if results["one"] and results["free"]:
         print(f"32 GB cap ratio: {results['one'][1] / results['free'][1]:.2f} "
               "(mean inpaint s/clip on one GPU: capped at 31 GiB / uncapped)")

@@ -188,6 +188,14 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
     assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
     assert "off: auto, no GPU" in next(line for line in summary if line.startswith("compiled blocks"))
+    # Each clip's GPU timeline, in order; two clips at once in the actor, never two on its GPU.
+    timeline = manifest[["gpu_started", "denoise_started", "denoise_finished", "gpu_finished"]]
+    assert (timeline.diff(axis=1).iloc[:, 1:] >= 0).all().all() and (timeline.gpu_started > 0).all()
+    assert (manifest[["time_load_s", "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s"]] > 0).all().all()
+    if actors == 1:
+        first, second = manifest.sort_values("gpu_started").itertuples()
+        assert second.gpu_started >= first.gpu_finished
+        assert any(line.startswith("GPU idle between clips") for line in summary)
     assert manifest.loc[short, "num_frames"] == 9 and manifest.loc[long, "num_frames"] == 97
     assert manifest.loc[long, "seconds"] == 12.125
     for clip_id, frames in ((short, 9), (long, 97)):

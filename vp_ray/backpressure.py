@@ -20,8 +20,9 @@ and, so that the rows ahead of the prepare stage stay few too (the driver keeps 
 every block in flight), each stage before it (read, split, check) runs only while fewer than
 ``2 x prepare_concurrency`` blocks wait between it and the prepare stage.
 
-So at most ``per_actor x actors`` (before) + ``2 x actors`` (in the model: one runs, one waits at
-it) + ``per_actor x actors + write_concurrency`` (after) clips are in ``.work`` at any time.
+So at most ``per_actor x actors`` (before) + ``2 x actors`` (in the model: one on the GPU, the next
+read and prepared beside it or waiting) + ``per_actor x actors + write_concurrency`` (after) clips are
+in ``.work`` at any time.
 
 ``HOLDING`` says, for the run in this process, whether the last decision held the prepare stage
 back (the model is the bottleneck, as it should be) or the model (the writers are): the sampler

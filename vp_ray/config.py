@@ -366,6 +366,11 @@ class ClusterConfig:
     inpaint_actors: Optional[int] = setting(None, check=AT_LEAST_ONE, output=False)
     # Let the inpainting pool grow onto nodes added mid-run (min 1 actor, max unbounded).
     autoscale: bool = setting(False, output=False)
+    # Each inpainting actor works on two clips at once: one on the GPU while the next one's arrays
+    # are read and prepared and the last one's result is saved, so the GPU does not wait for the
+    # host between clips (vp_ray/stages/turns.py). Never two on the GPU; results are the same.
+    # false: one clip at a time, the next waiting at the actor.
+    overlap_clips: bool = setting(True, output=False)
     # CPU tasks that decode/prepare and encode/write clips in parallel.
     prepare_concurrency: int = setting(2, check=AT_LEAST_ONE, output=False)
     # Backpressure: at most this many clips per model actor wait for one, and as many (plus the

@@ -202,13 +202,15 @@ def actor_pools(cfg: dict[str, Any], stages: list[type[ClipStage]],
         holders["SAM2"] = sam2["pool_size"] * pools["segment"].get("num_cpus", 1)
     if "inpaint" in names:
         # Two clips in flight per actor: the next one waits at the actor, so the GPU starts it the
-        # moment the last one ends instead of after a scheduling round trip. (It runs one at a time.)
-        if cluster["autoscale"]:
-            size, compute = 1, ray.data.ActorPoolStrategy(min_size=1, max_size=None,
-                                                          max_tasks_in_flight_per_actor=2)
-        else:
-            size = inpaint_pool_size(cfg, gpus_for_inpaint)
-            compute = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2)
+        # moment the last one ends instead of after a scheduling round trip. With overlap_clips both
+        # calls run at once (threads of the actor): the next clip's host work beside this one's GPU
+        # work, one clip on the GPU at a time (vp_ray/stages/turns.py).
+        sizes = {"min_size": 1, "max_size": None} if cluster["autoscale"] else \
+            {"size": inpaint_pool_size(cfg, gpus_for_inpaint)}
+        overlap = {"max_concurrent_calls_per_actor": 2, "enable_true_multi_threading": True} \
+            if cluster["overlap_clips"] else {}
+        compute = ray.data.ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=2, **overlap)
+        size = sizes.get("size", 1)
         pools["inpaint"] = {"compute": compute, "memory": model["memory"] or None,
                             **actor_resources(inpaint_gpus, model["num_cpus"])}
         holders["inpainting"] = size * pools["inpaint"].get("num_cpus", 1)

@@ -29,6 +29,8 @@ MANIFEST_COLUMNS = [
     "segment_worker", "inpaint_worker",
     "mask_area", "warnings", "time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s",
     "step_s_median", "step_s_max", "inpaint_started", "inpaint_finished",
+    "gpu_started", "denoise_started", "denoise_finished", "gpu_finished", "time_load_s", "time_condition_s",
+    "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s", "time_save_s",
     *quality.SCORES, "qa_flags",
     # The review's verdict (accepted, rejected, requeued) and requeue state (pending, done, failed) of
     # the clip in review.parquet when the manifest was written ("": not reviewed); README, "Review".

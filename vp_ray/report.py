@@ -28,6 +28,7 @@ import pandas as pd
 from vp_ray.atomic import atomic_path
 from vp_ray.evaluation.qa import SCORES as QA_SCORES
 from vp_ray.evaluation.qa import short_name
+from vp_ray.gpu_idle import idle_summary
 
 REPORT_NAME = "report.html"
 TIME_COLUMNS = ("time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s")
@@ -149,6 +150,7 @@ def run_counts(data: RunData) -> list[tuple[str, str]]:
         ("retried (attempts > 1)", str(int((column(m, "attempts", 1) > 1).sum()))),
         ("inpainting wall span", _duration(span) if span > 0 else "n/a"),
         ("clips/hour over that span", rate),
+        ("GPU idle between clips", idle_summary(m.to_dict("records")) or "n/a"),
     ]
 
 

@@ -105,6 +105,24 @@ class ClipStatus:
     # Wall-clock (Unix seconds) when the inpainting actor took the clip and gave it back.
     inpaint_started: float = 0.0
     inpaint_finished: float = 0.0
+    # The clip's GPU timeline (Unix seconds, as the GPU ran it; 0: not timed; vp_ray/models/timeline.py):
+    # its first GPU work, its first denoising step, the end of its last, its frames back on the host.
+    # Between consecutive clips of one actor they give the GPU's idle time (vp_ray/gpu_idle.py).
+    gpu_started: float = 0.0
+    denoise_started: float = 0.0
+    denoise_finished: float = 0.0
+    gpu_finished: float = 0.0
+    # The clip's work outside the denoising loop, in seconds. On the host: reading its arrays, preparing
+    # them (a short clip mirrored, the object blacked out, frame 0 filled; FLUX.1-Fill's fill is GPU
+    # time), saving the result. On the GPU: T5, the uploads and VAE encodes, the decode (with the
+    # windows' latents joined), the frames to uint8 and back to the host.
+    time_load_s: float = 0.0
+    time_condition_s: float = 0.0
+    time_prompt_s: float = 0.0
+    time_encode_s: float = 0.0
+    time_decode_s: float = 0.0
+    time_convert_s: float = 0.0
+    time_save_s: float = 0.0
     # Quality scores that need no ground truth (vp_ray/evaluation/qa.py; NaN: not measured), and the
     # short names of those over their qa.max_* thresholds ("seam,object"): then the status is suspect.
     qa_drift: float = math.nan

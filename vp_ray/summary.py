@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from vp_ray.gpu_idle import idle_summary
 from vp_ray.graph import RunResult
 from vp_ray.rows import DONE_BEFORE
 
@@ -34,6 +35,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
     per_clip = sum(inpaint_times) / len(inpaint_times) if inpaint_times else 0.0
     plans, kernels = per_actor(new, "memory_plan"), per_actor(new, "attention_backend")
     compiled = per_actor(new, "compiled")
+    idle = idle_summary(new)
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(ledger.done) - len(new))),
@@ -44,6 +46,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         *([("memory plan", plans)] if plans else []),
         *([("attention kernel", kernels)] if kernels else []),
         *([("compiled blocks", compiled)] if compiled else []),
+        *([("GPU idle between clips", idle)] if idle else []),
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),

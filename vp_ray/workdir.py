@@ -83,9 +83,15 @@ def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) ->
     """
     from vp_ray.errors import ClipError
 
-    marker = Path(work_dir) / f"{stage}.attempts"
-    tries = int(marker.read_text()) if marker.exists() else 0
+    tries = worker_attempts(work_dir, stage)
     if tries > limit:
         raise ClipError(f"the {stage} worker died {tries} time(s) while processing this clip "
                         "(host out-of-memory kill or crash); giving up", kind="worker_died")
-    marker.write_text(str(tries + 1))
+    (Path(work_dir) / f"{stage}.attempts").write_text(str(tries + 1))
+
+
+def worker_attempts(work_dir: str | os.PathLike, stage: str) -> int:
+    """The tries of ``stage`` on this clip so far (``count_worker_attempt``); more than 0 before a
+    try means its worker died in an earlier one."""
+    marker = Path(work_dir) / f"{stage}.attempts"
+    return int(marker.read_text()) if marker.exists() else 0

@@ -63,6 +63,7 @@ def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, 
     if not starts:
         raise ValueError(f"{len(video)} frames: a long clip needs at least one window of {window}")
     device = pipe._execution_device
+    pipe.mark_phase("prompt")
     prompt_embeds, negative_embeds = pipe.encode_prompt(
         prompt, negative_prompt, do_classifier_free_guidance=guidance_scale > 1.0, device=device)
     timeline = counts = previous = None

@@ -47,20 +47,28 @@ class VideoPainterPipelineOutput(BaseOutput):
     intermediates: dict[str, Any] = field(default_factory=dict)
 
 
+def to_device(array: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host array on ``device``, as it is (no conversion). From pinned memory (a clip the inpainting
+    actor prepared while the GPU worked on the one before) the copy is queued without the host
+    waiting; from pageable memory the host waits until the bytes are staged, as a plain copy does."""
+    tensor = array if isinstance(array, torch.Tensor) else torch.as_tensor(np.asarray(array))
+    return tensor.to(device, non_blocking=True)
+
+
 def video_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 [T, H, W, 3] (or [H, W, 3]) RGB -> float32 [1, 3, T, H, W] (or [1, 3, H, W]) in [-1, 1].
 
     The uint8 frames move to ``device`` first and are converted there: a quarter of the bytes to
     copy, and the conversion is not CPU time the GPU waits for between clips.
     """
-    frames = torch.as_tensor(np.asarray(frames)).to(device).to(torch.float32) / 255.0
+    frames = to_device(frames, device).to(torch.float32) / 255.0
     frames = 2.0 * frames - 1.0
     return frames.movedim(-1, 0).unsqueeze(0)
 
 
 def masks_to_tensor(masks: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """bool [T, H, W] (True = inpaint) -> float32 [1, 1, T, H, W] in {0, 1}."""
-    return torch.as_tensor(np.asarray(masks)).to(device).to(torch.float32)[None, None]
+    return to_device(masks, device).to(torch.float32)[None, None]
 
 
 def tensor_to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -123,6 +131,13 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         # The text encoder's weights in pinned host memory (``host_weights.HostWeights``), brought to
         # the GPU for each prompt encode: ``memory_mode=text_encoder_offload``.
         self.text_encoder_host = None
+        # Where the clip's GPU time goes (``timeline.Timeline``), set by the inpainter for a clip.
+        self.timeline = None
+
+    def mark_phase(self, phase: str) -> None:
+        """The GPU starts ``phase`` of the clip here (``timeline.PHASES``), if the clip is timed."""
+        if self.timeline is not None:
+            self.timeline.mark(phase)
 
     def encode_prompt(self, *args, **kwargs):
         """diffusers' ``encode_prompt``, with the text encoder's weights on the GPU while it runs
@@ -263,6 +278,8 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         record: dict[str, Any] = {}
 
         # 3. Encode input prompt ([negative, positive] for CFG)
+        if prompt is not None:
+            self.mark_phase("prompt")
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, negative_prompt, do_classifier_free_guidance=do_cfg, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, max_sequence_length=max_sequence_length,
@@ -272,6 +289,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
         dtype = prompt_embeds.dtype
 
+        self.mark_phase("encode")
         # 4. Prepare timesteps (step caches such as attention reuse start afresh in every window,
         # so a clip's result does not depend on what the actor ran before it)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -317,6 +335,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         # entries): a tensor there makes its `prev_timestep >= 0` test wait for the GPU every step.
         step_values = timesteps.tolist()
         old_pred_original_sample = None
+        self.mark_phase("denoise")
         with self.progress_bar(total=num_inference_steps) as progress_bar, \
                 noise_copied_without_waiting(self.scheduler):
             for i, t in enumerate(timesteps):
@@ -366,6 +385,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                 progress_bar.update()
 
         # 10. Decode
+        self.mark_phase("latents")
         self._current_timestep = None
         record["latents"] = latents
         frames = self.decode(latents, output_type)
@@ -376,7 +396,9 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         """Latents [1, F, C, h, w] -> frames as ``output_type`` says (see ``VideoPainterPipelineOutput``)."""
         if output_type == "latent":
             return latents
+        self.mark_phase("decode")
         frames = self.decode_latents(latents)
+        self.mark_phase("convert")
         if output_type == "uint8":
             return tensor_to_uint8(frames)
         if output_type == "np":

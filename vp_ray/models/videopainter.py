@@ -11,6 +11,7 @@ of 49 sharing their boundary frame (``long_video``), the last one filled by mirr
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
 from vp_ray.models.speed import compile_blocks, fp8_linear_layers, require_fp8_gpu, reuse_attention
+from vp_ray.models.timeline import ClipPhases, Timeline
 from vp_ray.models.vae_tiling import enable_vae_tiling
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,20 @@ def condition_inputs(frames: np.ndarray, masks: np.ndarray, first_frame_gt: bool
     return video, masks
 
 
+@dataclass
+class PreparedClip:
+    """A clip's inputs as the pipeline takes them (``VideoPainterInpainter.prepare_clip``), made on
+    the host while the GPU may still work on the clip before. With a GPU they are in pinned memory,
+    so that their upload is queued without the host waiting."""
+
+    video: torch.Tensor       # uint8 [T, H, W, 3]: the masked video, padded to whole windows, frame 0 filled
+    masks: torch.Tensor       # bool [T, H, W]; frame 0 cleared with first_frame_gt
+    count: int                # the clip's own frames: the result is cut back to them
+    prompt: str
+    # (frame 0, its mask) for FLUX.1-Fill, which runs on the GPU in the clip's turn (first_frame_fill=flux)
+    first_frame: tuple[np.ndarray, np.ndarray] | None = None
+
+
 class VideoPainterInpainter:
     def __init__(self, model_cfg: dict[str, Any], pipe: VideoPainterPipeline | None = None):
         """Load the checkpoint named by ``model_cfg`` (or use ``pipe``, already built)."""
@@ -190,6 +206,8 @@ class VideoPainterInpainter:
         log.info(self.attention.reason)
         self.flux = self._load_flux(model_cfg) if model_cfg["first_frame_fill"] == "flux" else None
         self.last_warnings: list[str] = []
+        # The last clip's GPU timeline (None if it failed): the stage records it in the clip's row.
+        self.last_phases: ClipPhases | None = None
 
     # ------------------------------------------------------------------ Inpainter protocol
     @property
@@ -209,8 +227,15 @@ class VideoPainterInpainter:
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:
+        return self.inpaint_prepared(self.prepare_clip(frames, masks, prompt, masked_video), seed, progress)
+
+    def prepare_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str,
+                     masked_video: np.ndarray | None = None) -> PreparedClip:
+        """The host's share of a clip, which needs no GPU: the frame count checked, a short clip mirrored
+        to whole windows, the object blacked out, frame 0 filled (opencv) and unmasked. The inpainting
+        stage runs it while the GPU works on the clip before, so it touches nothing that clip uses (the
+        tokenizer, say, keeps settings between calls)."""
         cfg = self.cfg
-        self.last_warnings = []
         count = len(frames)
         if count < 1 or usable_frames(cfg, count) != count:
             raise ValueError(f"{count} frames: expected a 4k+1 count up to {WINDOW_FRAMES}, or 48n+1 beyond")
@@ -220,34 +245,47 @@ class VideoPainterInpainter:
             order = mirrored_indices(count, total)
             frames, masks = frames[order], masks[order]
             masked_video = None if masked_video is None else masked_video[order]
+        flux = self.flux is not None and cfg["first_frame_gt"]
+        first_frame = (np.ascontiguousarray(frames[0]), masks[0].astype(bool)) if flux else None
+        video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"],
+                                        "none" if flux else cfg["first_frame_fill"], masked_video=masked_video)
+        return PreparedClip(self._host_tensor(video), self._host_tensor(masks), count, prompt, first_frame)
 
-        fill = None
-        if self.flux is not None:
-            def fill(frame, mask):
-                return self.flux(frame, mask, prompt)
-        masked_video, masks = condition_inputs(frames, masks, cfg["first_frame_gt"], cfg["first_frame_fill"], fill,
-                                               masked_video)
-        self._check_prompt_length(prompt)
+    def inpaint_prepared(self, clip: PreparedClip, seed: int, progress: Progress = None) -> np.ndarray:
+        """The GPU's share of a clip: FLUX.1-Fill's frame 0 if asked, T5, the windows, the decode."""
+        cfg = self.cfg
+        self.last_warnings, self.last_phases = self._check_prompt_length(clip.prompt), None
+        video = clip.video
+        timeline = self.pipe.timeline = Timeline(self.device)
+        try:
+            if clip.first_frame is not None:
+                timeline.mark("fill")
+                video = video.clone()
+                video[0] = torch.tensor(self.flux(*clip.first_frame, clip.prompt))
 
-        # One window of the (padded) clip, or windows of 49 sharing their boundary frame.
-        window = min(total, WINDOW_FRAMES)
-        steps = cfg["num_inference_steps"] * len(window_starts(total, window, WINDOW_OVERLAP))
-        done = [0]
-        callback = None
-        if progress is not None:
-            def callback(pipe, step, timestep, tensors):
-                done[0] += 1
-                progress(done[0], steps)
-                return {}
+            # One window of the (padded) clip, or windows of 49 sharing their boundary frame.
+            total = len(video)
+            window = min(total, WINDOW_FRAMES)
+            steps = cfg["num_inference_steps"] * len(window_starts(total, window, WINDOW_OVERLAP))
+            done = [0]
+            callback = None
+            if progress is not None:
+                def callback(pipe, step, timestep, tensors):
+                    done[0] += 1
+                    progress(done[0], steps)
+                    return {}
 
-        with self.attention.in_force():
-            result = inpaint_windows(
-                self.pipe, masked_video, masks, window, overlap=WINDOW_OVERLAP, image=masked_video[0],
-                prompt=prompt, negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
-                num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
-                generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
-                mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
-        return result[:count]
+            with self.attention.in_force():
+                result = inpaint_windows(
+                    self.pipe, video, clip.masks, window, overlap=WINDOW_OVERLAP, image=video[0],
+                    prompt=clip.prompt, negative_prompt=cfg["negative_prompt"], guidance_scale=cfg["guidance_scale"],
+                    num_inference_steps=cfg["num_inference_steps"], use_dynamic_cfg=cfg["use_dynamic_cfg"],
+                    generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
+                    mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8")
+            self.last_phases = timeline.read()
+        finally:
+            self.pipe.timeline = None
+        return result[:clip.count]
 
     def reduce_memory(self) -> bool:
         """OOM ladder: small VAE tiles + slicing first, then model CPU offload; False when both are on."""
@@ -297,13 +335,19 @@ class VideoPainterInpainter:
         return FluxFirstFrame(path, getattr(torch, model_cfg["dtype"]), self.device,
                               model_cfg["flux_num_inference_steps"])
 
-    def _check_prompt_length(self, prompt: str) -> None:
+    def _check_prompt_length(self, prompt: str) -> list[str]:
         limit = self.pipe.transformer.config.max_text_seq_length
         tokens = len(self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids)
-        if tokens > limit:
-            message = f"prompt truncated to {limit} of its {tokens} T5 tokens"
-            log.warning(message)
-            self.last_warnings.append(message)
+        if tokens <= limit:
+            return []
+        message = f"prompt truncated to {limit} of its {tokens} T5 tokens"
+        log.warning(message)
+        return [message]
+
+    def _host_tensor(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor, in pinned memory when a GPU will take it."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.pin_memory() if self.device.type == "cuda" else tensor
 
     def _resolve_memory_mode(self) -> tuple[str, str]:
         """(memory mode, VAE tiles) for the configured mode; ``auto`` plans with measured peaks."""

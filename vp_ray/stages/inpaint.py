@@ -6,6 +6,10 @@ is a slice of arrays it has; and the clip keeps exactly one row whatever happens
 the run's accounting stays in one place. The ladder is: the model's cheaper memory
 savers (VAE tiling, offload) first, then shorter clips (``retry.oom_max_seconds``),
 then a failure row.
+
+Each clip's host work (reading its arrays, ``prepare_clip`` where the inpainter has one, saving the
+result) happens outside its turn on the GPU, so that with ``cluster.overlap_clips`` it runs beside
+the other clip's GPU work (``vp_ray.stages.turns``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from vp_ray.models import check_weights, load_inpainter, usable_frames
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import add_warning, clip_seconds
 from vp_ray.stages import ClipStage
+from vp_ray.stages.turns import ClipTurns
 
 log = logging.getLogger(__name__)
 class InpaintClips(ClipStage):
@@ -32,7 +37,7 @@ class InpaintClips(ClipStage):
 
     name, title = "inpaint", "loading the model and inpainting"
     reads = ("model", "retry")
-    timing_column = "time_inpaint_s"
+    # No timing_column: process() times itself, less the time it waited for the other clip's GPU turn.
     actor = True
 
     def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
@@ -44,6 +49,7 @@ class InpaintClips(ClipStage):
         self.baseline_bytes = gpu.allocated_bytes()
         self.worker = gpu.where()
         self.restart_needed = False
+        self.turns = ClipTurns()
 
     @classmethod
     def check(cls, cfg: dict[str, Any]) -> None:
@@ -58,30 +64,66 @@ class InpaintClips(ClipStage):
         return super().__call__(batch)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        row["inpaint_started"] = time.time()
-        workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
-        frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
-        masks = workdir.load_array(row["work_dir"], workdir.MASKS)
-        masked_video = workdir.load_array(row["work_dir"], workdir.MASKED_VIDEO) \
-            if workdir.has_array(row["work_dir"], workdir.MASKED_VIDEO) else None
+        row["inpaint_started"], began = time.time(), time.perf_counter()
+        died_before = workdir.worker_attempts(row["work_dir"], "inpaint") > 0
+        with self.turns.clip(alone=died_before):
+            admitted = time.perf_counter()
+            workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
+            start = time.perf_counter()
+            frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
+            masks = workdir.load_array(row["work_dir"], workdir.MASKS)
+            masked_video = workdir.load_array(row["work_dir"], workdir.MASKED_VIDEO) \
+                if workdir.has_array(row["work_dir"], workdir.MASKED_VIDEO) else None
+            loaded = time.perf_counter()
+            prepare = getattr(self.inpainter, "prepare_clip", None)
+            prepared = prepare(frames, masks, row["prompt"], masked_video) if prepare else None
+            row.update(time_load_s=round(loaded - start, 3), time_condition_s=round(time.perf_counter() - loaded, 3))
+            waiting = time.perf_counter()
+            with self.turns.gpu():
+                turn = time.perf_counter()
+                result, row = self.inpaint_on_gpu(row, frames, masks, masked_video, prepared)
+            start = time.perf_counter()
+            workdir.save_array(row["work_dir"], workdir.RESULT, result)
+            end = time.perf_counter()
+        waited = (admitted - began) + (turn - waiting)
+        row.update(time_save_s=round(end - start, 3), time_inpaint_s=round(end - began - waited, 3),
+                   inpaint_finished=time.time())
+        return row
+
+    def inpaint_on_gpu(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,
+                       masked_video: np.ndarray | None, prepared: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """The clip's turn on the GPU: the model's call (through the OOM ladder) and what it measured."""
+        if self.restart_needed:
+            # The clip before left GPU memory that could not be freed: as at the start of a call.
+            log.warning("inpainting actor restarting to release GPU memory")
+            os._exit(1)
         gpu.start_peak()
         steps = StepClock(self._progress(row["clip_id"]))
-        result, row = self.inpaint_with_oom_ladder(row, frames, masks, steps, masked_video)
-        workdir.save_array(row["work_dir"], workdir.RESULT, result)
+        result, row = self.inpaint_with_oom_ladder(row, frames, masks, steps, masked_video, prepared)
         for warning in getattr(self.inpainter, "last_warnings", []):
             add_warning(row, warning)
-        row.update(peak_gpu_mem_gb=gpu.peak_gb(), inpaint_worker=self.worker, inpaint_finished=time.time(),
+        row.update(peak_gpu_mem_gb=gpu.peak_gb(), inpaint_worker=self.worker,
                    step_s_median=steps.median(), step_s_max=steps.slowest(),
                    memory_plan=getattr(self.inpainter, "memory_plan", None) or "",
                    attention_backend=getattr(self.inpainter, "attention_backend", None) or "",
                    compiled=getattr(self.inpainter, "compiled", None) or "")
+        phases = getattr(self.inpainter, "last_phases", None)
+        if phases is not None:
+            seconds = phases.seconds
+            row.update(gpu_started=phases.gpu_started, denoise_started=phases.denoise_started,
+                       denoise_finished=phases.denoise_finished, gpu_finished=phases.gpu_finished,
+                       time_condition_s=round(row["time_condition_s"] + seconds["fill"], 3),
+                       time_prompt_s=round(seconds["prompt"], 3), time_encode_s=round(seconds["encode"], 3),
+                       time_decode_s=round(seconds["latents"] + seconds["decode"], 3),
+                       time_convert_s=round(seconds["convert"], 3))
         if steps.intervals:
             log.info("%s: %d steps, median %.3f s, slowest %.3f s", row["clip_id"], len(steps.intervals) + 1,
                      steps.median(), steps.slowest())
-        return row
+        return result, row
 
     def inpaint_with_oom_ladder(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,
-                                steps: StepClock, masked_video: np.ndarray | None = None):
+                                steps: StepClock, masked_video: np.ndarray | None = None, prepared: Any = None):
+        """``prepared``: the inpainter's ``prepare_clip`` of the whole clip, used until a rung shortens it."""
         retry = self.cfg["retry"]
         count, max_seconds = len(frames), row["effective_max_seconds"]
         shorter = [s for s in retry["oom_max_seconds"] if s < max_seconds]
@@ -90,9 +132,12 @@ class InpaintClips(ClipStage):
             attempts += 1
             steps.restart()
             try:
-                result = self.inpainter.inpaint_clip(
-                    frames[:count], masks[:count], row["prompt"], row["effective_seed"], progress=steps,
-                    masked_video=None if masked_video is None else masked_video[:count])
+                if prepared is not None:
+                    result = self.inpainter.inpaint_prepared(prepared, row["effective_seed"], progress=steps)
+                else:
+                    result = self.inpainter.inpaint_clip(
+                        frames[:count], masks[:count], row["prompt"], row["effective_seed"], progress=steps,
+                        masked_video=None if masked_video is None else masked_video[:count])
                 break
             except Exception as error:  # noqa: BLE001 - classified below
                 if not gpu.is_cuda_oom(error):
@@ -110,7 +155,7 @@ class InpaintClips(ClipStage):
             if not shorter:
                 raise ClipError(f"CUDA out of memory after {attempts} attempt(s), last with {count} "
                                 f"frames ({max_seconds:g} s): {message}", kind="oom")
-            max_seconds = shorter.pop(0)
+            max_seconds, prepared = shorter.pop(0), None
             count = min(count, usable_frames(self.cfg["model"],
                                              int(round(max_seconds * row["out_fps"])) + 1))
             add_warning(row, f"OOM at attempt {attempts}: retrying with max_seconds={max_seconds:g}")
