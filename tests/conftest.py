@@ -38,6 +38,14 @@ def ray_local():
 
 
 @pytest.fixture
+def ray_address(ray_local):
+    """The session Ray's address: a run started in a subprocess joins it (``cluster.address=...``)
+    where the test is not about the Ray a run starts for itself; starting one costs a few CPU
+    seconds and 10-20 s of wall time on a loaded 2-core machine."""
+    return ray_local.get_runtime_context().gcs_address
+
+
+@pytest.fixture
 def spawn():
     """``subprocess.Popen`` in a session of its own; whatever is left of it is killed when the test
     ends, passed or failed: a failed test must not leave a run, with its Ray, working beside the next."""
