@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 # never joined. A test that means to join one sets RAY_ADDRESS to it.
 os.environ["RAY_ADDRESS"] = "local"
 
+# One intra-op thread for torch (and OpenMP/MKL) in this process, the runs it starts and their Ray
+# workers (they inherit it): the tiny models' tensors gain nothing from threads, and on a 2-core
+# machine with anything else running, torch's threads spin waiting for each other (SAM2's tiny
+# encoder took 9x the CPU time and 8x the wall time with 2 threads). A value set outside is kept.
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 
 @pytest.fixture(scope="session")
 def ray_local():
@@ -28,6 +35,14 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_address(ray_local):
+    """The session Ray's address: a run started in a subprocess joins it (``cluster.address=...``)
+    where the test is not about the Ray a run starts for itself; starting one costs a few CPU
+    seconds and 10-20 s of wall time on a loaded 2-core machine."""
+    return ray_local.get_runtime_context().gcs_address
 
 
 @pytest.fixture

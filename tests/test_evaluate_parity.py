@@ -71,8 +71,11 @@ def test_vpbench_matches_the_authors_metrics_frame_by_frame_and_overall(fixture,
                                        err_msg=f"{name}, fill {number}")
         for name in VPBENCH.clip_metrics:
             np.testing.assert_allclose(scores.clip[name], authors[name][number], rtol=RTOL, err_msg=name)
-        np.testing.assert_allclose(scores.real_features, authors["real_i3d"][number], rtol=RTOL, atol=1e-6)
-        np.testing.assert_allclose(scores.fake_features, authors["fake_i3d"][number], rtol=RTOL, atol=1e-6)
+        # The features (about 0.4) are float32 sums through the full-size I3D: their last digits follow
+        # the order of summation, which follows torch's thread count (one thread, as the tests run:
+        # one of 1024 off by 5.3e-5). FVID, computed from them, is still held to RTOL below.
+        np.testing.assert_allclose(scores.real_features, authors["real_i3d"][number], rtol=RTOL, atol=1e-4)
+        np.testing.assert_allclose(scores.fake_features, authors["fake_i3d"][number], rtol=RTOL, atol=1e-4)
         rows.append({**clip_means(VPBENCH, scores.frames), **scores.clip, "frames": len(fill)})
         real.append(scores.real_features)
         fake.append(scores.fake_features)

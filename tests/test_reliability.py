@@ -177,11 +177,12 @@ def test_a_worker_killed_mid_clip_is_retried_and_the_clip_written_once(crash_run
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["crash_once", "plain"]
 
 
-def launch_held(spawn, tmp_path, csv_path, **popen):
-    """``launch.py`` on ``csv_path`` with the faulty model letting 2 clips through and holding the
-    third at its gate (one inpainting actor): once 2 clips are committed, nothing else moves."""
+def launch_held(spawn, tmp_path, csv_path, address="local", **popen):
+    """``launch.py`` on ``csv_path`` (in a Ray of its own, or joining ``address``) with the faulty
+    model letting 2 clips through and holding the next at its gate: once 2 clips are committed,
+    nothing else moves."""
     command = [sys.executable, "launch.py", "dataset=csv", f"dataset.path={csv_path}",
-               f"output_dir={tmp_path / 'out'}", "cluster.address=local", "cluster.num_cpus=2", *SMALL,
+               f"output_dir={tmp_path / 'out'}", f"cluster.address={address}", "cluster.num_cpus=2", *SMALL,
                "model=faulty", "model.hold_after_clips=2", f"model.fault_state_dir={tmp_path / 'gate'}"]
     proc = spawn(command, cwd=REPO, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}, **popen)
     wait_until(lambda: len(done_clips(tmp_path / "out" / "clips")) == 2 and gate.held(tmp_path / "gate"),
@@ -198,10 +199,12 @@ def wait_until(condition, what, proc, timeout=600):
         time.sleep(0.1)
 
 
-def test_a_killed_driver_resumes_without_redoing_finished_clips(tmp_path, demo, spawn):
+def test_a_killed_driver_resumes_without_redoing_finished_clips(ray_local, tmp_path, demo, spawn):
+    """The killed run in a local Ray of its own (as a user's `python launch.py` starts one), the rerun
+    in this process's Ray, while the killed one's agents still live."""
     csv, rows = demo
     path = write_csv(tmp_path / "many.csv", [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)])
-    command, proc = launch_held(spawn, tmp_path, path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, proc = launch_held(spawn, tmp_path, path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.kill(proc.pid, signal.SIGKILL)  # the driver alone, mid-run: Ray's agents outlive it a while
     proc.wait()
     clips_dir = tmp_path / "out" / "clips"
@@ -210,21 +213,20 @@ def test_a_killed_driver_resumes_without_redoing_finished_clips(tmp_path, demo, 
 
     # Rerun at once, while the killed run's Ray agents are still alive (its held clip stays held:
     # the gate is not opened, the rerun passes every clip; a setting no clip's files depend on).
-    done = subprocess.run([*command, "model.hold_after_clips=-1"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("clip_id")
-    assert sorted(manifest.index) == [f"c{i}" for i in range(8)]
+    _, manifest, failures = run(tmp_path, path, "model=faulty", f"model.fault_state_dir={tmp_path / 'gate'}")
+    manifest = manifest.set_index("clip_id")
+    assert sorted(manifest.index) == [f"c{i}" for i in range(8)] and len(failures) == 0
     for clip_id, mtime in finished_before.items():
         assert manifest.loc[clip_id, "status"] == "done_before"
         assert (clips_dir / clip_id / "meta.json").stat().st_mtime == mtime  # not redone
     assert not [p for p in clips_dir.iterdir() if p.name.startswith(".")]  # no partial folders left
 
 
-def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(ray_local, tmp_path, demo, spawn):
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(ray_address, tmp_path, demo, spawn):
     csv, rows = demo
     path = write_csv(tmp_path / "many.csv", [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)])
-    _, proc = launch_held(spawn, tmp_path, path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, proc = launch_held(spawn, tmp_path, path, ray_address, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-3000:]

@@ -78,7 +78,7 @@ def test_a_dataset_on_s3_is_read_by_the_driver(tmp_path, s3):
 
 
 @pytest.mark.slow
-def test_launch_py_runs_a_dataset_from_s3(tmp_path, s3):
+def test_launch_py_runs_a_dataset_from_s3(tmp_path, s3, ray_address):
     """End to end: the user's command on an S3 dataset with absolute video paths, and a row whose
     relative path cannot be resolved against a bucket fails by itself."""
     client, env = s3
@@ -88,7 +88,7 @@ def test_launch_py_runs_a_dataset_from_s3(tmp_path, s3):
     done = subprocess.run(
         [sys.executable, "launch.py", "dataset=csv", "dataset.path=s3://clips/clips.csv",
          f"output_dir={tmp_path / 'out'}", "model.height=48", "model.width=64", "dilate_size=2",
-         "cluster.address=local", "cluster.num_cpus=3"],
+         f"cluster.address={ray_address}"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, **env, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

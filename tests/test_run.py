@@ -110,8 +110,8 @@ def test_rerun_skips_complete_clips_and_redoes_damaged_ones(ray_local, tmp_path)
     assert decode(damaged)[2].shape[0] == manifest.set_index("clip_id").loc[first[0], "num_frames"]
 
 
-def test_launch_py_runs_the_demo_from_the_command_line(tmp_path):
-    command = [sys.executable, "launch.py", *demo_overrides(tmp_path, clips=2), "cluster.address=local"]
+def test_launch_py_runs_the_demo_from_the_command_line(tmp_path, ray_address):
+    command = [sys.executable, "launch.py", *demo_overrides(tmp_path, clips=2), f"cluster.address={ray_address}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "clips ok (this run)" in done.stdout and "clips failed" in done.stdout
@@ -252,8 +252,8 @@ def test_refused_run_leaves_no_logs_folder_behind(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_where_every_clip_fails_exits_nonzero_and_says_why(tmp_path):
-    done = launch(*demo_overrides(tmp_path, clips=2), "cluster.address=local", "min_frames=1000")
+def test_a_run_where_every_clip_fails_exits_nonzero_and_says_why(tmp_path, ray_address):
+    done = launch(*demo_overrides(tmp_path, clips=2), f"cluster.address={ray_address}", "min_frames=1000")
     assert done.returncode == 1, done.stderr[-3000:]
     assert "ALL CLIPS FAILED" in done.stdout
     assert re.search(r"most common failure\s+bad_input at prepare \(2 clip\(s\)\), e\.g\. clip 'demo0", done.stdout)

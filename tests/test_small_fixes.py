@@ -58,13 +58,13 @@ def test_sigterm_stops_a_run_as_ctrl_c_does():
 
 
 @pytest.mark.slow
-def test_a_run_stopped_by_sigterm_writes_its_summary_and_report_and_exits_143(tmp_path, demo, spawn):
+def test_a_run_stopped_by_sigterm_writes_its_summary_and_report_and_exits_143(tmp_path, demo, spawn, ray_address):
     """Its one clip held in the model (a gate that lets none through) when SIGTERM comes."""
     csv, _ = demo
     out, gate_dir = tmp_path / "out", tmp_path / "gate"
     proc = spawn(
         [sys.executable, "launch.py", "dataset=csv", f"dataset.path={csv}", f"output_dir={out}",
-         "cluster.address=local", "cluster.num_cpus=2", "model=faulty", "model.height=64", "model.width=96",
+         f"cluster.address={ray_address}", "model=faulty", "model.height=64", "model.width=96",
          "dilate_size=2", "model.hold_after_clips=0", f"model.fault_state_dir={gate_dir}"],
         cwd=REPO, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
