@@ -38,10 +38,25 @@ def has_array(work_dir: str | os.PathLike, name: str) -> bool:
     return (Path(work_dir) / name).is_file()
 
 
-def make_work_dir(output_dir: str | os.PathLike, clip_id: str) -> Path:
+RUN_MARK = "run.txt"            # the run that made the folder (its log folder's path)
+
+
+def make_work_dir(output_dir: str | os.PathLike, clip_id: str, run: str | None = None) -> Path:
+    """The clip's work folder, emptied if an earlier run left it (its files are stale).
+
+    A folder this run made is kept as it is: Ray may run prepare again for a clip whose first
+    try's output was lost with a node, while a later stage still reads that try's files (the
+    arrays are rewritten atomically, to the same bytes) and the worker-death counters must
+    survive. ``run`` names the run; ``None`` always starts afresh."""
     path = Path(output_dir) / ".work" / clip_id
-    shutil.rmtree(path, ignore_errors=True)  # leftovers of an interrupted run are stale
+    mark = path / RUN_MARK
+    if run is not None and mark.is_file() and mark.read_text() == run:
+        return path
+    shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+    if run is not None:
+        with atomic_path(mark) as tmp:
+            Path(tmp).write_text(run)
     return path
 
 

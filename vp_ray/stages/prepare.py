@@ -56,7 +56,7 @@ class PrepareClips(ClipStage):
         preprocess, dilate_size = cfg["preprocess"], clip_dilate_size(row, cfg["dilate_size"])
         if raw_masks is not None:
             fitted_masks = mask_io.require_object(video.fit_masks(raw_masks, placement, preprocess))
-        work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"])
+        work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"], run=cfg.get("log_dir"))
         workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement, preprocess))
         workdir.save_array(work_dir, workdir.INDICES, indices)
         if raw_masks is not None:
