@@ -1,7 +1,7 @@
 """``model.compile_blocks=auto``: compile the blocks where the compile pays back, not where it cannot.
 
 Compiling (``speed.compile_blocks``) costs once per inpainting actor and shape, and saves on every
-denoising step. Measured on an H100 on 2026-12-05 (issue 37; bench/RESULTS.md), 49-frame windows
+denoising step. Measured on an H100 on 2026-12-05 (bench/RESULTS.md), 49-frame windows
 under the 26 + 5 GiB caps: the first compiled clip took 44.6 s against about 22 s for the next ones
 at 10 steps (``bench_videopainter.py`` measured the compile alone at 18.1 to 20.3 s), and a step
 took 1.51 to 1.54 s compiled against 1.93 to 1.97 s eager. At ``COMPILE_SECONDS`` and
