@@ -25,8 +25,8 @@ for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 # Ray runs its workers at nice 15 (RAY_worker_niceness): beside two CPU-bound processes at nice 0 on
 # 2 cores, an inpainting actor got about 4 % of a core (9 minutes in its constructor; its run made
-# no progress for 16). The
-# tests' workers do the work under test, so they compete as equals. A value set outside is kept.
+# no progress for 16). The tests' workers do the work under test, so they compete as equals. A value
+# set outside is kept.
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 
