@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
+from support import free_ports, wait_for
 
 from vp_ray import grafana
 from vp_ray.demo import ensure_demo_dataset
@@ -134,27 +134,6 @@ def test_the_console_drops_rays_known_line_and_passes_every_other_one(crash):
 
 # ---------------------------------------------------------------------------------------------
 # One demo run through a head of our own.
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def wait_for(what: str, check, timeout: float = 600):
-    """``check()``'s first truthy answer; the deadline only turns a hang into a failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.5)
 
 
 def kill_processes_under(folder: Path) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 from conftest import REPO
+from support import free_ports
 
 from vp_ray.demo import ensure_demo_dataset
 
@@ -37,12 +37,6 @@ while time.time() < deadline:
     time.sleep(0.5)
 print(json.dumps([line for line in text.splitlines() if "vp_ray" in line and not line.startswith("#")]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dataset_with_a_bad_row(tmp_path, clips=2):
@@ -74,7 +68,7 @@ def metric(lines: list[str], name: str, **tags) -> float:
 def test_metrics_of_a_run_are_on_the_prometheus_endpoint(tmp_path):
     csv = dataset_with_a_bad_row(tmp_path)
     overrides = [f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={csv}", *SMALL]
-    script = METRICS_SCRIPT.format(tests=str(REPO / "tests"), port=free_port(), overrides=overrides)
+    script = METRICS_SCRIPT.format(tests=str(REPO / "tests"), port=free_ports(1)[0], overrides=overrides)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = json.loads(done.stdout.strip().splitlines()[-1])

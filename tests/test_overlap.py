@@ -3,6 +3,7 @@ and the next clip's host work overlapping the GPU's (never two clips on the GPU 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -281,6 +282,25 @@ def test_overlap_clips_gives_each_inpainting_actor_two_calls_at_once(overlap, ca
     compute = graph.actor_pools(cfg, [InpaintClips], {"CPU": 8, "GPU": 2})["inpaint"]["compute"]
     assert compute.max_tasks_in_flight_per_actor == 2
     assert (compute.max_concurrent_calls_per_actor, compute.enable_true_multi_threading) == (calls, threads)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_growing_pool_grows_once_its_actors_hold_all_the_clips_they_can(overlap):
+    # cluster=multinode's pool starts at one actor and grows onto nodes that join. With both calls
+    # running at once, Ray Data's default threshold (1.75 calls per call slot) was out of reach
+    # (at most 2 / 2): the pool never grew past one actor.
+    import ray
+
+    cfg = compose_config(["model=sim", "cluster.autoscale=true", f"cluster.overlap_clips={str(overlap).lower()}"])
+    pools = graph.actor_pools(cfg, [InpaintClips], {"CPU": 8, "GPU": 4})
+    compute = pools["inpaint"]["compute"]
+    ctx = ray.data.DataContext.get_current().copy()
+    graph.grow_when_full(ctx, pools)
+    fullest = compute.max_tasks_in_flight_per_actor / (compute.max_concurrent_calls_per_actor or 1)
+    threshold = ctx.autoscaling_config.actor_pool_util_upscaling_threshold
+    assert compute.min_size < compute.max_size and fullest >= threshold
+    assert math.ceil(fullest / threshold - 1) >= 1  # Ray Data's step from one actor: one more
+    assert ctx.autoscaling_config.actor_pool_util_downscaling_threshold < threshold
 
 
 # --------------------------------------------------------------------------------------- the tiny model

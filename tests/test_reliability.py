@@ -7,12 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, compose_config
+from support import wait_for
 
 from vp_ray import graph, video
 from vp_ray.demo import ensure_demo_dataset
@@ -185,18 +185,9 @@ def launch_held(spawn, tmp_path, csv_path, address="local", **popen):
                f"output_dir={tmp_path / 'out'}", f"cluster.address={address}", "cluster.num_cpus=2", *SMALL,
                "model=faulty", "model.hold_after_clips=2", f"model.fault_state_dir={tmp_path / 'gate'}"]
     proc = spawn(command, cwd=REPO, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}, **popen)
-    wait_until(lambda: len(done_clips(tmp_path / "out" / "clips")) == 2 and gate.held(tmp_path / "gate"),
-               "2 clips committed and the third held in the model", proc)
+    wait_for("2 clips committed and the third held in the model",
+             lambda: len(done_clips(tmp_path / "out" / "clips")) == 2 and gate.held(tmp_path / "gate"), proc=proc)
     return command, proc
-
-
-def wait_until(condition, what, proc, timeout=600):
-    """Wait for a state the test brought about; the timeout only turns a hang into a failure."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before: {what}"
-        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what}"
-        time.sleep(0.1)
 
 
 def test_a_killed_driver_resumes_without_redoing_finished_clips(ray_local, tmp_path, demo, spawn):
@@ -227,9 +218,12 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(ray_local, tmp_path, de
     the session's Ray, it once went on for 2 minutes after SIGINT on a loaded machine: not understood yet)."""
     csv, rows = demo
     path = write_csv(tmp_path / "many.csv", [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)])
-    _, proc = launch_held(spawn, tmp_path, path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its output to a file: a pipe nobody reads while the test waits could fill and stall the run.
+    with open(tmp_path / "output.txt", "w") as log_file:
+        _, proc = launch_held(spawn, tmp_path, path, stdout=log_file, stderr=subprocess.STDOUT)
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=600)  # a guard only
+    proc.wait(timeout=600)  # a guard only
+    output = (tmp_path / "output.txt").read_text()
     assert proc.returncode == 130, output[-3000:]
     assert "INTERRUPTED" in output
     finished = done_clips(tmp_path / "out" / "clips")

@@ -17,6 +17,7 @@ import time
 import pandas as pd
 import pytest
 from conftest import compose_config
+from support import wait_for
 from test_review import serving
 
 from vp_ray import graph
@@ -25,7 +26,6 @@ from vp_ray.review import store
 pytestmark = pytest.mark.slow
 RUN = ["dataset.demo_num_clips=3", "dataset.demo_num_frames=9", "model.height=120", "model.width=180",
        "dilate_size=4", "sam2=tiny_random"]
-GUARD_S = 120  # a guard against a hang, never a pace: every wait below is for a state
 
 
 def browser(tmp_path):
@@ -49,16 +49,6 @@ def browser(tmp_path):
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
-def wait_for(condition, what: str):
-    deadline = time.monotonic() + GUARD_S
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"waited {GUARD_S} s for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +97,7 @@ def test_review_in_a_browser_then_requeue_exactly_the_clip_it_fixed(demo_run, po
 
         # 1. The grid: every clip.
         driver.get(f"http://127.0.0.1:{port}/")
-        wait_for(lambda: len(cards()) == 3, "the grid's 3 clips")
+        wait_for("the grid's 3 clips", lambda: len(cards()) == 3)
         assert cards() == ["demo00_landscape", "demo01_portrait", "demo02_odd_size"]
 
         # 2. Filter: sources wider than 400 px (the portrait clip is 360 wide).
@@ -115,38 +105,38 @@ def test_review_in_a_browser_then_requeue_exactly_the_clip_it_fixed(demo_run, po
         Select(driver.find_element(By.ID, "f-op")).select_by_value(">")
         driver.find_element(By.ID, "f-value").send_keys("400")
         driver.find_element(By.ID, "f-add").click()
-        wait_for(lambda: body("matched") == "2" and len(cards()) == 2, "the filtered grid")
+        wait_for("the filtered grid", lambda: body("matched") == "2" and len(cards()) == 2)
         assert cards() == ["demo00_landscape", "demo02_odd_size"]
 
         # 3. Open a clip; 4. its video plays (original, result and mask are drawn from it).
         driver.execute_script("document.querySelector('.card[data-clip-id=\"demo00_landscape\"]').click()")
-        wait_for(lambda: body("view") == "clip" and body("clip") == "demo00_landscape", "the clip page")
-        wait_for(lambda: driver.execute_script("return document.getElementById('video').readyState >= 2"),
-                 "the video's first frame")
+        wait_for("the clip page", lambda: body("view") == "clip" and body("clip") == "demo00_landscape")
+        wait_for("the video's first frame",
+                 lambda: driver.execute_script("return document.getElementById('video').readyState >= 2"))
         driver.find_element(By.ID, "play").click()
-        wait_for(lambda: current() > 0.1, "the video's currentTime to advance")
+        wait_for("the video's currentTime to advance", lambda: current() > 0.1)
         assert driver.execute_script("return document.getElementById('video').error") is None
         assert "frame" in driver.find_element(By.ID, "frame-no").text
 
         # 5. Reject it with the keyboard: the verdict is written and the next clip opens.
         ActionChains(driver).send_keys("r").perform()
-        wait_for(lambda: body("clip") == "demo02_odd_size", "the next clip after the verdict")
+        wait_for("the next clip after the verdict", lambda: body("clip") == "demo02_odd_size")
         assert store.ReviewStore(out).read()["demo00_landscape"]["verdict"] == "rejected"
 
         # 6. Requeue this one with a new click on frame 0 and a new seed.
         frame0 = driver.find_element(By.ID, "c-frame0")
-        wait_for(lambda: driver.execute_script("return document.getElementById('c-frame0').width === 180 && "
-                                               "document.getElementById('video').readyState >= 2"),
-                 "frame 0 in the editor and the video's first frame (the page's layout settled)")
+        wait_for("frame 0 in the editor and the video's first frame (the page's layout settled)",
+                 lambda: driver.execute_script("return document.getElementById('c-frame0').width === 180 && "
+                                               "document.getElementById('video').readyState >= 2"))
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", frame0)  # all of it in view
         ActionChains(driver).move_to_element_with_offset(frame0, -frame0.size["width"] // 4, 0).click().perform()
-        wait_for(lambda: frame0.get_attribute("data-preview") == "ready", "SAM2's mask on frame 0")
+        wait_for("SAM2's mask on frame 0", lambda: frame0.get_attribute("data-preview") == "ready")
         assert "SAM2 mask on frame 0" in driver.find_element(By.ID, "edit-state").text
         driver.find_element(By.ID, "e-seed").send_keys("7")
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(shots / "review_clip.png"))
         driver.find_element(By.ID, "requeue").click()
-        wait_for(lambda: body("last-requeue") == "demo02_odd_size", "the requeue")
+        wait_for("the requeue", lambda: body("last-requeue") == "demo02_odd_size")
         edited = store.ReviewStore(out).read()["demo02_odd_size"]
         assert edited["requeue"] == "pending" and edited["seed"] == 7 and edited["frame_width"] == 180
         (click_x, click_y, label), = json.loads(edited["points"])
@@ -169,13 +159,13 @@ def test_review_in_a_browser_then_requeue_exactly_the_clip_it_fixed(demo_run, po
         assert store.ReviewStore(out).read()["demo02_odd_size"]["redone_at"]
 
         # The open page learns of the new result by itself; so does the grid.
-        wait_for(lambda: "redone" in driver.find_element(By.ID, "clip-badges").text, "the redone badge")
+        wait_for("the redone badge", lambda: "redone" in driver.find_element(By.ID, "clip-badges").text)
         ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-        wait_for(lambda: body("view") == "grid", "the grid again")
+        wait_for("the grid again", lambda: body("view") == "grid")
         driver.find_element(By.CSS_SELECTOR, '#quick button[data-f=""]').click()  # every clip
-        wait_for(lambda: len(cards()) == 3, "the whole grid")
+        wait_for("the whole grid", lambda: len(cards()) == 3)
         assert "rejected" in card_text("demo00_landscape") and "reviewed" in card_text("demo00_landscape")
-        wait_for(lambda: "redone" in card_text("demo02_odd_size"), "the redone clip in the grid")
+        wait_for("the redone clip in the grid", lambda: "redone" in card_text("demo02_odd_size"))
         driver.save_screenshot(str(shots / "review_grid.png"))
     finally:
         driver.quit()

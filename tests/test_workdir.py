@@ -27,3 +27,28 @@ def test_a_folder_left_by_an_earlier_run_or_of_no_named_run_starts_empty(tmp_pat
     workdir.save_array(new, workdir.FRAMES, np.ones((2, 4, 4, 3), np.uint8))
     unnamed = workdir.make_work_dir(tmp_path, "c04")
     assert not workdir.has_array(unnamed, workdir.FRAMES)
+
+
+def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_clears_it(tmp_path):
+    # Two clips share an inpainting actor (cluster.overlap_clips); when one kills the process, Ray
+    # runs the other's call again even if it had already failed. Its files must still be there:
+    # the retry once ended in FileNotFoundError (masks.npy) instead of the clip's own failure.
+    from conftest import compose_config
+    from vp_ray.errors import ClipError
+    from vp_ray.rows import FAILED, ClipRecord, new_row, rows_to_frame, run_stage
+    from vp_ray.stages.write import WriteClips
+
+    work = workdir.make_work_dir(tmp_path, "c1", run="logs/run-1")
+    workdir.save_array(work, workdir.MASKS, np.ones((2, 4, 4), bool))
+    batch = rows_to_frame([{**new_row(ClipRecord(clip_id="c1", video_path="/v.mp4")), "work_dir": str(work)}])
+
+    def out_of_memory(row):
+        workdir.load_array(row["work_dir"], workdir.MASKS)
+        raise ClipError("CUDA out of memory after 2 attempt(s)", kind="oom")
+
+    for _ in range(2):  # the first try, then Ray's retry of the same call
+        failed = run_stage(batch, "inpaint", out_of_memory).iloc[0]
+        assert (failed.status, failed.error_type) == (FAILED, "oom"), failed.error
+    assert workdir.has_array(work, workdir.MASKS)
+    written = WriteClips(compose_config([f"output_dir={tmp_path}"]), None)(run_stage(batch, "inpaint", out_of_memory))
+    assert written.iloc[0].error_type == "oom" and not work.exists()

@@ -27,6 +27,7 @@ from ray.data._internal.execution.backpressure_policy import (
     ENABLED_BACKPRESSURE_POLICIES,
     ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
 )
+from ray.data.context import AutoscalingConfig
 from vp_ray import console, grafana, outputs, shards, telemetry, todo
 from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.errors import ConfigError
@@ -227,6 +228,7 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[Clip
     # (workdir.count_worker_attempt). Everything else is caught per clip inside the stages.
     ds = read_dataset(plan)
     configure_ray_data(cfg, ds.context)
+    grow_when_full(ds.context, pools)
     # One clip per block: otherwise a small CSV becomes a few blocks and a single actor
     # would run all the rows of a block one after another while other GPUs idle.
     ds = ds.repartition(target_num_rows_per_block=1)
@@ -243,6 +245,28 @@ def build_dataset(cfg: dict[str, Any], plan: DatasetPlan, stages: list[type[Clip
     # The dataset's name on the dashboard (Ray Data puts it in its log files' names: no path).
     ds.set_name(run_name(cfg, Path(cfg["output_dir"]).name))
     return ds
+
+
+def grow_when_full(ctx: ray.data.DataContext, pools: dict[str, dict[str, Any]]) -> None:
+    """Let a growing actor pool grow once its actors hold all the clips they can.
+
+    Ray Data adds actors when the calls in flight per call slot reach 1.75, a default tuned for 4
+    calls in flight to a one-call actor. Our inpainting actors hold 2: one call at a time, that is
+    at most 2.0 (the pool grows once nearly every actor has a clip waiting); with overlap_clips both
+    run at once, at most 1.0, and the pool never grew (Ray's warning: "will not allow it to scale
+    up"). The thresholds keep the default's proportion (1.75 of 2.0) to what an actor can hold."""
+    growing = [pool["compute"] for pool in pools.values()
+               if isinstance(pool.get("compute"), ray.data.ActorPoolStrategy)
+               and pool["compute"].min_size != pool["compute"].max_size]
+    if not growing:
+        return
+    fullest = min(c.max_tasks_in_flight_per_actor / (c.max_concurrent_calls_per_actor or 1) for c in growing)
+    scale = fullest / 2.0
+    default = AutoscalingConfig()
+    ctx.autoscaling_config = dataclasses.replace(
+        ctx.autoscaling_config,
+        actor_pool_util_upscaling_threshold=default.actor_pool_util_upscaling_threshold * scale,
+        actor_pool_util_downscaling_threshold=default.actor_pool_util_downscaling_threshold * scale)
 
 
 # Ray Data names an operator after the function or class it maps: ``MapBatches(prepare)``, the

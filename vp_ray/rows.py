@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -201,9 +200,9 @@ def run_stage(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict],
                     row = fn(dict(row))
                 except Exception as error:  # noqa: BLE001 - every clip error becomes a row
                     row = failed_row(row, stage, error)
+                    # The clip's work files stay until the last stage: if this worker dies before
+                    # the failed row is passed on, Ray runs the stage again on the same files.
                     log.warning("%s: failed: %s: %s", stage, row["error_type"], row["error"])
-                    if row["work_dir"]:  # a failed clip's intermediate files are of no further use
-                        shutil.rmtree(row["work_dir"], ignore_errors=True)
                 if timing_column:
                     row[timing_column] = round(time.perf_counter() - start, 3)
                 if row["status"] != FAILED:

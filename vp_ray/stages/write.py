@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from vp_ray import masks as mask_io
 from vp_ray import outputs, prompts, video, workdir
 from vp_ray.evaluation import qa
-from vp_ray.rows import OK, RECORD_COLUMNS, STATUS_COLUMNS, SUSPECT, add_warning
+from vp_ray.rows import FAILED, OK, RECORD_COLUMNS, STATUS_COLUMNS, SUSPECT, add_warning
 from vp_ray.stages import ClipStage
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,13 @@ class WriteClips(ClipStage):
     reads = ("output_dir", "output_settings", "dataset", "mask_only", "restore_size", "resize_mode", "crf", "qa")
     concurrency = "write_concurrency"
     # No timing_column: process() times itself, so that meta.json holds the same time_write_s.
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        out = super().__call__(batch)
+        for work in out.loc[out.status == FAILED, "work_dir"]:
+            if work:  # a clip failed here or upstream: its files are of no further use
+                workdir.remove_work_dir(work)
+        return out
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
