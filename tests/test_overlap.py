@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import compose_config
 
@@ -274,6 +275,40 @@ def test_a_clip_whose_worker_died_before_runs_alone_and_holds_back_the_clips_aft
     for thread in threads:
         thread.join(WAIT)
     assert journal.entries == ["in first", "out first", "in alone", "out alone", "in after", "out after"]
+
+
+class Counting:
+    """An inpainter that returns the frames and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def inpaint_clip(self, frames, masks, prompt, seed, progress=None, masked_video=None):
+        self.calls += 1
+        return frames
+
+    def reduce_memory(self):
+        return False
+
+    def release_memory(self):
+        pass
+
+
+def test_a_finished_clip_whose_answer_was_lost_with_its_worker_is_neither_redone_nor_charged(tmp_path):
+    # With two calls in an actor, the clip beside a finished one may crash the process after the
+    # finished call ended and before Ray had its answer: Ray runs that call again. It was inpainted
+    # again and charged the death; with retry.max_worker_deaths=1 a clip that had succeeded failed
+    # as worker_died.
+    row = {**new_row(ClipRecord(clip_id="a", video_path="/v.mp4")), **clip_row(tmp_path, "a")}
+    first = stage_with(Counting())
+    done = first.process(dict(row))
+    assert first.inpainter.calls == 1 and workdir.worker_attempts(row["work_dir"], "inpaint") == 1
+    again = stage_with(Counting())  # the restarted actor; the clip now counts as having died once
+    again.cfg["retry"]["max_worker_deaths"] = 0
+    retried = again.process(dict(row))
+    assert again.inpainter.calls == 0 and workdir.worker_attempts(row["work_dir"], "inpaint") == 1
+    assert pd.Series(retried, dtype=object).equals(pd.Series(done, dtype=object))  # NaN equals NaN here
+    assert retried["inpaint_worker"] == first.worker
 
 
 @pytest.mark.parametrize("overlap,calls,threads", [(True, 2, True), (False, None, False)])

@@ -7,6 +7,7 @@ plain ``.npy`` files (no pickle), loaded with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -86,6 +87,23 @@ def load_source_masks(work_dir: str | os.PathLike, width: int) -> np.ndarray | N
     if not has_array(work_dir, SOURCE_MASKS):
         return None
     return np.unpackbits(load_array(work_dir, SOURCE_MASKS), axis=-1, count=width).astype(bool)
+
+
+def save_finished_row(work_dir: str | os.PathLike, stage: str, row: dict) -> None:
+    """The row as ``stage`` finished it, beside the files it wrote (``finished_row``)."""
+    with atomic_path(Path(work_dir) / f"{stage}.done.json") as tmp:
+        Path(tmp).write_text(json.dumps(row, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def finished_row(work_dir: str | os.PathLike, stage: str) -> dict | None:
+    """The row an earlier try of ``stage`` in this run finished, or None.
+
+    A call's answer is lost if its worker dies after the call ended and before Ray had it (with
+    ``cluster.overlap_clips``, the clip beside it may crash the process then). Ray runs the call
+    again: the finished try's files and row are still here, so the clip is neither redone (a
+    minute and more of GPU) nor charged a death it did not cause."""
+    path = Path(work_dir) / f"{stage}.done.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) -> None:

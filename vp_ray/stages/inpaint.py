@@ -64,6 +64,10 @@ class InpaintClips(ClipStage):
         return super().__call__(batch)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
+        finished = workdir.finished_row(row["work_dir"], "inpaint")
+        if finished is not None:
+            log.info("inpaint: finished by an earlier try whose answer was lost with its worker: not redone")
+            return {**row, **finished}
         row["inpaint_started"], began = time.time(), time.perf_counter()
         died_before = workdir.worker_attempts(row["work_dir"], "inpaint") > 0
         with self.turns.clip(alone=died_before):
@@ -88,6 +92,7 @@ class InpaintClips(ClipStage):
         waited = (admitted - began) + (turn - waiting)
         row.update(time_save_s=round(end - start, 3), time_inpaint_s=round(end - began - waited, 3),
                    inpaint_finished=time.time())
+        workdir.save_finished_row(row["work_dir"], "inpaint", row)
         return row
 
     def inpaint_on_gpu(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,
