@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PROGRAMS = REPO / "tests" / "programs"  # programs the tests run as processes of their own
 
 # Every Ray the tests start, in this process or in the subprocesses they run, is a new local
 # instance: a cluster that `ray start` runs on this machine (a developer's, another test run's) is

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import PROGRAMS, REPO
 from support import free_ports, wait_for
 
 from vp_ray import grafana
@@ -104,26 +104,10 @@ def test_the_grafana_dashboard_holds_a_panel_per_question_on_the_metrics_we_expo
                     if not name.endswith(("_sum", "_count"))}
 
 
-FILTERED = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from vp_ray.console import known_ray_lines_dropped
-with known_ray_lines_dropped():
-    os.write(2, b"[2026-12-05 20:46:46,245 E 1 1] core_worker.cc:2465: Actor with class name: 'MapWorker' "
-                b"has constructor arguments in the object store and max_restarts > 0. If ...\\n")
-    os.write(2, b"[2026-12-05 20:46:47,001 E 1 1] core_worker.cc:99: a real error\\n")
-    print("python's own line", file=sys.stderr)
-    if {crash}:
-        os.write(2, b"last words\\n")
-        os.kill(os.getpid(), signal.SIGKILL)
-os.write(2, b"after the block\\n")
-"""
-
-
 @pytest.mark.parametrize("crash", [False, True])
 def test_the_console_drops_rays_known_line_and_passes_every_other_one(crash):
-    done = subprocess.run([sys.executable, "-c", FILTERED.format(repo=str(REPO), crash=crash)], check=False,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(PROGRAMS / "console_filter.py"), *(["crash"] if crash else [])],
+                          cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
     assert "constructor arguments" not in done.stderr
     assert "a real error" in done.stderr and "python's own line" in done.stderr
     if crash:  # what a driver writes as it dies still reaches the console

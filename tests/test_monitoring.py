@@ -9,35 +9,12 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import PROGRAMS, REPO
 from support import free_ports
 
 from vp_ray.demo import ensure_demo_dataset
 
 SMALL = ["model=classic", "dilate_size=2", "cluster.num_cpus=4"]
-
-# Runs the demo (2 good clips and one that fails) in a Ray instance of its own, with the metrics
-# pushed every 0.5 s, then reads the node's Prometheus endpoint until the run's counters are there.
-METRICS_SCRIPT = """
-import json, sys, time, urllib.request
-import ray
-sys.path.insert(0, {tests!r})
-from conftest import compose_config
-from vp_ray import graph
-port = {port}
-ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=port,
-         _system_config={{"metrics_report_interval_ms": 500}})
-cfg = compose_config({overrides!r})
-graph.run(cfg)
-deadline, text = time.time() + 600, ""  # the counters come; the deadline only turns a hang into a failure
-while time.time() < deadline:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{{port}}/metrics", timeout=5).read().decode()
-    if 'outcome="failed"' in text and "vp_ray_stage_seconds_count" in text:
-        break
-    time.sleep(0.5)
-print(json.dumps([line for line in text.splitlines() if "vp_ray" in line and not line.startswith("#")]))
-"""
-
 
 def dataset_with_a_bad_row(tmp_path, clips=2):
     csv = ensure_demo_dataset(tmp_path / "demo", num_clips=clips, num_frames=12)
@@ -68,8 +45,8 @@ def metric(lines: list[str], name: str, **tags) -> float:
 def test_metrics_of_a_run_are_on_the_prometheus_endpoint(tmp_path):
     csv = dataset_with_a_bad_row(tmp_path)
     overrides = [f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={csv}", *SMALL]
-    script = METRICS_SCRIPT.format(tests=str(REPO / "tests"), port=free_ports(1)[0], overrides=overrides)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(PROGRAMS / "metrics_run.py"), str(free_ports(1)[0]),
+                           json.dumps(overrides)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = json.loads(done.stdout.strip().splitlines()[-1])
     assert metric(lines, "ray_vp_ray_clips_total", outcome="ok", model="classic") == 2

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, compose_config
+from conftest import PROGRAMS, REPO, compose_config
 
 from vp_ray import graph, metrics, records, todo, video
 from vp_ray.summary import format_summary
@@ -273,27 +273,10 @@ def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tm
     assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
 
 
-DASHBOARD_SCRIPT = """
-import subprocess, sys, urllib.error, urllib.request
-from pathlib import Path
-import ray
-
-context = ray.init(num_cpus=1, include_dashboard=True)
-url = f"http://{context.dashboard_url}/api/version"
-token = subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token"], capture_output=True,
-                       text=True, check=True).stdout.strip()
-for headers in ({}, {"Authorization": f"Bearer {token}"}):
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as reply:
-            print(reply.status)
-    except urllib.error.HTTPError as error:
-        print(error.code)
-"""
-
-
 def test_dashboard_opens_with_the_token_the_readme_names():
     """README, "Ray: dashboard": a local instance wants `ray get-auth-token`'s token."""
-    done = subprocess.run([sys.executable, "-c", DASHBOARD_SCRIPT], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(PROGRAMS / "dashboard_token.py")], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["401", "200"]
     assert "ray get-auth-token" in (REPO / "README.md").read_text()

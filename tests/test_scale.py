@@ -8,65 +8,11 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import PROGRAMS, REPO
 
 from vp_ray.demo import ensure_demo_dataset
 
 pytestmark = pytest.mark.slow
-
-
-NODES_SCRIPT = """
-import json, sys, threading, time
-from pathlib import Path
-import pandas as pd, ray
-from ray.cluster_utils import Cluster
-from vp_ray import graph
-from vp_ray.config import compose, to_plain_config
-from vp_ray.models import gate
-
-csv, out, gate_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "num_gpus": 0})
-nodes = [cluster.add_node(num_cpus=3, num_gpus=2) for _ in range(2)]
-cluster.wait_for_nodes()
-ray.init(address=cluster.address, log_to_driver=False)
-cfg = to_plain_config(compose([f"output_dir={out}", "dataset=csv", f"dataset.path={csv}", "model=sim",
-                               "model.seconds_per_frame=0", "model.height=48", "model.width=64",
-                               "model.hold_after_clips=6", f"model.gate_dir={gate_dir}",
-                               "dilate_size=2", "cluster=multinode", "cluster.include_dashboard=false",
-                               "cluster.prepare_concurrency=2", "cluster.write_concurrency=2"]))
-events, results = {}, []
-
-def wait_until(condition, what, timeout=600):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if not runner.is_alive() or time.monotonic() > deadline:
-            raise SystemExit(f"never reached: {what}")
-        time.sleep(0.1)
-
-def held_on(node):
-    return [h for h in gate.held(gate_dir) if h["node"] == node.node_id]
-
-# The run in a thread: Ray adds nodes only from the main thread (it sets signal handlers).
-runner = threading.Thread(target=lambda: results.append(graph.run(cfg)))
-runner.start()
-wait_until(lambda: len(list((out / "clips").glob("c*"))) == 6 and held_on(nodes[0]),
-           "6 clips written and a clip held by an actor on the node to be lost")
-events["removed"] = nodes[0].node_id[:8]
-cluster.remove_node(nodes[0], allow_graceful=False)  # lost mid-run, with its actors and tasks
-added = cluster.add_node(num_cpus=3, num_gpus=2)
-events["added"] = added.node_id[:8]
-wait_until(lambda: held_on(added), "a clip held by an actor on the added node (the pool grew onto it)")
-gate.open_gate(gate_dir)
-runner.join()
-result = results[0]
-print("REPORT", json.dumps({**events, "done": [r["clip_id"] for r in result.ledger.done],
-                  "failed": [r["clip_id"] for r in result.ledger.failed],
-                  "duplicates": result.ledger.duplicates(),
-                  "errors": [r["error"] for r in result.ledger.failed],
-                  "workers": sorted({r["inpaint_worker"] for r in result.ledger.done})}))
-ray.shutdown()
-cluster.shutdown()
-"""
 
 
 def test_a_node_lost_mid_run_costs_retries_not_clips_and_a_node_added_gets_actors(tmp_path):
@@ -79,8 +25,9 @@ def test_a_node_lost_mid_run_costs_retries_not_clips_and_a_node_added_gets_actor
         rows[column] = [str(tmp_path / "demo" / p) for p in rows[column]]
     many = pd.concat([rows] * 4).assign(clip_id=[f"c{i:02d}" for i in range(16)])
     many.to_csv(tmp_path / "clips.csv", index=False)
-    done = subprocess.run([sys.executable, "-c", NODES_SCRIPT, str(tmp_path / "clips.csv"), str(tmp_path / "out"),
-                           str(tmp_path / "gate")], cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, str(PROGRAMS / "node_loss.py"), str(tmp_path / "clips.csv"),
+                           str(tmp_path / "out"), str(tmp_path / "gate")],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))[7:])
     assert report["failed"] == [], report["errors"]

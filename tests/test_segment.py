@@ -7,7 +7,6 @@ import json
 import logging
 import subprocess
 import sys
-import textwrap
 import warnings
 from collections import deque
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import PROGRAMS
 
 from vp_ray import connected_components, prompts, segment, workdir
 from vp_ray.config import Sam2Config, schema_defaults
@@ -281,47 +281,11 @@ def test_placement_modes_split_the_gpus():
             plan_placement({**cfg, "placement": "shared", **bad}, 1, gpus)
 
 
-PLACEMENT_SCRIPT = textwrap.dedent('''
-    import json, ray
-    from vp_ray.sam2_placement import plan_placement
-    GPUS = 4
-    ray.init(num_cpus=2, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)
-
-    @ray.remote(num_cpus=0)
-    class Probe:
-        def gpus(self):
-            return ray.get_gpu_ids()
-
-    def place(sam2_count, sam2_gpus, inpaint_gpus, inpaint_count, can_place):
-        """Place the SAM2 pool first (the worst case), then the inpainting actors; wait for the
-        ``can_place`` of them that fit (as many as fit: nothing else holds the GPUs)."""
-        sam2 = [Probe.options(num_gpus=sam2_gpus).remote() for _ in range(sam2_count)]
-        ray.get([a.gpus.remote() for a in sam2])
-        inpaint = [Probe.options(num_gpus=inpaint_gpus).remote() for _ in range(inpaint_count)]
-        calls = [a.gpus.remote() for a in inpaint]
-        ready, rest = ray.wait(calls, num_returns=can_place, timeout=300)  # a guard: they fit at once
-        # Everything that fits is placed: one left over has no GPU to go to, whenever we look.
-        left, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-        placed = [ray.get(r) for r in ready + left]
-        for actor in sam2 + inpaint:
-            ray.kill(actor)
-        return {"wanted": inpaint_count, "placed": placed}
-
-    p = plan_placement({"placement": "auto", "pool_size": 3, "gpu_fraction": 0.1}, 1, GPUS)
-    wanted = int(p.inpaint_gpus_available)
-    result = {"auto": place(3, p.sam2_num_gpus, p.inpaint_num_gpus, wanted, wanted)}
-    p = plan_placement({"placement": "dedicated", "pool_size": 1}, 1, GPUS)
-    wanted = int(p.inpaint_gpus_available)
-    result["dedicated"] = place(1, p.sam2_num_gpus, p.inpaint_num_gpus, wanted, wanted)
-    result["quarter_gpus"] = place(3, 0.25, 0.75, GPUS, GPUS - 1)  # the trap, for contrast
-    print(json.dumps(result))
-''')
-
-
 @pytest.mark.slow
 def test_default_placement_leaves_every_gpu_an_inpainting_actor():
     """4 logical GPUs, 3 SAM2 actors placed first, then one inpainting actor per GPU."""
-    done = subprocess.run([sys.executable, "-c", PLACEMENT_SCRIPT], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(PROGRAMS / "sam2_placement.py")], capture_output=True, text=True,
+                          timeout=600)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     shared = result["auto"]  # 3 x 0.1 GPU for SAM2, 4 x 0.7 GPU for inpainting
     assert shared["wanted"] == 4 and sorted(map(tuple, shared["placed"])) == [(0,), (1,), (2,), (3,)]
