@@ -133,10 +133,3 @@ def test_dilation_grows_by_a_square_box():
     grown = mask_io.dilate_masks(masks, 3)
     assert grown[0].sum() == 9 and grown[0, 3:6, 3:6].all() and not grown[1].any()
     np.testing.assert_array_equal(mask_io.dilate_masks(masks, 0), masks)
-
-
-def test_mask_stats():
-    masks = np.zeros((4, 10, 10), bool)
-    masks[0, :5] = True
-    masks[1, :1] = True
-    assert mask_io.mask_stats(masks) == {"area": pytest.approx(0.15), "area_frame0": 0.5, "empty_frames": 2}

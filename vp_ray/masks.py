@@ -150,10 +150,3 @@ def save_vpdata_masks(path: str | os.PathLike, masks: np.ndarray) -> None:
     """Write masks as a VPData ``all_masks.npz`` (arr_0 uint8 label map, object = mask_id 1), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, arr_0=np.asarray(masks, bool).astype(np.uint8))
-
-
-def mask_stats(masks: np.ndarray) -> dict[str, float]:
-    """Area fraction over the clip and on frame 0, and how many frames have no object."""
-    per_frame = masks.reshape(len(masks), -1).mean(axis=1)
-    return {"area": float(per_frame.mean()), "area_frame0": float(per_frame[0]),
-            "empty_frames": int((per_frame == 0).sum())}
