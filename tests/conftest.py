@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,13 @@ def ray_address(ray_local):
     return ray_local.get_runtime_context().gcs_address
 
 
+# A command run with Ctrl-C (SIGINT) back to its default: a suite started in the background by a
+# script (`pytest ... &`, nohup) inherits SIGINT ignored, and so would every run it starts; Python
+# then never raises KeyboardInterrupt, and a test that stops a run with Ctrl-C waits in vain.
+WITH_CTRL_C = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execvp(sys.argv[1], sys.argv[1:])"]
+
+
 @pytest.fixture
 def spawn():
     """``subprocess.Popen`` in a session of its own; whatever is left of it is killed when the test
@@ -59,7 +67,7 @@ def spawn():
     started = []
 
     def start(command, **popen):
-        started.append(subprocess.Popen(command, start_new_session=True, **popen))
+        started.append(subprocess.Popen([*WITH_CTRL_C, *command], start_new_session=True, **popen))
         return started[-1]
 
     yield start
