@@ -185,8 +185,12 @@ def launch_held(spawn, tmp_path, csv_path, address="local", **popen):
                f"output_dir={tmp_path / 'out'}", f"cluster.address={address}", "cluster.num_cpus=2", *SMALL,
                "model=faulty", "model.hold_after_clips=2", f"model.fault_state_dir={tmp_path / 'gate'}"]
     proc = spawn(command, cwd=REPO, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}, **popen)
-    wait_for("2 clips committed and the third held in the model",
-             lambda: len(done_clips(tmp_path / "out" / "clips")) == 2 and gate.held(tmp_path / "gate"), proc=proc)
+    try:
+        wait_for("2 clips committed and the third held in the model",
+                 lambda: len(done_clips(tmp_path / "out" / "clips")) == 2 and gate.held(tmp_path / "gate"), proc=proc)
+    except AssertionError as error:
+        output = tmp_path / "output.txt"
+        raise AssertionError(f"{error}\n{output.read_text()[-3000:] if output.is_file() else ''}") from None
     return command, proc
 
 
@@ -195,7 +199,8 @@ def test_a_killed_driver_resumes_without_redoing_finished_clips(ray_local, tmp_p
     in this process's Ray, while the killed one's agents still live."""
     csv, rows = demo
     path = write_csv(tmp_path / "many.csv", [good_row(csv, rows, i % 4, clip_id=f"c{i}") for i in range(8)])
-    _, proc = launch_held(spawn, tmp_path, path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "output.txt", "w") as log_file:  # read if the run ends before the state
+        _, proc = launch_held(spawn, tmp_path, path, stdout=log_file, stderr=subprocess.STDOUT)
     os.kill(proc.pid, signal.SIGKILL)  # the driver alone, mid-run: Ray's agents outlive it a while
     proc.wait()
     clips_dir = tmp_path / "out" / "clips"
