@@ -675,6 +675,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def with_values(node: Any, **values: Any) -> Any:
+    """``node`` (a typed config or group) with these settings; an Enum's may be given by its value,
+    as on the command line (``memory_mode="resident"``): for code that builds settings by hand."""
+    kinds = {spec.name: spec.type for spec in dataclasses.fields(node)}
+
+    def typed(name: str, value: Any) -> Any:
+        current = getattr(node, name)
+        if isinstance(current, Enum) and not isinstance(value, Enum):
+            return type(current)(value)
+        if name not in kinds:
+            raise TypeError(f"{type(node).__name__} has no setting {name!r}")
+        return value
+
+    return dataclasses.replace(node, **{name: typed(name, value) for name, value in values.items()})
+
+
 def as_dict(cfg: Any) -> dict[str, Any]:
     """A typed config (or group) as nested plain values, Enums as their strings: for showing it
     (report.html) and for YAML, never for reading settings."""
