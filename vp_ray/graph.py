@@ -30,7 +30,7 @@ from ray.data._internal.execution.backpressure_policy import (
 from ray.data.context import AutoscalingConfig
 from vp_ray import console, grafana, outputs, shards, telemetry, todo
 from vp_ray.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, Bounded, WorkBound
-from vp_ray.config import ClusterConfig, Config, VideoPainterModelConfig, as_dict
+from vp_ray.config import ClusterConfig, Config, VideoPainterModelConfig
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.models import compile_plan
@@ -457,7 +457,7 @@ def finish(cfg: Config, result: RunResult) -> RunResult:
         try:
             from vp_ray.report import write_report
 
-            result.report_path = write_report(cfg.output_dir, config=as_dict(cfg), max_clips=cfg.report_max_clips)
+            result.report_path = write_report(cfg.output_dir, config=cfg, max_clips=cfg.report_max_clips)
         except Exception as error:  # noqa: BLE001 - a report must never fail a finished run
             log.warning("could not write report.html: %s", error)
     return result
