@@ -154,7 +154,7 @@ def test_the_bound_finds_its_stages_by_their_roles_not_their_names():
     class Paint(InpaintClips):
         name = "paint"
 
-    policy, op, topology = pipeline(actors=1, per_actor=2, stages=[NormalizeRecords, Decode, Paint, WriteClips])
+    policy, op, _ = pipeline(actors=1, per_actor=2, stages=[NormalizeRecords, Decode, Paint, WriteClips])
     assert policy.prepare is op["decode"] and policy.model is op["paint"] and policy.write is op["write"]
     op["paint"].inputs = 2
     assert not policy.can_add_input(op["decode"]) and backpressure.HOLDING["prepare"]
@@ -162,7 +162,7 @@ def test_the_bound_finds_its_stages_by_their_roles_not_their_names():
 
 def test_a_mask_only_run_of_mask_files_bounds_prepare_by_the_writers():
     """No model stage at all: prepare runs at most per_actor clips ahead of the writers."""
-    policy, op, topology = pipeline(per_actor=2, writers=2, segment=False, inpaint=False)
+    policy, op, _ = pipeline(per_actor=2, writers=2, segment=False, inpaint=False)
     assert policy.model is None
     op["prepare"].active = 1
     assert policy.can_add_input(op["prepare"])

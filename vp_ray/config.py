@@ -678,15 +678,9 @@ def _plain(value: Any) -> Any:
 def with_values(node: Any, **values: Any) -> Any:
     """``node`` (a typed config or group) with these settings; an Enum's may be given by its value,
     as on the command line (``memory_mode="resident"``): for code that builds settings by hand."""
-    kinds = {spec.name: spec.type for spec in dataclasses.fields(node)}
-
     def typed(name: str, value: Any) -> Any:
-        current = getattr(node, name)
-        if isinstance(current, Enum) and not isinstance(value, Enum):
-            return type(current)(value)
-        if name not in kinds:
-            raise TypeError(f"{type(node).__name__} has no setting {name!r}")
-        return value
+        current = getattr(node, name)   # an unknown name fails here
+        return type(current)(value) if isinstance(current, Enum) and not isinstance(value, Enum) else value
 
     return dataclasses.replace(node, **{name: typed(name, value) for name, value in values.items()})
 

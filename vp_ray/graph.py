@@ -187,8 +187,10 @@ def placed_gpus(cfg: Config, stages: list[type[ClipStage]], gpus: float) -> tupl
         return {}, gpus
     placement = plan_placement(cfg.sam2, cfg.model.num_gpus, gpus)
     log.info("SAM2 placement: %s", placement)
-    return {segmenter: placement.sam2_num_gpus, inpainter: placement.inpaint_num_gpus}, \
-        placement.inpaint_gpus_available
+    placed = {segmenter: placement.sam2_num_gpus}
+    if inpainter is not None:
+        placed[inpainter] = placement.inpaint_num_gpus
+    return placed, placement.inpaint_gpus_available
 
 
 def actor_pools(cfg: Config, stages: list[type[ClipStage]],
