@@ -47,7 +47,7 @@ _common.require_modules("torch", "diffusers", "hydra", "omegaconf")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
+from vp_ray.config import VideoPainterModelConfig, with_values  # noqa: E402
 from vp_ray.models import tiny as tiny_models  # noqa: E402
 from vp_ray.models.branch import CogvideoXBranchModel  # noqa: E402
 from vp_ray.models.pipeline import VideoPainterPipeline  # noqa: E402
@@ -223,8 +223,8 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     settings = parse_mode(mode)
     torch.backends.cudnn.benchmark = settings.pop("cudnn_benchmark")
     bf16_weights = block_linear_weights(pipe) if settings["approx_fp8_linear"] else {}
-    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps,
-           "height": frames.shape[1], "width": frames.shape[2], **settings}
+    cfg = with_values(VideoPainterModelConfig(name="videopainter"), num_inference_steps=args.steps,
+                      height=frames.shape[1], width=frames.shape[2], **settings)
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
     encode_times = time_calls(pipe.vae, "encode", device)
     prompt_times = time_calls(pipe, "encode_prompt", device)

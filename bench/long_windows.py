@@ -39,12 +39,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_videopainter import PROMPT, build_pipeline, remove_speed_options  # noqa: E402
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
+from vp_ray.config import VideoPainterModelConfig, with_values  # noqa: E402
 from vp_ray.models.videopainter import (VideoPainterInpainter, describe_plan, plan_extras,  # noqa: E402
                                         plan_memory)
 
 
-def auto_plan(pipe, cfg: dict, available_gib: float) -> tuple[str, str]:
+def auto_plan(pipe, cfg: VideoPainterModelConfig, available_gib: float) -> tuple[str, str]:
     """(memory mode, VAE tiles) that ``memory_mode=auto`` picks for an actor that may use
     ``available_gib``, counting what the settings in ``cfg`` add (ID resampling's state)."""
     value_bytes = torch.finfo(pipe.transformer.dtype).bits // 8
@@ -77,16 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     pipe = build_pipeline(args.tiny, device, dtype)
 
     # 1. The plan: auto's choice for the card, or auto itself under the cap.
-    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, "height": height,
-           "width": width, "dtype": "bfloat16" if cuda else "float32",
-           "id_resampling": args.id,   # auto plans for ID resampling's state when it will be on
-           "compile_blocks": args.compile}
+    cfg = with_values(VideoPainterModelConfig(name="videopainter"), num_inference_steps=args.steps, height=height,
+                      width=width, dtype="bfloat16" if cuda else "float32",
+                      id_resampling=args.id,   # auto plans for ID resampling's state when it will be on
+                      compile_blocks=args.compile)
     planned = None
     if args.cap:
-        cfg.update(memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap)
+        cfg = with_values(cfg, memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap)
     else:
         planned = auto_plan(pipe, cfg, args.card_gib)
-        cfg.update(memory_mode=planned[0], vae_tiling=None)   # vae_tiling None: the mode's own tiles
+        cfg = with_values(cfg, memory_mode=planned[0], vae_tiling=None)   # vae_tiling None: the mode's own tiles
     inpainter = VideoPainterInpainter(cfg, pipe=pipe)
     if cuda and planned and (inpainter.memory_mode, inpainter.vae_tiles) != planned:
         sys.exit(f"auto plans {describe_plan(*planned)} for {args.card_gib:g} GiB, but memory_mode={planned[0]} "

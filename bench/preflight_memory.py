@@ -28,15 +28,15 @@ with open(path, "w") as f:
     for i in range(rows):
         f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
 from vp_ray.todo import write_todo
+from vp_ray.config import Config, DatasetConfig
+from vp_ray.stages import RunContext
 import vp_ray.stages.normalize  # imported by write_todo: counted before, not as the preflight's memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-cfg = {"dataset": {"format": "csv", "path": path, "layout": "generic", "ignore_columns": [], "limit": -1,
-                   "video_root": "", "mask_root": "", "default_prompt": "x"},
-       "seed": 0, "output_dir": path + ".out", "output_settings": {}}
+cfg = Config(dataset=DatasetConfig(name="rows", path=path, default_prompt="x"), seed=0, output_dir=path + ".out")
 plan = plan_dataset(cfg)
 checked = time.perf_counter()
-todo = write_todo(cfg, plan, print)
+todo = write_todo(cfg, RunContext.of(cfg, plan), plan, print)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"rows": rows, "total": plan.total, "pending": todo.pending,

@@ -116,7 +116,7 @@ def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
     cfg = compose_config(["model=videopainter", "model.id_resampling=true", f"model.base_model_path={base}",
                           f"model.branch_path={branch}", f"model.id_lora_path={id_lora_path(tmp_path)}"])
     with pytest.raises(ConfigError, match="VideoPainterID LoRA is missing"):
-        check_weights(cfg["model"])
+        check_weights(cfg.model)
 
 
 @pytest.mark.slow

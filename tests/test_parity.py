@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults
+from vp_ray.config import Dtype, FirstFrameFill, VideoPainterModelConfig
 from vp_ray.models.checkpoint import load_pipeline, tree_paths
 
 DATA = Path(__file__).parent / "data" / "parity"
@@ -178,10 +178,10 @@ def test_inpainter_reproduces_the_original_single_clip_demo():
 
     ref = np.load(DATA / "demo17.npz")
     base, branch = TREE
-    inpainter = VideoPainterInpainter({
-        **schema_defaults(VideoPainterModelConfig), "name": "tiny", "base_model_path": str(base),
-        "branch_path": str(branch), "dtype": "float32", "num_inference_steps": int(ref["num_inference_steps"]),
-        "guidance_scale": float(ref["guidance_scale"]), "first_frame_fill": "none", "pad_short_clips": False})
+    inpainter = VideoPainterInpainter(VideoPainterModelConfig(
+        name="tiny", base_model_path=str(base), branch_path=str(branch), dtype=Dtype.float32,
+        num_inference_steps=int(ref["num_inference_steps"]), guidance_scale=float(ref["guidance_scale"]),
+        first_frame_fill=FirstFrameFill.none, pad_short_clips=False))
     result = inpainter.inpaint_clip(ref["video"], ref["masks_raw"] > 0, str(ref["prompt"]), int(ref["seed"]))
     expected = np.round(ref["frames"] * 255.0)
     assert np.abs(result.astype(np.float64) - expected).max() <= 1.0

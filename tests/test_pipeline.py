@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults
+from vp_ray.config import Dtype, VideoPainterModelConfig, with_values
 from vp_ray.models import usable_frames
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
 from vp_ray.models.videopainter import VideoPainterInpainter, condition_inputs, mirrored_indices
@@ -19,11 +19,11 @@ def tiny_tree(tmp_path_factory):
     return ensure_tiny_tree(tmp_path_factory.getbasetemp() / "tiny-ckpt")
 
 
-def tiny_cfg(tiny_tree, **overrides):
+def tiny_cfg(tiny_tree, **overrides) -> VideoPainterModelConfig:
     base, branch = tiny_tree
-    cfg = {**schema_defaults(VideoPainterModelConfig), "name": "tiny", "base_model_path": str(base),
-           "branch_path": str(branch), "dtype": "float32", "num_inference_steps": 2}
-    return {**cfg, **overrides}
+    cfg = VideoPainterModelConfig(name="tiny", base_model_path=str(base), branch_path=str(branch),
+                                  dtype=Dtype.float32, num_inference_steps=2)
+    return with_values(cfg, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -414,9 +414,9 @@ def test_flux_first_frame_fill_conditions_frame_zero(tiny_tree, inpainter, tmp_p
     cfg = tiny_cfg(tiny_tree, first_frame_fill="flux", flux_fill_path=str(tmp_path / "flux_inp"),
                    flux_num_inference_steps=2)
     with pytest.raises(ConfigError, match="FLUX.1-Fill folder is incomplete"):
-        check_weights({**cfg, "create_tiny_if_missing": False})
-    flux = VideoPainterInpainter({**cfg, "create_tiny_if_missing": True}, pipe=inpainter.pipe)
-    check_weights({**cfg, "create_tiny_if_missing": False})  # now complete
+        check_weights(with_values(cfg, create_tiny_if_missing=False))
+    flux = VideoPainterInpainter(with_values(cfg, create_tiny_if_missing=True), pipe=inpainter.pipe)
+    check_weights(with_values(cfg, create_tiny_if_missing=False))  # now complete
     fills = []
     flux.flux = _Recorder(flux.flux, fills)
     out = flux.inpaint_clip(frames, masks, PROMPT, seed=1)

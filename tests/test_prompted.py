@@ -134,13 +134,13 @@ def test_single_video_defaults_are_the_run_config_and_help_shows_them(tmp_path, 
     args = single.parse_args(["--video", demo_video, "--click_x", "1", "--click_y", "2", "--output_dir", "o"])
     launch_default = compose_config([f"output_dir={tmp_path}"])
     cfg = single.build_config(args)
-    assert cfg["model"] == launch_default["model"]  # launch.py's default model, with its settings
+    assert cfg.model == launch_default.model  # launch.py's default model, with its settings
     for key in ("seed", "dilate_size", "target_fps", "max_seconds"):
-        assert cfg[key] == launch_default[key]
+        assert getattr(cfg, key) == getattr(launch_default, key)
     with pytest.raises(SystemExit):
         single.parse_args(["--help"])
     shown = capsys.readouterr().out
-    assert f"(default: {launch_default['model']['name']})" in shown and "(default: 42)" in shown
+    assert f"(default: {launch_default.model.name})" in shown and "(default: 42)" in shown
     assert "50 for videopainter, 4 for tiny" in " ".join(shown.split())  # each model's own steps
 
 

@@ -15,6 +15,7 @@ import pytest
 from conftest import PROGRAMS, REPO, compose_config
 
 from vp_ray import graph, metrics, records, todo, video
+from vp_ray.stages import RunContext
 from vp_ray.summary import format_summary
 
 pytestmark = pytest.mark.slow
@@ -89,9 +90,9 @@ def dilate(masks, size):
 
 def ground_truth(path, clip, cfg):
     """The clean background, through the same resampling and resizing as the input."""
-    decoded = video.read_clip(str(path), target_fps=cfg["target_fps"], max_seconds=cfg["max_seconds"])
+    decoded = video.read_clip(str(path), target_fps=cfg.target_fps, max_seconds=cfg.max_seconds)
     frames = decoded.frames[: clip["num_frames"]]
-    placement = video.placement_for(frames.shape[1], frames.shape[2], 120, 180, cfg["resize_mode"])
+    placement = video.placement_for(frames.shape[1], frames.shape[2], 120, 180, cfg.resize_mode)
     return video.fit_frames(frames, placement)
 
 
@@ -269,7 +270,8 @@ def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tm
     rows = [f'c{i},{"v" * 40}{i}.mp4,"[[1, 2]]"' for i in range(25000)]
     path.write_text("\n".join(["clip_id,video_path,points", *rows, "late,b.mp4"]) + "\n")
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={path}"])
-    plan = todo.write_todo(cfg, records.plan_dataset(cfg), pytest.fail)
+    plan = records.plan_dataset(cfg)
+    plan = todo.write_todo(cfg, RunContext.of(cfg, plan), plan, pytest.fail)
     assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
 
 

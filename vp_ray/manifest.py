@@ -11,15 +11,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from vp_ray import outputs
 from vp_ray.atomic import atomic_path
+from vp_ray.config import QAConfig
 from vp_ray.evaluation import qa as quality
 from vp_ray.review import store as review_store
 from vp_ray.rows import DONE_BEFORE, FAILED, OK, SUSPECT, coerce
+
+if TYPE_CHECKING:
+    from vp_ray.stages import ClipSettings
 
 MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
@@ -41,13 +45,13 @@ FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path
 
 @dataclass
 class Ledger:
-    """``qa``: the run's quality thresholds (``cfg["qa"]``). Every finished clip, also one done by an
+    """``qa``: the run's quality thresholds (``cfg.qa``). Every finished clip, also one done by an
     earlier run, is judged with them from its stored scores: ``suspect`` over one (in the manifest,
     ``suspect`` wins over ``done_before``), its ``qa_flags`` naming which."""
 
     output_dir: str
     mask_only: bool = False
-    qa: dict[str, Any] | None = None
+    qa: QAConfig | None = None
     done: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     seen: Counter = field(default_factory=Counter)
@@ -75,7 +79,7 @@ class Ledger:
         (self.failed if row["status"] == FAILED else self.done).append(
             row if row["status"] == FAILED else self._judged(row))
 
-    def add_committed(self, cfg: dict[str, Any]) -> int:
+    def add_committed(self, settings: ClipSettings) -> int:
         """Add the clips whose folders are committed, complete and of these settings, but whose
         rows never reached the driver (an interrupted run): what a resume would find done."""
         clips = Path(self.output_dir) / "clips"
@@ -85,7 +89,7 @@ class Ledger:
             meta = outputs.read_meta(self.output_dir, clip_id)
             if clip_id in self.seen or meta is None or meta.get("status") not in (OK, SUSPECT):
                 continue
-            if outputs.is_complete(self.output_dir, clip_id, outputs.fingerprint(cfg, meta)):
+            if outputs.is_complete(self.output_dir, clip_id, settings.fingerprint(meta)):
                 self.add(meta)
                 added += 1
         return added

@@ -30,6 +30,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.rows import ClipRecord
 
@@ -97,15 +98,15 @@ def dataset_columns(path: str, fmt: str) -> list[str]:
         raise ConfigError(f"cannot read the {fmt} dataset {path}: {error}") from error
 
 
-def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
+def check_columns(columns: list[str], layout: Layout, ignore: list[str]) -> None:
     """Fail fast, listing every problem, before any work starts."""
     problems = []
-    known = GENERIC_COLUMNS if layout == "generic" else VPDATA_COLUMNS
+    known = GENERIC_COLUMNS if layout is Layout.generic else VPDATA_COLUMNS
     unknown = sorted(set(columns) - known - set(ignore))
     if unknown:
         problems.append(f"unknown column(s) {unknown} (known: {sorted(known)}; list columns to "
                         f"skip in dataset.ignore_columns)")
-    if layout == "generic":
+    if layout is Layout.generic:
         if "video_path" not in columns:
             problems.append("missing column 'video_path'")
     else:
@@ -162,7 +163,7 @@ def needs_sam2(raw: dict[str, Any]) -> bool:
     return row["mask_path"] is None and (row["points"] is not None or row["box"] is not None)
 
 
-def row_id(raw: dict[str, Any], layout: str) -> str | None:
+def row_id(raw: dict[str, Any], layout: Layout) -> str | None:
     """The clip id a raw row's id columns give, or None if they give none (the row fails on its own
     later); the other columns (a caption with bad UTF-8, say) do not matter."""
     try:
@@ -171,7 +172,7 @@ def row_id(raw: dict[str, Any], layout: str) -> str | None:
         return None
 
 
-def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
+def scan_ids(path: str, fmt: str, layout: Layout, columns: list[str],
              limit: int) -> tuple[int, dict[str, int], list[RaggedRow], int]:
     """The number of rows (the first ``limit`` if >= 0), the ids that occur more than once (with
     their counts), the CSV lines that are not rows at all and the rows that need SAM2.
@@ -236,24 +237,22 @@ class DatasetPlan:
         return str(Path(self.path.removeprefix("file://")).resolve().parent)
 
 
-def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
+def plan_dataset(cfg: Config) -> DatasetPlan:
     """Check the dataset before any worker starts: columns, ids, size."""
-    dataset = cfg["dataset"]
-    fmt, path = dataset["format"], dataset["path"]
-    if fmt == "demo":
+    dataset, path = cfg.dataset, cfg.dataset.path
+    if dataset.format is DatasetFormat.demo:
         from vp_ray.demo import ensure_demo_dataset
 
-        path = str(ensure_demo_dataset(path, num_clips=dataset["demo_num_clips"],
-                                       num_frames=dataset["demo_num_frames"], fps=dataset["demo_fps"],
-                                       seed=cfg["seed"]))
-        fmt = "csv"
+        path = str(ensure_demo_dataset(path, num_clips=dataset.demo_num_clips,
+                                       num_frames=dataset.demo_num_frames, fps=dataset.demo_fps, seed=cfg.seed))
+    fmt = "parquet" if dataset.format is DatasetFormat.parquet else "csv"   # the file's format
     columns = dataset_columns(path, fmt)
-    check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    valid, duplicates, ragged, prompted = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
-    if dataset["limit"] >= 0:
+    check_columns(columns, dataset.layout, list(dataset.ignore_columns))
+    valid, duplicates, ragged, prompted = scan_ids(path, fmt, dataset.layout, columns, dataset.limit)
+    if dataset.limit >= 0:
         # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
         ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
-    if valid + len(ragged) == 0 and dataset["limit"] != 0:
+    if valid + len(ragged) == 0 and dataset.limit != 0:
         raise ConfigError(f"the dataset {path} has no rows")
     return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
                        duplicates=duplicates, ragged=ragged, prompted=prompted)
@@ -284,7 +283,7 @@ def clean(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def clip_id_of(row: dict[str, Any], layout: str) -> str:
+def clip_id_of(row: dict[str, Any], layout: Layout) -> str:
     """The record's id: given, or derived from its video (and mask id / frame range)."""
     given = row.get("clip_id")
     if given is not None:
@@ -293,7 +292,7 @@ def clip_id_of(row: dict[str, Any], layout: str) -> str:
             raise ClipError(f"clip_id {clip_id!r} is not allowed: use letters, digits, '.', '_' "
                             "and '-' only (no path separators, no leading '.')")
         return clip_id
-    video = row.get("path" if layout == "vpdata" else "video_path")
+    video = row.get("path" if layout is Layout.vpdata else "video_path")
     if video is None:
         raise ClipError("row has no video path")
     stem = Path(str(video)).name
@@ -303,26 +302,25 @@ def clip_id_of(row: dict[str, Any], layout: str) -> str:
     parts = [stem]
     if row.get("mask_id") is not None:
         parts.append(f"m{_as_int(row['mask_id'], 'mask_id')}")
-    if layout == "vpdata":
+    if layout is Layout.vpdata:
         parts.append(f"{_as_int(row.get('start_frame') or 0, 'start_frame')}-"
                      f"{_as_int(row.get('end_frame') if row.get('end_frame') is not None else -1, 'end_frame')}")
     clip_id = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)).lstrip("._-")[:200]
     return clip_id or "clip_" + hashlib.sha1(str(video).encode()).hexdigest()[:12]
 
 
-def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> ClipRecord:
+def normalize(raw: dict[str, Any], dataset: DatasetConfig, base_dir: str) -> ClipRecord:
     """Turn one dataset row into a checked ``ClipRecord`` (raises ClipError on a bad row)."""
     row = clean(raw)
-    layout = dataset["layout"]
-    clip_id = clip_id_of(row, layout)
-    if layout == "vpdata":
+    clip_id = clip_id_of(row, dataset.layout)
+    if dataset.layout is Layout.vpdata:
         row = _vpdata_to_generic(row, dataset, base_dir)
-    video_root = dataset["video_root"] or base_dir
-    mask_root = dataset["mask_root"] or base_dir
+    video_root = dataset.video_root or base_dir
+    mask_root = dataset.mask_root or base_dir
     record = ClipRecord(
         clip_id=clip_id,
         video_path=_resolve(row.get("video_path"), video_root, "video_path"),
-        prompt=str(row.get("prompt") or dataset["default_prompt"]),
+        prompt=str(row.get("prompt") or dataset.default_prompt),
         mask_path=_resolve(row.get("mask_path"), mask_root, "mask_path") if row.get("mask_path") else "",
         mask_id=_as_int(row.get("mask_id"), "mask_id") if row.get("mask_id") is not None else -1,
         points=_points_json(row.get("points")),
@@ -342,14 +340,14 @@ def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> Cl
     return record
 
 
-def _vpdata_to_generic(row: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> dict[str, Any]:
+def _vpdata_to_generic(row: dict[str, Any], dataset: DatasetConfig, base_dir: str) -> dict[str, Any]:
     """VPData's folder conventions: ``<id>.0.mp4`` is a Videovo clip, anything else Pexels."""
     path = str(row["path"])
     if not VPDATA_FILE_NAME.match(path):
         raise ClipError(f"invalid VPData path {path!r}: expected a file name like <id>.mp4 (Pexels) or "
                         "<id>.0.mp4 (Videovo), without folders")
     base = path.split(".")[0]
-    video_root = dataset["video_root"] or base_dir
+    video_root = dataset.video_root or base_dir
     if path.endswith(".0.mp4"):
         video = os.path.join(video_root, "videovo", "raw_video", base[:-3], f"{base}.0.mp4")
         masks = os.path.join("video_inpainting", "videovo", base, "all_masks.npz")

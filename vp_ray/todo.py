@@ -23,14 +23,18 @@ import dataclasses
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vp_ray import outputs, records
+from vp_ray.config import Config
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import DONE_BEFORE
+
+if TYPE_CHECKING:
+    from vp_ray.stages import RunContext
 
 TODO_DIR = ".todo"
 SHARD_ROWS = 64
@@ -46,23 +50,25 @@ def committed_ids(output_dir: str | os.PathLike) -> set[str]:
             and os.path.exists(os.path.join(entry.path, outputs.META))}
 
 
-def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[str, Any]], None]) -> DatasetPlan:
+def write_todo(cfg: Config, run: RunContext, plan: DatasetPlan,
+               add_done: Callable[[dict[str, Any]], None]) -> DatasetPlan:
     """Give each row whose clip is complete to ``add_done``; write the others as shards.
 
     A requeue run (``review.requeue``) writes the rows of ``plan.redo`` only, unchecked, and nothing
     else. Returns the plan with ``read_path`` (the shards' folder), ``pending`` (how many rows they
     hold; 0: nothing left to run) and, for a requeue run, ``redo`` cut to the clips found.
     """
-    if cfg["review"]["requeue"]:
+    if cfg.review.requeue:
         return _write_redo(cfg, plan)
     from vp_ray.stages.normalize import NormalizeRecords
 
-    folder = Path(cfg["output_dir"]) / TODO_DIR
-    remove_todo(cfg["output_dir"])
+    folder = Path(cfg.output_dir) / TODO_DIR
+    remove_todo(cfg.output_dir)
     folder.mkdir(parents=True)
-    committed = committed_ids(cfg["output_dir"])
-    check = NormalizeRecords({**cfg, "log_dir": None}, plan) if committed else None  # the driver's own log
-    limit, layout = cfg["dataset"]["limit"], cfg["dataset"]["layout"]
+    committed = committed_ids(cfg.output_dir)
+    # No log_dir: the driver logs to its own log.
+    check = NormalizeRecords(cfg, plan, dataclasses.replace(run, log_dir=None)) if committed else None
+    limit, layout = cfg.dataset.limit, cfg.dataset.layout
     shards = ShardWriter(folder)
     rows = 0
     for batch in records.read_batches(plan.path, plan.format):
@@ -82,11 +88,11 @@ def write_todo(cfg: dict[str, Any], plan: DatasetPlan, add_done: Callable[[dict[
     return dataclasses.replace(plan, read_path=str(folder), pending=shards.rows)
 
 
-def _write_redo(cfg: dict[str, Any], plan: DatasetPlan) -> DatasetPlan:
-    folder = Path(cfg["output_dir"]) / TODO_DIR
-    remove_todo(cfg["output_dir"])
+def _write_redo(cfg: Config, plan: DatasetPlan) -> DatasetPlan:
+    folder = Path(cfg.output_dir) / TODO_DIR
+    remove_todo(cfg.output_dir)
     folder.mkdir(parents=True)
-    limit, layout = cfg["dataset"]["limit"], cfg["dataset"]["layout"]
+    limit, layout = cfg.dataset.limit, cfg.dataset.layout
     shards, found, rows = ShardWriter(folder), set(), 0
     for batch in records.read_batches(plan.path, plan.format):
         keep = []

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from vp_ray import outputs, records
+from vp_ray.config import Config
 from vp_ray.prompts import PROMPT_KINDS
 from vp_ray.records import DatasetPlan
 from vp_ray.review import store
@@ -36,18 +37,18 @@ class ReviewPlan:
     pending: dict[str, str] = field(default_factory=dict)
 
 
-def plan_review(cfg: dict[str, Any], plan: DatasetPlan) -> tuple[DatasetPlan, ReviewPlan]:
+def plan_review(cfg: Config, plan: DatasetPlan) -> tuple[DatasetPlan, ReviewPlan]:
     """``plan`` with the review's edits (and, for a requeue run, the clips to redo)."""
-    reviews = store.ReviewStore(cfg["output_dir"]).read()
-    requeue_only = cfg["review"]["requeue"]
+    reviews = store.ReviewStore(cfg.output_dir).read()
+    requeue_only = cfg.review.requeue
     if not reviews:
         if requeue_only:
-            log.info("review.requeue: no %s in %s, so no clip is requeued", store.REVIEW_FILE, cfg["output_dir"])
+            log.info("review.requeue: no %s in %s, so no clip is requeued", store.REVIEW_FILE, cfg.output_dir)
         return plan, ReviewPlan()
     edits = {}
     for clip_id, row in reviews.items():
         if row["requeue"] and has_edits(row):  # edits take effect once requeued, and stay after the redo
-            meta = outputs.read_meta(cfg["output_dir"], clip_id) or {}
+            meta = outputs.read_meta(cfg.output_dir, clip_id) or {}
             source = (meta["source_width"], meta["source_height"]) if meta.get("source_width") else None
             try:
                 edits[clip_id] = record_fields(row, source, cfg)
@@ -62,14 +63,14 @@ def plan_review(cfg: dict[str, Any], plan: DatasetPlan) -> tuple[DatasetPlan, Re
     return dataclasses.replace(plan, prompted=_prompted(cfg, plan, requeue_only)), ReviewPlan(pending)
 
 
-def _prompted(cfg: dict[str, Any], plan: DatasetPlan, requeue_only: bool) -> int:
+def _prompted(cfg: Config, plan: DatasetPlan, requeue_only: bool) -> int:
     """Rows whose mask comes from SAM2 once the edits apply (of the requeued rows, for a requeue run).
     An edit sets ``mask_kind`` only where it places a click or box."""
     clicked = any("mask_kind" in fields for fields in plan.edits.values())
     if not clicked and not requeue_only:
         return plan.prompted
-    layout, count = cfg["dataset"]["layout"], 0
-    for raw in records.scanned_rows(plan.path, plan.format, plan.columns, cfg["dataset"]["limit"]):
+    layout, count = cfg.dataset.layout, 0
+    for raw in records.scanned_rows(plan.path, plan.format, plan.columns, cfg.dataset.limit):
         clip_id = records.row_id(raw, layout)
         if requeue_only and clip_id not in plan.redo:
             continue
