@@ -243,7 +243,7 @@ def test_fp8_converts_the_blocks_projections_and_only_those(tiny_tree, fp8_on_cp
     frames, masks = clip()
     cfg = tiny_cfg(tiny_tree, dtype="bfloat16")
     exact = VideoPainterInpainter(cfg).inpaint_clip(frames, masks, PROMPT, seed=1)
-    fp8 = VideoPainterInpainter({**cfg, "approx_fp8_linear": True})
+    fp8 = VideoPainterInpainter(with_values(cfg, approx_fp8_linear=True))
     for model in (fp8.pipe.transformer, fp8.pipe.branch):
         kinds = {name: isinstance(module.weight, Float8Tensor) for name, module in model.named_modules()
                  if isinstance(module, torch.nn.Linear)}
