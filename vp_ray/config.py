@@ -706,7 +706,18 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
     problems = []
     if plain["model"]["name"] not in MODELS:
         problems.append(f"model.name={plain['model']['name']}: must be one of {', '.join(sorted(MODELS))}")
-    model = plain["model"]
+    problems += model_cross_checks(plain["model"])
+    sam2 = plain["sam2"]
+    taken = sam2["pool_size"] * sam2["gpu_fraction"]
+    if sam2["placement"] in ("shared", "auto") and not taken < 0.5:
+        problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
+                        "two inpainting actors fit on one GPU (sam2.placement=shared)")
+    return problems
+
+
+def model_cross_checks(model: dict[str, Any]) -> list[str]:
+    """The rules between a model's own settings (a run's, or ``VideoPainter.from_pretrained``'s)."""
+    problems = []
     if model.get("id_resampling") and not model.get("mask_add"):
         problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
     if model.get("compile_blocks") is True:   # auto leaves compile off where it cannot run
@@ -718,11 +729,6 @@ def _cross_checks(plain: dict[str, Any]) -> list[str]:
             ("dtype", model["dtype"] != "bfloat16", "FP8 scales are computed from bfloat16 weights"),
             ("id_resampling", model["id_resampling"], "its LoRA layers are not converted"),
             ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block")])
-    sam2 = plain["sam2"]
-    taken = sam2["pool_size"] * sam2["gpu_fraction"]
-    if sam2["placement"] in ("shared", "auto") and not taken < 0.5:
-        problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
-                        "two inpainting actors fit on one GPU (sam2.placement=shared)")
     return problems
 
 
@@ -744,6 +750,23 @@ def _remote_paths(plain: dict[str, Any], prefix: str = "") -> list[str]:
 def schema_defaults(schema: type) -> dict[str, Any]:
     """A group's defaults as the plain dict a worker receives (Enums as strings)."""
     return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+
+
+def model_settings(schema: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A model's settings given in Python (``VideoPainter.from_pretrained``) as the plain dict a worker
+    receives, checked as a composed config is: a key the schema lacks, a wrong type, an Enum value
+    it does not list, a value out of range or a clash between settings is one ``ConfigError``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(schema), values)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    plain = OmegaConf.to_container(node, enum_to_str=True)
+    problems = check_values(node) + model_cross_checks(plain)
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return plain
 
 
 def conf_dir() -> str:
