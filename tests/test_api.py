@@ -68,7 +68,7 @@ def test_from_pretrained_takes_the_checkpoints_frame_and_the_batch_jobs_settings
     (lambda f, m: (f.astype(np.float32), m), TypeError, r"video: expected a uint8 .* got float32"),
     (lambda f, m: (f[..., 0], m), TypeError, r"video: expected a uint8 numpy array \[T, H, W, 3\]"),
     (lambda f, m: (f, m.astype(np.uint8)), TypeError, r"masks: expected a bool .* got uint8"),
-    (lambda f, m: (f, m[:, :-1]), ValueError, r"masks \(5, 49, 70\) do not match the video's frames \(5, 50, 70\)"),
+    (lambda f, m: (f, m[:, :-1]), ValueError, r"masks \(5, 49, 70\) do not match the video's frames \(5, 50, "),
     (lambda f, m: (f[:0], m[:0]), ValueError, r"video: no frames"),
     (lambda f, m: (f, np.zeros_like(m)), ValueError, r"masks: empty on every frame"),
 ])
@@ -96,7 +96,8 @@ def test_bad_options_get_one_clear_error(painter, option, message):
     (50, 50, 70, "stretch", 1),   # two windows sharing a frame (97, cut back to 50)
     (53, 97, 41, "pad", 0),       # two windows of 49 as the reference chains them (98, cut back to 53)
 ])
-def test_any_size_and_length_comes_back_at_the_input_size(painter, num_frames, height, width, resize_mode, overlap):
+def test_any_size_and_length_comes_back_at_the_input_size(painter, num_frames, height, width, resize_mode,
+                                                          overlap):
     frames, masks = clip(num_frames, height, width)
     steps = []
     out = painter.inpaint(frames, masks, PROMPT, seed=1, resize_mode=resize_mode, overlap=overlap,
@@ -138,7 +139,8 @@ def test_decode_runs_without_gradients(painter):
     """The pipeline's parameters require gradients; its decode (alone, and the API's per-window ones)
     must not record any, or converting to numpy fails."""
     assert any(p.requires_grad for p in painter.pipe.vae.parameters())
-    latents = torch.randn(1, 13, 16, TINY_HEIGHT // 8, TINY_WIDTH // 8, generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(1, 13, 16, TINY_HEIGHT // 8, TINY_WIDTH // 8,
+                          generator=torch.Generator().manual_seed(0))
     with torch.enable_grad():
         frames = painter.pipe.decode(latents, "uint8")
         out = painter.inpaint(*clip(9, 40, 60), PROMPT, return_windows=True)
@@ -151,7 +153,7 @@ def readme_example() -> str:
     """The Python block under the README's "From Python" heading."""
     text = README.read_text()
     section = text[text.index("### From Python"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.mark.slow
@@ -186,7 +188,8 @@ def test_the_single_video_command_gives_the_apis_result(painter, tiny_root, tmp_
     monkeypatch.setattr(workdir, "save_array", keep_result)
     base, branch = tiny_root / "CogVideoX-5b-I2V", tiny_root / "VideoPainter" / "checkpoints" / "branch"
     cfg = single.compose(["model=tiny", f"model.base_model_path={base}", f"model.branch_path={branch}",
-                          "model.num_inference_steps=2", "qa.enabled=false", f"output_dir={tmp_path / 'out'}"])
+                          "model.num_inference_steps=2", "qa.enabled=false",
+                          f"output_dir={tmp_path / 'out'}"])
     row = single.run_single(cfg, {"clip_id": "clip", "video_path": str(tmp_path / "in.mp4"), "prompt": PROMPT,
                                   "mask_path": str(tmp_path / "all_masks.npz"), "mask_id": 1, "seed": 7})
     assert row["status"] == "ok", row["error"]

@@ -344,8 +344,8 @@ class FittedClip:
                                       # (``reference``); None: the inpainter blacks out ``masks``
 
 
-def fit_clip(frames: np.ndarray, object_masks: np.ndarray, placement: Placement, preprocess: str = "reference",
-             dilate_size: int = 0) -> FittedClip:
+def fit_clip(frames: np.ndarray, object_masks: np.ndarray, placement: Placement,
+             preprocess: str = "reference", dilate_size: int = 0) -> FittedClip:
     """Source frames and object masks -> the model's inputs, as the prepare stage makes them from a
     mask file (README, "Frames"): ``reference`` dilates by ``dilate_size`` source pixels and blacks
     out the undilated object at the source size, then resizes both; ``opencv`` resizes, then dilates

@@ -195,7 +195,8 @@ def check_clip(video: Any, masks: Any) -> None:
     def shown(value: Any) -> str:
         return f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
 
-    if not (isinstance(video, np.ndarray) and video.dtype == np.uint8 and video.ndim == 4 and video.shape[-1] == 3):
+    if not (isinstance(video, np.ndarray) and video.dtype == np.uint8 and video.ndim == 4
+            and video.shape[-1] == 3):
         raise TypeError(f"video: expected a uint8 numpy array [T, H, W, 3] (RGB), got {shown(video)}")
     if not (isinstance(masks, np.ndarray) and masks.dtype == bool and masks.ndim == 3):
         raise TypeError(f"masks: expected a bool numpy array [T, H, W] (True where the object is), got "
@@ -270,9 +271,10 @@ def load_videopainter(model_cfg: dict[str, Any]) -> VideoPainterPipeline:
     return pipe
 
 
-# Settings from_pretrained takes from its own arguments, not from **settings.
-OWN_ARGUMENTS = {"name": "", "base_model_path": "checkpoint", "branch_path": "checkpoint",
-                 "id_resampling": "id_lora", "id_lora_path": "id_lora", "create_tiny_if_missing": ""}
+# Settings from_pretrained takes from its own arguments, not from **settings: where they come from.
+OWN_ARGUMENTS = {"name": "fixed", "base_model_path": "the checkpoint argument",
+                 "branch_path": "the checkpoint argument", "id_resampling": "the id_lora argument",
+                 "id_lora_path": "the id_lora argument", "create_tiny_if_missing": "fixed"}
 
 
 class VideoPainter:
@@ -290,7 +292,9 @@ class VideoPainter:
         self.cfg = model_cfg
         self.pipe = pipe if pipe is not None else load_videopainter(model_cfg)
         self.pipe.set_progress_bar_config(disable=True)
-        self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         # At rest the model is plain VideoPainter: ID resampling is switched on per call.
         self.pipe.disable_id_resampling()
         if self.has_id_lora:
@@ -341,15 +345,15 @@ class VideoPainter:
 
         taken = sorted(key for key in settings if key in OWN_ARGUMENTS)
         if taken:
-            raise ValueError(f"from_pretrained: {', '.join(taken)} cannot be given as settings "
-                             f"({', '.join(sorted({OWN_ARGUMENTS[key] or 'fixed' for key in taken}))})")
+            raise ValueError(f"from_pretrained: {', '.join(taken)} cannot be given as settings (set by "
+                             f"{', '.join(sorted({OWN_ARGUMENTS[key] for key in taken}))})")
         base, branch = checkpoint_folders(checkpoint)
         if id_lora is True:
             if isinstance(checkpoint, (tuple, list)):
                 raise ValueError("id_lora=True needs a checkpoint root; give the LoRA file's path instead")
             id_lora = id_lora_path(checkpoint)
-        values = {**settings, "name": "videopainter", "base_model_path": str(base), "branch_path": str(branch),
-                  "memory_mode": memory_mode, "dtype": dtype_name(dtype), "id_resampling": bool(id_lora)}
+        values = {**settings, "name": "videopainter", "base_model_path": str(base),
+                  "branch_path": str(branch), "memory_mode": memory_mode, "dtype": dtype_name(dtype), "id_resampling": bool(id_lora)}
         if id_lora:
             values["id_lora_path"] = str(id_lora)
         cfg = model_settings(VideoPainterModelConfig, values)
@@ -466,6 +470,7 @@ class VideoPainter:
         self.last_warnings, self.last_phases = self._check_prompt_length(clip.prompt), None
         video = clip.video
         window_latents: list[torch.Tensor] = []
+        keep_latents = None if windows is None else lambda _, latents: window_latents.append(latents)
         timeline = self.pipe.timeline = Timeline(self.device)
         try:
             if clip.first_frame is not None:
@@ -492,7 +497,7 @@ class VideoPainter:
                     num_inference_steps=steps, use_dynamic_cfg=cfg["use_dynamic_cfg"],
                     generator=torch.Generator().manual_seed(seed), replace_gt=cfg["replace_gt"],
                     mask_add=cfg["mask_add"], callback_on_step_end=callback, output_type="uint8",
-                    on_window_latents=None if windows is None else lambda _, latents: window_latents.append(latents))
+                    on_window_latents=keep_latents)
             self.last_phases = timeline.read()
         finally:
             self.pipe.timeline = None
@@ -525,8 +530,8 @@ class VideoPainter:
         if asked is None:
             return self.has_id_lora
         if asked and not self.has_id_lora:
-            raise ValueError("id_resampling=True needs the VideoPainterID LoRA: "
-                             "VideoPainter.from_pretrained(..., id_lora=...) (batch job: model.id_resampling=true)")
+            raise ValueError("id_resampling=True needs the VideoPainterID LoRA: VideoPainter.from_pretrained(..., "
+                             "id_lora=...) (batch job: model.id_resampling=true)")
         if asked and not self.cfg["mask_add"]:
             raise ValueError("id_resampling=True needs mask_add=True (its token mask is the masked tokens)")
         return bool(asked)
