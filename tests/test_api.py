@@ -135,6 +135,28 @@ def test_id_resampling_is_per_call_on_then_off_is_off_alone(painter, tiny_root, 
 
 
 @pytest.mark.slow
+def test_id_resampling_switched_per_call_keeps_the_compiled_graphs(painter, tiny_root, tmp_path):
+    """Compiled blocks with ID resampling on for one call and off for the next (the batch job's actor
+    switches it on for every clip): each way compiles once, later calls reuse the graphs."""
+    from torch._dynamo.utils import counters
+
+    write_tiny_id_lora(id_lora_path(tmp_path), painter.pipe.transformer)
+    compiled = VideoPainter.from_pretrained(tiny_root, id_lora=id_lora_path(tmp_path), dtype="float32",
+                                            num_inference_steps=2, compile_blocks=True)
+    assert compiled.compiled.startswith("on")
+    frames, masks = clip(9, 40, 60)
+    torch._dynamo.reset()
+    counters.clear()
+    on = compiled.inpaint(frames, masks, PROMPT, seed=1).frames
+    off = compiled.inpaint(frames, masks, PROMPT, seed=1, id_resampling=False).frames
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 2   # one way and the other
+    assert np.array_equal(compiled.inpaint(frames, masks, PROMPT, seed=1).frames, on)
+    assert np.array_equal(compiled.inpaint(frames, masks, PROMPT, seed=1, id_resampling=False).frames, off)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.slow
 def test_decode_runs_without_gradients(painter):
     """The pipeline's parameters require gradients; its decode (alone, and the API's per-window ones)
     must not record any, or converting to numpy fails."""

@@ -303,7 +303,8 @@ class VideoPainterModelConfig(ModelConfig):
     # ID resampling, as the original's inpaint_id_resample.sh: the VideoPainterID LoRA is loaded and
     # every backbone block also attends to the masked tokens of its output in the previous window
     # (clips longer than one window). Needs mask_add. One-window clips change too: their masked
-    # tokens are attended twice, as in the original.
+    # tokens are attended twice, as in the original. (Python API: the LoRA is
+    # VideoPainter.from_pretrained(id_lora=...), and each inpaint call may switch it off.)
     id_resampling: bool = False
     # ID resampling's weight of the previous window (it scales their values; the original: 0.5).
     # 0: every window attends to its own masked tokens instead.
