@@ -582,7 +582,9 @@ class VideoPainter:
             return "resident", "none"
         if mode != "auto":
             return mode, TILES_OF_MODE[mode]
-        free_bytes, _ = torch.cuda.mem_get_info(self.device)
+        # Its GPU, which need not be the process's current one ("cuda:1").
+        index = self.device.index
+        free_bytes, _ = torch.cuda.mem_get_info() if index is None else torch.cuda.mem_get_info(index)
         if self.cfg["gpu_memory_limit_gb"]:
             free_bytes = min(free_bytes, self.cfg["gpu_memory_limit_gb"] * 2**30)
         value_bytes = torch.finfo(self.pipe.transformer.dtype).bits // 8
