@@ -159,15 +159,15 @@ def test_id_resampling_switched_per_call_keeps_the_compiled_graphs(painter, tiny
 @pytest.mark.slow
 def test_decode_runs_without_gradients(painter):
     """The pipeline's parameters require gradients; its decode (alone, and the API's per-window ones)
-    must not record any, or converting to numpy fails."""
+    must not record any: diffusers' conversion to numpy fails on a tensor that requires them."""
     assert any(p.requires_grad for p in painter.pipe.vae.parameters())
     latents = torch.randn(1, 13, 16, TINY_HEIGHT // 8, TINY_WIDTH // 8,
                           generator=torch.Generator().manual_seed(0))
     with torch.enable_grad():
-        frames = painter.pipe.decode(latents, "uint8")
+        frames = painter.pipe.decode(latents, "np")
         out = painter.inpaint(*clip(9, 40, 60), PROMPT, return_windows=True)
         assert torch.is_grad_enabled()
-    assert frames.shape == (49, TINY_HEIGHT, TINY_WIDTH, 3) and frames.dtype == np.uint8
+    assert frames.shape == (49, TINY_HEIGHT, TINY_WIDTH, 3) and frames.dtype == np.float32
     assert out.windows[0].frames.shape == (9, 40, 60, 3)
 
 
