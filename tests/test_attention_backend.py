@@ -15,7 +15,7 @@ from vp_ray.config import AttentionBackend, output_settings, with_values
 from vp_ray.models import attention_backend
 from vp_ray.models.attention_backend import AttentionChoice, choose_kernel, pytorch_order
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH
-from vp_ray.models.videopainter import VideoPainterInpainter
+from vp_ray.models.videopainter import VideoPainter
 
 PYTORCH_HOPPER = ["cudnn", "flash", "efficient", "math"]   # PyTorch's order on an H100
 
@@ -202,8 +202,8 @@ def test_the_chosen_kernel_is_first_at_every_attention_call_of_a_clip(tiny_tree,
     the one the backbone's attention gets."""
     default = pytorch_order()[0]
     cfg = small_clip_cfg(tiny_tree)
-    assert VideoPainterInpainter(cfg).attention_backend == "pytorch"   # no GPU: nothing timed or changed
-    inpainter = VideoPainterInpainter(with_values(cfg, attention_backend="math"))
+    assert VideoPainter(cfg).attention_backend == "pytorch"   # no GPU: nothing timed or changed
+    inpainter = VideoPainter(with_values(cfg, attention_backend="math"))
     assert inpainter.attention_backend == "math"
     calls = spy_attention(monkeypatch)
     inpainter.inpaint_clip(*clip(num_frames=5), PROMPT, seed=1)
@@ -231,7 +231,7 @@ def test_compiled_blocks_are_traced_with_the_chosen_kernel_first(tiny_tree, monk
         fn, backend=aot_autograd(fw_compiler=record), **kwargs))
     torch._dynamo.reset()
     cfg = small_clip_cfg(tiny_tree, compile_blocks=True, attention_backend="math")
-    inpainter = VideoPainterInpainter(cfg)
+    inpainter = VideoPainter(cfg)
     inpainter.inpaint_clip(*clip(num_frames=5), PROMPT, seed=1)
     torch._dynamo.reset()
     assert traced and set(traced) == {"math"}

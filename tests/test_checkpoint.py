@@ -53,11 +53,11 @@ def test_incomplete_tree_is_rejected_naming_every_missing_file(broken_root):
 
 
 def test_model_load_fails_before_reading_weights_on_an_incomplete_tree(broken_root):
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     base, branch = tree_paths(broken_root)
     with pytest.raises(ConfigError, match="3 file\\(s\\) missing"):
-        VideoPainterInpainter(VideoPainterModelConfig(name="videopainter", base_model_path=str(base),
+        VideoPainter(VideoPainterModelConfig(name="videopainter", base_model_path=str(base),
                                                       branch_path=str(branch), dtype=Dtype.float32))
 
 

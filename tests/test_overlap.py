@@ -346,10 +346,10 @@ def test_a_growing_pool_grows_once_its_actors_hold_all_the_clips_they_can(overla
 def tiny_inpainter(tmp_path_factory):
     from vp_ray.config import Dtype, VideoPainterModelConfig
     from vp_ray.models.tiny import ensure_tiny_tree
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     base, branch = ensure_tiny_tree(tmp_path_factory.getbasetemp() / "tiny-ckpt")
-    return VideoPainterInpainter(VideoPainterModelConfig(name="tiny", dtype=Dtype.float32, base_model_path=str(base),
+    return VideoPainter(VideoPainterModelConfig(name="tiny", dtype=Dtype.float32, base_model_path=str(base),
                                                          branch_path=str(branch), num_inference_steps=2))
 
 

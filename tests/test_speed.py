@@ -26,7 +26,7 @@ from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows
 from vp_ray.models.speed import compile_blocks
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree, transformer_config
-from vp_ray.models.videopainter import VideoPainterInpainter
+from vp_ray.models.videopainter import VideoPainter
 from vp_ray.outputs import clip_dir
 from vp_ray.stages.inpaint import InpaintClips
 
@@ -63,8 +63,8 @@ def test_compiled_blocks_give_the_eager_result_and_compile_once_per_actor(tiny_t
     from torch._dynamo.utils import counters
 
     frames, masks = clip()
-    eager = VideoPainterInpainter(tiny_cfg(tiny_tree))
-    compiled = VideoPainterInpainter(tiny_cfg(tiny_tree, compile_blocks=True))
+    eager = VideoPainter(tiny_cfg(tiny_tree))
+    compiled = VideoPainter(tiny_cfg(tiny_tree, compile_blocks=True))
     torch._dynamo.reset()
     counters.clear()
     first = compiled.inpaint_clip(frames, masks, PROMPT, seed=1)
@@ -197,8 +197,8 @@ def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_cli
     result, whatever ran before."""
     frames, masks = clip()
     cfg = tiny_cfg(tiny_tree, num_inference_steps=4)
-    exact = VideoPainterInpainter(cfg)
-    fast = VideoPainterInpainter(with_values(cfg, approx_attention_reuse=2))
+    exact = VideoPainter(cfg)
+    fast = VideoPainter(with_values(cfg, approx_attention_reuse=2))
     counted = count_attention(fast)
     once = fast.inpaint_clip(frames, masks, PROMPT, seed=1)
     assert [processor.calls for processor in counted] == [2] * len(counted)
@@ -242,8 +242,8 @@ def test_fp8_converts_the_blocks_projections_and_only_those(tiny_tree, fp8_on_cp
 
     frames, masks = clip()
     cfg = tiny_cfg(tiny_tree, dtype="bfloat16")
-    exact = VideoPainterInpainter(cfg).inpaint_clip(frames, masks, PROMPT, seed=1)
-    fp8 = VideoPainterInpainter(with_values(cfg, approx_fp8_linear=True))
+    exact = VideoPainter(cfg).inpaint_clip(frames, masks, PROMPT, seed=1)
+    fp8 = VideoPainter(with_values(cfg, approx_fp8_linear=True))
     for model in (fp8.pipe.transformer, fp8.pipe.branch):
         kinds = {name: isinstance(module.weight, Float8Tensor) for name, module in model.named_modules()
                  if isinstance(module, torch.nn.Linear)}

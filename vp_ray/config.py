@@ -315,7 +315,8 @@ class VideoPainterModelConfig(ModelConfig):
     # ID resampling, as the original's inpaint_id_resample.sh: the VideoPainterID LoRA is loaded and
     # every backbone block also attends to the masked tokens of its output in the previous window
     # (clips longer than one window). Needs mask_add. One-window clips change too: their masked
-    # tokens are attended twice, as in the original.
+    # tokens are attended twice, as in the original. (Python API: the LoRA is
+    # VideoPainter.from_pretrained(id_lora=...), and each inpaint call may switch it off.)
     id_resampling: bool = False
     # ID resampling's weight of the previous window (it scales their values; the original: 0.5).
     # 0: every window attends to its own masked tokens instead.
@@ -750,6 +751,18 @@ def _cross_checks(cfg: Config) -> list[str]:
     model = cfg.model
     if model.name not in MODELS:
         problems.append(f"model.name={model.name}: must be one of {', '.join(sorted(MODELS))}")
+    problems += model_cross_checks(model)
+    sam2 = cfg.sam2
+    taken = sam2.pool_size * sam2.gpu_fraction
+    if sam2.placement in (PlacementMode.shared, PlacementMode.auto) and not taken < 0.5:
+        problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
+                        "two inpainting actors fit on one GPU (sam2.placement=shared)")
+    return problems
+
+
+def model_cross_checks(model: ModelConfig) -> list[str]:
+    """The rules between a model's own settings (a run's, or ``VideoPainter.from_pretrained``'s)."""
+    problems = []
     if isinstance(model, VideoPainterModelConfig):
         if model.id_resampling and not model.mask_add:
             problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
@@ -763,11 +776,6 @@ def _cross_checks(cfg: Config) -> list[str]:
                 ("id_resampling", model.id_resampling, "its LoRA layers are not converted"),
                 ("memory_mode", model.memory_mode is MemoryMode.sequential_offload,
                  "its hooks sit inside every block")])
-    sam2 = cfg.sam2
-    taken = sam2.pool_size * sam2.gpu_fraction
-    if sam2.placement in (PlacementMode.shared, PlacementMode.auto) and not taken < 0.5:
-        problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
-                        "two inpainting actors fit on one GPU (sam2.placement=shared)")
     return problems
 
 
@@ -779,6 +787,23 @@ def _remote_paths(cfg: Config) -> list[str]:
             for key, _, name, value in _groups(cfg)
             if name in PATH_KEYS and isinstance(value, str) and "://" in value and not value.startswith("file://")
             and key != "dataset.path"]
+
+
+def model_settings(schema: type, values: dict[str, Any]) -> ModelConfig:
+    """A model's settings given in Python (``VideoPainter.from_pretrained``) as the typed group a worker
+    receives, checked as a composed config is: a key the schema lacks, a wrong type, an Enum value
+    it does not list, a value out of range or a clash between settings is one ``ConfigError``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(schema), values)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    typed = OmegaConf.to_object(node)
+    problems = check_values(node) + model_cross_checks(typed)
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return typed
 
 
 def conf_dir() -> str:

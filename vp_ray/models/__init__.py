@@ -114,7 +114,7 @@ class ModelSpec:
     check_weights: Callable[[ModelConfig], None] = lambda model_cfg: None
 
 
-VIDEOPAINTER = ModelSpec(VideoPainterModelConfig, "vp_ray.models.videopainter:VideoPainterInpainter",
+VIDEOPAINTER = ModelSpec(VideoPainterModelConfig, "vp_ray.models.videopainter:VideoPainter",
                          videopainter_frames, videopainter_weights)
 # Keyed by the config's ``name``: ``model=tiny`` is VideoPainter on a tiny random checkpoint.
 MODELS = {
