@@ -33,7 +33,7 @@ from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkB
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.models import compile_plan
-from vp_ray.records import DatasetPlan, plan_dataset
+from vp_ray.records import DatasetPlan
 from vp_ray.review import requeue
 from vp_ray.sam2_placement import plan_placement
 from vp_ray.sampler import Sampler
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunResult:
-    ledger: Ledger
+    ledger: Ledger | None  # None for a dry run
     interrupted: int  # the signal that stopped the run (SIGINT: Ctrl-C, SIGTERM), 0 if none
     manifest_path: Path | None
     failures_path: Path | None
@@ -315,39 +315,50 @@ def configure_ray_data(cfg: dict[str, Any], ctx: ray.data.DataContext) -> None:
 def run(cfg: dict[str, Any]) -> RunResult:
     """Run the whole job for ``cfg`` (a plain, resolved config dict)."""
     output_dir = Path(cfg["output_dir"])
-    plan, review = requeue.plan_review(cfg, plan_dataset(cfg))
-    stages = preflight(cfg, plan)
-    # A local instance's resources are known before it starts: a run it cannot hold (and its dry
-    # run) is refused before anything is written. A running cluster's are known once connected.
-    local = local_resources(cfg["cluster"])
-    pools = actor_pools(cfg, stages, local) if local else None
-    if cfg.get("dry_run"):
-        from vp_ray.dryrun import plan_text
+    # 1. Read the dataset, once (vp_ray.todo): its checks and counts, its rows as shards in .todo.
+    start = time.perf_counter()
+    review = requeue.read_review(cfg)
+    made = not output_dir.exists()
+    plan = todo.write_todo(cfg, review.edits, review.redo)
+    # 2. Refuse what cannot run. A local instance's resources are known before it starts: a run it
+    # cannot hold (and its dry run) is refused leaving nothing behind. A running cluster's are known
+    # once connected.
+    try:
+        stages = preflight(cfg, plan)
+        local = local_resources(cfg["cluster"])
+        pools = actor_pools(cfg, stages, local) if local else None
+        if cfg.get("dry_run"):
+            from vp_ray.dryrun import plan_text
 
-        log.info("%s", plan_text(cfg, plan))
-        return RunResult(Ledger(str(output_dir), mask_only=cfg["mask_only"]), 0, None, None, dry_run=True)
+            log.info("%s", plan_text(cfg, plan))
+    except BaseException:
+        todo.remove_todo(output_dir, made)
+        raise
+    if cfg.get("dry_run"):
+        todo.remove_todo(output_dir, made)
+        return RunResult(None, 0, None, None, dry_run=True)
+    # 3. The ledger takes the clips complete from an earlier run (or, requeuing, every clip not redone).
     cfg = {**cfg, "log_dir": cfg.get("log_dir") or str(output_dir / "logs" / time.strftime("%Y-%m-%d_%H-%M-%S"))}
     log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
              "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
-    output_dir.mkdir(parents=True, exist_ok=True)
     stale = outputs.remove_stale_temporaries(output_dir)
     if stale:
         log.info("removed %d partial clip folder(s) of an interrupted run", stale)
     ledger = Ledger(str(output_dir), mask_only=cfg["mask_only"], qa=cfg["qa"])
-    start = time.perf_counter()
-    plan = todo.write_todo(cfg, plan, ledger.add)
-    if cfg["review"]["requeue"]:  # every other clip stays as it is, its rows too
+    plan = todo.skip_complete(cfg, plan, ledger.add)
+    if review.redo is not None:  # every other clip stays as it is, its rows too
         log.info("review.requeue: %d clip(s) to redo; %d other clip(s) kept as they are",
                  plan.pending, requeue.carry_the_rest(ledger, cfg["output_dir"], plan.redo))
     else:
         for ragged in plan.ragged:
             ledger.add(ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]))
-    if ledger.done and not cfg["review"]["requeue"]:
-        log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
-                 len(ledger.done), time.perf_counter() - start, plan.pending)
+        if ledger.done_count:
+            log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
+                     ledger.done_count, time.perf_counter() - start, plan.pending)
     if plan.pending == 0:
         todo.remove_todo(output_dir)
         return finish(cfg, RunResult(ledger, 0, *ledger.write()))
+    # 4. Ray, and the clips through the pipeline into the ledger.
     connect(cfg["cluster"], job_metadata(cfg, plan))
     if pools is None:
         try:
@@ -358,10 +369,10 @@ def run(cfg: dict[str, Any]) -> RunResult:
     cfg = with_compile_workload(cfg, plan.pending, pools)
     log.info("logs: %s (one file per worker under workers/; grep a clip id)", cfg["log_dir"])
     metrics = telemetry.RunMetrics(cfg["model"]["name"])
-    for row in ledger.done + ledger.failed:
-        metrics.record(row)
+    for row in ledger.table(columns=["status", "failed_stage", "error_type"]).itertuples(index=False):
+        metrics.record(row._asdict())
     interrupted, finished = 0, False
-    status = console.StatusLine(plan.total, len(ledger.done) + len(ledger.failed), cfg["cluster"]["status_every_s"])
+    status = console.StatusLine(plan.total, ledger.done_count + ledger.failed_count, cfg["cluster"]["status_every_s"])
 
     dashboard = grafana.DashboardInstaller()
     dashboard.ensure()
@@ -396,7 +407,10 @@ def run(cfg: dict[str, Any]) -> RunResult:
             found = ledger.add_committed(cfg)
             if found:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
-        requeue.mark_redone(cfg["output_dir"], ledger.done + ledger.failed, review)
+        if review.pending:
+            finished_rows = ledger.table(columns=["clip_id", "status", "error"])
+            requeue.mark_redone(cfg["output_dir"], finished_rows[finished_rows.clip_id.isin(review.pending)]
+                                .to_dict("records"), review)
         manifest_path, failures_path = ledger.write()
         todo.remove_todo(output_dir)
     if finished:
