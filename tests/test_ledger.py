@@ -73,8 +73,8 @@ def test_committed_clips_whose_rows_are_already_on_disk_are_not_added_again(tmp_
 
 def test_parts_left_by_a_killed_driver_are_dropped_by_the_next_run(tmp_path, spill_every_3):
     killed = Ledger(str(tmp_path))
-    for clip_id in ("a", "b", "c", "x"):
-        killed.add(row(clip_id))  # 3 on disk; then the driver is killed: no manifest written
+    for clip_id in "abcdefg":
+        killed.add(row(clip_id))  # 6 on disk in 2 parts; then the driver is killed: no manifest written
     resumed = Ledger(str(tmp_path))
     resumed.add(row("a", "done_before"))
     assert pd.read_parquet(resumed.write()[0]).clip_id.tolist() == ["a"]
