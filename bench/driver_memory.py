@@ -23,8 +23,11 @@ Prints one JSON line (also ``<out>/driver_memory.json``); the run folder stays u
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,8 +50,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=2.0, help="seconds between two looks at the driver")
     parser.add_argument("--trace", action="store_true", help="tracemalloc in the driver: what grows (slower)")
     parser.add_argument("--out", default=None, help="folder for the run (default: a temporary one)")
-    parser.add_argument("--as-driver", nargs=2, metavar=("TRACE_JSON", "CLIPS_DIR"),
-                        help=argparse_hidden())
+    parser.add_argument("--as-driver", nargs=2, help=argparse.SUPPRESS)  # (the traced driver's own process)
     args, launch_args = parser.parse_known_args()
     if args.as_driver:
         return traced_driver(Path(args.as_driver[0]), Path(args.as_driver[1]), args.rows, launch_args)
@@ -64,15 +66,10 @@ def main() -> None:
     resume = launch(args, dataset, out, None)
     report = {"rows": args.rows, "format": "parquet", "gpus": args.gpus, "clip_seconds": args.clip_seconds,
               "traced": args.trace, **summarize(first["samples"], args.rows),
-              "wall_s": first["wall_s"], "resume_wall_s": resume["wall_s"], "folder": str(folder)}
+              "wall_s": first["wall_s"], "resume_wall_s": resume["wall_s"], "resume_skip": resume["skipped"],
+              "folder": str(folder)}
     (folder / "driver_memory.json").write_text(json.dumps({**report, "samples": first["samples"]}))
     print(json.dumps(report))
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def parquet_dataset(folder: Path, rows: int) -> Path:
@@ -95,21 +92,30 @@ def launch(args, dataset: Path, out: Path, trace: Path | None) -> dict:
                  f"hydra.run.dir={out.parent / 'logs' / str(time.time_ns())}"]
     driver = [str(_common.REPO / "launch.py")] if trace is None else \
         [__file__, "--rows", str(args.rows), "--as-driver", str(trace), str(out / "clips")]
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
-    log = open(out.parent / f"launch_{time.time_ns()}.log", "w")
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *driver, *overrides], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=_common.REPO)
+    # On a loaded machine Ray's dashboard agent can take minutes to start: the raylet waits for it.
+    env = {"RAY_agent_register_timeout_ms": "600000", **os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+           "TQDM_DISABLE": "1"}
+    log_path = out.parent / f"launch_{time.time_ns()}.log"
     samples: list[list[float]] = []
-    watcher = threading.Thread(target=watch, args=(proc, out / "clips", args.every, samples), daemon=True)
-    watcher.start()
-    code = proc.wait()
-    wall = time.perf_counter() - start
-    watcher.join()
-    log.close()
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, *driver, *overrides], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=_common.REPO)
+        watcher = threading.Thread(target=watch, args=(proc, out / "clips", args.every, samples), daemon=True)
+        watcher.start()
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)  # the run stops as on Ctrl-C: its clips kept, its Ray stopped
+            proc.wait()
+            raise
+        wall = time.perf_counter() - start
+        watcher.join()
     if code != 0:
-        sys.exit(f"launch.py exited {code}: see {log.name}")
-    return {"wall_s": round(wall, 1), "samples": samples}
+        sys.exit(f"launch.py exited {code}: see {log_path}")
+    skipped = re.search(r"(\d+) clip\(s\) complete from an earlier run, skipped in ([\d.]+) s", log_path.read_text())
+    return {"wall_s": round(wall, 1), "samples": samples,
+            "skipped": {"clips": int(skipped[1]), "seconds": float(skipped[2])} if skipped else None}
 
 
 def watch(proc: subprocess.Popen, clips: Path, every: float, samples: list[list[float]]) -> None:
@@ -153,12 +159,12 @@ def summarize(samples: list[list[float]], rows: int) -> dict:
 
 def traced_driver(trace: Path, clips: Path, rows: int, launch_args: list[str]) -> None:
     """``launch.py`` in this process, under tracemalloc; at each tenth of the rows, what grew."""
+    import importlib
     import runpy
     import tracemalloc
 
-    import ray.data  # noqa: F401 - imported before tracing starts: what the run adds is what counts
-    import vp_ray.graph  # noqa: F401
-    import vp_ray.summary  # noqa: F401
+    for module in ("ray.data", "vp_ray.graph", "vp_ray.summary"):  # before tracing: what the run adds counts
+        importlib.import_module(module)
 
     tracemalloc.start(TRACE_FRAMES)
     steps, report = [rows * k // 10 for k in range(1, 11)], []

@@ -130,6 +130,8 @@ def test_launch_py_runs_the_demo_from_the_command_line(tmp_path, ray_address):
              if f"[{clip}]" in line]
     assert any("inpaint: done" in line for line in lines) and any("write: done" in line for line in lines)
     assert (tmp_path / "out" / "report.html").is_file()
+    # The ledger's part files go once the summary is printed: the manifest holds their rows.
+    assert not (tmp_path / "out" / ".ledger").exists() and not (tmp_path / "out" / ".todo").exists()
 
 
 def test_typo_in_an_override_fails_with_a_clear_message():

@@ -37,6 +37,7 @@ from vp_ray.records import DatasetPlan
 from vp_ray.review import requeue
 from vp_ray.sam2_placement import plan_placement
 from vp_ray.sampler import Sampler
+from vp_ray.stats_bound import StatsHistoryBound, stats_note
 from vp_ray.stages import ClipStage, preflight
 from vp_ray.stages.normalize import ragged_row_failure
 
@@ -291,8 +292,10 @@ def configure_ray_data(cfg: dict[str, Any], ctx: ray.data.DataContext) -> None:
     datasets of the process, an evaluation's say, run without the bound below)."""
     console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
     ctx.execution_options.preserve_order = False
-    # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py).
-    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, WorkBound])
+    # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py);
+    # first, asked about every operator at every step, the bound on Ray Data's per-block history (stats_bound.py).
+    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+                   [StatsHistoryBound, *ENABLED_BACKPRESSURE_POLICIES, WorkBound])
     ctx.set_config(PER_ACTOR_KEY, cfg["cluster"]["prepared_per_actor"])
     ctx.set_config(WRITERS_KEY, cfg["cluster"]["write_concurrency"])
     ctx.set_config(PREPARERS_KEY, cfg["cluster"]["prepare_concurrency"])
@@ -445,7 +448,7 @@ def write_stats(dataset: ray.data.Dataset, log_dir: Path) -> None:
     """Ray Data's per-operator statistics of the run, beside the run's logs."""
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "ray_data_stats.txt").write_text(dataset.stats())
+        (log_dir / "ray_data_stats.txt").write_text(stats_note() + dataset.stats())
     except Exception as error:  # noqa: BLE001 - statistics must never fail a finished run
         log.warning("could not write Ray Data's stats: %s", error)
 

@@ -128,11 +128,6 @@ def _open_csv(stream, on_ragged) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     return list(names), iter(reader)
 
 
-def read_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
-    """The dataset's rows, a batch at a time, read again (a run reads them once: ``plan_dataset``)."""
-    yield from open_rows(path, fmt)[1]
-
-
 class _Replay(io.RawIOBase):
     """The bytes already read from a stream, then the rest of it."""
 
@@ -150,6 +145,11 @@ class _Replay(io.RawIOBase):
         data = self.stream.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def read_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
+    """The dataset's rows, a batch at a time, read again (a run reads them once: ``plan_dataset``)."""
+    yield from open_rows(path, fmt)[1]
 
 
 def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
