@@ -41,7 +41,7 @@ def test_each_operator_keeps_its_last_blocks_records_and_is_never_held_back():
 
 
 def test_a_ray_data_without_the_history_it_bounds_is_refused_at_start():
-    with pytest.raises(RuntimeError, match="keeps no list _output_blocks_stats"):
+    with pytest.raises(TypeError, match="keeps no list _output_blocks_stats"):
         policy([MapOp("MapBatches(prepare)", history=False)], keep=10)
 
 

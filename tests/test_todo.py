@@ -66,7 +66,7 @@ def test_complete_clips_leave_the_dataset_and_the_rest_stay_to_run(tmp_path, fmt
 
 def test_a_first_run_writes_every_row_in_shards_of_a_few_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(todo, "SHARD_ROWS", 4)
-    cfg, plan = setup(tmp_path, "csv", rows=10)
+    cfg, _ = setup(tmp_path, "csv", rows=10)
     left = rows_to_do(cfg)
     files = sorted(p.name for p in (tmp_path / "out" / todo.TODO_DIR).iterdir())
     assert files == ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]

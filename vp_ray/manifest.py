@@ -26,7 +26,17 @@ from vp_ray import outputs
 from vp_ray.atomic import atomic_path
 from vp_ray.evaluation import qa as quality
 from vp_ray.review import store as review_store
-from vp_ray.rows import DONE_BEFORE, FAILED, OK, SUSPECT, ClipRecord, ClipStatus, coerce, new_row, rows_to_frame
+from vp_ray.rows import (
+    DONE_BEFORE,
+    FAILED,
+    OK,
+    SUSPECT,
+    ClipRecord,
+    ClipStatus,
+    coerce,
+    new_row,
+    rows_to_frame,
+)
 
 LEDGER_DIR = ".ledger"
 SPILL_ROWS = 500  # rows held in the driver's memory before they go to a part file

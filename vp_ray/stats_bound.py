@@ -32,7 +32,7 @@ class StatsHistoryBound(BackpressurePolicy):
         for op in topology:
             if isinstance(op, MapOperator) and not isinstance(getattr(op, HISTORY_ATTRIBUTE, None), list):
                 # A Ray Data that keeps it elsewhere would otherwise leave the driver growing without a word.
-                raise RuntimeError(f"StatsHistoryBound: Ray Data's operator {op.name} keeps no list "
+                raise TypeError(f"StatsHistoryBound: Ray Data's operator {op.name} keeps no list "
                                    f"{HISTORY_ATTRIBUTE} (a Ray Data version this code does not know)")
 
     def can_add_input(self, op) -> bool:
