@@ -58,14 +58,17 @@ def main() -> None:
         _common.refuse("--rows must be at least 10")
     _common.require_modules("ray", "hydra", "omegaconf", "av")
 
-    folder = Path(args.out or tempfile.mkdtemp(prefix="vp-driver-memory-"))
+    folder = Path(args.out or tempfile.mkdtemp(prefix="vp-driver-memory-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     dataset = parquet_dataset(folder, args.rows)
     out = folder / "out"
     first = launch(args, dataset, out, folder / "trace.json" if args.trace else None)
+    import pandas as pd
+
+    ok, failed = len(pd.read_parquet(out / "manifest.parquet")), len(pd.read_parquet(out / "failures.parquet"))
     resume = launch(args, dataset, out, None)
     report = {"rows": args.rows, "format": "parquet", "gpus": args.gpus, "clip_seconds": args.clip_seconds,
-              "traced": args.trace, **summarize(first["samples"], args.rows),
+              "traced": args.trace, "ok": ok, "failed": failed, **summarize(first["samples"], args.rows),
               "wall_s": first["wall_s"], "resume_wall_s": resume["wall_s"], "resume_skip": resume["skipped"],
               "folder": str(folder)}
     (folder / "driver_memory.json").write_text(json.dumps({**report, "samples": first["samples"]}))
