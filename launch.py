@@ -64,9 +64,10 @@ def main(cfg: DictConfig) -> None:
             sys.exit(1)  # no clip could be scored: every row says why
         return
     log.info("%s", format_summary(result, typed.output_dir, time.perf_counter() - start))
+    result.ledger.discard()  # its rows are in manifest.parquet and failures.parquet now
     if result.interrupted:
         sys.exit(128 + result.interrupted)  # the signal's conventional code: 130 Ctrl-C, 143 SIGTERM
-    if result.ledger.failed and not result.ledger.done:
+    if result.ledger.failed_count and not result.ledger.done_count:
         sys.exit(1)
 
 

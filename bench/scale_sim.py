@@ -84,7 +84,7 @@ def main() -> None:
     actors = manifest.inpaint_worker.str.extract(r"node=(\S+) gpu=(\S+) pid=(\d+)")
     report = {
         "gpus": args.gpus, "nodes": args.nodes, "clips": args.clips, "clip_seconds": args.clip_seconds,
-        "ok": len(result.ledger.done), "failed": len(result.ledger.failed), "wall_s": round(wall, 1),
+        "ok": result.ledger.done_count, "failed": result.ledger.failed_count, "wall_s": round(wall, 1),
         "steady_clips_per_s": round(steady, 3), "ideal_clips_per_s": round(ideal, 3),
         "scheduling_efficiency": round(steady / ideal, 3),
         "actors": int(actors[2].nunique()), "nodes_used": int(actors[0].nunique()),

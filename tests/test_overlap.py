@@ -104,13 +104,16 @@ def test_gpu_idle_between_clips_is_counted_per_actor_in_the_order_the_gpu_ran_th
 
 
 def test_the_run_summary_shows_the_gpu_idle_time_between_clips(tmp_path):
+    rows = [timed("a1", "gpu=0 pid=1", 100.0, (103.0, 127.0), 130.0, 99.5, 130.5),
+            timed("a2", "gpu=0 pid=1", 130.25, (133.0, 150.0), 153.0, 129.0, 153.4)]
     ledger = Ledger(str(tmp_path))
-    ledger.done = [timed("a1", "gpu=0 pid=1", 100.0, (103.0, 127.0), 130.0, 99.5, 130.5),
-                   timed("a2", "gpu=0 pid=1", 130.25, (133.0, 150.0), 153.0, 129.0, 153.4)]
+    for row in rows:
+        ledger.add(row)
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0).splitlines()
     line = next(line for line in summary if line.startswith("GPU idle between clips"))
     assert line.split("  ", 1)[1].strip() == "0.25 s median, 0.25 s max (1 gap, 1 actor)"
-    ledger.done = ledger.done[:1]
+    ledger = Ledger(str(tmp_path))
+    ledger.add(rows[0])
     assert "GPU idle" not in format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
 
 

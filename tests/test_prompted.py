@@ -44,8 +44,8 @@ def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_
                           f"dataset.path={tmp_path / 'clicks.csv'}", "model=tiny", "sam2=tiny_random",
                           "dilate_size=2", *tiny_paths(tmp_path)])
     result = graph.run(cfg)
-    assert sorted(r["clip_id"] for r in result.ledger.done) == ["box", "click"]
-    (failure,) = result.ledger.failed
+    assert sorted(result.ledger.table("done").clip_id) == ["box", "click"]
+    (failure,) = result.ledger.table("failed").to_dict("records")
     assert failure["clip_id"] == "outside" and failure["failed_stage"] == "prepare"  # before SAM2
     assert "click (500, 48)" in failure["error"] and "outside the 144x96 source frame" in failure["error"]
     for clip_id in ("click", "box"):
@@ -77,7 +77,7 @@ def test_mask_only_run_writes_masks_that_a_later_run_can_use(ray_local, tmp_path
                           f"dataset.path={tmp_path / 'masks.csv'}", "model.height=96",
                           "model.width=144", "dilate_size=0"])
     result = graph.run(cfg)
-    assert [r["clip_id"] for r in result.ledger.done] == ["c"], result.ledger.failed
+    assert result.ledger.table("done").clip_id.tolist() == ["c"], result.ledger.table("failed")
     first = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
     second = np.load(tmp_path / "out" / "clips" / "c" / "all_masks.npz", allow_pickle=False)["arr_0"]
     np.testing.assert_array_equal(first, second)

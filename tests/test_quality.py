@@ -157,7 +157,7 @@ def test_the_manifest_judges_every_finished_clip_with_this_runs_thresholds(tmp_p
     assert manifest.loc["earlier", "qa_flags"] == "seam" and manifest.loc["painted_back", "qa_flags"] == "object"
     assert pd.isna(manifest.loc["unscored", "qa_seam"]) and manifest["qa_seam"].dtype == "float64"
     # A suspect clip is a finished clip: not a failure, so the run's exit code is not 1.
-    assert not ledger.failed and len(ledger.done) == 4
+    assert not ledger.failed_count and ledger.done_count == 4
     summary = dict(line.split("  ", 1) for line in format_summary(
         RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0).splitlines() if "  " in line)
     assert summary["clips suspect (quality scores)"].strip() == "2 (seam 1, object 1)"

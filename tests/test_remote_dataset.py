@@ -15,8 +15,6 @@ from conftest import REPO, compose_config
 from vp_ray import todo
 from vp_ray.demo import ensure_demo_dataset
 from vp_ray.errors import ConfigError
-from vp_ray.records import plan_dataset
-from vp_ray.stages import RunContext
 
 
 def demo_rows(tmp_path, clips=2):
@@ -34,8 +32,7 @@ def test_a_file_uri_reads_like_a_path(tmp_path, fmt):
     rows.to_csv(path, index=False) if fmt == "csv" else rows.to_parquet(path)
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset={fmt}", f"dataset.path=file://{path}"])
     assert cfg.dataset.path == str(path)
-    plan = plan_dataset(cfg)
-    plan = todo.write_todo(cfg, RunContext.of(cfg, plan), plan, pytest.fail)
+    plan = todo.write_todo(cfg)
     assert plan.pending == 2 and plan.base_dir == str(tmp_path)
 
 
@@ -74,8 +71,7 @@ def test_a_dataset_on_s3_is_read_by_the_driver(tmp_path, s3):
         cfg = compose_config([f"output_dir={tmp_path / fmt}", f"dataset={fmt}",
                               f"dataset.path=s3://clips/set/clips.{fmt}"])
         assert cfg.dataset.path == f"s3://clips/set/clips.{fmt}"
-        plan = plan_dataset(cfg)
-        plan = todo.write_todo(cfg, RunContext.of(cfg, plan), plan, pytest.fail)
+        plan = todo.write_todo(cfg)
         assert plan.total == 2 and plan.pending == 2 and plan.base_dir == ""
         assert pq.read_table(plan.read_path).num_rows == 2
 

@@ -403,17 +403,17 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
             "verdict": "requeued", "requeue": "pending", "requeued_at": "t1"})
     reviews.update(["c0"], lambda row: row | {"requeue": "done"})  # redone before: its edits stay
 
-    plan, review = requeue.plan_review(cfg, plan_dataset(cfg))
-    assert plan.redo == {"c1", "c9"} and plan.edits == {"c0": {"seed": 7}, "c9": {"seed": 3}}
-    plan = todo.write_todo(cfg, run, plan, pytest.fail)
+    review = requeue.read_review(cfg)
+    assert review.redo == {"c1", "c9"} and review.edits == {"c0": {"seed": 7}, "c9": {"seed": 3}}
+    plan = todo.skip_complete(cfg, run, todo.write_todo(cfg, review.edits, review.redo), pytest.fail)
     assert plan.pending == 1 and plan.redo == {"c1"}  # c9 is not in the dataset: it stays pending
+    assert plan.edits == review.edits
     assert NormalizeRecords(cfg, plan, run).normalize_one(raws["c1"])["status"] == "pending"  # complete, yet redone
     assert NormalizeRecords(cfg, plan, run).normalize_one(raws["c0"])["seed"] == 7
 
     ledger = Ledger(str(out))
     assert requeue.carry_the_rest(ledger, str(out), plan.redo) == 2
-    assert [(r["clip_id"], r["status"]) for r in ledger.done + ledger.failed] == [("c0", "done_before"),
-                                                                                   ("c2", "failed")]
+    assert ledger.table()[["clip_id", "status"]].values.tolist() == [["c0", "done_before"], ["c2", "failed"]]
     reviews.update(["c9"], lambda row: row | {"requeued_at": "t2"})  # edited while the run went on
     finished = [{"clip_id": "c1", "status": "ok"}, {"clip_id": "c9", "status": "failed", "error": "x"}]
     assert requeue.mark_redone(str(out), finished, review) == 1

@@ -1,8 +1,9 @@
-"""``dry_run=true``: what a run would do, without Ray, models or writing anything.
+"""``dry_run=true``: what a run would do, without Ray or models, leaving nothing behind.
 
-Every row goes through the first stage's checks (the record, duplicate ids, clips complete from
-an earlier run) and the existence of its local video and mask files; the plan then names the
-resources the run would ask Ray for and an estimate of its GPU time from measured seconds per clip.
+Every row (read once, into ``vp_ray.todo``'s shards, removed once the plan is printed) goes through
+the first stage's checks (the record, duplicate ids, clips complete from an earlier run) and the
+existence of its local video and mask files; the plan then names the resources the run would ask Ray
+for and an estimate of its GPU time from measured seconds per clip.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from collections import Counter
 from typing import Any
 
-from vp_ray import records
+from vp_ray import todo
 from vp_ray.config import Config, MemoryMode, ModelConfig
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import DONE_BEFORE, FAILED
@@ -44,7 +45,8 @@ def missing_file(row: dict[str, Any]) -> str | None:
 
 
 def check_rows(cfg: Config, plan: DatasetPlan) -> tuple[Counter, list[tuple[str, str]]]:
-    """(counts by outcome: to_run, done_before, will_fail; the first failures as (clip_id, why))."""
+    """(counts by outcome: to_run, done_before, will_fail; the failures as (clip_id, why)), of the rows
+    ``todo.write_todo`` read (the dataset is read once)."""
     from vp_ray.stages import RunContext
     from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 
@@ -52,19 +54,14 @@ def check_rows(cfg: Config, plan: DatasetPlan) -> tuple[Counter, list[tuple[str,
     counts: Counter = Counter(will_fail=len(plan.ragged))
     failures = [(row["clip_id"], row["error"]) for row in
                 (ragged_row_failure(ragged, plan.columns, cfg.dataset.layout) for ragged in plan.ragged)]
-    limit, seen = cfg.dataset.limit, 0
-    for batch in records.read_batches(plan.path, plan.format):
-        for raw in batch.to_pylist():
-            if 0 <= limit <= seen:
-                break
-            seen += 1
-            row = check.normalize_one(raw)
-            why = row["error"] if row["status"] == FAILED else missing_file(row)
-            if why:
-                counts["will_fail"] += 1
-                failures.append((row["clip_id"], why))
-            else:
-                counts["done_before" if row["status"] == DONE_BEFORE else "to_run"] += 1
+    for raw in todo.todo_rows(plan):
+        row = check.normalize_one(raw)
+        why = row["error"] if row["status"] == FAILED else missing_file(row)
+        if why:
+            counts["will_fail"] += 1
+            failures.append((row["clip_id"], why))
+        else:
+            counts["done_before" if row["status"] == DONE_BEFORE else "to_run"] += 1
     return counts, failures
 
 

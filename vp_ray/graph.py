@@ -28,25 +28,27 @@ from ray.data._internal.execution.backpressure_policy import (
     ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
 )
 from ray.data.context import AutoscalingConfig
+
 from vp_ray import console, grafana, outputs, shards, telemetry, todo
 from vp_ray.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, Bounded, WorkBound
 from vp_ray.config import ClusterConfig, Config, VideoPainterModelConfig
 from vp_ray.errors import ConfigError
 from vp_ray.manifest import Ledger
 from vp_ray.models import compile_plan
-from vp_ray.records import DatasetPlan, plan_dataset
+from vp_ray.records import DatasetPlan
 from vp_ray.review import requeue
 from vp_ray.sam2_placement import plan_placement
 from vp_ray.sampler import Sampler
 from vp_ray.stages import ClipSettings, ClipStage, Resources, Role, RunContext, preflight, with_role
 from vp_ray.stages.normalize import ragged_row_failure
+from vp_ray.stats_bound import StatsHistoryBound, stats_note
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunResult:
-    ledger: Ledger
+    ledger: Ledger | None  # None for a dry run
     interrupted: int  # the signal that stopped the run (SIGINT: Ctrl-C, SIGTERM), 0 if none
     manifest_path: Path | None
     failures_path: Path | None
@@ -305,8 +307,10 @@ def configure_ray_data(cfg: Config, stages: list[type[ClipStage]], ctx: ray.data
     cluster = cfg.cluster
     console.quiet_ray_data(cluster.ray_progress_bars)
     ctx.execution_options.preserve_order = False
-    # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py).
-    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, WorkBound])
+    # Ray Data's own policies, and the bound on clips waiting in .work around the model (backpressure.py);
+    # first, asked about every operator at every step, the bound on Ray Data's per-block history (stats_bound.py).
+    ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+                   [StatsHistoryBound, *ENABLED_BACKPRESSURE_POLICIES, WorkBound])
     ctx.set_config(BOUNDED_KEY, bounded_operators(stages))
     ctx.set_config(PER_ACTOR_KEY, cluster.prepared_per_actor)
     ctx.set_config(WRITERS_KEY, cluster.write_concurrency)
@@ -331,40 +335,51 @@ def run(cfg: Config, log_dir: str | None = None) -> RunResult:
     """Run the whole job for ``cfg``; ``log_dir``: the run's log folder (default: a new one under
     ``<output_dir>/logs/``)."""
     output_dir = Path(cfg.output_dir)
-    plan, review = requeue.plan_review(cfg, plan_dataset(cfg))
-    stages = preflight(cfg, plan)
-    # A local instance's resources are known before it starts: a run it cannot hold (and its dry
-    # run) is refused before anything is written. A running cluster's are known once connected.
-    local = local_resources(cfg.cluster)
-    pools = actor_pools(cfg, stages, local) if local else None
-    if cfg.dry_run:
-        from vp_ray.dryrun import plan_text
+    # 1. Read the dataset, once (vp_ray.todo): its checks and counts, its rows as shards in .todo.
+    start = time.perf_counter()
+    review = requeue.read_review(cfg)
+    made = not output_dir.exists()
+    plan = todo.write_todo(cfg, review.edits, review.redo)
+    # 2. Refuse what cannot run. A local instance's resources are known before it starts: a run it
+    # cannot hold (and its dry run) is refused leaving nothing behind. A running cluster's are known
+    # once connected.
+    try:
+        stages = preflight(cfg, plan)
+        local = local_resources(cfg.cluster)
+        pools = actor_pools(cfg, stages, local) if local else None
+        if cfg.dry_run:
+            from vp_ray.dryrun import plan_text
 
-        log.info("%s", plan_text(cfg, plan))
-        return RunResult(Ledger(str(output_dir), mask_only=cfg.mask_only), 0, None, None, dry_run=True)
+            log.info("%s", plan_text(cfg, plan))
+    except BaseException:
+        todo.remove_todo(output_dir, made)
+        raise
+    if cfg.dry_run:
+        todo.remove_todo(output_dir, made)
+        return RunResult(None, 0, None, None, dry_run=True)
+    # 3. The ledger takes the clips complete from an earlier run (or, requeuing, every clip not redone).
     run = RunContext(ClipSettings.of(cfg, stages),
                      log_dir or str(output_dir / "logs" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     log.info("dataset: %d clip(s) from %s%s", plan.total, plan.path,
              "; click/box prompts: SAM2 stage enabled" if plan.needs_segmentation else "")
-    output_dir.mkdir(parents=True, exist_ok=True)
     stale = outputs.remove_stale_temporaries(output_dir)
     if stale:
         log.info("removed %d partial clip folder(s) of an interrupted run", stale)
     ledger = Ledger(str(output_dir), mask_only=cfg.mask_only, qa=cfg.qa)
-    start = time.perf_counter()
-    plan = todo.write_todo(cfg, run, plan, ledger.add)
-    if cfg.review.requeue:  # every other clip stays as it is, its rows too
+    plan = todo.skip_complete(cfg, run, plan, ledger.add)
+    if review.redo is not None:  # every other clip stays as it is, its rows too
         log.info("review.requeue: %d clip(s) to redo; %d other clip(s) kept as they are",
                  plan.pending, requeue.carry_the_rest(ledger, cfg.output_dir, plan.redo))
     else:
         for ragged in plan.ragged:
             ledger.add(ragged_row_failure(ragged, plan.columns, cfg.dataset.layout))
-    if ledger.done and not cfg.review.requeue:
-        log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
-                 len(ledger.done), time.perf_counter() - start, plan.pending)
+        if ledger.done_count:
+            log.info("%d clip(s) complete from an earlier run, skipped in %.1f s; %d left to run",
+                     ledger.done_count, time.perf_counter() - start, plan.pending)
     if plan.pending == 0:
         todo.remove_todo(output_dir)
         return finish(cfg, RunResult(ledger, 0, *ledger.write()))
+    # 4. Ray, and the clips through the pipeline into the ledger.
     connect(cfg.cluster, job_metadata(cfg, plan))
     if pools is None:
         try:
@@ -375,10 +390,10 @@ def run(cfg: Config, log_dir: str | None = None) -> RunResult:
     cfg = with_compile_workload(cfg, plan.pending, pools)
     log.info("logs: %s (one file per worker under workers/; grep a clip id)", run.log_dir)
     metrics = telemetry.RunMetrics(cfg.model.name)
-    for row in ledger.done + ledger.failed:
-        metrics.record(row)
+    for row in ledger.table(columns=["status", "failed_stage", "error_type"]).itertuples(index=False):
+        metrics.record(row._asdict())
     interrupted, finished = 0, False
-    status = console.StatusLine(plan.total, len(ledger.done) + len(ledger.failed), cfg.cluster.status_every_s)
+    status = console.StatusLine(plan.total, ledger.done_count + ledger.failed_count, cfg.cluster.status_every_s)
 
     dashboard = grafana.DashboardInstaller()
     dashboard.ensure()
@@ -413,7 +428,10 @@ def run(cfg: Config, log_dir: str | None = None) -> RunResult:
             found = ledger.add_committed(run.clip_settings)
             if found:
                 log.info("%d committed clip(s) had not reached the driver yet: in the manifest too", found)
-        requeue.mark_redone(cfg.output_dir, ledger.done + ledger.failed, review)
+        if review.pending:
+            finished_rows = ledger.table(columns=["clip_id", "status", "error"])
+            requeue.mark_redone(cfg.output_dir, finished_rows[finished_rows.clip_id.isin(review.pending)]
+                                .to_dict("records"), review)
         manifest_path, failures_path = ledger.write()
         todo.remove_todo(output_dir)
     if finished:
@@ -448,7 +466,7 @@ def write_stats(dataset: ray.data.Dataset, log_dir: Path) -> None:
     """Ray Data's per-operator statistics of the run, beside the run's logs."""
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "ray_data_stats.txt").write_text(dataset.stats())
+        (log_dir / "ray_data_stats.txt").write_text(stats_note() + dataset.stats())
     except Exception as error:  # noqa: BLE001 - statistics must never fail a finished run
         log.warning("could not write Ray Data's stats: %s", error)
 

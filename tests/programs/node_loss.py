@@ -56,10 +56,11 @@ wait_until(lambda: held_on(added), "a clip held by an actor on the added node (t
 gate.open_gate(gate_dir)
 runner.join()
 result = results[0]
-print("REPORT", json.dumps({**events, "done": [r["clip_id"] for r in result.ledger.done],
-                  "failed": [r["clip_id"] for r in result.ledger.failed],
+done, failed = result.ledger.table("done"), result.ledger.table("failed")
+print("REPORT", json.dumps({**events, "done": done.clip_id.tolist(),
+                  "failed": failed.clip_id.tolist(),
                   "duplicates": result.ledger.duplicates(),
-                  "errors": [r["error"] for r in result.ledger.failed],
-                  "workers": sorted({r["inpaint_worker"] for r in result.ledger.done})}))
+                  "errors": failed.error.tolist(),
+                  "workers": sorted(set(done.inpaint_worker))}))
 ray.shutdown()
 cluster.shutdown()

@@ -212,12 +212,13 @@ def _why_no_result(output_dir: str, clip_id: str, failures: dict[str, str]) -> s
 def evaluate(cfg: Config, log_dir: str | None = None) -> Evaluation:
     """Score the finished run in ``cfg.output_dir``; ``log_dir``: where the scoring actors log."""
     from vp_ray.records import plan_dataset
-    from vp_ray.review.requeue import plan_review
+    from vp_ray.review.requeue import read_review
 
     # 1. What can be measured: the clips (with a review's edits, as the run that made them had them),
     # and the learned metrics whose weights are found.
     protocol = protocol_for(cfg.eval.protocol)
-    plan, _ = plan_review(cfg, plan_dataset(cfg))
+    review = read_review(cfg)
+    plan = plan_dataset(cfg, review.edits, review.redo)
     weights = find_weights(cfg.eval)
     notices = [w.notice() for w in weights.values() if not w.found]
     for line in notices:
