@@ -115,7 +115,7 @@ def test_short_clip_is_padded_and_cut_back(inpainter):
 
 
 def test_usable_frames_with_and_without_padding():
-    padded, unpadded = {"name": "tiny", "pad_short_clips": True}, {"name": "tiny", "pad_short_clips": False}
+    padded, unpadded = (VideoPainterModelConfig(name="tiny", pad_short_clips=pad) for pad in (True, False))
     assert [usable_frames(padded, n) for n in (5, 12, 49, 80, 200)] == [5, 12, 49, 80, 200]
     # Beyond one window: whole windows of 49 sharing their boundary frame, 48n + 1.
     assert [usable_frames(unpadded, n) for n in (5, 12, 49, 80, 97, 200)] == [5, 9, 49, 49, 97, 193]
