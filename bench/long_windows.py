@@ -40,8 +40,7 @@ import torch  # noqa: E402
 from bench_videopainter import PROMPT, build_pipeline, remove_speed_options  # noqa: E402
 
 from vp_ray.config import VideoPainterModelConfig, with_values  # noqa: E402
-from vp_ray.models.videopainter import (VideoPainter, describe_plan, plan_extras,  # noqa: E402
-                                        plan_memory)
+from vp_ray.models.videopainter import VideoPainter, describe_plan, plan_extras, plan_memory  # noqa: E402
 
 
 def auto_plan(pipe, cfg: VideoPainterModelConfig, available_gib: float) -> tuple[str, str]:

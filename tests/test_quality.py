@@ -22,8 +22,8 @@ from vp_ray.masks import MaskRule
 from vp_ray.rows import ClipRecord, new_row
 from vp_ray.stages import ClipSettings, RunContext
 from vp_ray.stages.write import WriteClips
-from vp_ray.video import placement_for
 from vp_ray.summary import format_summary
+from vp_ray.video import placement_for
 
 T, H, W = 17, 64, 96
 THRESHOLDS = QAConfig()
