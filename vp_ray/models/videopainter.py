@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vp_ray import gpu
+from vp_ray.config import VideoPainterModelConfig, model_settings, with_values
 from vp_ray.masks import black_out
 from vp_ray.models import WINDOW_FRAMES, Progress
 from vp_ray.models.attention_backend import backbone_attention_shape, choose_attention
@@ -99,7 +100,8 @@ def attention_reuse_cache_gib(transformer_config, bytes_per_value: int = 2) -> f
     return block_outputs_gib(transformer_config, bytes_per_value)
 
 
-def plan_extras(model_cfg: dict[str, Any], transformer_config, bytes_per_value: int = 2) -> list[tuple[str, float]]:
+def plan_extras(model_cfg: VideoPainterModelConfig, transformer_config,
+                bytes_per_value: int = 2) -> list[tuple[str, float]]:
     """(what, GiB) that the settings add to every plan's peak: ID resampling's state, attention
     reuse's cache."""
     extras = []
@@ -252,7 +254,7 @@ def checkpoint_folders(checkpoint: str | Path | tuple[str | Path, str | Path]) -
     return tree_paths(checkpoint)
 
 
-def load_videopainter(model_cfg: dict[str, Any]) -> VideoPainterPipeline:
+def load_videopainter(model_cfg: VideoPainterModelConfig) -> VideoPainterPipeline:
     """The pipeline of ``model_cfg`` on the CPU, with the VideoPainterID LoRA loaded (inactive) when
     ``id_resampling`` is set; a tiny random tree is written first where ``create_tiny_if_missing`` asks."""
     base, branch = model_cfg["base_model_path"], model_cfg["branch_path"]
@@ -285,7 +287,7 @@ class VideoPainter:
     ``inpaint_prepared``) on frames the prepare stage already fitted to the model's size; they also
     use the ``Inpainter`` protocol's memory ladder (``reduce_memory``, ``release_memory``)."""
 
-    def __init__(self, model_cfg: dict[str, Any], pipe: VideoPainterPipeline | None = None,
+    def __init__(self, model_cfg: VideoPainterModelConfig, pipe: VideoPainterPipeline | None = None,
                  device: str | torch.device | None = None):
         """Load the checkpoint named by ``model_cfg`` (or use ``pipe``, already built) onto ``device``
         (None: the GPU if there is one)."""
@@ -341,8 +343,6 @@ class VideoPainter:
         ``num_inference_steps=50``, ``first_frame_fill="opencv"``, ``attention_backend="auto"``;
         ``height`` and ``width`` default to the checkpoint's frame (480x720 for the released one).
         """
-        from vp_ray.config import VideoPainterModelConfig, model_settings, with_values
-
         taken = sorted(key for key in settings if key in OWN_ARGUMENTS)
         if taken:
             raise ValueError(f"from_pretrained: {', '.join(taken)} cannot be given as settings (set by "
@@ -352,8 +352,9 @@ class VideoPainter:
             if isinstance(checkpoint, (tuple, list)):
                 raise ValueError("id_lora=True needs a checkpoint root; give the LoRA file's path instead")
             id_lora = id_lora_path(checkpoint)
-        values = {**settings, "name": "videopainter", "base_model_path": str(base), "branch_path": str(branch),
-                  "memory_mode": memory_mode, "dtype": dtype_name(dtype), "id_resampling": bool(id_lora)}
+        values = {**settings, "name": "videopainter", "base_model_path": str(base),
+                  "branch_path": str(branch), "memory_mode": memory_mode, "dtype": dtype_name(dtype),
+                  "id_resampling": bool(id_lora)}
         if id_lora:
             values["id_lora_path"] = str(id_lora)
         cfg = model_settings(VideoPainterModelConfig, values)
@@ -550,7 +551,7 @@ class VideoPainter:
             self.pipe.disable_id_resampling()
             self.pipe.transformer.disable_adapters()
 
-    def _load_flux(self, model_cfg: dict[str, Any]):
+    def _load_flux(self, model_cfg: VideoPainterModelConfig):
         from vp_ray.models.flux_fill import FluxFirstFrame, missing_files, write_tiny_flux_fill
 
         path = model_cfg["flux_fill_path"]
