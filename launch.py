@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from vp_ray import refusal
-from vp_ray.config import register_configs, to_plain_config
+from vp_ray.config import Task, load_config, register_configs
 from vp_ray.errors import ConfigError
 
 register_configs()
@@ -36,15 +36,15 @@ def main(cfg: DictConfig) -> None:
 
     start = time.perf_counter()
     try:
-        plain = to_plain_config(cfg)
+        typed = load_config(cfg)
         # The run's log folder is Hydra's run dir (launch.log is there); workers log beside it.
-        plain["log_dir"] = HydraConfig.get().runtime.output_dir
-        if plain["task"] == "evaluate":
+        log_dir = HydraConfig.get().runtime.output_dir
+        if typed.task is Task.evaluate:
             from vp_ray.evaluation.runner import evaluate
 
-            result = evaluate(plain)
+            result = evaluate(typed, log_dir)
         else:
-            result = graph.run(plain)
+            result = graph.run(typed, log_dir)
     except MissingMandatoryValue as error:
         refuse(f"missing value: {error.full_key} (set it on the command line: {error.full_key}=...)")
     except OmegaConfBaseException as error:  # e.g. an interpolation that does not resolve
@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> None:
     if result.dry_run:
         refusal.remove_run_dir(HydraConfig.get().runtime.output_dir)  # a dry run leaves nothing behind
         return
-    if plain["task"] == "evaluate":
+    if typed.task is Task.evaluate:
         from vp_ray.evaluation.runner import format_evaluation
 
         log.info("%s", format_evaluation(result, time.perf_counter() - start))
@@ -63,10 +63,11 @@ def main(cfg: DictConfig) -> None:
         if result.rows and not result.scored:
             sys.exit(1)  # no clip could be scored: every row says why
         return
-    log.info("%s", format_summary(result, plain["output_dir"], time.perf_counter() - start))
+    log.info("%s", format_summary(result, typed.output_dir, time.perf_counter() - start))
+    result.ledger.discard()  # its rows are in manifest.parquet and failures.parquet now
     if result.interrupted:
         sys.exit(128 + result.interrupted)  # the signal's conventional code: 130 Ctrl-C, 143 SIGTERM
-    if result.ledger.failed and not result.ledger.done:
+    if result.ledger.failed_count and not result.ledger.done_count:
         sys.exit(1)
 
 

@@ -10,7 +10,7 @@ diffusers, hydra-core and omegaconf beside torch.
 Every component has the real architecture (CogVideoX-5b-I2V transformer, its 3D VAE, the
 two-block VideoPainter branch, T5-v1.1-XXL) with random weights created directly on the GPU, so
 no checkpoint is needed. One clip of 49 frames at 480x720 per memory mode goes through
-``VideoPainterInpainter.inpaint_clip`` (the production path: prompt encoding, CFG 6 with
+``VideoPainter.inpaint_clip`` (the production path: prompt encoding, CFG 6 with
 dynamic guidance, VAE encodes, denoising loop, decode). Reported per mode: seconds per clip,
 per-step wall time, transformer and branch forward times, VAE decode time, peak GPU memory.
 The stock ``CogVideoXImageToVideoPipeline`` then runs on the same models, end to end on the clip's
@@ -47,11 +47,11 @@ _common.require_modules("torch", "diffusers", "hydra", "omegaconf")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
+from vp_ray.config import VideoPainterModelConfig, with_values  # noqa: E402
 from vp_ray.models import tiny as tiny_models  # noqa: E402
 from vp_ray.models.branch import CogvideoXBranchModel  # noqa: E402
 from vp_ray.models.pipeline import VideoPainterPipeline  # noqa: E402
-from vp_ray.models.videopainter import VideoPainterInpainter  # noqa: E402
+from vp_ray.models.videopainter import VideoPainter  # noqa: E402
 
 FULL_TRANSFORMER = dict(
     num_attention_heads=48, attention_head_dim=64, in_channels=32, out_channels=16, flip_sin_to_cos=True,
@@ -223,9 +223,9 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     settings = parse_mode(mode)
     torch.backends.cudnn.benchmark = settings.pop("cudnn_benchmark")
     bf16_weights = block_linear_weights(pipe) if settings["approx_fp8_linear"] else {}
-    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps,
-           "height": frames.shape[1], "width": frames.shape[2], **settings}
-    inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+    cfg = with_values(VideoPainterModelConfig(name="videopainter"), num_inference_steps=args.steps,
+                      height=frames.shape[1], width=frames.shape[2], **settings)
+    inpainter = VideoPainter(cfg, pipe=pipe)
     encode_times = time_calls(pipe.vae, "encode", device)
     prompt_times = time_calls(pipe, "encode_prompt", device)
     transformer_timer = ForwardTimer(pipe.transformer, device)

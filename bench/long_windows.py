@@ -6,7 +6,7 @@
 
 Machine: one CUDA GPU with at least 40 GiB (H100 or H200); diffusers, hydra-core and omegaconf
 beside torch. The full-size random-weight pipeline of ``bench_videopainter.py`` goes through the
-production ``VideoPainterInpainter.inpaint_clip`` with clips of 48n + 1 frames (n windows sharing
+production ``VideoPainter.inpaint_clip`` with clips of 48n + 1 frames (n windows sharing
 their boundary frame), in the memory plan that ``memory_mode=auto`` makes:
 
 * by default, for an actor that may use ``--card-gib`` GiB (31: a 32 GB card), planned by auto's own
@@ -39,12 +39,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_videopainter import PROMPT, build_pipeline, remove_speed_options  # noqa: E402
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults  # noqa: E402
-from vp_ray.models.videopainter import (VideoPainterInpainter, describe_plan, plan_extras,  # noqa: E402
-                                        plan_memory)
+from vp_ray.config import VideoPainterModelConfig, with_values  # noqa: E402
+from vp_ray.models.videopainter import VideoPainter, describe_plan, plan_extras, plan_memory  # noqa: E402
 
 
-def auto_plan(pipe, cfg: dict, available_gib: float) -> tuple[str, str]:
+def auto_plan(pipe, cfg: VideoPainterModelConfig, available_gib: float) -> tuple[str, str]:
     """(memory mode, VAE tiles) that ``memory_mode=auto`` picks for an actor that may use
     ``available_gib``, counting what the settings in ``cfg`` add (ID resampling's state)."""
     value_bytes = torch.finfo(pipe.transformer.dtype).bits // 8
@@ -77,17 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     pipe = build_pipeline(args.tiny, device, dtype)
 
     # 1. The plan: auto's choice for the card, or auto itself under the cap.
-    cfg = {**schema_defaults(VideoPainterModelConfig), "num_inference_steps": args.steps, "height": height,
-           "width": width, "dtype": "bfloat16" if cuda else "float32",
-           "id_resampling": args.id,   # auto plans for ID resampling's state when it will be on
-           "compile_blocks": args.compile}
+    cfg = with_values(VideoPainterModelConfig(name="videopainter"), num_inference_steps=args.steps, height=height,
+                      width=width, dtype="bfloat16" if cuda else "float32",
+                      id_resampling=args.id,   # auto plans for ID resampling's state when it will be on
+                      compile_blocks=args.compile)
     planned = None
     if args.cap:
-        cfg.update(memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap)
+        cfg = with_values(cfg, memory_mode="auto", vae_tiling=None, gpu_memory_limit_gb=args.cap)
     else:
         planned = auto_plan(pipe, cfg, args.card_gib)
-        cfg.update(memory_mode=planned[0], vae_tiling=None)   # vae_tiling None: the mode's own tiles
-    inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+        cfg = with_values(cfg, memory_mode=planned[0], vae_tiling=None)   # vae_tiling None: the mode's own tiles
+    inpainter = VideoPainter(cfg, pipe=pipe)
     if cuda and planned and (inpainter.memory_mode, inpainter.vae_tiles) != planned:
         sys.exit(f"auto plans {describe_plan(*planned)} for {args.card_gib:g} GiB, but memory_mode={planned[0]} "
                  f"gave {inpainter.memory_plan}")
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         # (and, with --compile, its blocks compiled afresh, as in a new actor).
         remove_speed_options(pipe)
         torch._dynamo.reset()
-        inpainter = VideoPainterInpainter(cfg, pipe=pipe)
+        inpainter = VideoPainter(cfg, pipe=pipe)
         measure("id_resampling")
     print(f"report: {_common.write_json(args.out, report)}")
     return 0

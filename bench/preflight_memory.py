@@ -1,6 +1,6 @@
-"""Driver memory of the preflight against the number of rows: the dataset checks
-(``records.plan_dataset``) and the rows-to-do shards (``todo.write_todo``), all the driver does
-before Ray starts.
+"""Driver memory of the preflight against the number of rows: the dataset's one read (its checks and
+the rows-to-do shards, ``todo.write_todo``) and the resume's check (``todo.skip_complete``), all the
+driver does before Ray starts.
 
     python bench/preflight_memory.py 1000 10000 100000 1000000
 
@@ -21,26 +21,25 @@ import _common
 
 CHILD = """
 import json, resource, sys, time
-from vp_ray.records import plan_dataset
 path, rows = sys.argv[1], int(sys.argv[2])
 with open(path, "w") as f:
     f.write("clip_id,video_path,points\\n")
     for i in range(rows):
         f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
-from vp_ray.todo import write_todo
-import vp_ray.stages.normalize  # imported by write_todo: counted before, not as the preflight's memory
+from vp_ray.todo import skip_complete, write_todo
+from vp_ray.config import Config, DatasetConfig
+from vp_ray.stages import RunContext
+import vp_ray.stages.normalize  # imported by skip_complete: counted before, not as the preflight's memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-cfg = {"dataset": {"format": "csv", "path": path, "layout": "generic", "ignore_columns": [], "limit": -1,
-                   "video_root": "", "mask_root": "", "default_prompt": "x"},
-       "seed": 0, "output_dir": path + ".out", "output_settings": {}}
-plan = plan_dataset(cfg)
+cfg = Config(dataset=DatasetConfig(name="rows", path=path, default_prompt="x"), seed=0, output_dir=path + ".out")
+plan = write_todo(cfg)
 checked = time.perf_counter()
-todo = write_todo(cfg, plan, print)
+todo = skip_complete(cfg, RunContext.of(cfg, plan), plan, print)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"rows": rows, "total": plan.total, "pending": todo.pending,
-                  "plan_seconds": round(checked - start, 2), "shards_seconds": round(seconds - (checked - start), 2),
+                  "read_seconds": round(checked - start, 2), "skip_seconds": round(seconds - (checked - start), 2),
                   "peak_rss_mib": round(peak / 1024, 1), "added_mib": round((peak - before) / 1024, 1)}))
 """
 

@@ -29,30 +29,33 @@ import _common
 
 _common.require_modules("cv2", "av", "ray")
 
+import dataclasses
+
 import cv2
 import pandas as pd
 
 from vp_ray import records, workdir
-from vp_ray.config import compose, to_plain_config
+from vp_ray.config import Config, compose, load_config
 from vp_ray.demo import ensure_demo_dataset
 from vp_ray.evaluation import qa
-from vp_ray.stages import pipeline
+from vp_ray.stages import RunContext, pipeline
 from vp_ray.stages.write import WriteClips
 
 
-def prepared_clip(work: Path) -> tuple[dict, dict, Path]:
-    """The config, the row and the work folder of one demo clip after the inpainting stage."""
+def prepared_clip(work: Path) -> tuple[Config, RunContext, dict, Path]:
+    """The config, the run's context, the row and the work folder of one demo clip after the inpainting stage."""
     csv = ensure_demo_dataset(work / "demo", num_clips=1, num_frames=49)
-    cfg = to_plain_config(compose([f"output_dir={work / 'out'}", "dataset=csv", f"dataset.path={csv}",
-                                   "max_seconds=6.0"]))
+    cfg = load_config(compose([f"output_dir={work / 'out'}", "dataset=csv", f"dataset.path={csv}",
+                               "max_seconds=6.0"]))
     plan = records.plan_dataset(cfg)
+    run = RunContext.of(cfg, plan)
     batch = pd.read_csv(csv)
     for stage in pipeline(cfg, plan)[:-1]:  # every stage but write
-        batch = stage(cfg, plan)(batch)
+        batch = stage(cfg, plan, run)(batch)
     row = batch.to_dict("records")[0]
     if row["status"] != "pending":
         _common.refuse(f"the demo clip did not reach the write stage: {row['error']}")
-    return cfg, row, Path(row["work_dir"])
+    return cfg, run, row, Path(row["work_dir"])
 
 
 def main() -> None:
@@ -65,10 +68,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="qa_cost_"))
     try:
-        cfg, row, folder = prepared_clip(work)
+        cfg, run, row, folder = prepared_clip(work)
         keep = work / "prepared"
         shutil.copytree(folder, keep)
-        writers = {on: WriteClips({**cfg, "qa": {**cfg["qa"], "enabled": on}}, None) for on in (True, False)}
+        writers = {on: WriteClips(dataclasses.replace(cfg, qa=dataclasses.replace(cfg.qa, enabled=on)), None, run)
+                   for on in (True, False)}
         times: dict[str, dict[str, list[float]]] = {clock: {} for clock in ("wall", "cpu")}
 
         def timed(name, call):
@@ -86,12 +90,12 @@ def main() -> None:
         frames, result = workdir.load_array(keep, workdir.FRAMES), workdir.load_array(keep, workdir.RESULT)
         holes, objects = workdir.load_array(keep, workdir.MASKS), workdir.load_array(keep, workdir.MASKS_RAW)
         for _ in range(args.repeats):
-            for name, width in (("scores", cfg["qa"]["width"]), ("scores_full_size", frames.shape[2])):
+            for name, width in (("scores", cfg.qa.width), ("scores_full_size", frames.shape[2])):
                 timed(name, lambda width=width: qa.score_clip(frames, result, holes, objects, width))
 
         results = {"machine": f"{os.cpu_count()} CPUs, OpenCV threads {cv2.getNumThreads()}",
                    "clip": f"{len(frames)} frames of {frames.shape[1]}x{frames.shape[2]}",
-                   "qa_width": cfg["qa"]["width"], "repeats": args.repeats}
+                   "qa_width": cfg.qa.width, "repeats": args.repeats}
         for clock, runs in times.items():
             median = {name: statistics.median(values) for name, values in runs.items()}
             base = median["write_without_qa"]

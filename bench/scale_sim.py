@@ -30,7 +30,7 @@ _common.require_modules("ray", "hydra", "omegaconf", "av")
 import pandas as pd  # noqa: E402
 
 from vp_ray import graph  # noqa: E402
-from vp_ray.config import compose, to_plain_config  # noqa: E402
+from vp_ray.config import compose, load_config  # noqa: E402
 from vp_ray.demo import ensure_demo_dataset  # noqa: E402
 
 FRAMES = 9
@@ -68,7 +68,7 @@ def main() -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    cfg = to_plain_config(compose([
+    cfg = load_config(compose([
         f"output_dir={folder / 'out'}", "dataset=csv", f"dataset.path={csv}", "model=sim",
         f"model.seconds_per_frame={args.clip_seconds / FRAMES}", "model.height=48", "model.width=64",
         "dilate_size=2", "cluster.sample_every_s=1", f"cluster.write_concurrency={max(2, args.gpus // 4)}",
@@ -84,7 +84,7 @@ def main() -> None:
     actors = manifest.inpaint_worker.str.extract(r"node=(\S+) gpu=(\S+) pid=(\d+)")
     report = {
         "gpus": args.gpus, "nodes": args.nodes, "clips": args.clips, "clip_seconds": args.clip_seconds,
-        "ok": len(result.ledger.done), "failed": len(result.ledger.failed), "wall_s": round(wall, 1),
+        "ok": result.ledger.done_count, "failed": result.ledger.failed_count, "wall_s": round(wall, 1),
         "steady_clips_per_s": round(steady, 3), "ideal_clips_per_s": round(ideal, 3),
         "scheduling_efficiency": round(steady / ideal, 3),
         "actors": int(actors[2].nunique()), "nodes_used": int(actors[0].nunique()),

@@ -80,14 +80,14 @@ def spawn():
 
 
 def compose_dictconfig(overrides: list[str]):
-    """The typed config Hydra composes for these command-line overrides."""
+    """The config Hydra composes for these command-line overrides (an OmegaConf node)."""
     from vp_ray.config import compose
 
     return compose(overrides)
 
 
-def compose_config(overrides: list[str]) -> dict:
-    """The plain config ``launch.py`` would build for these command-line overrides."""
-    from vp_ray.config import to_plain_config
+def compose_config(overrides: list[str]):
+    """The typed ``Config`` ``launch.py`` would build for these command-line overrides."""
+    from vp_ray.config import load_config
 
-    return to_plain_config(compose_dictconfig(overrides))
+    return load_config(compose_dictconfig(overrides))

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 
 from tests.conftest import compose_config
 from tests.test_pipeline import PROMPT, clip, tiny_cfg
+from vp_ray.config import AttentionBackend, output_settings, with_values
 from vp_ray.models import attention_backend
 from vp_ray.models.attention_backend import AttentionChoice, choose_kernel, pytorch_order
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH
-from vp_ray.models.videopainter import VideoPainterInpainter
+from vp_ray.models.videopainter import VideoPainter
 
 PYTORCH_HOPPER = ["cudnn", "flash", "efficient", "math"]   # PyTorch's order on an H100
 
@@ -201,8 +202,8 @@ def test_the_chosen_kernel_is_first_at_every_attention_call_of_a_clip(tiny_tree,
     the one the backbone's attention gets."""
     default = pytorch_order()[0]
     cfg = small_clip_cfg(tiny_tree)
-    assert VideoPainterInpainter(cfg).attention_backend == "pytorch"   # no GPU: nothing timed or changed
-    inpainter = VideoPainterInpainter({**cfg, "attention_backend": "math"})
+    assert VideoPainter(cfg).attention_backend == "pytorch"   # no GPU: nothing timed or changed
+    inpainter = VideoPainter(with_values(cfg, attention_backend="math"))
     assert inpainter.attention_backend == "math"
     calls = spy_attention(monkeypatch)
     inpainter.inpaint_clip(*clip(num_frames=5), PROMPT, seed=1)
@@ -230,7 +231,7 @@ def test_compiled_blocks_are_traced_with_the_chosen_kernel_first(tiny_tree, monk
         fn, backend=aot_autograd(fw_compiler=record), **kwargs))
     torch._dynamo.reset()
     cfg = small_clip_cfg(tiny_tree, compile_blocks=True, attention_backend="math")
-    inpainter = VideoPainterInpainter(cfg)
+    inpainter = VideoPainter(cfg)
     inpainter.inpaint_clip(*clip(num_frames=5), PROMPT, seed=1)
     torch._dynamo.reset()
     assert traced and set(traced) == {"math"}
@@ -239,5 +240,5 @@ def test_compiled_blocks_are_traced_with_the_chosen_kernel_first(tiny_tree, monk
 def test_the_setting_is_not_fingerprinted(tmp_path):
     """Changing it redoes no clip: auto's kernel differs between GPUs anyway (vp_ray/config.py)."""
     cfg = compose_config([f"output_dir={tmp_path}", "model=tiny", "model.attention_backend=flash"])
-    assert cfg["model"]["attention_backend"] == "flash"
-    assert "attention_backend" not in cfg["output_settings"]["model"]
+    assert cfg.model.attention_backend is AttentionBackend.flash
+    assert "attention_backend" not in output_settings(cfg)["model"]

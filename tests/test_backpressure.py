@@ -16,9 +16,16 @@ from ray.data import DataContext
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
 
 from vp_ray import backpressure
-from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
+from vp_ray.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.demo import ensure_demo_dataset
+from vp_ray.graph import bounded_operators, operator_name
 from vp_ray.models import gate
+from vp_ray.stages import Role
+from vp_ray.stages.inpaint import InpaintClips
+from vp_ray.stages.normalize import NormalizeRecords
+from vp_ray.stages.prepare import PrepareClips
+from vp_ray.stages.segment import SegmentStage
+from vp_ray.stages.write import WriteClips
 
 
 class Op:
@@ -56,22 +63,28 @@ class ActorOp(Op, ActorPoolMapOperator):
         return [SimpleNamespace(current_size=lambda: self.size)]
 
 
-def pipeline(actors=1, per_actor=2, writers=2, preparers=2, segment=True):
-    """input -> read -> normalize -> prepare -> [segment] -> inpaint -> write, and its policy."""
-    source = Op("Input")
-    read = Op("ReadShards", source)
-    normalize = Op("MapBatches(read)", read)
-    prepare = Op("MapBatches(prepare)", normalize)
-    before_model = Op("MapBatches(segment)", prepare) if segment else prepare
-    model = ActorOp("MapBatches(inpaint)", before_model, actors)
-    write = Op("MapBatches(write)", model)
-    ops = [source, read, normalize, prepare, *([before_model] if segment else []), model, write]
-    topology = {op: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for op in ops}
+def policy_context(stages, per_actor=2, writers=2, preparers=2):
+    """Ray Data's context as ``vp_ray.graph`` configures it for a run of these stages."""
     ctx = DataContext()
     ctx.set_config(PER_ACTOR_KEY, per_actor)
     ctx.set_config(WRITERS_KEY, writers)
     ctx.set_config(PREPARERS_KEY, preparers)
-    policy = WorkBound(ctx, topology, None)
+    ctx.set_config(BOUNDED_KEY, bounded_operators(stages))
+    return ctx
+
+
+def pipeline(actors=1, per_actor=2, writers=2, preparers=2, segment=True, inpaint=True, stages=None):
+    """input -> read -> normalize -> prepare -> [segment] -> [inpaint] -> write (one operator per
+    stage, named as Ray Data names it), and its policy."""
+    stages = stages or [NormalizeRecords, PrepareClips, *([SegmentStage] if segment else []),
+                        *([InpaintClips] if inpaint else []), WriteClips]
+    source = Op("Input")
+    ops = [source, Op("ReadShards", source)]
+    for stage in stages:
+        kind = (lambda name, up: ActorOp(name, up, actors)) if stage.role is Role.inpaint else Op
+        ops.append(kind(operator_name(stage), ops[-1]))
+    topology = {op: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for op in ops}
+    policy = WorkBound(policy_context(stages, per_actor, writers, preparers), topology, None)
     by_name = {op.name.split("(")[-1].rstrip(")").lower(): op for op in ops}
     return policy, by_name, topology
 
@@ -114,14 +127,49 @@ def test_the_stages_before_prepare_run_only_while_few_blocks_wait_for_it():
 
 
 def test_a_pipeline_without_the_bounded_stages_is_refused_not_left_unbounded():
+    """An operator named otherwise than the run's stages say (a stage run another way, Ray Data
+    naming operators anew) or missing: the policy refuses to start instead of bounding nothing."""
+    stages = [NormalizeRecords, PrepareClips, InpaintClips, WriteClips]
     source = Op("Input")
     prepare = Op("MapBatches(prepare)", Op("ReadShards", source))
     renamed = ActorOp("MapBatches(InpaintClips)", prepare, 1)
     ops = [source, prepare, renamed, Op("MapBatches(write)", renamed)]
-    ctx = DataContext()
-    ctx.set_config(PER_ACTOR_KEY, 2)
-    with pytest.raises(RuntimeError, match="inpaint"):
-        WorkBound(ctx, {o: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for o in ops}, None)
+    with pytest.raises(RuntimeError, match=r"no operator for the model stage's MapBatches\(inpaint\)"):
+        WorkBound(policy_context(stages), {o: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0))
+                                           for o in ops}, None)
+    without_writer = ops[:3]
+    with pytest.raises(RuntimeError, match=r"no operator for the writing stage's MapBatches\(write\)"):
+        WorkBound(policy_context(stages), {o: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0))
+                                           for o in without_writer}, None)
+    unnamed = DataContext()
+    unnamed.set_config(PER_ACTOR_KEY, 2)   # a bound asked for, but no stages named to it
+    with pytest.raises(RuntimeError, match="feeding stage's"):
+        WorkBound(unnamed, {o: SimpleNamespace(output_queue=SimpleNamespace(num_blocks=0)) for o in ops}, None)
+
+
+def test_the_bound_finds_its_stages_by_their_roles_not_their_names():
+    class Decode(PrepareClips):
+        name = "decode"
+
+    class Paint(InpaintClips):
+        name = "paint"
+
+    policy, op, _ = pipeline(actors=1, per_actor=2, stages=[NormalizeRecords, Decode, Paint, WriteClips])
+    assert policy.prepare is op["decode"] and policy.model is op["paint"] and policy.write is op["write"]
+    op["paint"].inputs = 2
+    assert not policy.can_add_input(op["decode"]) and backpressure.HOLDING["prepare"]
+
+
+def test_a_mask_only_run_of_mask_files_bounds_prepare_by_the_writers():
+    """No model stage at all: prepare runs at most per_actor clips ahead of the writers."""
+    policy, op, _ = pipeline(per_actor=2, writers=2, segment=False, inpaint=False)
+    assert policy.model is None
+    op["prepare"].active = 1
+    assert policy.can_add_input(op["prepare"])
+    op["write"].inputs = 1   # 2 prepared, not taken by a writer
+    assert not policy.can_add_input(op["prepare"]) and backpressure.HOLDING["prepare"]
+    op["write"].inputs, op["write"].active = 0, 2   # taken by the writers
+    assert policy.can_add_input(op["prepare"]) and policy.can_add_input(op["write"])
 
 
 @pytest.fixture(scope="module")

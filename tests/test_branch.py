@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import CogVideoXTransformer3DModel
 
-from vp_ray.models.branch import CogvideoXBranchModel
+from vp_ray.models.branch import CogvideoXBranchModel, CogvideoXBranchOutput
 from vp_ray.models.injection import BranchInjection, token_mask
 from vp_ray.models.tiny import transformer_config
 
@@ -57,6 +57,22 @@ def test_branch_round_trips_with_an_unknown_config_key(transformer, tmp_path):
     original, reloaded = branch.state_dict(), loaded.state_dict()
     assert list(reloaded) == list(original)
     assert all(torch.equal(original[k], reloaded[k]) for k in original)
+
+
+def test_branch_returns_its_block_samples_by_name_as_diffusers_models_do(transformer):
+    branch = CogvideoXBranchModel.from_transformer(transformer, num_layers=2)
+    for block in branch.branch_blocks:
+        torch.nn.init.normal_(block.weight)
+    torch.manual_seed(0)
+    inputs = (torch.randn(2, 2, 16, 8, 12), torch.randn(2, 226, 32), torch.randn(2, 2, 17, 8, 12),
+              torch.tensor([500, 500]))
+    with torch.no_grad():
+        named = branch(*inputs)
+        plain = branch(*inputs, return_dict=False)
+    assert isinstance(named, CogvideoXBranchOutput) and len(named.block_samples) == 2
+    assert all(sample.shape == (2, 48, 32) for sample in named.block_samples)
+    assert isinstance(plain, tuple) and len(plain) == 1
+    assert all(torch.equal(a, b) for a, b in zip(named.block_samples, plain[0], strict=True))
 
 
 def test_injection_leaves_the_transformer_state_dict_and_output_alone(transformer):

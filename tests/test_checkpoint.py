@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from vp_ray.ckpt import main as ckpt_main
-from vp_ray.config import VideoPainterModelConfig, schema_defaults
+from vp_ray.config import Dtype, VideoPainterModelConfig
 from vp_ray.errors import ConfigError
 from vp_ray.models.checkpoint import BASE_DIR, BRANCH_DIR, missing_files, require_complete, tree_paths
 from vp_ray.models.tiny import ensure_tiny_tree
@@ -53,12 +53,12 @@ def test_incomplete_tree_is_rejected_naming_every_missing_file(broken_root):
 
 
 def test_model_load_fails_before_reading_weights_on_an_incomplete_tree(broken_root):
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     base, branch = tree_paths(broken_root)
     with pytest.raises(ConfigError, match="3 file\\(s\\) missing"):
-        VideoPainterInpainter({**schema_defaults(VideoPainterModelConfig), "base_model_path": str(base),
-                               "branch_path": str(branch), "dtype": "float32"})
+        VideoPainter(VideoPainterModelConfig(name="videopainter", base_model_path=str(base),
+                                                      branch_path=str(branch), dtype=Dtype.float32))
 
 
 def test_missing_shards_of_sharded_weights_are_named(tiny_tree, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from enum import Enum
 
 from conftest import REPO, compose_config
 
@@ -32,7 +33,8 @@ def test_readme_run_settings_are_the_schema_defaults(tmp_path):
     composed = compose_config([f"output_dir={tmp_path}"])
     for name in settings:
         if name != "output_dir":
-            value = composed[name]
+            value = getattr(composed, name)
+            value = value.value if isinstance(value, Enum) else value
             shown = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) \
                 else str(value)
             assert listed[name] in (shown, str(value)), (name, listed[name], value)
@@ -71,7 +73,7 @@ def test_an_installed_package_finds_its_configs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
     code = ("import vp_ray, vp_ray.single as s; assert 'site' in vp_ray.__file__, vp_ray.__file__; "
-            "print(s.compose(['model=tiny'])['model']['num_inference_steps'])")
+            "print(s.compose(['model=tiny']).model.num_inference_steps)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]

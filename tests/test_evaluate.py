@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import compose_config
 
+from vp_ray.config import EvalConfig
 from vp_ray.evaluation import frames as frame_prep
 from vp_ray.evaluation import pixel, tiny
 from vp_ray.evaluation.frames import ClipFrames, authors_stride_indices
@@ -147,21 +148,21 @@ def empty_caches(tmp_path, monkeypatch):
 
 
 def test_missing_weights_name_the_file_that_would_enable_each_metric(tmp_path, empty_caches):
-    found = find_weights(eval_settings(tmp_path))
+    found = find_weights(EvalConfig(**eval_settings(tmp_path)))
     assert not any(w.found for w in found.values())
     notices = [w.notice() for w in found.values()]
     assert [n.split(":")[0] for n in notices] == ["lpips", "clip_score", "temporal_consistency", "fvid"]
     for notice, name in zip(notices, ["squeezenet1_1-b8a52dc0.pth", "clip-vit-large-patch14", "ViT-B-32.pt",
                                       "i3d_rgb_imagenet.pt"]):
         assert name in notice and "\n" not in notice
-    learned = load_learned(eval_settings(tmp_path), torch.device("cpu"))
+    learned = load_learned(EvalConfig(**eval_settings(tmp_path)), torch.device("cpu"))
     assert (learned.lpips, learned.clip_score, learned.temporal, learned.i3d) == (None, None, None, None)
 
 
 @pytest.mark.slow  # full-size I3D
 def test_learned_metrics_load_from_files_in_the_released_layouts(tmp_path, empty_caches):
     tiny.write_all(tmp_path / "w")
-    settings = eval_settings(tmp_path, tmp_path / "w")
+    settings = EvalConfig(**eval_settings(tmp_path, tmp_path / "w"))
     assert all(w.found for w in find_weights(settings).values())
     learned = load_learned(settings, torch.device("cpu"))
     assert not learned.problems
@@ -177,19 +178,19 @@ def test_learned_metrics_load_from_files_in_the_released_layouts(tmp_path, empty
 
 # ----------------------------------------------------------------------------- the Ray job
 
-def finish_run_in_process(cfg: dict) -> None:
+def finish_run_in_process(cfg) -> None:
     """The run's stages on each row in this process (as the single-video command runs them): the
     clip folders a finished run leaves, without a second Ray job."""
     from vp_ray import records
-    from vp_ray.stages import preflight
+    from vp_ray.stages import RunContext, preflight
 
     plan = records.plan_dataset(cfg)
-    stages = preflight(cfg, plan)
+    stages, run = preflight(cfg, plan), RunContext.of(cfg, plan)
     for batch in records.read_batches(plan.path, plan.format):
         for raw in batch.to_pylist():
             rows = pd.DataFrame([raw])
             for stage in stages:
-                rows = stage(cfg, plan)(rows)
+                rows = stage(cfg, plan, run)(rows)
             assert rows.iloc[0]["status"] == "ok", rows.iloc[0]["error"]
 
 

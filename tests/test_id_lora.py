@@ -116,7 +116,7 @@ def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
     cfg = compose_config(["model=videopainter", "model.id_resampling=true", f"model.base_model_path={base}",
                           f"model.branch_path={branch}", f"model.id_lora_path={id_lora_path(tmp_path)}"])
     with pytest.raises(ConfigError, match="VideoPainterID LoRA is missing"):
-        check_weights(cfg["model"])
+        check_weights(cfg.model)
 
 
 @pytest.mark.slow
@@ -167,7 +167,7 @@ def test_a_middle_window_lets_go_of_the_previous_state_block_by_block(tree):
 
 
 def test_after_a_failed_clip_release_memory_drops_the_saved_state_and_the_next_clip_is_unchanged(tree):
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     pipe = resampling_pipe(tree)
     frames = np.random.default_rng(0).integers(0, 256, (33, 64, 96, 3), dtype=np.uint8)
@@ -186,7 +186,7 @@ def test_after_a_failed_clip_release_memory_drops_the_saved_state_and_the_next_c
         windows_of_17(pipe, frames, masks, fail_in_window_two)
     state = pipe.id_resampling
     assert state.saved is not None and state.mask is not None
-    inpainter = VideoPainterInpainter.__new__(VideoPainterInpainter)
+    inpainter = VideoPainter.__new__(VideoPainter)
     inpainter.pipe = pipe
     inpainter.release_memory()
     assert state.saved is None and state.mask is None and not state._captured

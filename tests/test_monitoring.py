@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -72,9 +73,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 
 
 def test_gpu_hours_estimate_follows_the_measured_seconds_per_clip():
+    from vp_ray.config import ClassicModelConfig, MemoryMode, VideoPainterModelConfig
     from vp_ray.dryrun import seconds_per_clip
 
-    model = {"name": "videopainter", "num_inference_steps": 50, "memory_mode": "auto"}
+    model = VideoPainterModelConfig(name="videopainter", num_inference_steps=50, memory_mode=MemoryMode.auto)
     assert round(seconds_per_clip(model), 1) == 103.1  # bench/RESULTS.md: 50 steps on an H200
-    assert seconds_per_clip({**model, "memory_mode": "model_offload"}) > seconds_per_clip(model)
-    assert seconds_per_clip({"name": "classic"}) is None
+    offloaded = dataclasses.replace(model, memory_mode=MemoryMode.model_offload)
+    assert seconds_per_clip(offloaded) > seconds_per_clip(model)
+    assert seconds_per_clip(ClassicModelConfig(name="classic")) is None

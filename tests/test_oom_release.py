@@ -10,10 +10,11 @@ from conftest import compose_config
 
 from vp_ray import gpu
 from vp_ray.errors import ClipError
+from vp_ray.models import Inpainter
 from vp_ray.stages.inpaint import InpaintClips, StepClock
 
 
-class HoldsMemoryAfterOom:
+class HoldsMemoryAfterOom(Inpainter):
     """OOMs on clips longer than one window, leaving ``held`` bytes until ``release_memory``."""
 
     def __init__(self, releases: bool):

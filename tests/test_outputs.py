@@ -13,13 +13,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from vp_ray import outputs
 from vp_ray.config import _fields as config_fields
-from vp_ray.config import to_plain_config
+from vp_ray.config import SET_BY_THE_DRIVER, load_config
 from vp_ray.models import MODELS
 from vp_ray.manifest import Ledger
+from vp_ray.records import DatasetPlan
 from vp_ray.rows import ClipRecord, new_row
-from conftest import compose_dictconfig
+from vp_ray.stages import ClipSettings, pipeline
+from conftest import compose_config, compose_dictconfig
 
-CFG = {"output_settings": {"model": {"name": "classic", "inpaint_radius": 5}, "seed": 1, "max_seconds": 6.0}}
+SETTINGS = {"model": {"name": "classic", "inpaint_radius": 5}, "seed": 1, "max_seconds": 6.0}
+# A dataset with click prompts: its runs have every stage, SAM2's included.
+PROMPTED = DatasetPlan(path="/data/clips.csv", format="csv", columns=[], total=2, duplicates={}, ragged=[],
+                       prompted=1)
 
 
 def row(clip_id="a", **fields):
@@ -31,8 +36,14 @@ def write_two_files(folder):
     (folder / "mask0.png").write_bytes(b"y" * 5)
 
 
+def clip_settings(overrides, plan=PROMPTED):
+    """What the clips' fingerprints cover in a run of these overrides."""
+    cfg = compose_config(overrides) if isinstance(overrides, list) else load_config(overrides)
+    return ClipSettings.of(cfg, pipeline(cfg, plan))
+
+
 def test_committed_clip_is_complete_until_a_file_changes(tmp_path):
-    fp = outputs.fingerprint(CFG, row())
+    fp = outputs.fingerprint(SETTINGS, row())
     outputs.commit_clip(tmp_path, "a", write_two_files, lambda: {"fingerprint": fp})
     assert outputs.is_complete(tmp_path, "a", fp)
     assert not outputs.is_complete(tmp_path, "a", "another-fingerprint")
@@ -58,11 +69,11 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
 
 
 def test_fingerprint_covers_the_record_and_the_output_settings():
-    base = outputs.fingerprint(CFG, row())
-    assert outputs.fingerprint({"output_settings": {**CFG["output_settings"], "seed": 2}}, row()) != base
-    assert outputs.fingerprint(CFG, row(prompt="other")) != base
+    base = outputs.fingerprint(SETTINGS, row())
+    assert outputs.fingerprint({**SETTINGS, "seed": 2}, row()) != base
+    assert outputs.fingerprint(SETTINGS, row(prompt="other")) != base
     # The same row after a trip through Ray/pandas (numpy scalars) hashes the same.
-    assert outputs.fingerprint(CFG, row(start_frame=np.int64(0), fps=np.float64("nan"))) == base
+    assert outputs.fingerprint(SETTINGS, row(start_frame=np.int64(0), fps=np.float64("nan"))) == base
 
 
 def mutated(value, annotation: str):
@@ -88,12 +99,16 @@ def mutated(value, annotation: str):
             "Optional[str]": "auto"}[annotation]
 
 
+CLICKED = {"mask_kind": "points", "points": "[[10.0, 20.0, 1]]"}   # a clip every stage acts on
+
+
 @pytest.mark.parametrize("model", ["classic", "videopainter", "faulty"])
 def test_each_setting_that_can_change_output_flips_the_fingerprint_and_no_other(tmp_path, model):
     """By exclusion: every schema field is in unless marked output=False (resources, placement,
-    logging, where things are), so a field added later is covered without touching this test."""
+    logging, where things are), so a field added later is covered without touching this test. (A
+    clip with clicks, which every stage acts on: each output setting is read by one of them.)"""
     composed = compose_dictconfig([f"output_dir={tmp_path}", f"model={model}"])
-    base = outputs.fingerprint(to_plain_config(composed), row())
+    base = clip_settings(composed).fingerprint(row(**CLICKED))
     checked = []
 
     def walk(node, prefix):
@@ -102,11 +117,13 @@ def test_each_setting_that_can_change_output_flips_the_fingerprint_and_no_other(
             if isinstance(value, DictConfig):
                 walk(value, key + ".")
                 continue
+            if spec.metadata.get("check") is SET_BY_THE_DRIVER:   # not a setting: refused if given
+                continue
             changed = copy.deepcopy(composed)
             other = mutated(value, str(spec.type)) if key != "model.name" else \
                 next(name for name in sorted(MODELS) if name != value)  # names must be registered
             OmegaConf.update(changed, key, other, merge=False)
-            flipped = outputs.fingerprint(to_plain_config(changed), row()) != base
+            flipped = clip_settings(changed).fingerprint(row(**CLICKED)) != base
             assert flipped == spec.metadata.get("output", True), key
             checked.append(key)
 
@@ -115,6 +132,45 @@ def test_each_setting_that_can_change_output_flips_the_fingerprint_and_no_other(
     for key in ("sam2.checkpoint", "sam2.mask_threshold", "sam2.config", "dataset.prompt_coords", "seed"):
         assert key in checked  # each of these flips it (asserted above)
     assert "model.num_gpus" in checked and "cluster.num_cpus" in checked  # and these do not
+    assert "retry.oom_max_seconds" in checked and "retry.use_memory_savers" in checked  # nor these
+
+
+def test_a_clip_with_a_mask_file_ignores_the_sam2_settings(tmp_path):
+    """SAM2 never sees a clip whose masks come from a file: another checkpoint, threshold or SAM2
+    model must not make it stale. A clip with clicks is made by SAM2 and goes stale."""
+    base = [f"output_dir={tmp_path}", "model=classic"]
+    from_files = [row(mask_kind=kind, mask_path="/m/a", mask_id=1 if kind == "npz" else -1)
+                  for kind in ("npz", "video", "png_dir")]
+    clicked = row(**CLICKED)
+    before = clip_settings(base)
+    for changed in (["sam2=tiny_random"], ["sam2.checkpoint=/other/sam2.pt", "sam2.mask_threshold=0.5",
+                                           "sam2.min_mask_area=1"]):
+        after = clip_settings(base + changed)
+        for from_file in from_files:
+            assert after.fingerprint(from_file) == before.fingerprint(from_file), (changed, from_file["mask_kind"])
+        assert after.fingerprint(clicked) != before.fingerprint(clicked), changed
+    # The same in a run whose dataset has no clicks at all (no SAM2 stage).
+    alone = DatasetPlan(path="/data/clips.csv", format="csv", columns=[], total=1, duplicates={}, ragged=[])
+    assert clip_settings(base, alone).fingerprint(from_files[0]) == before.fingerprint(from_files[0])
+
+
+def test_the_retry_settings_change_no_fingerprint(tmp_path):
+    """They decide only what happens after an out-of-memory error, which the clip's row records."""
+    base = [f"output_dir={tmp_path}", "model=videopainter"]
+    before = clip_settings(base)
+    after = clip_settings(base + ["retry.oom_max_seconds=[3.0]", "retry.use_memory_savers=false",
+                                  "retry.max_worker_deaths=5"])
+    for clip in (row(mask_kind="npz", mask_path="/m/a.npz", mask_id=1), row(**CLICKED)):
+        assert after.fingerprint(clip) == before.fingerprint(clip)
+
+
+def test_the_seed_and_the_inpainters_settings_still_count_for_a_clip_with_a_mask_file(tmp_path):
+    base = [f"output_dir={tmp_path}", "model=videopainter"]
+    from_file = row(mask_kind="npz", mask_path="/m/a.npz", mask_id=1)
+    before = clip_settings(base).fingerprint(from_file)
+    for changed in ("seed=7", "model.num_inference_steps=30", "model.guidance_scale=5", "dilate_size=8", "crf=20"):
+        assert clip_settings(base + [changed]).fingerprint(from_file) != before, changed
+    assert outputs.fingerprint({}, row(seed=3)) != outputs.fingerprint({}, row(seed=4))   # the record's own seed
 
 
 def test_comparison_video_has_four_panels():
@@ -128,7 +184,7 @@ def test_comparison_video_has_four_panels():
 
 
 def test_ledger_writes_one_row_per_clip(tmp_path):
-    fp = outputs.fingerprint(CFG, row("old"))
+    fp = outputs.fingerprint(SETTINGS, row("old"))
     outputs.commit_clip(tmp_path, "old", write_two_files, lambda: {"fingerprint": fp, "num_frames": 17})
     ledger = Ledger(str(tmp_path))
     ledger.add(row("new", status="ok", output_dir=str(tmp_path / "clips/new"), num_frames=49,
@@ -159,22 +215,23 @@ def test_meta_json_is_strict_json_with_null_for_values_not_given(tmp_path):
     meta = json.loads(text, parse_constant=lambda name: pytest.fail(f"meta.json holds bare {name}"))
     assert meta["fps"] is None and meta["max_seconds"] is None
     # Read back from meta.json, the record hashes as it did in the run that wrote it.
-    assert outputs.fingerprint(CFG, meta) == outputs.fingerprint(CFG, clip)
+    assert outputs.fingerprint(SETTINGS, meta) == outputs.fingerprint(SETTINGS, clip)
 
 
 def test_interrupted_run_manifest_lists_every_committed_clip(tmp_path):
     """Rows still on their way to the driver when Ctrl-C came: their committed folders count."""
+    settings = clip_settings([f"output_dir={tmp_path}"])
     for clip_id in ("a", "b", "c"):
         clip = row(clip_id, status="ok", num_frames=24, output_dir=str(outputs.clip_dir(tmp_path, clip_id)))
         outputs.commit_clip(tmp_path, clip_id, write_two_files,
-                            lambda clip=clip: {**clip, "fingerprint": outputs.fingerprint(CFG, clip)})
+                            lambda clip=clip: {**clip, "fingerprint": settings.fingerprint(clip)})
     stale = row("d", status="ok")  # committed under other settings: a resume would redo it
     outputs.commit_clip(tmp_path, "d", write_two_files,
-                        lambda: {**stale, "fingerprint": outputs.fingerprint(
-                            {"output_settings": {**CFG["output_settings"], "seed": 9}}, stale)})
+                        lambda: {**stale, "fingerprint": clip_settings([f"output_dir={tmp_path}", "seed=9"])
+                                 .fingerprint(stale)})
     ledger = Ledger(str(tmp_path))
     ledger.add(row("a", status="ok", output_dir=str(outputs.clip_dir(tmp_path, "a"))))
-    assert ledger.add_committed(CFG) == 2
+    assert ledger.add_committed(settings) == 2
     import pandas as pd
 
     manifest = pd.read_parquet(ledger.write()[0])

@@ -15,6 +15,7 @@ from conftest import compose_config
 from vp_ray import gpu_idle, graph, workdir
 from vp_ray.graph import RunResult
 from vp_ray.manifest import Ledger
+from vp_ray.models import Inpainter
 from vp_ray.models.timeline import Timeline, clip_phases
 from vp_ray.rows import ClipRecord, new_row
 from vp_ray.stages.inpaint import InpaintClips
@@ -103,13 +104,16 @@ def test_gpu_idle_between_clips_is_counted_per_actor_in_the_order_the_gpu_ran_th
 
 
 def test_the_run_summary_shows_the_gpu_idle_time_between_clips(tmp_path):
+    rows = [timed("a1", "gpu=0 pid=1", 100.0, (103.0, 127.0), 130.0, 99.5, 130.5),
+            timed("a2", "gpu=0 pid=1", 130.25, (133.0, 150.0), 153.0, 129.0, 153.4)]
     ledger = Ledger(str(tmp_path))
-    ledger.done = [timed("a1", "gpu=0 pid=1", 100.0, (103.0, 127.0), 130.0, 99.5, 130.5),
-                   timed("a2", "gpu=0 pid=1", 130.25, (133.0, 150.0), 153.0, 129.0, 153.4)]
+    for row in rows:
+        ledger.add(row)
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0).splitlines()
     line = next(line for line in summary if line.startswith("GPU idle between clips"))
     assert line.split("  ", 1)[1].strip() == "0.25 s median, 0.25 s max (1 gap, 1 actor)"
-    ledger.done = ledger.done[:1]
+    ledger = Ledger(str(tmp_path))
+    ledger.add(rows[0])
     assert "GPU idle" not in format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
 
 
@@ -150,7 +154,7 @@ class Journal:
         return self.event(entry).wait(timeout)
 
 
-class HostThenGpu:
+class HostThenGpu(Inpainter):
     """An inpainter with a host share (``prepare_clip``) and a GPU share that journals both; clip
     "a" holds the GPU until it has seen clip "b" prepared, and a while longer to catch "b" on the GPU."""
 
@@ -277,7 +281,7 @@ def test_a_clip_whose_worker_died_before_runs_alone_and_holds_back_the_clips_aft
     assert journal.entries == ["in first", "out first", "in alone", "out alone", "in after", "out after"]
 
 
-class Counting:
+class Counting(Inpainter):
     """An inpainter that returns the frames and counts its calls."""
 
     def __init__(self):
@@ -304,7 +308,7 @@ def test_a_finished_clip_whose_answer_was_lost_with_its_worker_is_neither_redone
     done = first.process(dict(row))
     assert first.inpainter.calls == 1 and workdir.worker_attempts(row["work_dir"], "inpaint") == 1
     again = stage_with(Counting())  # the restarted actor; the clip now counts as having died once
-    again.cfg["retry"]["max_worker_deaths"] = 0
+    again.cfg.retry.max_worker_deaths = 0
     retried = again.process(dict(row))
     assert again.inpainter.calls == 0 and workdir.worker_attempts(row["work_dir"], "inpaint") == 1
     assert pd.Series(retried, dtype=object).equals(pd.Series(done, dtype=object))  # NaN equals NaN here
@@ -314,7 +318,7 @@ def test_a_finished_clip_whose_answer_was_lost_with_its_worker_is_neither_redone
 @pytest.mark.parametrize("overlap,calls,threads", [(True, 2, True), (False, None, False)])
 def test_overlap_clips_gives_each_inpainting_actor_two_calls_at_once(overlap, calls, threads):
     cfg = compose_config(["model=sim", f"cluster.overlap_clips={str(overlap).lower()}"])
-    compute = graph.actor_pools(cfg, [InpaintClips], {"CPU": 8, "GPU": 2})["inpaint"]["compute"]
+    compute = graph.actor_pools(cfg, [InpaintClips], {"CPU": 8, "GPU": 2})[InpaintClips]["compute"]
     assert compute.max_tasks_in_flight_per_actor == 2
     assert (compute.max_concurrent_calls_per_actor, compute.enable_true_multi_threading) == (calls, threads)
 
@@ -328,7 +332,7 @@ def test_a_growing_pool_grows_once_its_actors_hold_all_the_clips_they_can(overla
 
     cfg = compose_config(["model=sim", "cluster.autoscale=true", f"cluster.overlap_clips={str(overlap).lower()}"])
     pools = graph.actor_pools(cfg, [InpaintClips], {"CPU": 8, "GPU": 4})
-    compute = pools["inpaint"]["compute"]
+    compute = pools[InpaintClips]["compute"]
     ctx = ray.data.DataContext.get_current().copy()
     graph.grow_when_full(ctx, pools)
     fullest = compute.max_tasks_in_flight_per_actor / (compute.max_concurrent_calls_per_actor or 1)
@@ -343,14 +347,13 @@ def test_a_growing_pool_grows_once_its_actors_hold_all_the_clips_they_can(overla
 
 @pytest.fixture(scope="module")
 def tiny_inpainter(tmp_path_factory):
-    from vp_ray.config import VideoPainterModelConfig, schema_defaults
+    from vp_ray.config import Dtype, VideoPainterModelConfig
     from vp_ray.models.tiny import ensure_tiny_tree
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     base, branch = ensure_tiny_tree(tmp_path_factory.getbasetemp() / "tiny-ckpt")
-    return VideoPainterInpainter({**schema_defaults(VideoPainterModelConfig), "name": "tiny", "dtype": "float32",
-                                  "base_model_path": str(base), "branch_path": str(branch),
-                                  "num_inference_steps": 2})
+    return VideoPainter(VideoPainterModelConfig(name="tiny", dtype=Dtype.float32, base_model_path=str(base),
+                                                         branch_path=str(branch), num_inference_steps=2))
 
 
 @pytest.mark.slow

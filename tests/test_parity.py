@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults
+from vp_ray.config import Dtype, FirstFrameFill, VideoPainterModelConfig
 from vp_ray.models.checkpoint import load_pipeline, tree_paths
 
 DATA = Path(__file__).parent / "data" / "parity"
@@ -171,17 +171,17 @@ def test_committed_tree_is_the_one_the_arrays_were_made_from():
 
 @pytest.mark.slow
 def test_inpainter_reproduces_the_original_single_clip_demo():
-    """The production path (``VideoPainterInpainter.inpaint_clip``) makes the demo's call."""
+    """The production path (``VideoPainter.inpaint_clip``) makes the demo's call."""
     if not (DATA / "demo17.npz").exists():
         pytest.skip(f"no parity data: {DATA}/demo17.npz is absent")
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     ref = np.load(DATA / "demo17.npz")
     base, branch = TREE
-    inpainter = VideoPainterInpainter({
-        **schema_defaults(VideoPainterModelConfig), "name": "tiny", "base_model_path": str(base),
-        "branch_path": str(branch), "dtype": "float32", "num_inference_steps": int(ref["num_inference_steps"]),
-        "guidance_scale": float(ref["guidance_scale"]), "first_frame_fill": "none", "pad_short_clips": False})
+    inpainter = VideoPainter(VideoPainterModelConfig(
+        name="tiny", base_model_path=str(base), branch_path=str(branch), dtype=Dtype.float32,
+        num_inference_steps=int(ref["num_inference_steps"]), guidance_scale=float(ref["guidance_scale"]),
+        first_frame_fill=FirstFrameFill.none, pad_short_clips=False))
     result = inpainter.inpaint_clip(ref["video"], ref["masks_raw"] > 0, str(ref["prompt"]), int(ref["seed"]))
     expected = np.round(ref["frames"] * 255.0)
     assert np.abs(result.astype(np.float64) - expected).max() <= 1.0

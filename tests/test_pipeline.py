@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray.config import VideoPainterModelConfig, schema_defaults
+from vp_ray.config import Dtype, VideoPainterModelConfig, with_values
 from vp_ray.models import usable_frames
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
-from vp_ray.models.videopainter import VideoPainterInpainter, condition_inputs, mirrored_indices
+from vp_ray.models.videopainter import VideoPainter, condition_inputs, mirrored_indices
 
 PROMPT = "a clean road scene"
 
@@ -19,16 +19,16 @@ def tiny_tree(tmp_path_factory):
     return ensure_tiny_tree(tmp_path_factory.getbasetemp() / "tiny-ckpt")
 
 
-def tiny_cfg(tiny_tree, **overrides):
+def tiny_cfg(tiny_tree, **overrides) -> VideoPainterModelConfig:
     base, branch = tiny_tree
-    cfg = {**schema_defaults(VideoPainterModelConfig), "name": "tiny", "base_model_path": str(base),
-           "branch_path": str(branch), "dtype": "float32", "num_inference_steps": 2}
-    return {**cfg, **overrides}
+    cfg = VideoPainterModelConfig(name="tiny", base_model_path=str(base), branch_path=str(branch),
+                                  dtype=Dtype.float32, num_inference_steps=2)
+    return with_values(cfg, **overrides)
 
 
 @pytest.fixture(scope="module")
 def inpainter(tiny_tree):
-    return VideoPainterInpainter(tiny_cfg(tiny_tree))
+    return VideoPainter(tiny_cfg(tiny_tree))
 
 
 def clip(num_frames=49, seed=0):
@@ -115,7 +115,7 @@ def test_short_clip_is_padded_and_cut_back(inpainter):
 
 
 def test_usable_frames_with_and_without_padding():
-    padded, unpadded = {"name": "tiny", "pad_short_clips": True}, {"name": "tiny", "pad_short_clips": False}
+    padded, unpadded = (VideoPainterModelConfig(name="tiny", pad_short_clips=pad) for pad in (True, False))
     assert [usable_frames(padded, n) for n in (5, 12, 49, 80, 200)] == [5, 12, 49, 80, 200]
     # Beyond one window: whole windows of 49 sharing their boundary frame, 48n + 1.
     assert [usable_frames(unpadded, n) for n in (5, 12, 49, 80, 97, 200)] == [5, 9, 49, 49, 97, 193]
@@ -155,7 +155,7 @@ def test_long_windows_share_their_boundary_frame(inpainter, monkeypatch):
 
 
 def test_unpadded_clip_must_have_4k_plus_1_frames(tiny_tree, inpainter):
-    unpadded = VideoPainterInpainter(tiny_cfg(tiny_tree, pad_short_clips=False), pipe=inpainter.pipe)
+    unpadded = VideoPainter(tiny_cfg(tiny_tree, pad_short_clips=False), pipe=inpainter.pipe)
     frames, masks = clip(num_frames=12)
     with pytest.raises(ValueError, match="4k\\+1"):
         unpadded.inpaint_clip(frames, masks, PROMPT, seed=1)
@@ -171,7 +171,7 @@ def test_overlong_prompt_is_truncated_with_a_warning(inpainter):
 
 
 def test_reduce_memory_turns_on_vae_savers_then_reports_nothing_left(tiny_tree):
-    inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree))
+    inpainter = VideoPainter(tiny_cfg(tiny_tree))
     assert inpainter.memory_mode == "resident" and not inpainter.pipe.vae.use_tiling  # CPU
     assert inpainter.memory_plan == "resident"
     assert inpainter.reduce_memory() is True
@@ -195,7 +195,7 @@ def test_vae_tiling_keeps_the_real_models_overlaps_and_fixes_the_tiny_ones():
 def test_tiled_vae_round_trips_a_tiny_clip_at_its_own_size(tiny_tree):
     """VAE tiling on the tiny model (what the OOM ladder switches on) keeps the frame size; diffusers'
     default overlaps gave a 9x12 latent and 70x110 frames here."""
-    inpainter = VideoPainterInpainter(tiny_cfg(tiny_tree, vae_tiling=True))
+    inpainter = VideoPainter(tiny_cfg(tiny_tree, vae_tiling=True))
     assert inpainter.pipe.vae.use_tiling and inpainter.pipe.vae.use_slicing
     frames, masks = clip(num_frames=17)
     out = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
@@ -245,7 +245,7 @@ def test_large_vae_tiles_span_the_height_and_half_the_width():
 def test_large_vae_tiles_round_trip_a_tiny_clip_at_its_own_size(tiny_tree, inpainter):
     frames, masks = clip(num_frames=17)
     untiled = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
-    large = VideoPainterInpainter(tiny_cfg(tiny_tree, height=TINY_HEIGHT, width=TINY_WIDTH), pipe=inpainter.pipe)
+    large = VideoPainter(tiny_cfg(tiny_tree, height=TINY_HEIGHT, width=TINY_WIDTH), pipe=inpainter.pipe)
     large.vae_tiles = "large"
     large._apply_vae_tiles()
     try:
@@ -266,7 +266,7 @@ def test_text_encoder_offload_brings_t5_once_per_clip_and_changes_nothing(tiny_t
 
     frames, masks = clip(num_frames=97, seed=3)   # two windows
     resident = inpainter.inpaint_clip(frames, masks, PROMPT, seed=1)
-    offloaded = VideoPainterInpainter(tiny_cfg(tiny_tree), pipe=inpainter.pipe)
+    offloaded = VideoPainter(tiny_cfg(tiny_tree), pipe=inpainter.pipe)
     offloaded.memory_mode = "text_encoder_offload"
     offloaded._apply_memory_mode()
     host = inpainter.pipe.text_encoder_host
@@ -342,11 +342,11 @@ def test_auto_memory_plan_makes_room_for_id_resampling():
 def test_auto_memory_plan_counts_what_the_speed_and_id_options_hold(monkeypatch, id_resampling, reuse, cap, plan):
     from types import SimpleNamespace
 
-    from vp_ray.models.videopainter import VideoPainterInpainter
+    from vp_ray.models.videopainter import VideoPainter
 
     real = SimpleNamespace(sample_frames=49, sample_height=60, sample_width=90, patch_size=2, num_layers=42,
                            num_attention_heads=48, attention_head_dim=64, max_text_seq_length=226)
-    inpainter = VideoPainterInpainter.__new__(VideoPainterInpainter)
+    inpainter = VideoPainter.__new__(VideoPainter)
     inpainter.device = torch.device("cuda")
     inpainter.pipe = SimpleNamespace(transformer=SimpleNamespace(config=real, dtype=torch.bfloat16))
     inpainter.cfg = {"memory_mode": "auto", "gpu_memory_limit_gb": cap, "id_resampling": id_resampling,
@@ -414,9 +414,9 @@ def test_flux_first_frame_fill_conditions_frame_zero(tiny_tree, inpainter, tmp_p
     cfg = tiny_cfg(tiny_tree, first_frame_fill="flux", flux_fill_path=str(tmp_path / "flux_inp"),
                    flux_num_inference_steps=2)
     with pytest.raises(ConfigError, match="FLUX.1-Fill folder is incomplete"):
-        check_weights({**cfg, "create_tiny_if_missing": False})
-    flux = VideoPainterInpainter({**cfg, "create_tiny_if_missing": True}, pipe=inpainter.pipe)
-    check_weights({**cfg, "create_tiny_if_missing": False})  # now complete
+        check_weights(with_values(cfg, create_tiny_if_missing=False))
+    flux = VideoPainter(with_values(cfg, create_tiny_if_missing=True), pipe=inpainter.pipe)
+    check_weights(with_values(cfg, create_tiny_if_missing=False))  # now complete
     fills = []
     flux.flux = _Recorder(flux.flux, fills)
     out = flux.inpaint_clip(frames, masks, PROMPT, seed=1)

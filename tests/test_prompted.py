@@ -44,8 +44,8 @@ def test_clicked_and_boxed_clips_go_through_sam2_then_inpainting(ray_local, tmp_
                           f"dataset.path={tmp_path / 'clicks.csv'}", "model=tiny", "sam2=tiny_random",
                           "dilate_size=2", *tiny_paths(tmp_path)])
     result = graph.run(cfg)
-    assert sorted(r["clip_id"] for r in result.ledger.done) == ["box", "click"]
-    (failure,) = result.ledger.failed
+    assert sorted(result.ledger.table("done").clip_id) == ["box", "click"]
+    (failure,) = result.ledger.table("failed").to_dict("records")
     assert failure["clip_id"] == "outside" and failure["failed_stage"] == "prepare"  # before SAM2
     assert "click (500, 48)" in failure["error"] and "outside the 144x96 source frame" in failure["error"]
     for clip_id in ("click", "box"):
@@ -77,7 +77,7 @@ def test_mask_only_run_writes_masks_that_a_later_run_can_use(ray_local, tmp_path
                           f"dataset.path={tmp_path / 'masks.csv'}", "model.height=96",
                           "model.width=144", "dilate_size=0"])
     result = graph.run(cfg)
-    assert [r["clip_id"] for r in result.ledger.done] == ["c"], result.ledger.failed
+    assert result.ledger.table("done").clip_id.tolist() == ["c"], result.ledger.table("failed")
     first = np.load(folder / "all_masks.npz", allow_pickle=False)["arr_0"]
     second = np.load(tmp_path / "out" / "clips" / "c" / "all_masks.npz", allow_pickle=False)["arr_0"]
     np.testing.assert_array_equal(first, second)
@@ -134,13 +134,13 @@ def test_single_video_defaults_are_the_run_config_and_help_shows_them(tmp_path, 
     args = single.parse_args(["--video", demo_video, "--click_x", "1", "--click_y", "2", "--output_dir", "o"])
     launch_default = compose_config([f"output_dir={tmp_path}"])
     cfg = single.build_config(args)
-    assert cfg["model"] == launch_default["model"]  # launch.py's default model, with its settings
+    assert cfg.model == launch_default.model  # launch.py's default model, with its settings
     for key in ("seed", "dilate_size", "target_fps", "max_seconds"):
-        assert cfg[key] == launch_default[key]
+        assert getattr(cfg, key) == getattr(launch_default, key)
     with pytest.raises(SystemExit):
         single.parse_args(["--help"])
     shown = capsys.readouterr().out
-    assert f"(default: {launch_default['model']['name']})" in shown and "(default: 42)" in shown
+    assert f"(default: {launch_default.model.name})" in shown and "(default: 42)" in shown
     assert "50 for videopainter, 4 for tiny" in " ".join(shown.split())  # each model's own steps
 
 

@@ -3,6 +3,7 @@ its own score; a flagged clip is written as any other, marked suspect, and judge
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -12,17 +13,20 @@ import pytest
 from conftest import compose_config
 
 from vp_ray import outputs, workdir
-from vp_ray.config import QAConfig, schema_defaults
+from vp_ray.config import QAConfig
 from vp_ray.demo import background
 from vp_ray.evaluation import qa
 from vp_ray.graph import RunResult
 from vp_ray.manifest import Ledger
+from vp_ray.masks import MaskRule
 from vp_ray.rows import ClipRecord, new_row
+from vp_ray.stages import ClipSettings, RunContext
 from vp_ray.stages.write import WriteClips
 from vp_ray.summary import format_summary
+from vp_ray.video import placement_for
 
 T, H, W = 17, 64, 96
-THRESHOLDS = schema_defaults(QAConfig)
+THRESHOLDS = QAConfig()
 FAULT_OF = {"qa_drift": "drift", "qa_flicker": "flicker", "qa_seam": "seam", "qa_object": "object"}
 
 
@@ -97,7 +101,7 @@ def test_a_score_that_cannot_be_measured_is_none():
     grey = np.full_like(source, 128)
     assert qa.score_clip(grey, grey, holes, objects)["qa_object"] is None
     assert qa.judge({"qa_seam": None, "qa_drift": float("nan")}, THRESHOLDS) == []
-    assert qa.judge({"qa_seam": 9.0}, {**THRESHOLDS, "max_seam": None}) == []
+    assert qa.judge({"qa_seam": 9.0}, dataclasses.replace(THRESHOLDS, max_seam=None)) == []
 
 
 def write_clip(tmp_path, result, **qa_settings):
@@ -111,7 +115,9 @@ def write_clip(tmp_path, result, **qa_settings):
     workdir.store_masks(work, objects, holes)
     row = {**new_row(ClipRecord(clip_id="c", video_path="/v.mp4", mask_kind="npz")), "work_dir": str(work),
            "out_fps": 8.0, "num_frames": T, "source_height": H, "source_width": W}
-    row = WriteClips(cfg, None).process(row)
+    placement = placement_for(H, W, H, W)
+    workdir.save_clip_info(work, workdir.ClipInfo(placement, MaskRule(0, False)))   # as prepare leaves it
+    row = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips]))).process(row)
     return row, outputs.read_meta(tmp_path, "c")
 
 
@@ -129,7 +135,8 @@ def test_a_suspect_clip_is_written_whole_with_its_scores_in_meta_json(tmp_path):
 
 def test_the_manifest_judges_every_finished_clip_with_this_runs_thresholds(tmp_path):
     cfg = compose_config([f"output_dir={tmp_path}"])
-    assert "qa" not in cfg["output_settings"]  # thresholds change no file: a resumed run keeps its clips
+    settings = ClipSettings.of(cfg, [WriteClips])   # the stage that scores the clips
+    assert "qa" not in settings.for_row({})  # thresholds change no file: a resumed run keeps its clips
 
     def clip(clip_id, **fields):
         return {**new_row(ClipRecord(clip_id=clip_id, video_path="/v.mp4")),
@@ -138,8 +145,8 @@ def test_the_manifest_judges_every_finished_clip_with_this_runs_thresholds(tmp_p
     # Done by an earlier run whose thresholds let a seam of 2.5 through.
     earlier = clip("earlier", status="ok", qa_seam=2.5, qa_drift=0.0)
     outputs.commit_clip(tmp_path, "earlier", lambda folder: None,
-                        lambda: {**earlier, "fingerprint": outputs.fingerprint(cfg, earlier)})
-    ledger = Ledger(str(tmp_path), qa=cfg["qa"])
+                        lambda: {**earlier, "fingerprint": settings.fingerprint(earlier)})
+    ledger = Ledger(str(tmp_path), qa=cfg.qa)
     ledger.add(clip("earlier", status="done_before"))
     ledger.add(clip("painted_back", status="suspect", qa_object=0.9, qa_flags="object"))
     ledger.add(clip("fine", status="ok", qa_drift=1.0, qa_flicker=1.1, qa_seam=1.0, qa_object=0.0))
@@ -150,14 +157,14 @@ def test_the_manifest_judges_every_finished_clip_with_this_runs_thresholds(tmp_p
     assert manifest.loc["earlier", "qa_flags"] == "seam" and manifest.loc["painted_back", "qa_flags"] == "object"
     assert pd.isna(manifest.loc["unscored", "qa_seam"]) and manifest["qa_seam"].dtype == "float64"
     # A suspect clip is a finished clip: not a failure, so the run's exit code is not 1.
-    assert not ledger.failed and len(ledger.done) == 4
+    assert not ledger.failed_count and ledger.done_count == 4
     summary = dict(line.split("  ", 1) for line in format_summary(
         RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0).splitlines() if "  " in line)
     assert summary["clips suspect (quality scores)"].strip() == "2 (seam 1, object 1)"
     assert summary["clips done before (resumed)"].strip() == "1"
 
     # Looser thresholds on the next resume: the same stored scores, judged ok.
-    looser = Ledger(str(tmp_path), qa={**cfg["qa"], "max_seam": None})
+    looser = Ledger(str(tmp_path), qa=dataclasses.replace(cfg.qa, max_seam=None))
     looser.add(clip("earlier", status="done_before"))
     assert pd.read_parquet(looser.write()[0]).loc[0, "status"] == "done_before"
     assert json.loads((outputs.clip_dir(tmp_path, "earlier") / "meta.json").read_text())["qa_seam"] == 2.5

@@ -8,12 +8,23 @@ import pandas as pd
 import pytest
 
 from vp_ray import records
-from vp_ray.records import DatasetPlan, plan_dataset
+from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
+from vp_ray.records import DatasetPlan, plan_dataset
+from vp_ray.stages import RunContext
 from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 
-GENERIC = {"layout": "generic", "video_root": "", "mask_root": "", "default_prompt": "a background",
-           "ignore_columns": [], "limit": -1, "format": "csv"}
+
+def dataset_cfg(**fields) -> DatasetConfig:
+    return DatasetConfig(**{"name": "test", "path": "", "default_prompt": "a background", **fields})
+
+
+def run_cfg(seed=0, **dataset) -> Config:
+    return Config(dataset=dataset_cfg(**dataset), seed=seed)
+
+
+def normalize_stage(cfg: Config, plan: DatasetPlan) -> NormalizeRecords:
+    return NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))
 
 
 def plan_at(folder, duplicates=None):
@@ -23,7 +34,7 @@ def plan_at(folder, duplicates=None):
 
 
 def normalize(raw, **dataset):
-    return records.normalize(raw, {**GENERIC, **dataset}, "/data")
+    return records.normalize(raw, dataset_cfg(**dataset), "/data")
 
 
 def test_generic_row_resolves_paths_and_defaults():
@@ -50,7 +61,7 @@ def test_click_points_and_box_are_normalized_to_json():
 
 
 def test_vpdata_row_follows_the_vpdata_folder_tree():
-    dataset = {"layout": "vpdata", "video_root": "/vp", "mask_root": "/vp"}
+    dataset = {"layout": Layout.vpdata, "video_root": "/vp", "mask_root": "/vp"}
     row = {"path": "000000000855_854996_seg_696_890.mp4", "mask_id": 2, "start_frame": 10,
            "end_frame": 110, "fps": 30, "caption": "a street"}
     record = normalize(row, **dataset)
@@ -92,18 +103,18 @@ def test_bad_rows_raise_a_clip_error_naming_the_problem(raw, message):
 def test_unknown_and_missing_columns_fail_before_anything_runs(tmp_path):
     path = tmp_path / "clips.csv"
     pd.DataFrame({"video": ["a.mp4"], "colour": ["red"]}).to_csv(path, index=False)
-    cfg = {"dataset": {**GENERIC, "path": str(path)}, "seed": 0}
+    cfg = run_cfg(path=str(path))
     with pytest.raises(ConfigError) as info:
         plan_dataset(cfg)
     assert "unknown column(s) ['colour', 'video']" in str(info.value)
     assert "missing column 'video_path'" in str(info.value)
-    cfg["dataset"]["ignore_columns"] = ["colour", "video"]
+    cfg.dataset.ignore_columns = ["colour", "video"]
     with pytest.raises(ConfigError, match="missing column 'video_path'"):
         plan_dataset(cfg)
 
 
 def test_missing_dataset_file_is_a_config_error(tmp_path):
-    cfg = {"dataset": {**GENERIC, "path": str(tmp_path / "nope.csv")}, "seed": 0}
+    cfg = run_cfg(path=str(tmp_path / "nope.csv"))
     with pytest.raises(ConfigError, match="not found"):
         plan_dataset(cfg)
 
@@ -114,15 +125,15 @@ def test_preflight_counts_rows_and_finds_duplicate_ids(tmp_path, fmt):
                           "points": ["[[1, 2]]"] * 4})
     path = tmp_path / f"clips.{fmt}"
     frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
-    plan = plan_dataset({"dataset": {**GENERIC, "format": fmt, "path": str(path)}, "seed": 0})
+    plan = plan_dataset(run_cfg(format=DatasetFormat[fmt], path=str(path)))
     assert plan.total == 4
     assert plan.duplicates == {"a": 2}
     assert plan.needs_segmentation
 
 
 def test_normalize_stage_turns_bad_rows_into_failed_rows(tmp_path):
-    cfg = {"dataset": GENERIC, "output_dir": str(tmp_path), "output_settings": {}}
-    stage = NormalizeRecords(cfg, plan_at("/data", duplicates={"dup": 2}))
+    cfg = Config(dataset=dataset_cfg(), output_dir=str(tmp_path))
+    stage = normalize_stage(cfg, plan_at("/data", duplicates={"dup": 2}))
     batch = pd.DataFrame([
         {"clip_id": b"good", "video_path": b"a.mp4", "points": b"[[1, 2]]"},
         {"clip_id": b"dup", "video_path": b"b.mp4", "points": b"[[1, 2]]"},
@@ -139,19 +150,19 @@ def test_normalize_stage_turns_bad_rows_into_failed_rows(tmp_path):
 
 def test_vpdata_row_with_a_bad_caption_keeps_the_id_of_its_path():
     """Failures must join back to ids: a bad caption does not hide a good path."""
-    cfg = {"dataset": {**GENERIC, "layout": "vpdata"}, "output_dir": "/tmp/out", "output_settings": {}}
+    cfg = Config(dataset=dataset_cfg(layout=Layout.vpdata), output_dir="/tmp/out")
     raw = {"path": b"0000001_clip.mp4", "mask_id": b"1", "start_frame": b"0", "end_frame": b"49", "fps": b"30",
            "caption": b"caf\xe9 on a street"}
-    out = NormalizeRecords(cfg, plan_at("/data"))(pd.DataFrame([raw])).iloc[0]
+    out = normalize_stage(cfg, plan_at("/data"))(pd.DataFrame([raw])).iloc[0]
     assert out.status == "failed" and "not valid UTF-8" in out.error
-    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), "vpdata") == "0000001_clip_m1_0-49"
+    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), Layout.vpdata) == "0000001_clip_m1_0-49"
 
 
 @pytest.mark.parametrize("path", ["../x.mp4", "a/b.mp4", "/abs.mp4", "clip.avi", ".mp4"])
 def test_vpdata_path_that_is_not_a_file_name_is_invalid(path):
     with pytest.raises(ClipError, match="invalid VPData path"):
         normalize({"path": path, "mask_id": 1, "start_frame": 0, "end_frame": 9, "fps": 30, "caption": "x"},
-                  layout="vpdata", video_root="/vp", mask_root="/vp")
+                  layout=Layout.vpdata, video_root="/vp", mask_root="/vp")
 
 
 def test_ragged_csv_lines_anywhere_become_failures_named_by_their_id(tmp_path):
@@ -163,13 +174,13 @@ def test_ragged_csv_lines_anywhere_become_failures_named_by_their_id(tmp_path):
     lines += ["late,b.mp4"]
     path.write_text("\n".join(lines) + "\n")
     assert path.stat().st_size > 1 << 20
-    plan = plan_dataset({"dataset": {**GENERIC, "path": str(path)}, "seed": 0})
+    plan = plan_dataset(run_cfg(path=str(path)))
     assert plan.total == 25002 and [r.line for r in plan.ragged] == [2, 25003]
-    failures = [ragged_row_failure(r, plan.columns, "generic") for r in plan.ragged]
+    failures = [ragged_row_failure(r, plan.columns, Layout.generic) for r in plan.ragged]
     assert [f["clip_id"] for f in failures] == ["early", "late"]
     assert all(f["status"] == "failed" and f["failed_stage"] == "read" for f in failures)
     assert "line 25003 has 2 field(s) but the header has 3" in failures[1]["error"]
-    limited = plan_dataset({"dataset": {**GENERIC, "path": str(path), "limit": 5}, "seed": 0})
+    limited = plan_dataset(run_cfg(path=str(path), limit=5))
     assert (limited.total, [r.line for r in limited.ragged]) == (6, [2])
 
 
@@ -178,5 +189,5 @@ def test_ids_whose_hashes_collide_are_not_called_duplicates(tmp_path, monkeypatc
     monkeypatch.setattr(records, "_hash64", lambda text: 7)  # every id collides
     frame = pd.DataFrame({"clip_id": ["a", "b", "a", "c"], "video_path": ["x.mp4"] * 4, "points": ["[[1, 2]]"] * 4})
     frame.to_csv(tmp_path / "clips.csv", index=False)
-    plan = plan_dataset({"dataset": {**GENERIC, "path": str(tmp_path / "clips.csv")}, "seed": 0})
+    plan = plan_dataset(run_cfg(path=str(tmp_path / "clips.csv")))
     assert plan.duplicates == {"a": 2} and plan.total == 4

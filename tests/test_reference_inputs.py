@@ -18,6 +18,7 @@ from tests.conftest import REPO, compose_config
 from vp_ray import workdir
 from vp_ray.models.videopainter import condition_inputs
 from vp_ray.records import plan_dataset
+from vp_ray.stages import RunContext
 from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips
 
@@ -33,9 +34,10 @@ def prepare(tmp_path: Path, *overrides: str) -> dict:
         f"dataset.mask_root={CLIP}", "model=tiny", f"output_dir={tmp_path}",
         f"dilate_size={int(ref['dilate_size'])}", "max_seconds=2", *overrides])
     plan = plan_dataset(cfg)
+    run = RunContext.of(cfg, plan)
     batch = pd.read_csv(CLIP / "vpdata.csv")
     for stage in (NormalizeRecords, PrepareClips):
-        batch = stage(cfg, plan)(batch)
+        batch = stage(cfg, plan, run)(batch)
     row = batch.iloc[0].to_dict()
     assert row["status"] != "failed", row.get("error")
     return row

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import dryrun, records, stages
+from vp_ray import dryrun, records, stages, todo
 from vp_ray.errors import ConfigError
 from vp_ray.stages.normalize import ragged_row_failure
 
@@ -130,8 +130,8 @@ def test_the_dry_run_names_ragged_lines_as_the_run_does(tmp_path):
                                             ",,\n"                          # ragged, nothing to name it by
                                             "c,c.mp4,c.npz,1\n")
     cfg, plan = plan_of(tmp_path, csv)
-    run_names = [ragged_row_failure(r, plan.columns, "generic")["clip_id"] for r in plan.ragged]
+    run_names = [ragged_row_failure(r, plan.columns, cfg.dataset.layout)["clip_id"] for r in plan.ragged]
     assert run_names == ["b", "line-4"]
-    _, failures = dryrun.check_rows(cfg, plan)
+    _, failures = dryrun.check_rows(cfg, todo.write_todo(cfg))
     ragged = [clip_id for clip_id, why in failures if "wrong number of fields" in why or "CSV line" in why]
     assert ragged == run_names

@@ -15,7 +15,6 @@ from conftest import REPO, compose_config
 from vp_ray import todo
 from vp_ray.demo import ensure_demo_dataset
 from vp_ray.errors import ConfigError
-from vp_ray.records import plan_dataset
 
 
 def demo_rows(tmp_path, clips=2):
@@ -32,8 +31,8 @@ def test_a_file_uri_reads_like_a_path(tmp_path, fmt):
     path = tmp_path / f"clips.{fmt}"
     rows.to_csv(path, index=False) if fmt == "csv" else rows.to_parquet(path)
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset={fmt}", f"dataset.path=file://{path}"])
-    assert cfg["dataset"]["path"] == str(path)
-    plan = todo.write_todo(cfg, plan_dataset(cfg), pytest.fail)
+    assert cfg.dataset.path == str(path)
+    plan = todo.write_todo(cfg)
     assert plan.pending == 2 and plan.base_dir == str(tmp_path)
 
 
@@ -71,8 +70,8 @@ def test_a_dataset_on_s3_is_read_by_the_driver(tmp_path, s3):
     for fmt in ("csv", "parquet"):
         cfg = compose_config([f"output_dir={tmp_path / fmt}", f"dataset={fmt}",
                               f"dataset.path=s3://clips/set/clips.{fmt}"])
-        assert cfg["dataset"]["path"] == f"s3://clips/set/clips.{fmt}"
-        plan = todo.write_todo(cfg, plan_dataset(cfg), pytest.fail)
+        assert cfg.dataset.path == f"s3://clips/set/clips.{fmt}"
+        plan = todo.write_todo(cfg)
         assert plan.total == 2 and plan.pending == 2 and plan.base_dir == ""
         assert pq.read_table(plan.read_path).num_rows == 2
 

@@ -17,6 +17,7 @@ from conftest import compose_config
 from PIL import Image
 
 from vp_ray import graph
+from vp_ray.config import ClassicModelConfig, Config
 from vp_ray.evaluation.qa import SCORES as QA_SCORES
 from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 from vp_ray.report import MAX_FAILURES, write_report
@@ -161,7 +162,7 @@ def test_many_failures_and_clips_are_capped(tmp_path):
                  "video_path": "", "warnings": ""} for i in range(MAX_FAILURES + 7)]
     out = fake_run(tmp_path / "out", rows, failures)
 
-    text = write_report(out, {"model": {"name": "classic"}}, max_clips=3).read_text()
+    text = write_report(out, Config(model=ClassicModelConfig()), max_clips=3).read_text()
     assert "7 more failures in failures.parquet" in text
     assert "2 more clips in manifest.parquet" in text
     assert text.count('<div class="card">') == 3

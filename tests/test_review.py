@@ -223,10 +223,10 @@ def test_a_record_without_the_per_clip_dilation_keeps_its_fingerprint():
     from vp_ray.rows import ClipRecord, new_row
 
     row = new_row(ClipRecord(clip_id="a", video_path="/v.mp4"))
-    cfg = {"output_settings": {"seed": 1}}
+    settings = {"seed": 1}
     old = {k: v for k, v in row.items() if k != "dilate_size"}
-    assert outputs.fingerprint(cfg, old) == outputs.fingerprint(cfg, row)
-    assert outputs.fingerprint(cfg, {**row, "dilate_size": 8}) != outputs.fingerprint(cfg, row)
+    assert outputs.fingerprint(settings, old) == outputs.fingerprint(settings, row)
+    assert outputs.fingerprint(settings, {**row, "dilate_size": 8}) != outputs.fingerprint(settings, row)
 
 
 @pytest.mark.parametrize("edits, message", [
@@ -376,6 +376,7 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
     from vp_ray.manifest import Ledger
     from vp_ray.records import plan_dataset
     from vp_ray.review import requeue
+    from vp_ray.stages import RunContext
     from vp_ray.stages.normalize import NormalizeRecords
 
     rows = pd.DataFrame({"clip_id": ["c0", "c1", "c2"], "video_path": ["v0.mp4", "v1.mp4", "v2.mp4"],
@@ -384,13 +385,15 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
     out = tmp_path / "out"
     cfg = compose_config([f"output_dir={out}", "dataset=csv", f"dataset.path={tmp_path / 'clips.csv'}",
                           "review.requeue=true"])
-    normalize = NormalizeRecords(cfg, plan_dataset(cfg))
+    first = plan_dataset(cfg)
+    run = RunContext.of(cfg, first)
+    normalize = NormalizeRecords(cfg, first, run)
     raws = {r["clip_id"]: {k: str(v).encode() for k, v in r.items()} for r in rows.to_dict("records")}
     for clip_id in ("c0", "c1"):  # complete for these settings
         row = normalize.normalize_one(raws[clip_id])
         outputs.commit_clip(out, clip_id, lambda folder: None,
                             lambda row=row: {**row, "status": "ok", "source_width": 96, "source_height": 64,
-                                             "fingerprint": outputs.fingerprint(cfg, row)})
+                                             "fingerprint": run.clip_settings.fingerprint(row)})
     pd.DataFrame([{"clip_id": c, "status": "ok", "prompt": "old"} for c in ("c0", "c1")],
                  columns=MANIFEST_COLUMNS).to_parquet(out / "manifest.parquet")
     pd.DataFrame([FAILURE | {"clip_id": "c2"}], columns=FAILURE_COLUMNS).to_parquet(out / "failures.parquet")
@@ -400,17 +403,17 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
             "verdict": "requeued", "requeue": "pending", "requeued_at": "t1"})
     reviews.update(["c0"], lambda row: row | {"requeue": "done"})  # redone before: its edits stay
 
-    plan, review = requeue.plan_review(cfg, plan_dataset(cfg))
-    assert plan.redo == {"c1", "c9"} and plan.edits == {"c0": {"seed": 7}, "c9": {"seed": 3}}
-    plan = todo.write_todo(cfg, plan, pytest.fail)
+    review = requeue.read_review(cfg)
+    assert review.redo == {"c1", "c9"} and review.edits == {"c0": {"seed": 7}, "c9": {"seed": 3}}
+    plan = todo.skip_complete(cfg, run, todo.write_todo(cfg, review.edits, review.redo), pytest.fail)
     assert plan.pending == 1 and plan.redo == {"c1"}  # c9 is not in the dataset: it stays pending
-    assert NormalizeRecords(cfg, plan).normalize_one(raws["c1"])["status"] == "pending"  # complete, yet redone
-    assert NormalizeRecords(cfg, plan).normalize_one(raws["c0"])["seed"] == 7
+    assert plan.edits == review.edits
+    assert NormalizeRecords(cfg, plan, run).normalize_one(raws["c1"])["status"] == "pending"  # complete, yet redone
+    assert NormalizeRecords(cfg, plan, run).normalize_one(raws["c0"])["seed"] == 7
 
     ledger = Ledger(str(out))
     assert requeue.carry_the_rest(ledger, str(out), plan.redo) == 2
-    assert [(r["clip_id"], r["status"]) for r in ledger.done + ledger.failed] == [("c0", "done_before"),
-                                                                                   ("c2", "failed")]
+    assert ledger.table()[["clip_id", "status"]].values.tolist() == [["c0", "done_before"], ["c2", "failed"]]
     reviews.update(["c9"], lambda row: row | {"requeued_at": "t2"})  # edited while the run went on
     finished = [{"clip_id": "c1", "status": "ok"}, {"clip_id": "c9", "status": "failed", "error": "x"}]
     assert requeue.mark_redone(str(out), finished, review) == 1

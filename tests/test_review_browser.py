@@ -56,7 +56,7 @@ def demo_run(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("review")
     overrides = [f"output_dir={tmp / 'out'}", f"dataset.path={tmp / 'demo'}", *RUN]
     result = graph.run(compose_config(overrides))
-    assert len(result.ledger.done) == 3, result.ledger.failed
+    assert result.ledger.done_count == 3, result.ledger.table("failed")
     return tmp / "out", overrides
 
 
@@ -145,8 +145,9 @@ def test_review_in_a_browser_then_requeue_exactly_the_clip_it_fixed(demo_run, po
 
         # 7. The requeue run redoes exactly that clip, with its edits.
         result = graph.run(compose_config([*overrides, "review.requeue=true"]))
-        assert [(r["clip_id"], r["status"]) for r in result.ledger.done if r["status"] != "done_before"] == \
-            [("demo02_odd_size", "ok")] and not result.ledger.failed
+        done = result.ledger.table("done")
+        assert done[done.status != "done_before"][["clip_id", "status"]].values.tolist() == \
+            [["demo02_odd_size", "ok"]] and not result.ledger.failed_count
         after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("clips/*/meta.json")}
         assert {k for k in before if after[k] != before[k]} == {"demo02_odd_size"}
         meta = json.loads((out / "clips/demo02_odd_size/meta.json").read_text())

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from conftest import PROGRAMS, REPO, compose_config
 
-from vp_ray import graph, metrics, records, todo, video
+from vp_ray import graph, metrics, todo, video
+from vp_ray.stages import RunContext
 from vp_ray.summary import format_summary
 
 pytestmark = pytest.mark.slow
@@ -89,9 +90,9 @@ def dilate(masks, size):
 
 def ground_truth(path, clip, cfg):
     """The clean background, through the same resampling and resizing as the input."""
-    decoded = video.read_clip(str(path), target_fps=cfg["target_fps"], max_seconds=cfg["max_seconds"])
+    decoded = video.read_clip(str(path), target_fps=cfg.target_fps, max_seconds=cfg.max_seconds)
     frames = decoded.frames[: clip["num_frames"]]
-    placement = video.placement_for(frames.shape[1], frames.shape[2], 120, 180, cfg["resize_mode"])
+    placement = video.placement_for(frames.shape[1], frames.shape[2], 120, 180, cfg.resize_mode)
     return video.fit_frames(frames, placement)
 
 
@@ -103,7 +104,7 @@ def test_rerun_skips_complete_clips_and_redoes_damaged_ones(ray_local, tmp_path)
     damaged.write_bytes(damaged.read_bytes()[:100])
 
     result = graph.run(cfg)
-    statuses = {r["clip_id"]: r["status"] for r in result.ledger.done}
+    statuses = dict(result.ledger.table("done")[["clip_id", "status"]].values.tolist())
     assert statuses == {first[0]: "ok", first[1]: "done_before"}
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert sorted(manifest.clip_id) == sorted(first)
@@ -130,6 +131,8 @@ def test_launch_py_runs_the_demo_from_the_command_line(tmp_path, ray_address):
              if f"[{clip}]" in line]
     assert any("inpaint: done" in line for line in lines) and any("write: done" in line for line in lines)
     assert (tmp_path / "out" / "report.html").is_file()
+    # The ledger's part files go once the summary is printed: the manifest holds their rows.
+    assert not (tmp_path / "out" / ".ledger").exists() and not (tmp_path / "out" / ".todo").exists()
 
 
 def test_typo_in_an_override_fails_with_a_clear_message():
@@ -177,7 +180,7 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
                           "model.height=64", "model.width=96", "model.num_gpus=0", "model.num_cpus=1",
                           "model.dtype=float32", "model.num_inference_steps=2", "dilate_size=2"])
     result = graph.run(cfg)
-    assert len(result.ledger.done) == 2 and not result.ledger.failed
+    assert result.ledger.done_count == 2 and not result.ledger.failed_count
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("clip_id")
     assert (manifest.time_inpaint_s > 0).all() and not manifest.degraded.any()
     assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
@@ -269,7 +272,8 @@ def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tm
     rows = [f'c{i},{"v" * 40}{i}.mp4,"[[1, 2]]"' for i in range(25000)]
     path.write_text("\n".join(["clip_id,video_path,points", *rows, "late,b.mp4"]) + "\n")
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={path}"])
-    plan = todo.write_todo(cfg, records.plan_dataset(cfg), pytest.fail)
+    plan = todo.write_todo(cfg)
+    plan = todo.skip_complete(cfg, RunContext.of(cfg, plan), plan, pytest.fail)
     assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
 
 

@@ -3,6 +3,7 @@ its hole filling without the compiled extension, and where its actors are placed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -18,17 +19,23 @@ import torch
 from conftest import PROGRAMS
 
 from vp_ray import connected_components, prompts, segment, workdir
-from vp_ray.config import Sam2Config, schema_defaults
+from vp_ray.config import Config, PlacementMode, RetryConfig, Sam2Config, Sam2Device
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.graph import actor_resources
+from vp_ray.masks import MaskRule
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import ClipRecord, new_row
 from vp_ray.sam2_placement import Sam2Placement, plan_placement
+from vp_ray.stages import RunContext
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.video import placement_for
 
-TINY = {**schema_defaults(Sam2Config), "name": "tiny_random", "config": "configs/sam2/sam2_hiera_t.yaml",
-        "checkpoint": "", "random_init": True, "image_size": 128, "device": "cpu", "placement": "cpu"}
+TINY = Sam2Config(name="tiny_random", config="configs/sam2/sam2_hiera_t.yaml", checkpoint="", random_init=True,
+                  image_size=128, device=Sam2Device.cpu, placement=PlacementMode.cpu)
+
+
+def tiny(**fields) -> Sam2Config:
+    return dataclasses.replace(TINY, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +132,7 @@ def test_one_segmenter_serves_clips_of_any_length_and_size_in_a_row(segmenter):
 
 
 def test_a_threshold_below_every_logit_marks_every_pixel():
-    everything = segment.load_segmenter({**TINY, "mask_threshold": -1e9})
+    everything = segment.load_segmenter(tiny(mask_threshold=-1e9))
     assert everything.segment_clip(frames(count=3), [(40, 30, 1)]).all()
 
 
@@ -181,7 +188,7 @@ def test_sam2_and_sam2_1_model_configs_are_found_by_short_names():
 def test_a_checkpoint_file_in_the_released_format_loads(tmp_path, segmenter):
     path = tmp_path / "sam2_hiera_tiny.pt"
     torch.save({"model": segmenter.predictor.state_dict()}, path)
-    loaded = segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(path), "image_size": None})
+    loaded = segment.load_segmenter(tiny(random_init=False, checkpoint=str(path), image_size=None))
     assert loaded.predictor.image_size == 1024  # the config's own size
     for name, value in segmenter.predictor.state_dict().items():
         assert torch.equal(loaded.predictor.state_dict()[name], value), name
@@ -190,39 +197,48 @@ def test_a_checkpoint_file_in_the_released_format_loads(tmp_path, segmenter):
 def test_unusable_checkpoints_fail_at_load_with_the_reason(tmp_path, segmenter):
     missing = tmp_path / "sam2_hiera_large.pt"
     with pytest.raises(ConfigError, match=f"SAM2 checkpoint not found: {missing}"):
-        segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(missing)})
+        segment.load_segmenter(tiny(random_init=False, checkpoint=str(missing)))
     sam2_weights = tmp_path / "sam2.pt"
     torch.save({"model": segmenter.predictor.state_dict()}, sam2_weights)
     with pytest.raises(ConfigError, match="does not fit model config configs/sam2.1/sam2.1_hiera_t.yaml"):
-        segment.load_segmenter({**TINY, "config": "sam2.1_hiera_t.yaml", "random_init": False,
-                                "checkpoint": str(sam2_weights)})
+        segment.load_segmenter(tiny(config="sam2.1_hiera_t.yaml", random_init=False, checkpoint=str(sam2_weights)))
     code = tmp_path / "code.pt"
     torch.save({"model": ClipRecord("c", "v.mp4")}, code)  # a pickled object, not tensors
     with pytest.raises(ConfigError, match="weights_only=True"):
-        segment.load_segmenter({**TINY, "random_init": False, "checkpoint": str(code)})
+        segment.load_segmenter(tiny(random_init=False, checkpoint=str(code)))
 
 
 # ----------------------------------------------------------------------------- the stage
 
-def stage_row(tmp_path, clip_id="c", **fields):
+RULE = MaskRule(dilate_size=3, black_out_object=True)   # preprocess=reference, dilate_size=3
+
+
+def stage_row(tmp_path, clip_id="c", rule=RULE, **fields):
+    """A row as the prepare stage leaves it: frames at the model's 96x64 from a 192x128 source, and
+    what it decided for the clip (its clicks in the model frame, the mask rule)."""
     work = workdir.make_work_dir(tmp_path, clip_id)
     workdir.save_array(work, workdir.FRAMES, frames())
     record = ClipRecord(clip_id=clip_id, video_path="v.mp4", mask_kind="points", points="[[80, 60, 1]]")
-    return {**new_row(record), "work_dir": str(work), "source_height": 128, "source_width": 192, **fields}
+    row = {**new_row(record), "work_dir": str(work), "source_height": 128, "source_width": 192, **fields}
+    placement = placement_for(128, 192, 64, 96)
+    points, box = prompts.parse_prompts(row["points"], row["box"], placement) if row["points"] or row["box"] \
+        else ([], None)
+    workdir.save_clip_info(work, workdir.ClipInfo(placement, rule, points, box))
+    return row
 
 
 PLAN = DatasetPlan(path="/data/clips.csv", format="csv", columns=["points", "box"], total=1, duplicates={},
                    ragged=[])
 
 
-def stage_cfg(**sam2):
-    return {"sam2": {**TINY, **sam2}, "dilate_size": 3, "resize_mode": "stretch", "preprocess": "reference",
-            "dataset": {"prompt_coords": "source"}, "retry": {"max_worker_deaths": 1}}
+def segment_stage(**sam2) -> SegmentStage:
+    cfg = Config(sam2=tiny(**sam2), retry=RetryConfig(max_worker_deaths=1))
+    return SegmentStage(cfg, PLAN, RunContext.of(cfg, PLAN))
 
 
 @pytest.mark.slow
 def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
-    stage = SegmentStage(stage_cfg(mask_threshold=-1e9), PLAN)  # every pixel: the plumbing is what counts
+    stage = segment_stage(mask_threshold=-1e9)  # every pixel: the plumbing is what counts
     given = pd.DataFrame([stage_row(tmp_path, "click"),
                           stage_row(tmp_path, "box", mask_kind="box", points="", box="[20, 20, 100, 90]"),
                           stage_row(tmp_path, "file", mask_kind="npz", points="")])
@@ -237,7 +253,7 @@ def test_stage_segments_prompted_rows_and_passes_the_others_through(tmp_path):
 
 
 def test_stage_warns_when_the_click_misses_on_the_first_frame(tmp_path):
-    stage = SegmentStage(stage_cfg(), PLAN)
+    stage = segment_stage()
 
     class MissesFrameZero:
         def segment_clip(self, clip, points, box=None):
@@ -256,29 +272,51 @@ def test_stage_warns_when_the_click_misses_on_the_first_frame(tmp_path):
     np.testing.assert_array_equal(masked, np.where(raw[..., None], 0, frames()))
 
 
-def test_stage_fails_a_click_outside_the_source_frame(tmp_path):
-    out = SegmentStage(stage_cfg(), PLAN)(pd.DataFrame([stage_row(tmp_path, points="[[500, 30, 1]]")])).iloc[0]
-    assert (out.status, out.failed_stage, out.error_type) == ("failed", "segment", "bad_input")
-    assert "click (500, 30) lies outside the 192x128 source frame" in out.error
+class Recorded:
+    """A segmenter that records the prompts it is given and marks a 10x10 square."""
+
+    def segment_clip(self, clip, points, box=None):
+        self.given = (points, box)
+        masks = np.zeros(clip.shape[:3], bool)
+        masks[:, 20:30, 30:40] = True
+        return masks
+
+
+def test_stage_segments_with_the_clicks_and_the_mask_rule_the_prepare_stage_left(tmp_path):
+    """Not the record's own clicks (source pixels) nor the run's dilation: what prepare decided."""
+    stage = segment_stage()
+    stage.segmenter = Recorded()
+    plain = MaskRule(dilate_size=0, black_out_object=False)   # e.g. preprocess=opencv, dilate_size=0
+    out = stage(pd.DataFrame([stage_row(tmp_path, "plain", rule=plain)])).iloc[0]
+    assert stage.segmenter.given == ([(40.0, 30.0, 1)], None)   # (80, 60) of 192x128, on the 96x64 frame
+    raw, masks = (workdir.load_array(out.work_dir, name) for name in (workdir.MASKS_RAW, workdir.MASKS))
+    np.testing.assert_array_equal(masks, raw)   # no dilation
+    assert not workdir.has_array(out.work_dir, workdir.MASKED_VIDEO)
+    out = stage(pd.DataFrame([stage_row(tmp_path, "dilated")])).iloc[0]   # RULE: 3 px, object blacked out
+    raw, masks = (workdir.load_array(out.work_dir, name) for name in (workdir.MASKS_RAW, workdir.MASKS))
+    assert masks.sum() == 5 * 12 * 12 and raw.sum() == 5 * 10 * 10
+    np.testing.assert_array_equal(workdir.load_array(out.work_dir, workdir.MASKED_VIDEO),
+                                  np.where(raw[..., None], 0, frames()))
 
 
 # ----------------------------------------------------------------------------- placement
 
 def test_placement_modes_split_the_gpus():
-    cfg = {**TINY, "pool_size": 2}
-    assert plan_placement({**cfg, "placement": "shared"}, 1, 8) == Sam2Placement("shared", 0.1, 0.8, 8)
-    assert plan_placement({**cfg, "placement": "dedicated"}, 1, 8) == Sam2Placement("dedicated", 1.0, 1, 6)
-    assert plan_placement({**cfg, "placement": "auto"}, 1, 8).mode == "shared"
-    assert plan_placement({**cfg, "placement": "auto"}, 0, 8).mode == "cpu"  # a CPU inpainter
-    assert plan_placement({**cfg, "placement": "auto"}, 1, 0).mode == "cpu"
-    auto = {**cfg, "placement": "auto"}  # the SAM2 actor's Ray resources, as graph.py asks for them
-    assert actor_resources(plan_placement(auto, 1, 8).sam2_num_gpus, auto["num_cpus"]) == {"num_gpus": 0.1}
-    assert actor_resources(plan_placement(auto, 0, 8).sam2_num_gpus, auto["num_cpus"]) == \
+    shared, dedicated, auto = (tiny(pool_size=2, placement=mode) for mode in
+                               (PlacementMode.shared, PlacementMode.dedicated, PlacementMode.auto))
+    assert plan_placement(shared, 1, 8) == Sam2Placement(PlacementMode.shared, 0.1, 0.8, 8)
+    assert plan_placement(dedicated, 1, 8) == Sam2Placement(PlacementMode.dedicated, 1.0, 1, 6)
+    assert plan_placement(auto, 1, 8).mode is PlacementMode.shared
+    assert plan_placement(auto, 0, 8).mode is PlacementMode.cpu  # a CPU inpainter
+    assert plan_placement(auto, 1, 0).mode is PlacementMode.cpu
+    # the SAM2 actor's Ray resources, as graph.py asks for them
+    assert actor_resources(plan_placement(auto, 1, 8).sam2_num_gpus, auto.num_cpus) == {"num_gpus": 0.1}
+    assert actor_resources(plan_placement(auto, 0, 8).sam2_num_gpus, auto.num_cpus) == \
         {"num_gpus": 0.0, "num_cpus": 1.0}
-    for bad, gpus in [({"gpu_fraction": 0.3}, 8), ({"placement": "dedicated", "pool_size": 8}, 8),
-                      ({"placement": "shared"}, 0), ({"placement": "spread"}, 8)]:
+    for bad, gpus in [({"gpu_fraction": 0.3}, 8), ({"placement": PlacementMode.dedicated, "pool_size": 8}, 8),
+                      ({}, 0)]:
         with pytest.raises(ConfigError):
-            plan_placement({**cfg, "placement": "shared", **bad}, 1, gpus)
+            plan_placement(dataclasses.replace(shared, **bad), 1, gpus)
 
 
 @pytest.mark.slow
@@ -297,7 +335,7 @@ def test_default_placement_leaves_every_gpu_an_inpainting_actor():
 
 def test_a_clip_that_keeps_killing_the_sam2_worker_ends_as_a_failure(tmp_path):
     """Each try is counted in the clip's work folder, which outlives a killed actor process."""
-    stage = SegmentStage(stage_cfg(mask_threshold=-1e9), PLAN)
+    stage = segment_stage(mask_threshold=-1e9)
     row = stage_row(tmp_path)
     (Path(row["work_dir"]) / "segment.attempts").write_text("1")  # one earlier try died
     assert stage(pd.DataFrame([row])).iloc[0].status == "pending"  # within retry.max_worker_deaths=1

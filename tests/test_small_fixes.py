@@ -45,7 +45,7 @@ def test_single_video_help_gives_each_models_own_number_of_steps(tmp_path, capsy
     shown = " ".join(capsys.readouterr().out.split())
     steps = shown[shown.rindex("--num_inference_steps"):shown.rindex("--guidance_scale")]  # not the usage line
     for model in ("videopainter", "tiny"):
-        own = compose_config([f"output_dir={tmp_path}", f"model={model}"])["model"]["num_inference_steps"]
+        own = compose_config([f"output_dir={tmp_path}", f"model={model}"]).model.num_inference_steps
         assert f"{own} for {model}" in steps, steps
 
 

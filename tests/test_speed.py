@@ -4,6 +4,7 @@ combined with, and the tool that compares two runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -16,17 +17,18 @@ from diffusers import CogVideoXTransformer3DModel
 from tests.conftest import compose_config
 from vp_ray import graph, single, video
 from vp_ray.compare import compare_runs, main as compare_main, summary
-from vp_ray.config import VideoPainterModelConfig, schema_defaults
+from vp_ray.config import MemoryMode, VideoPainterModelConfig, output_settings, with_values
 from vp_ray.errors import ConfigError
 from vp_ray.models.checkpoint import load_pipeline
-from vp_ray.models.compile_plan import (BREAK_EVEN_STEPS, FP8_BREAK_EVEN_STEPS, STEPS_PER_ACTOR, decide,
+from vp_ray.models.compile_plan import (BREAK_EVEN_STEPS, FP8_BREAK_EVEN_STEPS, decide,
                                         with_workload)
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows
 from vp_ray.models.speed import compile_blocks
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree, transformer_config
-from vp_ray.models.videopainter import VideoPainterInpainter
+from vp_ray.models.videopainter import VideoPainter
 from vp_ray.outputs import clip_dir
+from vp_ray.stages.inpaint import InpaintClips
 
 from tests.test_pipeline import PROMPT, clip, tiny_cfg
 
@@ -61,8 +63,8 @@ def test_compiled_blocks_give_the_eager_result_and_compile_once_per_actor(tiny_t
     from torch._dynamo.utils import counters
 
     frames, masks = clip()
-    eager = VideoPainterInpainter(tiny_cfg(tiny_tree))
-    compiled = VideoPainterInpainter(tiny_cfg(tiny_tree, compile_blocks=True))
+    eager = VideoPainter(tiny_cfg(tiny_tree))
+    compiled = VideoPainter(tiny_cfg(tiny_tree, compile_blocks=True))
     torch._dynamo.reset()
     counters.clear()
     first = compiled.inpaint_clip(frames, masks, PROMPT, seed=1)
@@ -129,38 +131,38 @@ def test_compiled_id_resampling_gives_the_eager_result_and_its_blocks_share_thei
 
 
 @pytest.mark.parametrize("settings, cuda, choice", [
-    ({STEPS_PER_ACTOR: 1000}, False, "off: auto, no GPU"),   # CPU tests never compile
-    ({STEPS_PER_ACTOR: 50}, True, f"off: auto, 50 steps per actor < {BREAK_EVEN_STEPS}"),   # one default clip
-    ({STEPS_PER_ACTOR: 100}, True, f"on: auto, 100 steps per actor >= {BREAK_EVEN_STEPS}"),   # two
+    ({"steps_per_actor": 1000}, False, "off: auto, no GPU"),   # CPU tests never compile
+    ({"steps_per_actor": 50}, True, f"off: auto, 50 steps per actor < {BREAK_EVEN_STEPS}"),   # one default clip
+    ({"steps_per_actor": 100}, True, f"on: auto, 100 steps per actor >= {BREAK_EVEN_STEPS}"),   # two
     ({}, True, "off: auto, steps per actor unknown"),
-    ({STEPS_PER_ACTOR: 1000, "memory_mode": "sequential_offload"}, True,
+    ({"steps_per_actor": 1000, "memory_mode": MemoryMode.sequential_offload}, True,
      "off: auto, not with memory_mode=sequential_offload"),
-    ({STEPS_PER_ACTOR: 1000, "approx_attention_reuse": 2}, True,
+    ({"steps_per_actor": 1000, "approx_attention_reuse": 2}, True,
      "off: auto, not with approx_attention_reuse=2"),
-    ({STEPS_PER_ACTOR: 1000, "pad_short_clips": False}, True,
+    ({"steps_per_actor": 1000, "pad_short_clips": False}, True,
      "off: auto, pad_short_clips=false (each clip length would compile apart)"),
-    ({STEPS_PER_ACTOR: 1000, "id_resampling": True}, True,
+    ({"steps_per_actor": 1000, "id_resampling": True}, True,
      f"on: auto, 1000 steps per actor >= {BREAK_EVEN_STEPS}"),
-    ({STEPS_PER_ACTOR: 200, "approx_fp8_linear": True}, True, "off: auto, 200 steps per actor < 316"),
+    ({"steps_per_actor": 200, "approx_fp8_linear": True}, True, "off: auto, 200 steps per actor < 316"),
     ({"compile_blocks": True}, False, "on: compile_blocks=true"),
-    ({"compile_blocks": False, STEPS_PER_ACTOR: 1000}, True, "off: compile_blocks=false"),
+    ({"compile_blocks": False, "steps_per_actor": 1000}, True, "off: compile_blocks=false"),
 ])
 def test_auto_compiles_on_a_gpu_where_the_compile_pays_back(settings, cuda, choice):
     assert BREAK_EVEN_STEPS == 55   # 20 s of compiling / 0.37 s saved per step (compile_plan.py)
     assert FP8_BREAK_EVEN_STEPS == 316   # FP8 projections: 249 s / 0.79 s
-    assert decide({**schema_defaults(VideoPainterModelConfig), **settings}, cuda).describe() == choice
+    assert decide(VideoPainterModelConfig(name="videopainter", **settings), cuda).describe() == choice
 
 
 def test_the_driver_estimates_the_steps_of_each_inpainting_actor():
     cfg = compose_config(["model=videopainter"])   # 50 steps; 6 s at 8 fps: 49 frames, one window
-    assert cfg["model"]["compile_blocks"] == "auto"
-    assert with_workload(cfg, clips=1, actors=1)["model"][STEPS_PER_ACTOR] == 50
-    assert with_workload(cfg, clips=9, actors=4)["model"][STEPS_PER_ACTOR] == 3 * 50   # the busiest actor
-    twelve_seconds = {**cfg, "max_seconds": 12.0}   # 97 frames: two windows
-    assert with_workload(twelve_seconds, clips=2, actors=1)["model"][STEPS_PER_ACTOR] == 2 * 2 * 50
-    assert with_workload(cfg, clips=1, actors=1, frames=150)["model"][STEPS_PER_ACTOR] == 4 * 50   # 4 windows
-    pools = {"inpaint": {"compute": ray.data.ActorPoolStrategy(size=2)}}
-    assert graph.with_compile_workload(cfg, 10, pools)["model"][STEPS_PER_ACTOR] == 5 * 50
+    assert cfg.model.compile_blocks == "auto"
+    assert with_workload(cfg, clips=1, actors=1).model.steps_per_actor == 50
+    assert with_workload(cfg, clips=9, actors=4).model.steps_per_actor == 3 * 50   # the busiest actor
+    twelve_seconds = dataclasses.replace(cfg, max_seconds=12.0)   # 97 frames: two windows
+    assert with_workload(twelve_seconds, clips=2, actors=1).model.steps_per_actor == 2 * 2 * 50
+    assert with_workload(cfg, clips=1, actors=1, frames=150).model.steps_per_actor == 4 * 50   # 4 windows
+    pools = {InpaintClips: {"compute": ray.data.ActorPoolStrategy(size=2)}}
+    assert graph.with_compile_workload(cfg, 10, pools).model.steps_per_actor == 5 * 50
     classic = compose_config(["model=classic"])
     assert with_workload(classic, clips=10, actors=1) is classic   # nothing to compile
 
@@ -170,7 +172,7 @@ def test_the_single_video_command_plans_by_its_clips_length(tmp_path):
     video.write_video(tmp_path / "in.mp4", source, 24.0)
     cfg = compose_config(["model=videopainter"])
     assert single.clip_frames(cfg, str(tmp_path / "in.mp4")) == 10   # 30 frames at 24 fps -> 8 fps
-    assert single.clip_frames({**cfg, "max_seconds": 0.5}, str(tmp_path / "in.mp4")) == 5
+    assert single.clip_frames(dataclasses.replace(cfg, max_seconds=0.5), str(tmp_path / "in.mp4")) == 5
     assert single.clip_frames(cfg, str(tmp_path / "missing.mp4")) is None   # prepare will say why
 
 
@@ -178,8 +180,8 @@ def test_the_single_video_command_plans_by_its_clips_length(tmp_path):
 def test_compiling_leaves_the_fingerprint_as_earlier_runs_made_it(value):
     """Compiled results equal eager ones within float rounding: a resumed run keeps its clips whatever
     auto chooses, and clips of runs before auto (compile_blocks=false) keep theirs."""
-    settings = compose_config(["model=tiny", f"model.compile_blocks={value}"])["output_settings"]
-    assert settings == compose_config(["model=tiny"])["output_settings"]
+    settings = output_settings(compose_config(["model=tiny", f"model.compile_blocks={value}"]))
+    assert settings == output_settings(compose_config(["model=tiny"]))
     assert settings["model"]["compile_blocks"] is False
 
 
@@ -195,8 +197,8 @@ def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_cli
     result, whatever ran before."""
     frames, masks = clip()
     cfg = tiny_cfg(tiny_tree, num_inference_steps=4)
-    exact = VideoPainterInpainter(cfg)
-    fast = VideoPainterInpainter({**cfg, "approx_attention_reuse": 2})
+    exact = VideoPainter(cfg)
+    fast = VideoPainter(with_values(cfg, approx_attention_reuse=2))
     counted = count_attention(fast)
     once = fast.inpaint_clip(frames, masks, PROMPT, seed=1)
     assert [processor.calls for processor in counted] == [2] * len(counted)
@@ -209,12 +211,12 @@ def test_attention_reuse_skips_steps_inside_its_range_and_starts_afresh_each_cli
 def test_compiled_blocks_refuse_what_they_cannot_run_with(clash):
     with pytest.raises(ConfigError, match=f"model.compile_blocks=true cannot be combined with {clash}"):
         compose_config(["model=tiny", "model.compile_blocks=true", clash])
-    assert compose_config(["model=tiny", clash])["model"]["compile_blocks"] == "auto"   # auto: off there
+    assert compose_config(["model=tiny", clash]).model.compile_blocks == "auto"   # auto: off there
 
 
 def test_compiled_blocks_run_with_id_resampling():
     cfg = compose_config(["model=tiny", "model.compile_blocks=true", "model.id_resampling=true"])
-    assert cfg["model"]["compile_blocks"] is True
+    assert cfg.model.compile_blocks is True
 
 
 @pytest.mark.parametrize("bad", ["[800,100]", "[100]", "[-1,800]"])
@@ -240,8 +242,8 @@ def test_fp8_converts_the_blocks_projections_and_only_those(tiny_tree, fp8_on_cp
 
     frames, masks = clip()
     cfg = tiny_cfg(tiny_tree, dtype="bfloat16")
-    exact = VideoPainterInpainter(cfg).inpaint_clip(frames, masks, PROMPT, seed=1)
-    fp8 = VideoPainterInpainter({**cfg, "approx_fp8_linear": True})
+    exact = VideoPainter(cfg).inpaint_clip(frames, masks, PROMPT, seed=1)
+    fp8 = VideoPainter(with_values(cfg, approx_fp8_linear=True))
     for model in (fp8.pipe.transformer, fp8.pipe.branch):
         kinds = {name: isinstance(module.weight, Float8Tensor) for name, module in model.named_modules()
                  if isinstance(module, torch.nn.Linear)}
@@ -271,7 +273,7 @@ def test_fp8_refuses_what_it_cannot_run_with(clash):
 
 
 def test_fp8_with_bfloat16_composes():
-    assert compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"])["model"]["approx_fp8_linear"]
+    assert compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"]).model.approx_fp8_linear
 
 
 def write_run(output_dir, results: dict[str, np.ndarray], masks: np.ndarray) -> None:
@@ -321,7 +323,7 @@ def test_compare_judges_an_approximate_run_against_the_exact_one(ray_local, tmp_
               f"model.branch_path={tmp_path / 'ckpt/VideoPainter/checkpoints/branch'}", "report=false"]
     for name, extra in (("exact", []), ("fast", ["model.approx_attention_reuse=2"])):
         result = graph.run(compose_config([*common, *extra, f"output_dir={tmp_path / name}"]))
-        assert len(result.ledger.done) == 1
+        assert result.ledger.done_count == 1
     table = compare_runs(tmp_path / "exact", tmp_path / "fast", tmp_path / "compare")
     assert len(table) == 1 and table.psnr.between(0, 100).all() and (table.ssim < 1).all()
     assert "1 clips compared" in summary(table)

@@ -36,6 +36,7 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
     from conftest import compose_config
     from vp_ray.errors import ClipError
     from vp_ray.rows import FAILED, ClipRecord, new_row, rows_to_frame, run_stage
+    from vp_ray.stages import ClipSettings, RunContext
     from vp_ray.stages.write import WriteClips
 
     work = workdir.make_work_dir(tmp_path, "c1", run="logs/run-1")
@@ -50,5 +51,6 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
         failed = run_stage(batch, "inpaint", out_of_memory).iloc[0]
         assert (failed.status, failed.error_type) == (FAILED, "oom"), failed.error
     assert workdir.has_array(work, workdir.MASKS)
-    written = WriteClips(compose_config([f"output_dir={tmp_path}"]), None)(run_stage(batch, "inpaint", out_of_memory))
+    cfg = compose_config([f"output_dir={tmp_path}"])
+    written = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))(run_stage(batch, "inpaint", out_of_memory))
     assert written.iloc[0].error_type == "oom" and not work.exists()

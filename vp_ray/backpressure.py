@@ -22,7 +22,12 @@ every block in flight), each stage before it (read, split, check) runs only whil
 
 So at most ``per_actor x actors`` (before) + ``2 x actors`` (in the model: one on the GPU, the next
 read and prepared beside it or waiting) + ``per_actor x actors + write_concurrency`` (after) clips are
-in ``.work`` at any time.
+in ``.work`` at any time. (A mask-only run of mask files has no model stage: the prepare stage may
+then run ``per_actor`` clips ahead of the writers.)
+
+The policy finds these stages by the operator names ``vp_ray.graph`` gives it (``Bounded``, from the
+stages' declared roles), and refuses to start if the pipeline lacks one: a stage renamed or run
+another way would otherwise leave ``.work`` unbounded without a word.
 
 ``HOLDING`` says, for the run in this process, whether the last decision held the prepare stage
 back (the model is the bottleneck, as it should be) or the model (the writers are): the sampler
@@ -32,6 +37,7 @@ writes both into ``run_samples.csv``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
@@ -39,10 +45,18 @@ from ray.data._internal.execution.operators.actor_pool_map_operator import Actor
 log = logging.getLogger(__name__)
 PER_ACTOR_KEY, WRITERS_KEY, PREPARERS_KEY = ("vp_ray.prepared_per_actor", "vp_ray.write_concurrency",
                                               "vp_ray.prepare_concurrency")
-# The stages' operators, named after the stages (``vp_ray.graph.stage_task``/``stage_actor``).
-PREPARE_OP, WRITE_OP = "MapBatches(prepare)", "MapBatches(write)"
-MODEL_OPS = ("MapBatches(inpaint)", "MapBatches(segment)")
+BOUNDED_KEY = "vp_ray.bounded_operators"
 HOLDING = {"prepare": False, "model": False}
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """The operators the bound holds, by name (``vp_ray.graph.bounded_operators``): the stage that
+    feeds the model, the last model stage (None: a run without one) and the stage that writes."""
+
+    feed: str | None
+    model: str | None
+    write: str | None
 
 
 class WorkBound(BackpressurePolicy):
@@ -55,16 +69,23 @@ class WorkBound(BackpressurePolicy):
         self.per_actor = data_context.get_config(PER_ACTOR_KEY, None)
         self.writers = data_context.get_config(WRITERS_KEY, 1)
         self.preparers = data_context.get_config(PREPARERS_KEY, 1)
-        ops = {op.name: op for op in topology}
-        self.prepare, self.write = ops.get(PREPARE_OP), ops.get(WRITE_OP)
-        # The clips wait for the last model stage (inpainting; SAM2 in a mask-only run).
-        self.model = next((ops[name] for name in MODEL_OPS if name in ops), None)
-        if self.per_actor is not None and None in (self.prepare, self.model, self.write):
-            # A renamed stage would otherwise leave .work unbounded without a word.
-            raise RuntimeError(f"WorkBound: the pipeline has no {PREPARE_OP}, {WRITE_OP} or one of "
-                               f"{MODEL_OPS} (operators: {sorted(ops)})")
-        self.feeders = self._upstream(self.prepare) if self.prepare else []
+        self.prepare = self.model = self.write = None
+        self.feeders = []
         HOLDING.update(prepare=False, model=False)
+        if self.per_actor is None:  # not a vp-ray run (another dataset of this process): no bound
+            return
+        bounded = data_context.get_config(BOUNDED_KEY, None) or Bounded(None, None, None)
+        ops = {op.name: op for op in topology}
+        wanted = {"feeding": bounded.feed, "writing": bounded.write}
+        if bounded.model is not None:
+            wanted["model"] = bounded.model
+        missing = [f"the {role} stage's {name or '(none named)'}" for role, name in wanted.items() if name not in ops]
+        if missing:
+            raise RuntimeError(f"WorkBound: the pipeline has no operator for {' or '.join(missing)}, so nothing "
+                               f"would bound the clips in .work (operators: {sorted(ops)})")
+        self.prepare, self.write = ops[bounded.feed], ops[bounded.write]
+        self.model = ops[bounded.model] if bounded.model is not None else None
+        self.feeders = self._upstream(self.prepare)
 
     @staticmethod
     def _upstream(op) -> list:
@@ -97,8 +118,8 @@ class WorkBound(BackpressurePolicy):
                 + last.internal_input_queue_num_blocks())
 
     def prepared_waiting(self) -> int:
-        """Clips prepared or being prepared that no model actor has taken yet."""
-        return self.waiting_between(self.prepare, self.model)
+        """Clips prepared or being prepared that no model actor (no writer, in a run without a model) has taken yet."""
+        return self.waiting_between(self.prepare, self.model or self.write)
 
     def finished_waiting(self) -> int:
         """Clips the model is done with that are not written yet (being written included)."""
@@ -113,14 +134,14 @@ class WorkBound(BackpressurePolicy):
         return 1
 
     def can_add_input(self, op) -> bool:
-        if self.per_actor is None or self.model is None:
+        if self.per_actor is None:
             return True
         if op in self.feeders:
             return self.waiting_between(op, self.prepare) < 2 * self.preparers
         if op is self.prepare:
             HOLDING["prepare"] = self.prepared_waiting() >= self.per_actor * self.actors()
             return not HOLDING["prepare"]
-        if op is self.model:
+        if self.model is not None and op is self.model:
             HOLDING["model"] = self.finished_waiting() >= self.per_actor * self.actors() + self.writers
             return not HOLDING["model"]
         return True

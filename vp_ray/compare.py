@@ -64,11 +64,11 @@ def paper_metrics(exact: np.ndarray, other: np.ndarray, masks: np.ndarray | None
 
 def load_lpips_if_found():
     """LPIPS from the files ``task=evaluate`` uses (ckpt/ or the usual caches), or None and one line."""
-    from vp_ray.config import EvalConfig, schema_defaults
+    from vp_ray.config import EvalConfig
     from vp_ray.evaluation.learned import load_lpips
     from vp_ray.evaluation.weights import lpips_weights
 
-    found = lpips_weights(schema_defaults(EvalConfig))
+    found = lpips_weights(EvalConfig())
     if not found.found:
         print(found.notice(), file=sys.stderr)
         return None

@@ -10,15 +10,20 @@ Two markers on fields, through ``setting(...)``:
 
 * ``check``: the values a field accepts, beyond its type (checked by ``check_values``).
 * ``output=False``: the field cannot change a clip's files (resources, placement, logging, where
-  things are). Every other field is part of a clip's fingerprint (``output_settings``), so a
-  resumed run redoes the clips whose settings changed; a new field is in by default.
+  things are). Every other field is part of the fingerprint of the clips whose stages read it
+  (``output_settings``; each stage names the settings it reads), so a resumed run redoes the clips
+  whose settings changed; a new field is in by default.
 * ``hashed_as``: with ``output=False``, a field that once was fingerprinted: it stays in the
   fingerprint as this fixed value (its former default), so that clips of earlier runs keep theirs.
+
+``load_config`` turns the composed config into a ``Config`` object (Enums as Enums, paths absolute):
+the driver and every stage and Ray worker receive that object, never a plain dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -31,7 +36,7 @@ from vp_ray.errors import ConfigError
 
 
 # Mode-like settings. Hydra rejects any other value when the config is composed, listing these.
-# Member names are the values a user types; workers see them as plain strings.
+# Member names are the values a user types; code compares the members, never their strings.
 class DatasetFormat(Enum):
     csv = "csv"
     parquet = "parquet"
@@ -141,6 +146,7 @@ SIZE_OR_NEVER = Check(lambda v: v >= -1, ">= 0, or -1 for never")
 TIMESTEP_RANGE = Check(lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 1000,
                        "[low, high] with 0 <= low < high <= 1000")
 TRUE_FALSE_AUTO = Check(lambda v: isinstance(v, bool) or v == "auto", "true, false or auto")
+SET_BY_THE_DRIVER = Check(lambda v: False, "left unset (the driver sets it)")
 
 
 def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, check: Check | None = None,
@@ -202,6 +208,12 @@ class ModelConfig:
     # Host memory reserved per actor in bytes (0 = no reservation), so Ray never places more
     # actors on a node than its RAM holds.
     memory: int = setting(0, check=NON_NEGATIVE, output=False)
+
+    def __getitem__(self, key: str) -> Any:
+        """A setting by its key, an Enum as its value: the form inpainters written against plain
+        settings read (``vp_ray/models/videopainter.py``); everything else reads attributes."""
+        value = getattr(self, key)
+        return value.value if isinstance(value, Enum) else value
 
 
 @dataclass
@@ -303,7 +315,8 @@ class VideoPainterModelConfig(ModelConfig):
     # ID resampling, as the original's inpaint_id_resample.sh: the VideoPainterID LoRA is loaded and
     # every backbone block also attends to the masked tokens of its output in the previous window
     # (clips longer than one window). Needs mask_add. One-window clips change too: their masked
-    # tokens are attended twice, as in the original.
+    # tokens are attended twice, as in the original. (Python API: the LoRA is
+    # VideoPainter.from_pretrained(id_lora=...), and each inpaint call may switch it off.)
     id_resampling: bool = False
     # ID resampling's weight of the previous window (it scales their values; the original: 0.5).
     # 0: every window attends to its own masked tokens instead.
@@ -345,6 +358,9 @@ class VideoPainterModelConfig(ModelConfig):
     # Blackwell) and dtype=bfloat16; best with compile_blocks (the activations' scaling is fused).
     # Not with ID resampling (its LoRA layers) or sequential_offload.
     approx_fp8_linear: bool = False
+    # Not a setting: the driver's estimate of the denoising steps each inpainting actor runs, for
+    # compile_blocks=auto (vp_ray/models/compile_plan.py); a value given on the command line is refused.
+    steps_per_actor: int | None = setting(None, check=SET_BY_THE_DRIVER, output=False)
 
 
 @dataclass
@@ -444,13 +460,15 @@ class Sam2Config:
 
 @dataclass
 class RetryConfig:
-    """What happens when a clip runs out of GPU memory (``retry=...``)."""
+    """What happens when a clip runs out of GPU memory (``retry=...``). Not fingerprinted: a clip that
+    never ran out of memory is the same whatever they say, and one that was shortened or ran with a
+    memory saver says so in its row (``degraded``, ``warnings``); a resumed run keeps it."""
 
     # max_seconds rungs tried after an OOM at the configured length, longest first.
-    oom_max_seconds: list[float] = setting(factory=lambda: [4.0, 2.0], check=ALL_POSITIVE)
+    oom_max_seconds: list[float] = setting(factory=lambda: [4.0, 2.0], check=ALL_POSITIVE, output=False)
     # After an OOM, switch on the model's cheaper memory savers (VAE tiling, then offload)
     # before shortening the clip.
-    use_memory_savers: bool = True
+    use_memory_savers: bool = setting(True, output=False)
     # A clip whose worker process dies (host OOM kill, crash) is retried on a restarted
     # worker at most this many times, then recorded as failed.
     max_worker_deaths: int = setting(2, check=NON_NEGATIVE, output=False)
@@ -537,10 +555,12 @@ class Config:
     # run: inpaint the dataset into output_dir; evaluate: score the finished run in output_dir
     # against its references (<output_dir>/evaluation.parquet and evaluation.json; settings: eval.*).
     task: Task = setting(Task.run, output=False)
-    dataset: Any = MISSING
-    model: Any = MISSING
-    cluster: Any = MISSING
-    sam2: Any = MISSING
+    # The groups chosen on the command line (dataset=csv model=tiny ...); model holds one of
+    # ModelConfig's subclasses, the model's own schema.
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    sam2: Sam2Config = MISSING
     retry: RetryConfig = field(default_factory=RetryConfig)
     eval: EvalConfig = setting(factory=EvalConfig, output=False)
     qa: QAConfig = setting(factory=QAConfig, output=False)
@@ -632,21 +652,44 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return problems
 
 
-def output_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that can change a clip's files: every field not marked ``output=False``."""
+def output_settings(node: Any, keys: Collection[str] | None = None) -> dict[str, Any]:
+    """The settings of ``node`` (a ``Config`` or one of its groups) that can change a clip's files:
+    every field not marked ``output=False``, as JSON holds them (Enums by name). ``keys``: only these
+    top-level ones (the settings a clip's stages read, ``vp_ray.stages.ClipSettings``)."""
     settings: dict[str, Any] = {}
-    for name, value, spec in _fields(cfg):
+    for spec in dataclasses.fields(node):
+        if keys is not None and spec.name not in keys:
+            continue
         if "hashed_as" in spec.metadata:
-            settings[name] = spec.metadata["hashed_as"]
-            continue
-        if not spec.metadata.get("output", True):
-            continue
-        if isinstance(value, DictConfig):
-            settings[name] = output_settings(value)
-        else:
-            settings[name] = OmegaConf.to_container(value, enum_to_str=True) if OmegaConf.is_list(value) \
-                else (value.name if isinstance(value, Enum) else value)
+            settings[spec.name] = spec.metadata["hashed_as"]
+        elif spec.metadata.get("output", True):
+            value = getattr(node, spec.name)
+            settings[spec.name] = output_settings(value) if dataclasses.is_dataclass(value) else _plain(value)
     return settings
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def with_values(node: Any, **values: Any) -> Any:
+    """``node`` (a typed config or group) with these settings; an Enum's may be given by its value,
+    as on the command line (``memory_mode="resident"``): for code that builds settings by hand."""
+    def typed(name: str, value: Any) -> Any:
+        current = getattr(node, name)   # an unknown name fails here
+        return type(current)(value) if isinstance(current, Enum) and not isinstance(value, Enum) else value
+
+    return dataclasses.replace(node, **{name: typed(name, value) for name, value in values.items()})
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """A typed config (or group) as nested plain values, Enums as their strings: for showing it
+    (report.html) and for YAML, never for reading settings."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
@@ -655,95 +698,112 @@ PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path",
              "checkpoint", "lpips_backbone", "lpips_linear", "clip_score_model", "clip_temporal_model", "i3d_model"}
 
 
-def to_plain_config(cfg: Any, base_dir: str | None = None) -> dict[str, Any]:
-    """The composed config as the plain dict that every stage and worker receives.
+def load_config(cfg: DictConfig, base_dir: str | None = None) -> Config:
+    """The composed config as the typed ``Config`` that the driver and every stage and worker receive.
 
     Resolves interpolations (``${hydra:...}`` fails inside Ray workers), refuses values the
-    schema's checks reject (``ConfigError``), makes paths absolute, and adds ``output_settings``
-    (what a clip's fingerprint covers). Missing mandatory values raise ``MissingMandatoryValue``.
+    schema's checks reject (``ConfigError``) and makes paths absolute. Missing mandatory values
+    raise ``MissingMandatoryValue``.
     """
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
-    problems = unknown_keys(cfg) + check_values(cfg) + _cross_checks(plain) + _remote_paths(plain)
+    typed = OmegaConf.to_object(cfg)
+    problems = unknown_keys(cfg) + check_values(cfg) + _cross_checks(typed) + _remote_paths(typed)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
-    base = Path(base_dir or Path.cwd())
-
-    def absolute(value: str) -> str:
-        value = value.removeprefix("file://")  # file:///data/x -> /data/x
-        if not value or "://" in value:  # a remote URI: only dataset.path may be one (_remote_paths)
-            return value
-        return value if Path(value).expanduser().is_absolute() else str((base / value).resolve())
-
-    def absolutize(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: absolute(v) if k in PATH_KEYS and isinstance(v, str) else absolutize(v)
-                    for k, v in node.items()}
-        return node
-
-    plain = absolutize(plain)
-    settings = output_settings(cfg)
-    for key in ("base_model_path", "branch_path"):  # the weights, wherever the run resolved them
-        if key in settings["model"]:
-            settings["model"][key] = plain["model"][key]
-    plain["output_settings"] = settings
-    return plain
+    _absolute_paths(typed, Path(base_dir or Path.cwd()))
+    return typed
 
 
-def _clashes(model: dict[str, Any], option: str, clashes: list[tuple[str, bool, str]]) -> list[str]:
+def _groups(node: Any, prefix: str = ""):
+    """(dotted key, node, field name, value) of every field of ``node`` and its groups, depth first."""
+    for spec in dataclasses.fields(node):
+        value = getattr(node, spec.name)
+        if dataclasses.is_dataclass(value):
+            yield from _groups(value, f"{prefix}{spec.name}.")
+        else:
+            yield f"{prefix}{spec.name}", node, spec.name, value
+
+
+def _absolute_paths(cfg: Config, base: Path) -> None:
+    for _, node, name, value in _groups(cfg):
+        if name in PATH_KEYS and isinstance(value, str):
+            value = value.removeprefix("file://")  # file:///data/x -> /data/x
+            if value and "://" not in value and not Path(value).expanduser().is_absolute():
+                value = str((base / value).resolve())  # (a remote URI: only dataset.path, _remote_paths)
+            setattr(node, name, value)
+
+
+def _clashes(model: ModelConfig, option: str, clashes: list[tuple[str, bool, str]]) -> list[str]:
     """One problem per (key, clashing, why) that clashes with model.<option>=true."""
     problems = []
     for key, clash, why in clashes:
         if clash:
-            shown = str(model[key]).lower() if isinstance(model[key], bool) else model[key]
+            value = getattr(model, key)
+            shown = str(value).lower() if isinstance(value, bool) else _plain(value)
             problems.append(f"model.{option}=true cannot be combined with model.{key}={shown}: {why}")
     return problems
 
 
-def _cross_checks(plain: dict[str, Any]) -> list[str]:
+def _cross_checks(cfg: Config) -> list[str]:
     """Rules that involve more than one field."""
     from vp_ray.models import MODELS
 
     problems = []
-    if plain["model"]["name"] not in MODELS:
-        problems.append(f"model.name={plain['model']['name']}: must be one of {', '.join(sorted(MODELS))}")
-    model = plain["model"]
-    if model.get("id_resampling") and not model.get("mask_add"):
-        problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
-    if model.get("compile_blocks") is True:   # auto leaves compile off where it cannot run
-        from vp_ray.models.compile_plan import blockers
-
-        problems += _clashes(model, "compile_blocks", blockers(model))
-    if model.get("approx_fp8_linear"):
-        problems += _clashes(model, "approx_fp8_linear", [
-            ("dtype", model["dtype"] != "bfloat16", "FP8 scales are computed from bfloat16 weights"),
-            ("id_resampling", model["id_resampling"], "its LoRA layers are not converted"),
-            ("memory_mode", model["memory_mode"] == "sequential_offload", "its hooks sit inside every block")])
-    sam2 = plain["sam2"]
-    taken = sam2["pool_size"] * sam2["gpu_fraction"]
-    if sam2["placement"] in ("shared", "auto") and not taken < 0.5:
+    model = cfg.model
+    if model.name not in MODELS:
+        problems.append(f"model.name={model.name}: must be one of {', '.join(sorted(MODELS))}")
+    problems += model_cross_checks(model)
+    sam2 = cfg.sam2
+    taken = sam2.pool_size * sam2.gpu_fraction
+    if sam2.placement in (PlacementMode.shared, PlacementMode.auto) and not taken < 0.5:
         problems.append(f"sam2.pool_size x sam2.gpu_fraction = {taken:g}: must be below 0.5, so that no "
                         "two inpainting actors fit on one GPU (sam2.placement=shared)")
     return problems
 
 
-def _remote_paths(plain: dict[str, Any], prefix: str = "") -> list[str]:
-    """Only the dataset file may be a remote URI (the driver alone reads it, with pyarrow's file
-    systems); videos, masks, weights and outputs are opened by libraries that need a path."""
+def model_cross_checks(model: ModelConfig) -> list[str]:
+    """The rules between a model's own settings (a run's, or ``VideoPainter.from_pretrained``'s)."""
     problems = []
-    for key, value in plain.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            problems += _remote_paths(value, f"{name}.")
-        elif (key in PATH_KEYS and isinstance(value, str) and "://" in value and not value.startswith("file://")
-              and name != "dataset.path"):
-            problems.append(f"{name}={value}: only dataset.path may be a URI (s3://, gs://, ...); this "
-                            "must be a path every node can open (a shared or mounted file system)")
+    if isinstance(model, VideoPainterModelConfig):
+        if model.id_resampling and not model.mask_add:
+            problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
+        if model.compile_blocks is True:   # auto leaves compile off where it cannot run
+            from vp_ray.models.compile_plan import blockers
+
+            problems += _clashes(model, "compile_blocks", blockers(model))
+        if model.approx_fp8_linear:
+            problems += _clashes(model, "approx_fp8_linear", [
+                ("dtype", model.dtype is not Dtype.bfloat16, "FP8 scales are computed from bfloat16 weights"),
+                ("id_resampling", model.id_resampling, "its LoRA layers are not converted"),
+                ("memory_mode", model.memory_mode is MemoryMode.sequential_offload,
+                 "its hooks sit inside every block")])
     return problems
 
 
-def schema_defaults(schema: type) -> dict[str, Any]:
-    """A group's defaults as the plain dict a worker receives (Enums as strings)."""
-    return OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+def _remote_paths(cfg: Config) -> list[str]:
+    """Only the dataset file may be a remote URI (the driver alone reads it, with pyarrow's file
+    systems); videos, masks, weights and outputs are opened by libraries that need a path."""
+    return [f"{key}={value}: only dataset.path may be a URI (s3://, gs://, ...); this must be a path every "
+            "node can open (a shared or mounted file system)"
+            for key, _, name, value in _groups(cfg)
+            if name in PATH_KEYS and isinstance(value, str) and "://" in value and not value.startswith("file://")
+            and key != "dataset.path"]
+
+
+def model_settings(schema: type, values: dict[str, Any]) -> ModelConfig:
+    """A model's settings given in Python (``VideoPainter.from_pretrained``) as the typed group a worker
+    receives, checked as a composed config is: a key the schema lacks, a wrong type, an Enum value
+    it does not list, a value out of range or a clash between settings is one ``ConfigError``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(schema), values)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    typed = OmegaConf.to_object(node)
+    problems = check_values(node) + model_cross_checks(typed)
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return typed
 
 
 def conf_dir() -> str:

@@ -1,8 +1,9 @@
-"""``dry_run=true``: what a run would do, without Ray, models or writing anything.
+"""``dry_run=true``: what a run would do, without Ray or models, leaving nothing behind.
 
-Every row goes through the first stage's checks (the record, duplicate ids, clips complete from
-an earlier run) and the existence of its local video and mask files; the plan then names the
-resources the run would ask Ray for and an estimate of its GPU time from measured seconds per clip.
+Every row (read once, into ``vp_ray.todo``'s shards, removed once the plan is printed) goes through
+the first stage's checks (the record, duplicate ids, clips complete from an earlier run) and the
+existence of its local video and mask files; the plan then names the resources the run would ask Ray
+for and an estimate of its GPU time from measured seconds per clip.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 from collections import Counter
 from typing import Any
 
-from vp_ray import records
+from vp_ray import todo
+from vp_ray.config import Config, MemoryMode, ModelConfig
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import DONE_BEFORE, FAILED
 
@@ -24,12 +26,13 @@ OFFLOAD_FACTOR = 1.19
 SHOWN_FAILURES = 10
 
 
-def seconds_per_clip(model: dict[str, Any]) -> float | None:
+def seconds_per_clip(model: ModelConfig) -> float | None:
     """Measured GPU seconds for one 49-frame clip with this model config; None for CPU models."""
-    if model["name"] not in ("videopainter",):
+    if model.name not in ("videopainter",):
         return None
-    seconds = VIDEOPAINTER_FIXED_S + model["num_inference_steps"] * VIDEOPAINTER_STEP_S
-    return seconds * (OFFLOAD_FACTOR if model["memory_mode"] in ("model_offload", "sequential_offload") else 1.0)
+    seconds = VIDEOPAINTER_FIXED_S + model.num_inference_steps * VIDEOPAINTER_STEP_S
+    offloaded = model.memory_mode in (MemoryMode.model_offload, MemoryMode.sequential_offload)
+    return seconds * (OFFLOAD_FACTOR if offloaded else 1.0)
 
 
 def missing_file(row: dict[str, Any]) -> str | None:
@@ -41,49 +44,46 @@ def missing_file(row: dict[str, Any]) -> str | None:
     return None
 
 
-def check_rows(cfg: dict[str, Any], plan: DatasetPlan) -> tuple[Counter, list[tuple[str, str]]]:
-    """(counts by outcome: to_run, done_before, will_fail; the first failures as (clip_id, why))."""
+def check_rows(cfg: Config, plan: DatasetPlan) -> tuple[Counter, list[tuple[str, str]]]:
+    """(counts by outcome: to_run, done_before, will_fail; the failures as (clip_id, why)), of the rows
+    ``todo.write_todo`` read (the dataset is read once)."""
+    from vp_ray.stages import RunContext
     from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 
-    check = NormalizeRecords({**cfg, "log_dir": None}, plan)
+    check = NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))
     counts: Counter = Counter(will_fail=len(plan.ragged))
     failures = [(row["clip_id"], row["error"]) for row in
-                (ragged_row_failure(ragged, plan.columns, cfg["dataset"]["layout"]) for ragged in plan.ragged)]
-    limit, seen = cfg["dataset"]["limit"], 0
-    for batch in records.read_batches(plan.path, plan.format):
-        for raw in batch.to_pylist():
-            if 0 <= limit <= seen:
-                break
-            seen += 1
-            row = check.normalize_one(raw)
-            why = row["error"] if row["status"] == FAILED else missing_file(row)
-            if why:
-                counts["will_fail"] += 1
-                failures.append((row["clip_id"], why))
-            else:
-                counts["done_before" if row["status"] == DONE_BEFORE else "to_run"] += 1
+                (ragged_row_failure(ragged, plan.columns, cfg.dataset.layout) for ragged in plan.ragged)]
+    for raw in todo.todo_rows(plan):
+        row = check.normalize_one(raw)
+        why = row["error"] if row["status"] == FAILED else missing_file(row)
+        if why:
+            counts["will_fail"] += 1
+            failures.append((row["clip_id"], why))
+        else:
+            counts["done_before" if row["status"] == DONE_BEFORE else "to_run"] += 1
     return counts, failures
 
 
-def resources(cfg: dict[str, Any], plan: DatasetPlan) -> list[str]:
-    model, cluster, sam2 = cfg["model"], cfg["cluster"], cfg["sam2"]
+def resources(cfg: Config, plan: DatasetPlan) -> list[str]:
+    model, cluster, sam2 = cfg.model, cfg.cluster, cfg.sam2
     lines = []
-    if not cfg["mask_only"]:
-        actors = cluster["inpaint_actors"] or ("one per GPU" if model["num_gpus"] else 1)
-        lines.append(f"inpainting actors ({model['name']}): {actors}, each {model['num_gpus']:g} GPU, "
-                     f"{model['num_cpus']:g} CPU")
+    if not cfg.mask_only:
+        actors = cluster.inpaint_actors or ("one per GPU" if model.num_gpus else 1)
+        lines.append(f"inpainting actors ({model.name}): {actors}, each {model.num_gpus:g} GPU, "
+                     f"{model.num_cpus:g} CPU")
     if plan.needs_segmentation:
-        lines.append(f"SAM2 actors: {sam2['pool_size']} (placement {sam2['placement']}), each "
-                     f"{sam2['num_cpus']:g} CPU")
-    lines.append(f"CPU tasks: up to {cluster['prepare_concurrency']} preparing, "
-                 f"{cluster['write_concurrency']} writing")
+        lines.append(f"SAM2 actors: {sam2.pool_size} (placement {sam2.placement.value}), each "
+                     f"{sam2.num_cpus:g} CPU")
+    lines.append(f"CPU tasks: up to {cluster.prepare_concurrency} preparing, "
+                 f"{cluster.write_concurrency} writing")
     return lines
 
 
-def plan_text(cfg: dict[str, Any], plan: DatasetPlan) -> str:
+def plan_text(cfg: Config, plan: DatasetPlan) -> str:
     counts, failures = check_rows(cfg, plan)
-    lines = [f"dry run: {plan.total} row(s) in {plan.path}" + (f" (limit {cfg['dataset']['limit']})"
-                                                                if cfg["dataset"]["limit"] >= 0 else ""),
+    lines = [f"dry run: {plan.total} row(s) in {plan.path}" + (f" (limit {cfg.dataset.limit})"
+                                                                if cfg.dataset.limit >= 0 else ""),
              f"  to run: {counts['to_run']}; complete from an earlier run: {counts['done_before']}; "
              f"will fail the checks: {counts['will_fail']}"]
     for clip_id, why in failures[:SHOWN_FAILURES]:
@@ -92,12 +92,12 @@ def plan_text(cfg: dict[str, Any], plan: DatasetPlan) -> str:
         lines.append(f"    ... and {len(failures) - SHOWN_FAILURES} more")
     lines.append("  resources asked of Ray:")
     lines += [f"    {line}" for line in resources(cfg, plan)]
-    per_clip = None if cfg["mask_only"] else seconds_per_clip(cfg["model"])
+    per_clip = None if cfg.mask_only else seconds_per_clip(cfg.model)
     if per_clip is None:
         lines.append("  estimate: no GPU time (CPU model or mask-only run)")
     else:
         hours = counts["to_run"] * per_clip / 3600
         lines.append(f"  estimate: {hours:.2f} GPU-hours ({per_clip:.0f} s per clip of 49 frames at "
-                     f"{cfg['model']['num_inference_steps']} steps, measured on an H200; bench/RESULTS.md)")
-    lines.append(f"  output: {cfg['output_dir']} (nothing written: dry run)")
+                     f"{cfg.model.num_inference_steps} steps, measured on an H200; bench/RESULTS.md)")
+    lines.append(f"  output: {cfg.output_dir} (nothing written: dry run)")
     return "\n".join(lines)

@@ -1,26 +1,49 @@
 """The run's ledger: every input record ends as one manifest row or one failure row.
 
-The driver feeds it the rows streaming out of the pipeline. At the end (or on Ctrl-C)
-it writes ``manifest.parquet`` (clips with complete outputs, including those done by
-an earlier run of the same output_dir) and ``failures.parquet`` (clips that failed in
-this run). Both are written atomically.
+The driver feeds it the rows streaming out of the pipeline. The rows do not stay in the driver's
+memory: every ``SPILL_ROWS`` of them go to a Parquet part file under ``<output_dir>/.ledger/``
+(written atomically); the driver keeps only the ids it has seen (nothing twice) and counts by status.
+At the end (or on Ctrl-C) the parts are merged, one at a time, into ``manifest.parquet`` (clips with
+complete outputs, including those done by an earlier run of the same output_dir) and
+``failures.parquet`` (clips that failed in this run), both written atomically. The parts stay until
+the next ledger of the output folder starts (``launch.py`` drops them once its summary is printed):
+a driver killed mid-run leaves parts that name no more than the clip folders a resume finds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from vp_ray import outputs
 from vp_ray.atomic import atomic_path
+from vp_ray.config import QAConfig
 from vp_ray.evaluation import qa as quality
 from vp_ray.review import store as review_store
-from vp_ray.rows import DONE_BEFORE, FAILED, OK, SUSPECT, coerce
+from vp_ray.rows import (
+    DONE_BEFORE,
+    FAILED,
+    OK,
+    SUSPECT,
+    ClipRecord,
+    ClipStatus,
+    coerce,
+    new_row,
+    rows_to_frame,
+)
 
+if TYPE_CHECKING:
+    from vp_ray.stages import ClipSettings
+
+LEDGER_DIR = ".ledger"
+SPILL_ROWS = 500  # rows held in the driver's memory before they go to a part file
 MANIFEST_COLUMNS = [
     "clip_id", "status", "video_path", "prompt", "mask_kind", "output_dir", "result_path",
     "num_frames", "out_fps", "seconds", "source_width", "source_height", "source_fps",
@@ -39,53 +62,108 @@ MANIFEST_COLUMNS = [
 FAILURE_COLUMNS = ["clip_id", "failed_stage", "error_type", "error", "video_path", "warnings"]
 
 
-@dataclass
-class Ledger:
-    """``qa``: the run's quality thresholds (``cfg["qa"]``). Every finished clip, also one done by an
-    earlier run, is judged with them from its stored scores: ``suspect`` over one (in the manifest,
-    ``suspect`` wins over ``done_before``), its ``qa_flags`` naming which."""
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+_FIELD_TYPES = {f.name: _ARROW_TYPES[f.type] for f in dataclasses.fields(ClipRecord) + dataclasses.fields(ClipStatus)}
+# The tables' types, whatever the rows of any one part hold (a column of nulls is still a column of text).
+MANIFEST_SCHEMA = pa.schema([(name, _FIELD_TYPES.get(name, pa.string())) for name in MANIFEST_COLUMNS])
+FAILURE_SCHEMA = pa.schema([(name, _FIELD_TYPES[name]) for name in FAILURE_COLUMNS])
+_BLANK_ROW = new_row(ClipRecord(clip_id="", video_path=""))
 
-    output_dir: str
-    mask_only: bool = False
-    qa: dict[str, Any] | None = None
-    done: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    seen: Counter = field(default_factory=Counter)
+
+class Ledger:
+    """``qa``: the run's quality thresholds (``cfg.qa``). Every finished clip, also one done by an
+    earlier run, is judged with them from its stored scores: ``suspect`` over one (in the manifest,
+    ``suspect`` wins over ``done_before``), its ``qa_flags`` naming which.
+
+    A new ledger drops the parts an earlier one left in ``output_dir`` (see the module's docstring)."""
+
+    def __init__(self, output_dir: str, mask_only: bool = False, qa: QAConfig | None = None):
+        self.output_dir, self.mask_only, self.qa = output_dir, mask_only, qa
+        self.folder = Path(output_dir) / LEDGER_DIR
+        self.seen: set[str] = set()
+        self.repeated: set[str] = set()
+        self.counts: Counter = Counter()  # rows taken, by status: ok, suspect, done_before, failed
+        self._held: list[dict[str, Any]] = []
+        self._parts = 0
+        self.discard()
+
+    @property
+    def done_count(self) -> int:
+        return self.counts[OK] + self.counts[SUSPECT] + self.counts[DONE_BEFORE]
+
+    @property
+    def failed_count(self) -> int:
+        return self.counts[FAILED]
 
     def add(self, row: dict[str, Any]) -> None:
         row = coerce(row)
-        self.seen[row["clip_id"]] += 1
         if row["status"] == FAILED:
-            self.failed.append(row)
+            pass
         elif row["status"] == DONE_BEFORE:
             meta = outputs.read_meta(self.output_dir, row["clip_id"]) or {}
-            self.done.append(self._judged({**row, **{k: v for k, v in meta.items() if k in MANIFEST_COLUMNS},
-                                           "status": DONE_BEFORE,
-                                           "output_dir": str(outputs.clip_dir(self.output_dir, row["clip_id"]))}))
+            row = self._judged({**row, **{k: v for k, v in meta.items() if k in MANIFEST_COLUMNS},
+                                "status": DONE_BEFORE,
+                                "output_dir": str(outputs.clip_dir(self.output_dir, row["clip_id"]))})
         elif row["status"] in (OK, SUSPECT):
-            self.done.append(self._judged(row))
+            row = self._judged(row)
         else:
             raise ValueError(f"clip {row['clip_id']!r} left the pipeline with status {row['status']!r}")
+        self._take(row)
 
     def carry(self, row: dict[str, Any]) -> None:
         """A row of an earlier manifest (status ``done_before``) or failures table (``failed``), kept as
         it is: a requeue run leaves the clips it does not redo alone."""
         row = coerce(row)
-        self.seen[row["clip_id"]] += 1
-        (self.failed if row["status"] == FAILED else self.done).append(
-            row if row["status"] == FAILED else self._judged(row))
+        self._take(row if row["status"] == FAILED else self._judged(row))
 
-    def add_committed(self, cfg: dict[str, Any]) -> int:
+    def _take(self, row: dict[str, Any]) -> None:
+        if row["clip_id"] in self.seen:
+            self.repeated.add(row["clip_id"])
+        self.seen.add(row["clip_id"])
+        self.counts[row["status"]] += 1
+        self._held.append(row)
+        if len(self._held) >= SPILL_ROWS:
+            self._spill()
+
+    def _spill(self) -> None:
+        """The rows held, to the next part file (in the rows' own schema, whatever keys each holds)."""
+        if not self._held:
+            return
+        frame = rows_to_frame([{**_BLANK_ROW, **row} for row in self._held])
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / f"part-{self._parts:06d}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+        self._parts += 1
+        self._held = []
+
+    def _part_paths(self) -> list[Path]:
+        self._spill()
+        return sorted(self.folder.glob("part-*.parquet")) if self.folder.is_dir() else []
+
+    def table(self, kind: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """The rows taken so far, in the order taken, read back from the part files: ``kind`` "done"
+        (finished clips, also those done before), "failed", or None for both; ``columns`` (a few, for a
+        long run) or every column of a row."""
+        wanted = None if columns is None else list(dict.fromkeys(["status", *columns]))
+        parts = [pd.read_parquet(path, columns=wanted) for path in self._part_paths()]
+        frame = pd.concat(parts, ignore_index=True) if parts else rows_to_frame([])[wanted or slice(None)]
+        if kind is not None:
+            frame = frame[(frame.status == FAILED) == (kind == "failed")].reset_index(drop=True)
+        return frame if columns is None else frame[columns]
+
+    def add_committed(self, settings: ClipSettings) -> int:
         """Add the clips whose folders are committed, complete and of these settings, but whose
         rows never reached the driver (an interrupted run): what a resume would find done."""
         clips = Path(self.output_dir) / "clips"
         added = 0
         for meta_path in sorted(clips.glob(f"*/{outputs.META}")) if clips.is_dir() else []:
             clip_id = meta_path.parent.name
-            meta = outputs.read_meta(self.output_dir, clip_id)
-            if clip_id in self.seen or meta is None or meta.get("status") not in (OK, SUSPECT):
+            if clip_id in self.seen:
                 continue
-            if outputs.is_complete(self.output_dir, clip_id, outputs.fingerprint(cfg, meta)):
+            meta = outputs.read_meta(self.output_dir, clip_id)
+            if meta is None or meta.get("status") not in (OK, SUSPECT):
+                continue
+            if outputs.is_complete(self.output_dir, clip_id, settings.fingerprint(meta)):
                 self.add(meta)
                 added += 1
         return added
@@ -100,23 +178,31 @@ class Ledger:
             row["status"] = SUSPECT if flags else OK
         return row
 
-    def suspects(self) -> list[dict[str, Any]]:
-        """The finished clips with a quality score over its threshold (new or done before)."""
-        return [row for row in self.done if row.get("qa_flags")]
-
     def duplicates(self) -> list[str]:
         """Ids seen more than once: must stay empty (nothing twice)."""
-        return sorted(k for k, v in self.seen.items() if v > 1)
+        return sorted(self.repeated)
 
     def write(self) -> tuple[Path, Path]:
+        """``manifest.parquet`` and ``failures.parquet`` from the part files, one part in memory at a time."""
         reviews = review_store.verdicts(self.output_dir)
-        manifest = pd.DataFrame([self._manifest_row(r, reviews) for r in self.done], columns=MANIFEST_COLUMNS)
-        for column in quality.SCORES:  # null where not measured (also in a table of old clips only)
-            manifest[column] = manifest[column].astype("float64")
-        failures = pd.DataFrame([{k: r[k] for k in FAILURE_COLUMNS} for r in self.failed],
-                                columns=FAILURE_COLUMNS)
-        return (_write_parquet(manifest, Path(self.output_dir) / "manifest.parquet"),
-                _write_parquet(failures, Path(self.output_dir) / "failures.parquet"))
+        manifest_path, failures_path = Path(self.output_dir) / "manifest.parquet", Path(self.output_dir) / "failures.parquet"
+        with atomic_path(manifest_path) as manifest_tmp, atomic_path(failures_path) as failures_tmp, \
+                pq.ParquetWriter(manifest_tmp, MANIFEST_SCHEMA) as manifest, \
+                pq.ParquetWriter(failures_tmp, FAILURE_SCHEMA) as failures:
+            for path in self._part_paths():
+                rows = pd.read_parquet(path)
+                failed = rows.status == FAILED
+                done = [self._manifest_row(r, reviews) for r in rows[~failed].to_dict("records")]
+                manifest.write_table(pa.Table.from_pandas(pd.DataFrame(done, columns=MANIFEST_COLUMNS),
+                                                          schema=MANIFEST_SCHEMA, preserve_index=False))
+                failures.write_table(pa.Table.from_pandas(rows.loc[failed, FAILURE_COLUMNS], schema=FAILURE_SCHEMA,
+                                                          preserve_index=False))
+        return manifest_path, failures_path
+
+    def discard(self) -> None:
+        """Remove the part files (once the tables are written and read)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self._parts = 0
 
     def _manifest_row(self, row: dict[str, Any], reviews: dict[str, tuple[str, str]]) -> dict[str, Any]:
         out = {k: row.get(k) for k in MANIFEST_COLUMNS}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -132,6 +133,23 @@ def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
         return masks.astype(bool)
     kernel = np.ones((size, size), np.uint8)
     return np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in masks]).astype(bool)
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """How a clip's object masks become what the inpainter fills, decided once for the clip (by the
+    prepare stage, ``vp_ray.workdir.ClipInfo``) whether its masks come from a file or from SAM2."""
+
+    dilate_size: int         # square kernel in pixels of the masks it is applied to (0: none)
+    # The masked video blacks the object out undilated, as the original prepares it
+    # (preprocess=reference); otherwise none is kept and the inpainter blacks out the dilated masks.
+    black_out_object: bool
+
+    def apply(self, frames: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the masks the inpainter fills, the masked video it is conditioned on or None) for the
+        object masks ``objects`` of ``frames``, both at the same size."""
+        masks = dilate_masks(objects, self.dilate_size)
+        return masks, black_out(frames, objects) if self.black_out_object else None
 
 
 def index_like_source(masks: np.ndarray, indices: np.ndarray) -> np.ndarray:

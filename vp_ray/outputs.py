@@ -37,14 +37,14 @@ def clip_dir(output_dir: str | os.PathLike, clip_id: str) -> Path:
     return Path(output_dir) / "clips" / clip_id
 
 
-def fingerprint(cfg: dict[str, Any], row: dict[str, Any]) -> str:
-    """Hash of everything that decides this clip's files: its record and every setting that can
-    change them (``cfg["output_settings"]``: the schema's fields not marked ``output=False``)."""
+def fingerprint(settings: dict[str, Any], row: dict[str, Any]) -> str:
+    """Hash of everything that decides this clip's files: its record and the ``settings`` that can
+    change them (those its stages read: ``vp_ray.stages.ClipSettings``)."""
     # As stored in meta.json, so that a clip's record read back from it hashes the same. A record
     # field added later counts only when given, so that clips of earlier runs keep their hash.
     record = {k: json_value(row[k]) for k in RECORD_COLUMNS
               if k not in LATER_RECORD_FIELDS or row.get(k, LATER_RECORD_FIELDS[k]) != LATER_RECORD_FIELDS[k]}
-    blob = json.dumps([record, cfg["output_settings"]], sort_keys=True, default=str)
+    blob = json.dumps([record, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

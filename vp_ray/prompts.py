@@ -10,6 +10,7 @@ import json
 import math
 from typing import Optional
 
+from vp_ray.config import PromptCoords
 from vp_ray.errors import ClipError, ConfigError
 
 PROMPT_KINDS = ("points", "box")  # mask kinds whose masks SAM2 makes
@@ -59,23 +60,25 @@ def check_prompts(points: list[Point], box: Optional[Box], width: float, height:
 
 
 def parse_prompts(points_json: str, box_json: str, placement=None,
-                  coords: str = "source") -> tuple[list[Point], Optional[Box]]:
+                  coords: PromptCoords | str = PromptCoords.source) -> tuple[list[Point], Optional[Box]]:
     """A record's ``points`` and ``box`` JSON -> clicks ``[(x, y, label)]`` and a box
     ``(x0, y0, x1, y1)`` in the model frame's pixels.
 
     ``coords="source"``: the JSON holds source-video pixels; they are checked against the source
     frame and mapped through ``placement`` (a ``vp_ray.video.Placement``). ``"model"``: they are
-    model-frame pixels already and are returned as they are.
+    model-frame pixels already and are returned as they are. (``coords``: the config's member, or its value.)
     """
     from vp_ray.video import to_model_coords
 
-    if coords not in ("source", "model"):
-        raise ConfigError(f"prompt coordinates {coords!r} are not source or model")
+    try:
+        coords = PromptCoords(coords)
+    except ValueError:
+        raise ConfigError(f"prompt coordinates {coords!r} are not source or model") from None
     points, box = _read_points(points_json), _read_box(box_json)
     if placement is None:
         return points, box
     p = placement
-    if coords == "model":
+    if coords is PromptCoords.model:
         check_prompts(points, box, p.width, p.height, "model frame")
         return points, box
     check_prompts(points, box, p.source_width, p.source_height, "source frame")
@@ -83,12 +86,12 @@ def parse_prompts(points_json: str, box_json: str, placement=None,
     for x, y, label in points:
         mx, my = to_model_coords(x, y, p)
         if _outside(mx, my, p.width, p.height):  # only resize_mode=crop cuts parts of the source away
-            raise ClipError(f"click ({x:g}, {y:g}) falls in the border that resize_mode={p.mode} "
+            raise ClipError(f"click ({x:g}, {y:g}) falls in the border that resize_mode={p.mode.value} "
                             f"cuts from the {p.source_width}x{p.source_height} source frame")
         mapped.append((mx, my, label))
     if box is not None:
         (x0, y0), (x1, y1) = to_model_coords(*box[:2], p), to_model_coords(*box[2:], p)
         box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(p.width)), min(y1, float(p.height)))
         if not (box[0] < box[2] and box[1] < box[3]):
-            raise ClipError(f"box {box_json} lies in the border that resize_mode={p.mode} cuts away")
+            raise ClipError(f"box {box_json} lies in the border that resize_mode={p.mode.value} cuts away")
     return mapped, box

@@ -13,15 +13,17 @@ Whole-dataset problems (missing or unknown columns, duplicate ids) are found by
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
 import re
 from array import array
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +32,9 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
+from vp_ray.prompts import PROMPT_KINDS
 from vp_ray.rows import ClipRecord
 
 GENERIC_COLUMNS = {
@@ -47,6 +51,8 @@ MAX_DILATE_SIZE = 256
 
 # ----------------------------------------------------------------------------- preflight
 
+HEADER_CHUNK = 1 << 16  # bytes read at a time until the CSV header line is whole
+PARQUET_BATCH_ROWS = 8192  # rows of a Parquet dataset in memory at once while the driver reads it
 ID_COLUMNS = ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
 # What decides whether a row's mask comes from clicks or a box (SAM2), as ``_mask_kind`` reads them.
 PROMPT_COLUMNS = ("mask_kind", "mask_path", "points", "box")
@@ -64,7 +70,7 @@ class RaggedRow:
 
 def skip_invalid_row(row) -> str:
     """pyarrow's ``invalid_row_handler`` for reading the dataset: ragged lines are skipped there and
-    reported by the preflight (``scan_ids``) as failed rows, never as a failed run."""
+    reported by the preflight (``plan_dataset``) as failed rows, never as a failed run."""
     return "skip"
 
 
@@ -82,30 +88,81 @@ def dataset_fs(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), path.removeprefix("file://")
 
 
-def dataset_columns(path: str, fmt: str) -> list[str]:
-    """Column names of the dataset file, read without loading its rows."""
+def open_rows(path: str, fmt: str, on_ragged=skip_invalid_row) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """The dataset's column names and its rows, a batch at a time, from one opening of the file (the
+    columns known before any row is read; memory holds one batch, never the file).
+
+    CSV columns come as bytes, as the pipeline reads them; ``on_ragged`` sees each CSV line whose
+    field count differs from the header's (one reader thread, so that pyarrow knows its number).
+    """
+    fs, where = dataset_fs(path)
     try:
-        fs, where = dataset_fs(path)
-        if fs.get_file_info(where).type == pafs.FileType.NotFound:
+        info = fs.get_file_info(where)
+        if info.type == pafs.FileType.NotFound:
             raise ConfigError(f"dataset file not found: {path}")
         if fmt == "csv":
-            with pacsv.open_csv(fs.open_input_stream(where), convert_options=pacsv.ConvertOptions(check_utf8=False),
-                                parse_options=pacsv.ParseOptions(invalid_row_handler=skip_invalid_row)) as reader:
-                return list(reader.schema.names)
-        return list(pq.ParquetDataset(where, filesystem=fs).schema.names)
+            return _open_csv(fs.open_input_stream(where), on_ragged)
+        if info.type == pafs.FileType.File:  # one file: its footer and its rows through one handle
+            parquet = pq.ParquetFile(fs.open_input_file(where))
+            return list(parquet.schema_arrow.names), parquet.iter_batches(PARQUET_BATCH_ROWS)
+        dataset = pads.dataset(where, format="parquet", filesystem=fs)  # a folder of Parquet files
+        return list(dataset.schema.names), dataset.to_batches(batch_size=PARQUET_BATCH_ROWS)
     except (pa.ArrowInvalid, OSError) as error:
         raise ConfigError(f"cannot read the {fmt} dataset {path}: {error}") from error
 
 
-def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
+def _open_csv(stream, on_ragged) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """Every column as bytes needs the names before the reader starts: the header line is read first,
+    parsed by pyarrow as the reader would, and handed to the reader again with the rest of the stream."""
+    head = b""
+    while b"\n" not in head:
+        chunk = stream.read(HEADER_CHUNK)
+        if not chunk:
+            break
+        head += chunk
+    header = head[: head.find(b"\n") + 1] if b"\n" in head else head
+    names = pacsv.read_csv(pa.BufferReader(header), convert_options=pacsv.ConvertOptions(check_utf8=False)).schema.names
+    reader = pacsv.open_csv(io.BufferedReader(_Replay(head, stream)),
+                            read_options=pacsv.ReadOptions(use_threads=False),
+                            parse_options=pacsv.ParseOptions(invalid_row_handler=on_ragged),
+                            convert_options=pacsv.ConvertOptions(check_utf8=False,
+                                                                 column_types={c: pa.binary() for c in names}))
+    return list(names), iter(reader)
+
+
+class _Replay(io.RawIOBase):
+    """The bytes already read from a stream, then the rest of it."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if len(self.head):
+            size = min(len(buffer), len(self.head))
+            buffer[:size], self.head = self.head[:size], self.head[size:]
+            return size
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def read_batches(path: str, fmt: str) -> Iterator[pa.RecordBatch]:
+    """The dataset's rows, a batch at a time, read again (a run reads them once: ``plan_dataset``)."""
+    yield from open_rows(path, fmt)[1]
+
+
+def check_columns(columns: list[str], layout: Layout, ignore: list[str]) -> None:
     """Fail fast, listing every problem, before any work starts."""
     problems = []
-    known = GENERIC_COLUMNS if layout == "generic" else VPDATA_COLUMNS
+    known = GENERIC_COLUMNS if layout is Layout.generic else VPDATA_COLUMNS
     unknown = sorted(set(columns) - known - set(ignore))
     if unknown:
         problems.append(f"unknown column(s) {unknown} (known: {sorted(known)}; list columns to "
                         f"skip in dataset.ignore_columns)")
-    if layout == "generic":
+    if layout is Layout.generic:
         if "video_path" not in columns:
             problems.append("missing column 'video_path'")
     else:
@@ -114,39 +171,6 @@ def check_columns(columns: list[str], layout: str, ignore: list[str]) -> None:
             problems.append(f"missing VPData column(s) {missing}")
     if problems:
         raise ConfigError("dataset columns: " + "; ".join(problems))
-
-
-def read_batches(path: str, fmt: str, columns: list[str] | None = None,
-                 on_ragged=skip_invalid_row) -> Iterator[pa.RecordBatch]:
-    """The dataset's rows, a batch at a time (memory holds one batch, never the file).
-
-    CSV columns come as bytes, as the pipeline reads them; ``on_ragged`` sees each CSV line whose
-    field count differs from the header's (one reader thread, so that pyarrow knows its number).
-    """
-    fs, where = dataset_fs(path)
-    if fmt != "csv":
-        yield from pads.dataset(where, format="parquet", filesystem=fs).to_batches(columns=columns)
-        return
-    names = columns if columns is not None else dataset_columns(path, fmt)
-    with pacsv.open_csv(fs.open_input_stream(where), read_options=pacsv.ReadOptions(use_threads=False),
-                        parse_options=pacsv.ParseOptions(invalid_row_handler=on_ragged),
-                        convert_options=pacsv.ConvertOptions(
-                            include_columns=columns, check_utf8=False,
-                            column_types={c: pa.binary() for c in names})) as reader:
-        yield from reader
-
-
-def scanned_rows(path: str, fmt: str, columns: list[str], limit: int,
-                 on_ragged=skip_invalid_row) -> Iterator[dict[str, Any]]:
-    """The id and mask source columns of each of the first ``limit`` rows (all if < 0), streamed."""
-    wanted = [c for c in (*ID_COLUMNS, *PROMPT_COLUMNS) if c in columns]
-    rows = 0
-    for batch in read_batches(path, fmt, wanted, on_ragged):
-        for raw in batch.to_pylist():
-            if 0 <= limit <= rows:
-                break
-            rows += 1
-            yield raw
 
 
 def needs_sam2(raw: dict[str, Any]) -> bool:
@@ -162,7 +186,7 @@ def needs_sam2(raw: dict[str, Any]) -> bool:
     return row["mask_path"] is None and (row["points"] is not None or row["box"] is not None)
 
 
-def row_id(raw: dict[str, Any], layout: str) -> str | None:
+def row_id(raw: dict[str, Any], layout: Layout) -> str | None:
     """The clip id a raw row's id columns give, or None if they give none (the row fails on its own
     later); the other columns (a caption with bad UTF-8, say) do not matter."""
     try:
@@ -171,33 +195,54 @@ def row_id(raw: dict[str, Any], layout: str) -> str | None:
         return None
 
 
-def scan_ids(path: str, fmt: str, layout: str, columns: list[str],
-             limit: int) -> tuple[int, dict[str, int], list[RaggedRow], int]:
-    """The number of rows (the first ``limit`` if >= 0), the ids that occur more than once (with
-    their counts), the CSV lines that are not rows at all and the rows that need SAM2.
+class RowSink(Protocol):
+    """Where the one pass over the dataset puts its rows (``vp_ray.todo``'s shards)."""
 
-    Memory holds 8 bytes per row (a hash of each id), not the ids: a second pass names the
-    duplicates, only if some hashes repeat."""
-    ragged: list[RaggedRow] = []
+    def add(self, batch: pa.RecordBatch, ids: list[str | None]) -> None:
+        """The next rows, with the clip id of each (None: a row that gives none)."""
 
-    def collect(row) -> str:
-        ragged.append(RaggedRow(row.number, row.text, row.actual_columns, row.expected_columns))
-        return "skip"
+    def ids(self) -> Iterable[str | None]:
+        """The ids of every row added, read again from where they were put."""
 
-    hashes = array("q")
-    prompted = 0
-    for raw in scanned_rows(path, fmt, columns, limit, collect):
-        clip_id = row_id(raw, layout)
-        hashes.append(_hash64(clip_id) if clip_id is not None else 0)
-        prompted += needs_sam2(raw)
-    values, counts = np.unique(np.frombuffer(hashes, dtype=np.int64), return_counts=True)
-    repeated = set(values[(counts > 1) & (values != 0)].tolist())
-    duplicates: dict[str, int] = {}
-    if repeated:
-        ids = (row_id(raw, layout) for raw in scanned_rows(path, fmt, columns, limit))
-        found = Counter(clip_id for clip_id in ids if clip_id is not None and _hash64(clip_id) in repeated)
-        duplicates = {clip_id: count for clip_id, count in found.items() if count > 1}
-    return len(hashes), duplicates, ragged, prompted
+
+class RowScan:
+    """What one pass over the rows learns of them: their number, the ids that may repeat and how many
+    rows need SAM2 (a review's ``edits`` applied; of the requeued rows ``redo`` only, where given).
+
+    Memory holds 8 bytes per row (a hash of each id), not the ids: ``duplicates`` names them from a
+    second look at the ids, only if some hashes repeat."""
+
+    def __init__(self, layout: Layout, edits: dict[str, dict[str, Any]], redo: frozenset[str] | None):
+        self.layout, self.edits, self.redo = layout, edits, redo
+        self.hashes = array("q")
+        self.prompted = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.hashes)
+
+    def add(self, batch: pa.RecordBatch) -> list[str | None]:
+        """Count ``batch``'s rows; returns their ids."""
+        wanted = [c for c in (*ID_COLUMNS, *PROMPT_COLUMNS) if c in batch.schema.names]
+        ids = []
+        for raw in batch.select(wanted).to_pylist():
+            clip_id = row_id(raw, self.layout)
+            ids.append(clip_id)
+            self.hashes.append(_hash64(clip_id) if clip_id is not None else 0)
+            if self.redo is not None and clip_id not in self.redo:
+                continue
+            fields = self.edits.get(clip_id, {})  # an edit sets mask_kind only where it places a click or box
+            self.prompted += fields["mask_kind"] in PROMPT_KINDS if "mask_kind" in fields else needs_sam2(raw)
+        return ids
+
+    def duplicates(self, ids_again: Callable[[], Iterable[str | None]]) -> dict[str, int]:
+        """The ids that occur more than once, with their counts, from ``ids_again`` if hashes repeat."""
+        values, counts = np.unique(np.frombuffer(self.hashes, dtype=np.int64), return_counts=True)
+        repeated = set(values[(counts > 1) & (values != 0)].tolist())
+        if not repeated:
+            return {}
+        found = Counter(clip_id for clip_id in ids_again() if clip_id is not None and _hash64(clip_id) in repeated)
+        return {clip_id: count for clip_id, count in found.items() if count > 1}
 
 
 def _hash64(text: str) -> int:
@@ -236,27 +281,57 @@ class DatasetPlan:
         return str(Path(self.path.removeprefix("file://")).resolve().parent)
 
 
-def plan_dataset(cfg: dict[str, Any]) -> DatasetPlan:
-    """Check the dataset before any worker starts: columns, ids, size."""
-    dataset = cfg["dataset"]
-    fmt, path = dataset["format"], dataset["path"]
-    if fmt == "demo":
+def plan_dataset(cfg: Config, edits: dict[str, dict[str, Any]] | None = None,
+                 redo: frozenset[str] | None = None, keep: RowSink | None = None) -> DatasetPlan:
+    """Read the dataset, once, before any worker starts: its columns, ids and size, and the rows that
+    need SAM2 (a review's ``edits`` applied; ``redo``: the clips of a requeue run, None for a run of
+    every row). Each row within ``dataset.limit`` goes to ``keep``, which later steps read instead of
+    the dataset; without one, ids that may repeat are named from a second read."""
+    dataset, path = cfg.dataset, cfg.dataset.path
+    layout, limit = dataset.layout, dataset.limit
+    if dataset.format is DatasetFormat.demo:
         from vp_ray.demo import ensure_demo_dataset
 
-        path = str(ensure_demo_dataset(path, num_clips=dataset["demo_num_clips"],
-                                       num_frames=dataset["demo_num_frames"], fps=dataset["demo_fps"],
-                                       seed=cfg["seed"]))
-        fmt = "csv"
-    columns = dataset_columns(path, fmt)
-    check_columns(columns, dataset["layout"], list(dataset["ignore_columns"]))
-    valid, duplicates, ragged, prompted = scan_ids(path, fmt, dataset["layout"], columns, dataset["limit"])
-    if dataset["limit"] >= 0:
+        path = str(ensure_demo_dataset(path, num_clips=dataset.demo_num_clips,
+                                       num_frames=dataset.demo_num_frames, fps=dataset.demo_fps, seed=cfg.seed))
+    fmt = "parquet" if dataset.format is DatasetFormat.parquet else "csv"   # the file's format
+    ragged: list[RaggedRow] = []
+
+    def collect(row) -> str:
+        ragged.append(RaggedRow(row.number, row.text, row.actual_columns, row.expected_columns))
+        return "skip"
+
+    columns, batches = open_rows(path, fmt, collect)
+    check_columns(columns, layout, list(dataset.ignore_columns))
+    scan = RowScan(layout, edits or {}, redo)
+    for batch in batches:
+        if 0 <= limit <= scan.rows:
+            break
+        batch = batch.slice(0, limit - scan.rows) if limit >= 0 else batch
+        ids = scan.add(batch)
+        if keep is not None:
+            keep.add(batch, ids)
+    valid = scan.rows
+    if limit >= 0:
         # Only ragged lines before the last row read (valid rows before line j: j - 2 - earlier ragged).
         ragged = [r for i, r in enumerate(ragged) if r.line - 2 - i < valid]
-    if valid + len(ragged) == 0 and dataset["limit"] != 0:
+    if valid + len(ragged) == 0 and limit != 0:
         raise ConfigError(f"the dataset {path} has no rows")
-    return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged),
-                       duplicates=duplicates, ragged=ragged, prompted=prompted)
+    duplicates = scan.duplicates(keep.ids if keep is not None else lambda: _ids_again(path, fmt, layout, limit))
+    return DatasetPlan(path=path, format=fmt, columns=columns, total=valid + len(ragged), duplicates=duplicates,
+                       ragged=ragged, prompted=scan.prompted, edits=edits or {}, redo=redo or frozenset())
+
+
+def _ids_again(path: str, fmt: str, layout: Layout, limit: int) -> Iterator[str | None]:
+    """The ids of the first ``limit`` rows (all if < 0), from a second read of the dataset."""
+    _, batches = open_rows(path, fmt)
+    rows = 0
+    for batch in batches:
+        for raw in batch.select([c for c in ID_COLUMNS if c in batch.schema.names]).to_pylist():
+            if 0 <= limit <= rows:
+                return
+            rows += 1
+            yield row_id(raw, layout)
 
 
 # ----------------------------------------------------------------------------- one row
@@ -284,7 +359,7 @@ def clean(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def clip_id_of(row: dict[str, Any], layout: str) -> str:
+def clip_id_of(row: dict[str, Any], layout: Layout) -> str:
     """The record's id: given, or derived from its video (and mask id / frame range)."""
     given = row.get("clip_id")
     if given is not None:
@@ -293,7 +368,7 @@ def clip_id_of(row: dict[str, Any], layout: str) -> str:
             raise ClipError(f"clip_id {clip_id!r} is not allowed: use letters, digits, '.', '_' "
                             "and '-' only (no path separators, no leading '.')")
         return clip_id
-    video = row.get("path" if layout == "vpdata" else "video_path")
+    video = row.get("path" if layout is Layout.vpdata else "video_path")
     if video is None:
         raise ClipError("row has no video path")
     stem = Path(str(video)).name
@@ -303,26 +378,25 @@ def clip_id_of(row: dict[str, Any], layout: str) -> str:
     parts = [stem]
     if row.get("mask_id") is not None:
         parts.append(f"m{_as_int(row['mask_id'], 'mask_id')}")
-    if layout == "vpdata":
+    if layout is Layout.vpdata:
         parts.append(f"{_as_int(row.get('start_frame') or 0, 'start_frame')}-"
                      f"{_as_int(row.get('end_frame') if row.get('end_frame') is not None else -1, 'end_frame')}")
     clip_id = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)).lstrip("._-")[:200]
     return clip_id or "clip_" + hashlib.sha1(str(video).encode()).hexdigest()[:12]
 
 
-def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> ClipRecord:
+def normalize(raw: dict[str, Any], dataset: DatasetConfig, base_dir: str) -> ClipRecord:
     """Turn one dataset row into a checked ``ClipRecord`` (raises ClipError on a bad row)."""
     row = clean(raw)
-    layout = dataset["layout"]
-    clip_id = clip_id_of(row, layout)
-    if layout == "vpdata":
+    clip_id = clip_id_of(row, dataset.layout)
+    if dataset.layout is Layout.vpdata:
         row = _vpdata_to_generic(row, dataset, base_dir)
-    video_root = dataset["video_root"] or base_dir
-    mask_root = dataset["mask_root"] or base_dir
+    video_root = dataset.video_root or base_dir
+    mask_root = dataset.mask_root or base_dir
     record = ClipRecord(
         clip_id=clip_id,
         video_path=_resolve(row.get("video_path"), video_root, "video_path"),
-        prompt=str(row.get("prompt") or dataset["default_prompt"]),
+        prompt=str(row.get("prompt") or dataset.default_prompt),
         mask_path=_resolve(row.get("mask_path"), mask_root, "mask_path") if row.get("mask_path") else "",
         mask_id=_as_int(row.get("mask_id"), "mask_id") if row.get("mask_id") is not None else -1,
         points=_points_json(row.get("points")),
@@ -342,14 +416,14 @@ def normalize(raw: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> Cl
     return record
 
 
-def _vpdata_to_generic(row: dict[str, Any], dataset: dict[str, Any], base_dir: str) -> dict[str, Any]:
+def _vpdata_to_generic(row: dict[str, Any], dataset: DatasetConfig, base_dir: str) -> dict[str, Any]:
     """VPData's folder conventions: ``<id>.0.mp4`` is a Videovo clip, anything else Pexels."""
     path = str(row["path"])
     if not VPDATA_FILE_NAME.match(path):
         raise ClipError(f"invalid VPData path {path!r}: expected a file name like <id>.mp4 (Pexels) or "
                         "<id>.0.mp4 (Videovo), without folders")
     base = path.split(".")[0]
-    video_root = dataset["video_root"] or base_dir
+    video_root = dataset.video_root or base_dir
     if path.endswith(".0.mp4"):
         video = os.path.join(video_root, "videovo", "raw_video", base[:-3], f"{base}.0.mp4")
         masks = os.path.join("video_inpainting", "videovo", base, "all_masks.npz")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from vp_ray.atomic import atomic_path
+from vp_ray.config import Config, as_dict
 from vp_ray.evaluation.qa import SCORES as QA_SCORES
 from vp_ray.evaluation.qa import short_name
 from vp_ray.gpu_idle import idle_summary
@@ -785,11 +786,12 @@ def render_report(data: RunData, config: dict[str, Any] | None = None, max_clips
             f"<body>{body}<script>{SCRIPT}</script></body></html>\n")
 
 
-def write_report(output_dir: str | os.PathLike, config: dict[str, Any] | None = None, *,
+def write_report(output_dir: str | os.PathLike, config: Config | None = None, *,
                  max_clips: int = 48) -> Path:
-    """Write ``<output_dir>/report.html`` for a finished run (atomically) and return its path."""
+    """Write ``<output_dir>/report.html`` for a finished run (atomically) and return its path;
+    ``config``: the run's, shown in the report (None: not recorded)."""
     data = read_run(output_dir)
-    text = render_report(data, config, max_clips=max_clips)
+    text = render_report(data, None if config is None else as_dict(config), max_clips=max_clips)
     path = Path(output_dir) / REPORT_NAME
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

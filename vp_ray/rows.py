@@ -184,15 +184,15 @@ def add_warning(row: dict[str, Any], warning: str) -> None:
 
 
 def run_stage(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict],
-              timing_column: str | None = None) -> pd.DataFrame:
-    """Apply ``fn`` to each pending row; any exception becomes that row's failure.
+              timing_column: str | None = None, acts_on: Callable[[dict], bool] = lambda row: True) -> pd.DataFrame:
+    """Apply ``fn`` to each pending row it ``acts_on``; any exception becomes that row's failure.
 
-    Rows that failed earlier (or were done in an earlier run) pass through untouched.
-    Exceptions never escape: one bad clip must not fail Ray's whole dataset.
+    Rows that failed earlier (or were done in an earlier run), and rows the stage does not act on,
+    pass through untouched. Exceptions never escape: one bad clip must not fail Ray's whole dataset.
     """
     out = []
     for row in map(coerce, batch.to_dict("records")):
-        if row["status"] == PENDING:
+        if row["status"] == PENDING and acts_on(row):
             start = time.perf_counter()
             with runlog.clip_context(row["clip_id"]):
                 runlog.TRACE.info("%s: started", stage)

@@ -30,49 +30,45 @@ every node would have to be started with the extra resource.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from vp_ray.config import PlacementMode, Sam2Config
 from vp_ray.errors import ConfigError
-
-MODES = ("auto", "cpu", "shared", "dedicated")
 
 
 @dataclass(frozen=True)
 class Sam2Placement:
     """GPUs per SAM2 actor, GPUs per inpainting actor, and GPUs left for the inpainting pool."""
 
-    mode: str
+    mode: PlacementMode
     sam2_num_gpus: float
     inpaint_num_gpus: float
     inpaint_gpus_available: float
 
 
-def plan_placement(sam2_cfg: dict[str, Any], model_num_gpus: float, cluster_gpus: float) -> Sam2Placement:
+def plan_placement(sam2_cfg: Sam2Config, model_num_gpus: float, cluster_gpus: float) -> Sam2Placement:
     """The placement for the ``sam2`` config, an inpainting model wanting ``model_num_gpus``
     per actor and a cluster with ``cluster_gpus`` GPUs."""
-    mode, size = sam2_cfg["placement"], sam2_cfg["pool_size"]
-    if mode not in MODES:
-        raise ConfigError(f"sam2.placement {mode!r} is not one of {', '.join(MODES)}")
+    mode, size = sam2_cfg.placement, sam2_cfg.pool_size
     if size < 1:
         raise ConfigError(f"sam2.pool_size must be at least 1, not {size}")
-    if mode == "auto":
-        mode = "shared" if cluster_gpus >= 1 and model_num_gpus == 1 else "cpu"
-    if mode == "cpu":
-        return Sam2Placement("cpu", 0.0, model_num_gpus, cluster_gpus)
+    if mode is PlacementMode.auto:
+        mode = PlacementMode.shared if cluster_gpus >= 1 and model_num_gpus == 1 else PlacementMode.cpu
+    if mode is PlacementMode.cpu:
+        return Sam2Placement(mode, 0.0, model_num_gpus, cluster_gpus)
     if cluster_gpus < 1:
-        raise ConfigError(f"sam2.placement={mode} needs GPUs but the Ray cluster has none")
-    if mode == "shared":
+        raise ConfigError(f"sam2.placement={mode.value} needs GPUs but the Ray cluster has none")
+    if mode is PlacementMode.shared:
         if model_num_gpus != 1:
             raise ConfigError(f"sam2.placement=shared needs inpainting actors of one whole GPU "
                               f"(model.num_gpus={model_num_gpus:g}); use cpu or dedicated")
-        taken = size * sam2_cfg["gpu_fraction"]
+        taken = size * sam2_cfg.gpu_fraction
         if not 0 < taken < 0.5:
             raise ConfigError(f"sam2.pool_size x sam2.gpu_fraction = {taken:g} must be above 0 and "
                               "below 0.5, so that no two inpainting actors fit on one GPU")
-        return Sam2Placement("shared", sam2_cfg["gpu_fraction"], round(1 - taken, 6), cluster_gpus)
+        return Sam2Placement(mode, sam2_cfg.gpu_fraction, round(1 - taken, 6), cluster_gpus)
     # dedicated
     if size >= cluster_gpus:
         raise ConfigError(f"sam2.placement=dedicated with sam2.pool_size={size} leaves no GPU for "
                           f"inpainting (the cluster has {cluster_gpus:g})")
-    return Sam2Placement("dedicated", 1.0, model_num_gpus, cluster_gpus - size)
+    return Sam2Placement(mode, 1.0, model_num_gpus, cluster_gpus - size)
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from vp_ray import gpu
+from vp_ray.config import Dtype, Sam2Config, Sam2Device
 from vp_ray.connected_components import use_compiled_or_opencv
 from vp_ray.errors import ConfigError
 from vp_ray.prompts import Box, Point, check_prompts
@@ -27,7 +28,7 @@ from vp_ray.prompts import Box, Point, check_prompts
 log = logging.getLogger(__name__)
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # sam2's load_video_frames defaults
 IMAGE_STD = (0.229, 0.224, 0.225)
-DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": None}
+DTYPES = {Dtype.bfloat16: "bfloat16", Dtype.float16: "float16", Dtype.float32: None}  # autocast; float32: none
 
 
 # ----------------------------------------------------------------------------- the model
@@ -166,11 +167,11 @@ def _sam2_hydra():
         restore_gh_from_backup(backup)
 
 
-def _build(sam2_cfg: dict[str, Any], config: str, device: str):
+def _build(sam2_cfg: Sam2Config, config: str, device: str):
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
-    overrides = [f"++model.image_size={sam2_cfg['image_size']}"] if sam2_cfg["image_size"] else []
+    overrides = [f"++model.image_size={sam2_cfg.image_size}"] if sam2_cfg.image_size else []
     with _sam2_hydra(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random_init: the same weights in every actor and every run
         return build_sam2_video_predictor(config, ckpt_path=None, device=device,
@@ -196,31 +197,30 @@ def _load_checkpoint(predictor, checkpoint: str, config: str) -> None:
                           "configs/sam2/sam2_hiera_*.yaml") from None
 
 
-def require_checkpoint(sam2_cfg: dict[str, Any]) -> None:
+def require_checkpoint(sam2_cfg: Sam2Config) -> None:
     """A ConfigError if the configured SAM2 checkpoint is not there (random weights need none)."""
-    if not sam2_cfg["random_init"] and not os.path.isfile(sam2_cfg["checkpoint"]):
-        raise ConfigError(f"SAM2 checkpoint not found: {sam2_cfg['checkpoint']} (SAM2 turns clicks and "
+    if not sam2_cfg.random_init and not os.path.isfile(sam2_cfg.checkpoint):
+        raise ConfigError(f"SAM2 checkpoint not found: {sam2_cfg.checkpoint} (SAM2 turns clicks and "
                           "boxes into masks; see ckpt/README.md, or give masks as files instead; "
                           "sam2.random_init=true runs without weights, for tests)")
 
 
-def load_segmenter(sam2_cfg: dict[str, Any]) -> Segmenter:
+def load_segmenter(sam2_cfg: Sam2Config) -> Segmenter:
     """The official SAM2 video predictor for the ``sam2`` config group, with real weights or
     (``random_init``) none."""
     import torch
 
-    device = sam2_cfg["device"]
-    if device == "auto":
+    if sam2_cfg.device is Sam2Device.auto:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if sam2_cfg["dtype"] not in DTYPES:
-        raise ConfigError(f"sam2.dtype {sam2_cfg['dtype']!r} is not one of {', '.join(DTYPES)}")
-    config = model_config_name(sam2_cfg["config"])
+    else:
+        device = sam2_cfg.device.value
+    config = model_config_name(sam2_cfg.config)
     require_checkpoint(sam2_cfg)
-    checkpoint = None if sam2_cfg["random_init"] else sam2_cfg["checkpoint"]
+    checkpoint = None if sam2_cfg.random_init else sam2_cfg.checkpoint
     use_compiled_or_opencv()
-    gpu.limit_memory(torch.device(device), sam2_cfg["gpu_memory_limit_gb"])
+    gpu.limit_memory(torch.device(device), sam2_cfg.gpu_memory_limit_gb)
     predictor = _build(sam2_cfg, config, device)
     if checkpoint is not None:
         _load_checkpoint(predictor, checkpoint, config)
     log.info("SAM2 %s from %s on %s", config, checkpoint or "random weights", device)
-    return Segmenter(predictor, torch.device(device), sam2_cfg["mask_threshold"], DTYPES[sam2_cfg["dtype"]])
+    return Segmenter(predictor, torch.device(device), sam2_cfg.mask_threshold, DTYPES[sam2_cfg.dtype])

@@ -10,26 +10,28 @@ clip's files are then moved up into ``--output_dir``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 
 import pandas as pd
 
 from vp_ray import config, records, video
 from vp_ray.atomic import atomic_path
-from vp_ray.config import to_plain_config
+from vp_ray.config import Config, ModelConfig, load_config
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation import qa
 from vp_ray.models.compile_plan import with_workload
 from vp_ray.outputs import META
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import FAILED, SUSPECT, rows_to_frame
-from vp_ray.stages import preflight
+from vp_ray.stages import RunContext, preflight
 
 log = logging.getLogger("vp_ray.single")
 
@@ -51,7 +53,7 @@ MODELS_WITH_STEPS = ("videopainter", "tiny")  # the models the model.* options a
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = compose([])
-    per_model = {name: compose([f"model={name}"])["model"] for name in MODELS_WITH_STEPS}
+    per_model = {name: compose([f"model={name}"]).model for name in MODELS_WITH_STEPS}
     parser = argparse.ArgumentParser(
         prog="python -m vp_ray.single",
         description="Remove an object from one video: click on it in frame 0, get the clean video. "
@@ -85,34 +87,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def shown_default(key: str, defaults: dict, per_model: dict[str, dict]) -> str:
+def shown_default(key: str, defaults: Config, per_model: dict[str, ModelConfig]) -> str:
     """A setting's default as --help shows it; a model's setting is each model's own (steps: 50 for
     videopainter, 4 for tiny)."""
     def text(value) -> str:
+        if isinstance(value, Enum):
+            return value.value
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     section, _, name = key.rpartition(".")
     if section == "model":
-        values = {model: cfg[name] for model, cfg in per_model.items()}
+        values = {model: getattr(cfg, name) for model, cfg in per_model.items()}
         if len(set(values.values())) == 1:
             return text(next(iter(values.values())))
         return "the model's own: " + ", ".join(f"{text(value)} for {model}" for model, value in values.items())
-    value = (defaults[section] if section else defaults)[name]
-    return text(value["name"] if isinstance(value, dict) else value)
+    value = getattr(getattr(defaults, section) if section else defaults, name)
+    return text(value.name if dataclasses.is_dataclass(value) else value)
 
 
-def compose(overrides: list[str]) -> dict:
-    """The plain run config for these overrides, as launch.py's (the dataset: this one clip)."""
+def compose(overrides: list[str]) -> Config:
+    """The run config for these overrides, as launch.py's (the dataset: this one clip)."""
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return to_plain_config(config.compose(["dataset=csv", "dataset.path=-", "output_dir=-", *overrides]))
+        return load_config(config.compose(["dataset=csv", "dataset.path=-", "output_dir=-", *overrides]))
     except (ConfigCompositionException, OmegaConfBaseException) as error:
         raise ConfigError(f"config: {error}") from None
 
 
-def build_config(args: argparse.Namespace) -> dict:
+def build_config(args: argparse.Namespace) -> Config:
     overrides = [f"{key}={getattr(args, option)}" for option, (key, _, _) in CONFIG_OPTIONS.items()
                  if getattr(args, option) is not None]
     overrides += [f"mask_only={str(args.mask_only).lower()}",
@@ -132,7 +136,7 @@ def record_of(args: argparse.Namespace) -> dict:
     return raw
 
 
-def clip_frames(cfg: dict, video_path: str) -> int | None:
+def clip_frames(cfg: Config, video_path: str) -> int | None:
     """Frames the prepare stage will cut this video to, from its container (None where it cannot
     tell: the prepare stage then says why, or finds out)."""
     try:
@@ -141,12 +145,12 @@ def clip_frames(cfg: dict, video_path: str) -> int | None:
         return None
     if not info.fps > 0:
         return None
-    indices, _ = video.sample_indices(info.num_frames or video.UNKNOWN_LENGTH, info.fps, cfg["target_fps"],
-                                      cfg["max_seconds"])
+    indices, _ = video.sample_indices(info.num_frames or video.UNKNOWN_LENGTH, info.fps, cfg.target_fps,
+                                      cfg.max_seconds)
     return len(indices)
 
 
-def run_single(cfg: dict, raw: dict) -> dict:
+def run_single(cfg: Config, raw: dict) -> dict:
     """The batch job's stages, in order, on one row, in this process."""
     # One clip, one actor: model.compile_blocks=auto decides by this clip's windows and steps.
     cfg = with_workload(cfg, clips=1, actors=1, frames=clip_frames(cfg, raw["video_path"]))
@@ -154,10 +158,11 @@ def run_single(cfg: dict, raw: dict) -> dict:
     plan = DatasetPlan(path=os.path.join(os.getcwd(), "-"), format="csv", columns=columns, total=1,
                        duplicates={}, ragged=[], prompted=int(records.needs_sam2(raw)))
     batch = pd.DataFrame([raw])
+    run = RunContext.of(cfg, plan)
     for stage in preflight(cfg, plan):
         log.info("%s ...", stage.title)
         start = time.perf_counter()
-        batch = stage(cfg, plan)(batch)
+        batch = stage(cfg, plan, run)(batch)
         log.info("%s done in %.1f s", stage.title, time.perf_counter() - start)
         if batch.iloc[0]["status"] == FAILED:
             break
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("warning: %s", warning)
         if row["status"] == SUSPECT:
             log.warning("suspect (quality scores over their thresholds): %s",
-                        qa.describe(row, row["qa_flags"].split(","), cfg["qa"]))
+                        qa.describe(row, row["qa_flags"].split(","), cfg.qa))
         names = sorted(path.name for path in Path(row["output_dir"]).iterdir())
         for name in names:  # up from the batch layout into --output_dir
             os.replace(Path(row["output_dir"]) / name, output_dir / name)

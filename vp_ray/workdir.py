@@ -7,14 +7,20 @@ plain ``.npy`` files (no pickle), loaded with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vp_ray.atomic import atomic_path
+from vp_ray.config import ResizeMode
+from vp_ray.masks import MaskRule
+from vp_ray.prompts import Box, Point
+from vp_ray.video import Placement
 
 FRAMES = "frames.npy"          # uint8 [T, H, W, 3] RGB at the model's size
 MASKS_RAW = "masks_raw.npy"    # bool [T, H, W]: the object, as given or segmented
@@ -23,6 +29,34 @@ MASKED_VIDEO = "masked_video.npy"  # uint8 [T, H, W, 3]: the object blacked out 
 INDICES = "indices.npy"        # int64 [T]: the source frame number of each frame
 SOURCE_MASKS = "masks_source.npy"  # uint8 [T, H, ceil(W / 8)]: a mask file's masks at the source size, bits packed
 RESULT = "result.npy"          # uint8 [T', H, W, 3]: T' <= T after an OOM retry shortened it
+CLIP_INFO = "clip.json"        # ClipInfo: what the prepare stage decided for the clip
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What the prepare stage decides for a clip once, for the stages after it: where the source
+    frame lands in the model frame, the clicks and box SAM2 is given (model-frame pixels), and how
+    the object masks become what the inpainter fills."""
+
+    placement: Placement
+    mask_rule: MaskRule
+    points: list[Point] = dataclasses.field(default_factory=list)
+    box: Box | None = None
+
+
+def save_clip_info(work_dir: str | os.PathLike, info: ClipInfo) -> None:
+    fields = dataclasses.asdict(info)
+    fields["placement"]["mode"] = info.placement.mode.value
+    with atomic_path(Path(work_dir) / CLIP_INFO) as tmp:
+        Path(tmp).write_text(json.dumps(fields))
+
+
+def load_clip_info(work_dir: str | os.PathLike) -> ClipInfo:
+    fields = json.loads((Path(work_dir) / CLIP_INFO).read_text())
+    placement = Placement(**{**fields["placement"], "mode": ResizeMode(fields["placement"]["mode"])})
+    return ClipInfo(placement=placement, mask_rule=MaskRule(**fields["mask_rule"]),
+                    points=[(x, y, label) for x, y, label in fields["points"]],
+                    box=tuple(fields["box"]) if fields["box"] is not None else None)
 
 
 def save_array(work_dir: str | os.PathLike, name: str, array: np.ndarray) -> None:

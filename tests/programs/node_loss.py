@@ -15,7 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from vp_ray import graph
-from vp_ray.config import compose, to_plain_config
+from vp_ray.config import compose, load_config
 from vp_ray.models import gate
 
 csv, out, gate_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -23,11 +23,11 @@ cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "num_gpus
 nodes = [cluster.add_node(num_cpus=3, num_gpus=2) for _ in range(2)]
 cluster.wait_for_nodes()
 ray.init(address=cluster.address, log_to_driver=False)
-cfg = to_plain_config(compose([f"output_dir={out}", "dataset=csv", f"dataset.path={csv}", "model=sim",
-                               "model.seconds_per_frame=0", "model.height=48", "model.width=64",
-                               "model.hold_after_clips=6", f"model.gate_dir={gate_dir}",
-                               "dilate_size=2", "cluster=multinode", "cluster.include_dashboard=false",
-                               "cluster.prepare_concurrency=2", "cluster.write_concurrency=2"]))
+cfg = load_config(compose([f"output_dir={out}", "dataset=csv", f"dataset.path={csv}", "model=sim",
+                           "model.seconds_per_frame=0", "model.height=48", "model.width=64",
+                           "model.hold_after_clips=6", f"model.gate_dir={gate_dir}",
+                           "dilate_size=2", "cluster=multinode", "cluster.include_dashboard=false",
+                           "cluster.prepare_concurrency=2", "cluster.write_concurrency=2"]))
 events, results = {}, []
 
 
@@ -56,10 +56,11 @@ wait_until(lambda: held_on(added), "a clip held by an actor on the added node (t
 gate.open_gate(gate_dir)
 runner.join()
 result = results[0]
-print("REPORT", json.dumps({**events, "done": [r["clip_id"] for r in result.ledger.done],
-                  "failed": [r["clip_id"] for r in result.ledger.failed],
+done, failed = result.ledger.table("done"), result.ledger.table("failed")
+print("REPORT", json.dumps({**events, "done": done.clip_id.tolist(),
+                  "failed": failed.clip_id.tolist(),
                   "duplicates": result.ledger.duplicates(),
-                  "errors": [r["error"] for r in result.ledger.failed],
-                  "workers": sorted({r["inpaint_worker"] for r in result.ledger.done})}))
+                  "errors": failed.error.tolist(),
+                  "workers": sorted(set(done.inpaint_worker))}))
 ray.shutdown()
 cluster.shutdown()

@@ -6,6 +6,7 @@ import json
 
 import ray
 
+from vp_ray.config import PlacementMode, Sam2Config
 from vp_ray.sam2_placement import plan_placement
 
 GPUS = 4
@@ -34,10 +35,10 @@ def place(sam2_count, sam2_gpus, inpaint_gpus, inpaint_count, can_place):
     return {"wanted": inpaint_count, "placed": placed}
 
 
-p = plan_placement({"placement": "auto", "pool_size": 3, "gpu_fraction": 0.1}, 1, GPUS)
+p = plan_placement(Sam2Config(placement=PlacementMode.auto, pool_size=3, gpu_fraction=0.1), 1, GPUS)
 wanted = int(p.inpaint_gpus_available)
 result = {"auto": place(3, p.sam2_num_gpus, p.inpaint_num_gpus, wanted, wanted)}
-p = plan_placement({"placement": "dedicated", "pool_size": 1}, 1, GPUS)
+p = plan_placement(Sam2Config(placement=PlacementMode.dedicated, pool_size=1), 1, GPUS)
 wanted = int(p.inpaint_gpus_available)
 result["dedicated"] = place(1, p.sam2_num_gpus, p.inpaint_num_gpus, wanted, wanted)
 result["quarter_gpus"] = place(3, 0.25, 0.75, GPUS, GPUS - 1)  # the trap, for contrast

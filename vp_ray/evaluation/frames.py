@@ -24,6 +24,7 @@ import torch
 
 from vp_ray import masks as mask_io
 from vp_ray import video
+from vp_ray.config import Config, EvalReference, Preprocess
 from vp_ray.errors import ClipError
 from vp_ray.rows import clip_dilate_size
 
@@ -36,38 +37,37 @@ class ClipFrames:
     indices: np.ndarray     # source frame numbers of the T frames
 
 
-def reference_path(row: dict[str, Any], reference: str) -> str:
+def reference_path(row: dict[str, Any], reference: EvalReference) -> str:
     """The video to compare against: ``auto`` takes the ground truth where the record names one."""
-    if reference == "source" or (reference == "auto" and not row["ground_truth_path"]):
+    if reference is EvalReference.source or (reference is EvalReference.auto and not row["ground_truth_path"]):
         return row["video_path"]
     if not row["ground_truth_path"]:
         raise ClipError("eval.reference=ground_truth but the record has no ground_truth_path", kind="evaluate")
     return row["ground_truth_path"]
 
 
-def load_clip_frames(row: dict[str, Any], cfg: dict[str, Any]) -> ClipFrames:
+def load_clip_frames(row: dict[str, Any], cfg: Config) -> ClipFrames:
     """The frames of one finished clip (``row``: its record and its meta.json's numbers)."""
-    evaluation = cfg["eval"]
+    evaluation = cfg.eval
     clip_dir = Path(row["clip_dir"])
     result, _ = video.read_video(clip_dir / "result.mp4")
-    if evaluation["max_frames"] is not None:
-        result = result[:evaluation["max_frames"]]
+    if evaluation.max_frames is not None:
+        result = result[:evaluation.max_frames]
     # The run's frame selection, repeated: the same record and settings pick the same frames.
-    max_seconds = cfg["max_seconds"] if math.isnan(row["max_seconds"]) else row["max_seconds"]
-    clip = video.read_clip(reference_path(row, evaluation["reference"]), start_frame=row["start_frame"],
+    max_seconds = cfg.max_seconds if math.isnan(row["max_seconds"]) else row["max_seconds"]
+    clip = video.read_clip(reference_path(row, evaluation.reference), start_frame=row["start_frame"],
                            end_frame=row["end_frame"], fps=None if math.isnan(row["fps"]) else row["fps"],
-                           target_fps=cfg["target_fps"], max_seconds=max_seconds)
+                           target_fps=cfg.target_fps, max_seconds=max_seconds)
     if len(clip.frames) < len(result):
         raise ClipError(f"the reference has {len(clip.frames)} frame(s) at the run's frame rate, the result "
                         f"{len(result)}", kind="evaluate")
     reference, indices = clip.frames[:len(result)], clip.indices[:len(result)]
     source_hw = reference.shape[1:3]
     objects = mask_io.load_npz_masks(clip_dir / "all_masks.npz", 1, indices, source_hw)
-    placement = video.placement_for(*source_hw, *result.shape[1:3], cfg["resize_mode"])
-    dilate = clip_dilate_size(row, cfg["dilate_size"]) if evaluation["dilate_size"] is None \
-        else evaluation["dilate_size"]
-    hole = video.fit_masks(mask_io.dilate_masks(objects, dilate), placement, "reference")
-    return ClipFrames(result=result, reference=video.fit_frames(reference, placement, "reference"),
+    placement = video.placement_for(*source_hw, *result.shape[1:3], cfg.resize_mode)
+    dilate = clip_dilate_size(row, cfg.dilate_size) if evaluation.dilate_size is None else evaluation.dilate_size
+    hole = video.fit_masks(mask_io.dilate_masks(objects, dilate), placement, Preprocess.reference)
+    return ClipFrames(result=result, reference=video.fit_frames(reference, placement, Preprocess.reference),
                       hole=hole, indices=indices)
 
 

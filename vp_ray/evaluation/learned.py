@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vp_ray.config import EvalConfig, Sam2Device
 from vp_ray.evaluation import weights as weight_files
 from vp_ray.evaluation.i3d import InceptionI3d, load_i3d
 
@@ -251,13 +252,13 @@ class LearnedMetrics:
     problems: list[str] = field(default_factory=list)  # weights found but not loadable, one line each
 
 
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
+def pick_device(setting: Sam2Device) -> torch.device:
+    if setting is Sam2Device.auto:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    return torch.device(setting.value)
 
 
-def load_learned(cfg: dict[str, Any], device: torch.device) -> LearnedMetrics:
+def load_learned(cfg: EvalConfig, device: torch.device) -> LearnedMetrics:
     """The learned metrics whose weights are found (``cfg``: the ``eval`` settings)."""
     found = weight_files.find_weights(cfg)
     loaders = {

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vp_ray.config import EvalProtocol
 from vp_ray.evaluation import pixel
 from vp_ray.evaluation.frames import ClipFrames, replace_gt, vpbench_reference
 from vp_ray.evaluation.learned import LearnedMetrics, i3d_features, temporal_consistency
@@ -133,6 +134,11 @@ HOLE = Protocol(
     clip_metrics=("temporal_consistency", "hole_temporal_consistency"),
     frame_weighted=False, score=score_hole)
 PROTOCOLS = {p.name: p for p in (VPBENCH, HOLE)}
+
+
+def protocol_for(choice: EvalProtocol) -> Protocol:
+    """The protocol ``eval.protocol`` chooses."""
+    return PROTOCOLS[choice.value]
 
 
 # ----------------------------------------------------------------------------- adding up

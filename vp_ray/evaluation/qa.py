@@ -41,6 +41,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vp_ray.config import QAConfig
+
 # Each score's column, its threshold's key under ``qa``, and the short name ``qa_flags`` lists.
 SCORES = {"qa_drift": "max_drift", "qa_flicker": "max_flicker", "qa_seam": "max_seam", "qa_object": "max_object"}
 SEAM_BAND = 5        # pixels (of the shrunk frame) on either side of the outline that the seam compares with
@@ -66,19 +68,19 @@ def score_clip(source: np.ndarray, result: np.ndarray, holes: np.ndarray, object
             "qa_object": object_share(source, result, holes, objects)}
 
 
-def judge(scores: Mapping[str, Any], qa: Mapping[str, Any]) -> list[str]:
+def judge(scores: Mapping[str, Any], qa: QAConfig) -> list[str]:
     """The short names of the scores over their thresholds (a threshold of None never flags)."""
     flags = []
     for column, key in SCORES.items():
-        value, limit = scores.get(column), qa.get(key)
+        value, limit = scores.get(column), getattr(qa, key)
         if value is not None and limit is not None and np.isfinite(value) and value > limit:
             flags.append(short_name(column))
     return flags
 
 
-def describe(scores: Mapping[str, Any], flags: list[str], qa: Mapping[str, Any]) -> str:
+def describe(scores: Mapping[str, Any], flags: list[str], qa: QAConfig) -> str:
     """The flagged scores with their thresholds: ``seam 2.51 > 2, object 1.00 > 0.5``."""
-    return ", ".join(f"{name} {scores[f'qa_{name}']:.2f} > {qa[SCORES[f'qa_{name}']]:g}" for name in flags)
+    return ", ".join(f"{name} {scores[f'qa_{name}']:.2f} > {getattr(qa, SCORES[f'qa_{name}']):g}" for name in flags)
 
 
 # ----------------------------------------------------------------------------- the scores

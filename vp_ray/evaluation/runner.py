@@ -27,15 +27,16 @@ import pyarrow as pa
 
 from vp_ray import outputs, records, runlog, todo, workdir
 from vp_ray.atomic import atomic_path
+from vp_ray.config import Config, EvalConfig
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation.frames import authors_stride_indices, load_clip_frames, reference_path
 from vp_ray.evaluation.learned import load_learned, pick_device
 from vp_ray.evaluation.protocols import (
-    PROTOCOLS,
     Protocol,
     clip_means,
     frechet_distance,
     overall,
+    protocol_for,
 )
 from vp_ray.evaluation.weights import find_weights
 from vp_ray.manifest import _write_parquet
@@ -67,36 +68,36 @@ class Evaluation:
         return sum(row["status"] == SCORED for row in self.rows)
 
 
-def cache_folder(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["output_dir"]) / CACHE_DIR / cfg["eval"]["protocol"]
+def cache_folder(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / CACHE_DIR / cfg.eval.protocol.value
 
 
-def cache_key(cfg: dict[str, Any], clip_fingerprint: str, weights: dict[str, Any]) -> str:
+def cache_key(cfg: Config, clip_fingerprint: str, weights: dict[str, Any]) -> str:
     """What decides a clip's scores: its result (fingerprint), the protocol and its settings, the
     run settings that pick its frames and hole, and which weights each learned metric had."""
-    evaluation = cfg["eval"]
-    blob = json.dumps([VERSION, clip_fingerprint, evaluation["protocol"], evaluation["reference"],
-                       evaluation["dilate_size"], evaluation["replace_gt"], evaluation["max_frames"],
-                       cfg["dilate_size"], cfg["resize_mode"], cfg["target_fps"],
+    evaluation = cfg.eval
+    blob = json.dumps([VERSION, clip_fingerprint, evaluation.protocol.value, evaluation.reference.value,
+                       evaluation.dilate_size, evaluation.replace_gt, evaluation.max_frames,
+                       cfg.dilate_size, cfg.resize_mode.value, cfg.target_fps,
                        {name: list(w.paths) for name, w in weights.items()}], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- one clip (actors)
 
-def score_clip(item: dict[str, Any], cfg: dict[str, Any], learned, protocol: Protocol) -> dict[str, Any]:
+def score_clip(item: dict[str, Any], cfg: Config, learned, protocol: Protocol) -> dict[str, Any]:
     """Score one finished clip and cache the result; returns what the cache holds."""
     frames = load_clip_frames(item, cfg)
     notes = []
-    stride = authors_stride_indices(item["start_frame"], item["source_fps"], cfg["eval"]["down_sample_fps"],
+    stride = authors_stride_indices(item["start_frame"], item["source_fps"], cfg.eval.down_sample_fps,
                                     len(frames.indices))
     if not np.array_equal(stride, frames.indices):
-        step = max(1, int(item["source_fps"] // cfg["eval"]["down_sample_fps"]))
+        step = max(1, int(item["source_fps"] // cfg.eval.down_sample_fps))
         notes.append(f"scored on the run's frames (picked by time at {item['source_fps']:g} fps); the authors' "
                      f"script takes every {step}th source frame")
-    scores = protocol.score(frames, item["prompt"], learned, cfg["eval"]["replace_gt"])
+    scores = protocol.score(frames, item["prompt"], learned, cfg.eval.replace_gt)
     summary = {"clip_id": item["clip_id"], "status": SCORED, "reason": "", "frames": len(frames.result),
-               "reference": reference_path(item, cfg["eval"]["reference"]),
+               "reference": reference_path(item, cfg.eval.reference),
                "notes": "; ".join(notes + scores.notes + learned.problems), **clip_means(protocol, scores.frames), **scores.clip}
     arrays = {"summary": np.array(json.dumps(summary)), "per_frame": np.array(json.dumps(scores.frames)),
               "key": np.array(item["key"])}
@@ -112,11 +113,11 @@ def score_clip(item: dict[str, Any], cfg: dict[str, Any], learned, protocol: Pro
 class ScoreClips:
     """The scoring actor: loads the learned metrics once, scores one clip per call."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        runlog.attach(cfg.get("log_dir"), "evaluate")
+    def __init__(self, cfg: Config, log_dir: str | None = None):
+        runlog.attach(log_dir, "evaluate")
         self.cfg = cfg
-        self.protocol = PROTOCOLS[cfg["eval"]["protocol"]]
-        self.learned = load_learned(cfg["eval"], pick_device(cfg["eval"]["device"]))
+        self.protocol = protocol_for(cfg.eval.protocol)
+        self.learned = load_learned(cfg.eval, pick_device(cfg.eval.device))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame([self.score_one(item) for item in batch.to_dict("records")],
@@ -127,7 +128,7 @@ class ScoreClips:
         stage = f"evaluate-{item['clip_id']}"
         with runlog.clip_context(item["clip_id"]):
             try:
-                workdir.count_worker_attempt(folder, stage, self.cfg["retry"]["max_worker_deaths"])
+                workdir.count_worker_attempt(folder, stage, self.cfg.retry.max_worker_deaths)
                 score_clip(item, self.cfg, self.learned, self.protocol)
                 return {"clip_id": item["clip_id"], "status": SCORED, "reason": ""}
             except Exception as error:  # noqa: BLE001 - every clip's error becomes its row
@@ -154,17 +155,18 @@ def read_cached(path: Path, key: str) -> dict[str, Any] | None:
 
 # ----------------------------------------------------------------------------- the driver
 
-def classify(cfg: dict[str, Any], plan: records.DatasetPlan, weights) -> tuple[list[dict], list[dict]]:
+def classify(cfg: Config, plan: records.DatasetPlan, weights) -> tuple[list[dict], list[dict]]:
     """Every dataset row as a clip to score (an item) or a row saying why it cannot be."""
+    from vp_ray.stages import RunContext
     from vp_ray.stages.normalize import NormalizeRecords
 
-    check = NormalizeRecords({**cfg, "log_dir": None}, plan)
-    failures = _run_failures(cfg["output_dir"])
+    check = NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))  # the run's stages: its fingerprints
+    failures = _run_failures(cfg.output_dir)
     unscorable, items = [], []
     for ragged in plan.ragged:
         unscorable.append(_unscorable(f"line-{ragged.line}", f"CSV line {ragged.line} is not a row "
                                       f"({ragged.fields} fields, the header has {ragged.expected})"))
-    count, limit = 0, cfg["dataset"]["limit"]
+    count, limit = 0, cfg.dataset.limit
     for batch in records.read_batches(plan.path, plan.format):
         for raw in batch.to_pylist():
             if 0 <= limit <= count:
@@ -175,11 +177,11 @@ def classify(cfg: dict[str, Any], plan: records.DatasetPlan, weights) -> tuple[l
             if row["status"] == FAILED:
                 unscorable.append(_unscorable(clip_id, f"bad record: {row['error']}"))
             elif row["status"] != DONE_BEFORE:
-                unscorable.append(_unscorable(clip_id, _why_no_result(cfg["output_dir"], clip_id, failures)))
+                unscorable.append(_unscorable(clip_id, _why_no_result(cfg.output_dir, clip_id, failures)))
             else:
-                meta = outputs.read_meta(cfg["output_dir"], clip_id)
+                meta = outputs.read_meta(cfg.output_dir, clip_id)
                 item = {k: row[k] for k in ITEM_FIELDS if k in row}
-                item.update(clip_dir=str(outputs.clip_dir(cfg["output_dir"], clip_id)),
+                item.update(clip_dir=str(outputs.clip_dir(cfg.output_dir, clip_id)),
                             source_fps=float(meta["source_fps"]),
                             key=cache_key(cfg, meta["fingerprint"], weights))
                 items.append(item)
@@ -207,16 +209,17 @@ def _why_no_result(output_dir: str, clip_id: str, failures: dict[str, str]) -> s
     return f"no result in {outputs.clip_dir(output_dir, clip_id)} (not run yet?)"
 
 
-def evaluate(cfg: dict[str, Any]) -> Evaluation:
-    """Score the finished run in ``cfg["output_dir"]`` (a plain, resolved config dict)."""
+def evaluate(cfg: Config, log_dir: str | None = None) -> Evaluation:
+    """Score the finished run in ``cfg.output_dir``; ``log_dir``: where the scoring actors log."""
     from vp_ray.records import plan_dataset
-    from vp_ray.review.requeue import plan_review
+    from vp_ray.review.requeue import read_review
 
     # 1. What can be measured: the clips (with a review's edits, as the run that made them had them),
     # and the learned metrics whose weights are found.
-    protocol = PROTOCOLS[cfg["eval"]["protocol"]]
-    plan, _ = plan_review(cfg, plan_dataset(cfg))
-    weights = find_weights(cfg["eval"])
+    protocol = protocol_for(cfg.eval.protocol)
+    review = read_review(cfg)
+    plan = plan_dataset(cfg, review.edits, review.redo)
+    weights = find_weights(cfg.eval)
     notices = [w.notice() for w in weights.values() if not w.found]
     for line in notices:
         log.warning("%s", line)
@@ -225,9 +228,9 @@ def evaluate(cfg: dict[str, Any]) -> Evaluation:
     cached = {item["clip_id"]: read_cached(folder / f"{item['clip_id']}.npz", item["key"]) for item in items}
     pending = [item for item in items if cached[item["clip_id"]] is None]
     log.info("evaluation (%s) of %s: %d row(s); %d clip(s) to score, %d scored before, %d cannot be scored",
-             protocol.name, cfg["output_dir"], len(items) + len(unscorable), len(pending),
+             protocol.name, cfg.output_dir, len(items) + len(unscorable), len(pending),
              len(items) - len(pending), len(unscorable))
-    if cfg.get("dry_run"):
+    if cfg.dry_run:
         for row in unscorable[:5]:
             log.info("  cannot score %s: %s", row["clip_id"], row["reason"])
         return Evaluation([], {}, dry_run=True, notices=notices)
@@ -236,7 +239,8 @@ def evaluate(cfg: dict[str, Any]) -> Evaluation:
     interrupted, failed = 0, {}
     if pending:
         folder.mkdir(parents=True, exist_ok=True)
-        interrupted, failed = _score_on_ray(cfg, pending, len(items) + len(unscorable), len(items) - len(pending))
+        interrupted, failed = _score_on_ray(cfg, log_dir, pending, len(items) + len(unscorable),
+                                            len(items) - len(pending))
 
     # 3. Every row, from the cache, and the benchmark's numbers.
     rows = list(unscorable)
@@ -256,37 +260,39 @@ def evaluate(cfg: dict[str, Any]) -> Evaluation:
     summary = benchmark(protocol, scored, len(items) + len(unscorable), notices)
     rows = [{k: v for k, v in row.items() if k != "_features"} for row in scored] + rows
     result = Evaluation(rows, summary, interrupted=interrupted, notices=notices)
-    result.parquet_path, result.json_path = write_evaluation(cfg["output_dir"], protocol, rows, summary)
+    result.parquet_path, result.json_path = write_evaluation(cfg.output_dir, protocol, rows, summary)
     return result
 
 
-def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already: int) -> tuple[int, dict[str, str]]:
+def _score_on_ray(cfg: Config, log_dir: str | None, pending: list[dict], total: int,
+                  already: int) -> tuple[int, dict[str, str]]:
     """Score ``pending`` clips with an actor pool; returns (the stopping signal or 0, unscorable reasons)."""
     import ray
 
     from vp_ray import console, graph
     from vp_ray.shards import read_shards
 
-    graph.connect(cfg["cluster"])
-    evaluation = cfg["eval"]
-    size = min(evaluation["actors"] or _pool_size(ray.cluster_resources(), evaluation), len(pending))
-    console.quiet_ray_data(cfg["cluster"]["ray_progress_bars"])
+    graph.connect(cfg.cluster)
+    evaluation = cfg.eval
+    size = min(evaluation.actors or _pool_size(ray.cluster_resources(), evaluation), len(pending))
+    console.quiet_ray_data(cfg.cluster.ray_progress_bars)
     ray.data.DataContext.get_current().execution_options.preserve_order = False
-    shards = Path(cfg["output_dir"]) / CACHE_DIR / todo.TODO_DIR
+    shards = Path(cfg.output_dir) / CACHE_DIR / todo.TODO_DIR
     todo.remove_todo(shards.parent)
     shards.mkdir(parents=True)
     writer = todo.ShardWriter(shards)
     writer.add(pa.RecordBatch.from_pylist(pending))
     writer.close()
-    status = console.StatusLine(total, already, cfg["cluster"]["status_every_s"])
+    status = console.StatusLine(total, already, cfg.cluster.status_every_s)
     failed: dict[str, str] = {}
     interrupted = 0
     try:
         with graph.sigterm_as_ctrl_c(), console.known_ray_lines_dropped():
             ds = read_shards(shards).repartition(target_num_rows_per_block=1)
-            ds = ds.map_batches(ScoreClips, batch_size=1, batch_format="pandas", fn_constructor_kwargs={"cfg": cfg},
+            ds = ds.map_batches(ScoreClips, batch_size=1, batch_format="pandas",
+                                fn_constructor_kwargs={"cfg": cfg, "log_dir": log_dir},
                                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
-                                num_cpus=evaluation["num_cpus"], num_gpus=evaluation["num_gpus"] or None)
+                                num_cpus=evaluation.num_cpus, num_gpus=evaluation.num_gpus or None)
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict("records"):
                     if row["status"] != SCORED:
@@ -302,14 +308,14 @@ def _score_on_ray(cfg: dict[str, Any], pending: list[dict], total: int, already:
     return interrupted, failed
 
 
-def _pool_size(resources: dict[str, float], evaluation: dict[str, Any]) -> int:
+def _pool_size(resources: dict[str, float], evaluation: EvalConfig) -> int:
     """One actor per GPU (num_gpus > 0), else one per CPU but one, left to read the shards."""
-    if evaluation["num_gpus"]:
-        if resources.get("GPU", 0) < evaluation["num_gpus"]:
-            raise ConfigError(f"eval.num_gpus={evaluation['num_gpus']:g} but the Ray cluster has "
+    if evaluation.num_gpus:
+        if resources.get("GPU", 0) < evaluation.num_gpus:
+            raise ConfigError(f"eval.num_gpus={evaluation.num_gpus:g} but the Ray cluster has "
                               f"{resources.get('GPU', 0):g} GPU(s)")
-        return int(resources["GPU"] // evaluation["num_gpus"])
-    return max(1, int(resources.get("CPU", 1) // evaluation["num_cpus"]) - 1)
+        return int(resources["GPU"] // evaluation.num_gpus)
+    return max(1, int(resources.get("CPU", 1) // evaluation.num_cpus) - 1)
 
 
 def benchmark(protocol: Protocol, scored: list[dict[str, Any]], rows: int, notices: list[str]) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from vp_ray.config import EvalConfig
 
 SQUEEZENET_FILE = "squeezenet1_1-b8a52dc0.pth"
 CLIP_L14_REPO = "openai/clip-vit-large-patch14"
@@ -64,37 +65,37 @@ def _hf_snapshot(repo: str) -> Path | None:
     return found[-1].parent if found else None
 
 
-def lpips_weights(cfg: dict[str, Any]) -> Weights:
-    backbone = _first([Path(cfg["lpips_backbone"]), _torch_hub_dir() / "checkpoints" / SQUEEZENET_FILE])
-    linear = _first([p for p in (Path(cfg["lpips_linear"]),
+def lpips_weights(cfg: EvalConfig) -> Weights:
+    backbone = _first([Path(cfg.lpips_backbone), _torch_hub_dir() / "checkpoints" / SQUEEZENET_FILE])
+    linear = _first([p for p in (Path(cfg.lpips_linear),
                                  _package_file("lpips", "weights", "v0.1", "squeeze.pth"),
                                  _package_file("torchmetrics", "functional", "image", "lpips_models", "squeeze.pth"))
                      if p is not None])
-    needed = [] if backbone else [f"{cfg['lpips_backbone']} (or {_torch_hub_dir() / 'checkpoints' / SQUEEZENET_FILE})"]
+    needed = [] if backbone else [f"{cfg.lpips_backbone} (or {_torch_hub_dir() / 'checkpoints' / SQUEEZENET_FILE})"]
     if not linear:
-        needed.append(f"{cfg['lpips_linear']} (or `pip install lpips`)")
+        needed.append(f"{cfg.lpips_linear} (or `pip install lpips`)")
     return Weights("lpips", (backbone or "", linear or ""), " and ".join(needed))
 
 
-def clip_score_weights(cfg: dict[str, Any]) -> Weights:
-    folder = Path(cfg["clip_score_model"])
+def clip_score_weights(cfg: EvalConfig) -> Weights:
+    folder = Path(cfg.clip_score_model)
     found = str(folder) if (folder / "config.json").is_file() else _hf_snapshot(CLIP_L14_REPO)
     return Weights("clip_score", (str(found),) if found else (),
                    "" if found else f"{folder}/ (openai/clip-vit-large-patch14 in the Hugging Face layout)")
 
 
-def temporal_weights(cfg: dict[str, Any]) -> Weights:
-    found = _first([Path(cfg["clip_temporal_model"]), Path("~/.cache/clip/ViT-B-32.pt").expanduser()])
+def temporal_weights(cfg: EvalConfig) -> Weights:
+    found = _first([Path(cfg.clip_temporal_model), Path("~/.cache/clip/ViT-B-32.pt").expanduser()])
     return Weights("temporal_consistency", (found,) if found else (),
-                   "" if found else f"{cfg['clip_temporal_model']} (or ~/.cache/clip/ViT-B-32.pt)")
+                   "" if found else f"{cfg.clip_temporal_model} (or ~/.cache/clip/ViT-B-32.pt)")
 
 
-def fvid_weights(cfg: dict[str, Any]) -> Weights:
-    found = _first([Path(cfg["i3d_model"])])
-    return Weights("fvid", (found,) if found else (), "" if found else f"{cfg['i3d_model']}")
+def fvid_weights(cfg: EvalConfig) -> Weights:
+    found = _first([Path(cfg.i3d_model)])
+    return Weights("fvid", (found,) if found else (), "" if found else f"{cfg.i3d_model}")
 
 
-def find_weights(cfg: dict[str, Any]) -> dict[str, Weights]:
+def find_weights(cfg: EvalConfig) -> dict[str, Weights]:
     """Each learned metric's weights for the ``eval`` settings ``cfg``, by metric."""
     return {w.metric: w for w in (lpips_weights(cfg), clip_score_weights(cfg), temporal_weights(cfg),
                                   fvid_weights(cfg))}

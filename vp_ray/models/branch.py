@@ -1,8 +1,9 @@
 """The VideoPainter context encoder ("branch"): a two-block CogVideoX that reads the masked video.
 
 It is built from stock diffusers parts (``CogVideoXPatchEmbed``, ``CogVideoXBlock``, the
-timestep embedding) and returns one feature tensor per block, which
-``vp_ray.models.injection`` adds to the backbone's video tokens.
+timestep embedding) and returns one feature tensor per block (``CogvideoXBranchOutput``, named as
+diffusers' ControlNet models name theirs), which ``vp_ray.models.injection`` adds to the backbone's
+video tokens.
 
 The class name, the registered config fields and the submodule names are those of the
 released checkpoint (``VideoPainter/checkpoints/branch``), so its ``config.json`` and
@@ -13,13 +14,23 @@ the state dict matches key for key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import CogVideoXPatchEmbed, TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNorm
 from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
+from diffusers.utils import BaseOutput
 from torch import nn
+
+
+@dataclass
+class CogvideoXBranchOutput(BaseOutput):
+    """block_samples: one [B, video tokens, inner_dim] tensor per branch block, in block order."""
+
+    block_samples: tuple[torch.Tensor, ...]
 
 
 class CogvideoXBranchModel(ModelMixin, ConfigMixin):
@@ -126,8 +137,10 @@ class CogvideoXBranchModel(ModelMixin, ConfigMixin):
         branch_cond: torch.Tensor,
         timestep: torch.Tensor,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> list[torch.Tensor]:
-        """Features for the backbone's video tokens, one [B, tokens, inner_dim] tensor per block.
+        return_dict: bool = True,
+    ) -> CogvideoXBranchOutput | tuple[tuple[torch.Tensor, ...]]:
+        """Features for the backbone's video tokens, one [B, tokens, inner_dim] tensor per block
+        (``return_dict=False``: the tuple ``(block_samples,)``, as diffusers' models give it).
 
         hidden_states: noisy latents [B, F, C, h, w] (CFG-doubled); branch_cond: masked-video
         latents and the latent mask, [B, F, C + 1, h, w]; encoder_hidden_states: T5 embeddings.
@@ -146,4 +159,6 @@ class CogvideoXBranchModel(ModelMixin, ConfigMixin):
                                 image_rotary_emb=image_rotary_emb)
             # (The original also multiplies by a conditioning_scale, 1.0 in every script.)
             samples.append(project(video).to(hidden_states.dtype))
-        return samples
+        if not return_dict:
+            return (tuple(samples),)
+        return CogvideoXBranchOutput(block_samples=tuple(samples))

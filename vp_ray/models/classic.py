@@ -8,14 +8,13 @@ never seen; ``cv2.inpaint`` fills them from their surroundings.
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
-from vp_ray.models import Progress
+from vp_ray.config import ClassicModelConfig, InpaintMethod
+from vp_ray.models import Inpainter, Progress
 
-METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+METHODS = {InpaintMethod.telea: cv2.INPAINT_TELEA, InpaintMethod.ns: cv2.INPAINT_NS}
 
 
 def nearest_visible_frame(masks: np.ndarray) -> np.ndarray:
@@ -30,13 +29,10 @@ def nearest_visible_frame(masks: np.ndarray) -> np.ndarray:
     return np.where((nearest >= 0) & (nearest < count), nearest, -1)
 
 
-class ClassicInpainter:
-    def __init__(self, model_cfg: dict[str, Any]):
-        self.radius = int(model_cfg["inpaint_radius"])
-        method = model_cfg["inpaint_method"]
-        if method not in METHODS:
-            raise ValueError(f"inpaint_method {method!r} is not one of {sorted(METHODS)}")
-        self.method = METHODS[method]
+class ClassicInpainter(Inpainter):
+    def __init__(self, model_cfg: ClassicModelConfig):
+        self.radius = int(model_cfg.inpaint_radius)
+        self.method = METHODS[model_cfg.inpaint_method]
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:

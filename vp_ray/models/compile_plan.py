@@ -12,7 +12,7 @@ it pays back from 316 steps.
 
 Who knows what: the driver estimates the denoising steps each inpainting actor will run
 (``with_workload``: clips / actors x windows per clip x steps) and passes the estimate in the model
-settings; the actor adds what only it knows (has it a GPU?) and decides (``decide``). It logs the
+settings (``model.steps_per_actor``); the actor adds what only it knows (has it a GPU?) and decides (``decide``). It logs the
 decision, and every clip's row records it (the manifest's ``compiled`` column).
 
 This module imports no torch: the driver uses it.
@@ -20,10 +20,11 @@ This module imports no torch: the driver uses it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
+from vp_ray.config import Config, MemoryMode, VideoPainterModelConfig
 from vp_ray.models import WINDOW_FRAMES, usable_frames
 
 COMPILE_SECONDS = 20.0            # the compile, once per actor (the upper end of 18.1 to 20.3 s)
@@ -31,8 +32,6 @@ SAVED_SECONDS_PER_STEP = 0.37     # per denoising step (0.35 to 0.4 s; the lower
 BREAK_EVEN_STEPS = math.ceil(COMPILE_SECONDS / SAVED_SECONDS_PER_STEP)
 FP8_COMPILE_SECONDS, FP8_SAVED_SECONDS_PER_STEP = 249.0, 0.79
 FP8_BREAK_EVEN_STEPS = math.ceil(FP8_COMPILE_SECONDS / FP8_SAVED_SECONDS_PER_STEP)
-# The model settings' key holding the driver's estimate (computed per run: not a config field).
-STEPS_PER_ACTOR = "steps_per_actor"
 
 
 @dataclass(frozen=True)
@@ -45,18 +44,18 @@ class CompileChoice:
         return f"{'on' if self.on else 'off'}: {self.why}"
 
 
-def blockers(model_cfg: dict[str, Any]) -> list[tuple[str, bool, str]]:
+def blockers(model_cfg: VideoPainterModelConfig) -> list[tuple[str, bool, str]]:
     """(setting, whether it is set so, why) for what compiled blocks cannot run with: ``auto`` leaves
     compile off under them, an explicit ``true`` is refused (``vp_ray.config``)."""
-    return [("memory_mode", model_cfg["memory_mode"] == "sequential_offload",
+    return [("memory_mode", model_cfg.memory_mode is MemoryMode.sequential_offload,
              "its hooks sit inside every block"),
-            ("approx_attention_reuse", model_cfg["approx_attention_reuse"] > 1,
+            ("approx_attention_reuse", model_cfg.approx_attention_reuse > 1,
              "its per-step state would recompile every step")]
 
 
-def decide(model_cfg: dict[str, Any], cuda: bool) -> CompileChoice:
+def decide(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
     """Whether an actor compiles its blocks: as configured, or for ``auto`` where it pays back."""
-    setting = model_cfg["compile_blocks"]
+    setting = model_cfg.compile_blocks
     if setting != "auto":   # true or false (the config's check refuses anything else)
         return CompileChoice(bool(setting), f"compile_blocks={str(setting).lower()}")
     if not cuda:
@@ -64,12 +63,12 @@ def decide(model_cfg: dict[str, Any], cuda: bool) -> CompileChoice:
     for key, clash, _ in blockers(model_cfg):
         if clash:
             return CompileChoice(False, f"auto, not with {key}={model_cfg[key]}")
-    if not model_cfg["pad_short_clips"]:
+    if not model_cfg.pad_short_clips:
         return CompileChoice(False, "auto, pad_short_clips=false (each clip length would compile apart)")
-    steps = model_cfg.get(STEPS_PER_ACTOR)
+    steps = model_cfg.steps_per_actor
     if steps is None:
         return CompileChoice(False, "auto, steps per actor unknown")
-    needed = FP8_BREAK_EVEN_STEPS if model_cfg["approx_fp8_linear"] else BREAK_EVEN_STEPS
+    needed = FP8_BREAK_EVEN_STEPS if model_cfg.approx_fp8_linear else BREAK_EVEN_STEPS
     if steps >= needed:
         return CompileChoice(True, f"auto, {steps} steps per actor >= {needed}")
     return CompileChoice(False, f"auto, {steps} steps per actor < {needed}")
@@ -81,10 +80,10 @@ def windows_per_clip(frames: int) -> int:
     return max(1, -(-(frames - 1) // (WINDOW_FRAMES - 1)))
 
 
-def expected_frames(cfg: dict[str, Any]) -> int:
+def expected_frames(cfg: Config) -> int:
     """Frames a clip of the run has at most: round(max_seconds x target_fps) + 1, what the prepare
     stage cuts it to (a shorter or slower source gives fewer)."""
-    return round(cfg["max_seconds"] * cfg["target_fps"]) + 1
+    return round(cfg.max_seconds * cfg.target_fps) + 1
 
 
 def steps_per_actor(clips: int, actors: int, frames: int, steps: int) -> int:
@@ -93,13 +92,13 @@ def steps_per_actor(clips: int, actors: int, frames: int, steps: int) -> int:
     return math.ceil(clips / max(actors, 1)) * windows_per_clip(frames) * steps
 
 
-def with_workload(cfg: dict[str, Any], clips: int, actors: int, frames: int | None = None) -> dict[str, Any]:
+def with_workload(cfg: Config, clips: int, actors: int, frames: int | None = None) -> Config:
     """``cfg`` with the estimate of denoising steps per inpainting actor in its model settings
-    (``STEPS_PER_ACTOR``); ``frames``: the clips' length if known, else the run's longest. Models
-    that do not compile are left as they are."""
-    model = cfg["model"]
-    if "compile_blocks" not in model:
+    (``model.steps_per_actor``); ``frames``: the clips' length if known, else the run's longest.
+    Models that do not compile are left as they are."""
+    model = cfg.model
+    if not isinstance(model, VideoPainterModelConfig):
         return cfg
     frames = usable_frames(model, expected_frames(cfg) if frames is None else frames)
-    estimate = steps_per_actor(clips, actors, frames, model["num_inference_steps"])
-    return {**cfg, "model": {**model, STEPS_PER_ACTOR: estimate}}
+    estimate = steps_per_actor(clips, actors, frames, model.num_inference_steps)
+    return dataclasses.replace(cfg, model=dataclasses.replace(model, steps_per_actor=estimate))

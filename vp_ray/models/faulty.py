@@ -15,25 +15,25 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from vp_ray.models import Progress
+from vp_ray.config import FaultyModelConfig
+from vp_ray.models import Inpainter, Progress
 from vp_ray.models.classic import ClassicInpainter
 from vp_ray.models.gate import Gate
 
 
-class FaultyInpainter:
-    def __init__(self, model_cfg: dict[str, Any]):
+class FaultyInpainter(Inpainter):
+    def __init__(self, model_cfg: FaultyModelConfig):
         self.classic = ClassicInpainter(model_cfg)
-        self.oom_above = model_cfg["oom_above_frames"]
-        self.oom_above_with_saver = model_cfg["oom_above_frames_with_saver"]
-        self.state_dir = Path(model_cfg["fault_state_dir"])
+        self.oom_above = model_cfg.oom_above_frames
+        self.oom_above_with_saver = model_cfg.oom_above_frames_with_saver
+        self.state_dir = Path(model_cfg.fault_state_dir)
         self.saver_on = False
         self.calls = 0
-        self.gate = Gate(self.state_dir, model_cfg["hold_after_clips"])
+        self.gate = Gate(self.state_dir, model_cfg.hold_after_clips)
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:

@@ -40,11 +40,19 @@ from diffusers.models.embeddings import apply_rotary_emb
 
 class IdResampling:
     """State, hooks and processors of ID resampling on one transformer; driven by the pipeline
-    (``set_masks``, ``step_done``) and by the window loop (``start_window``, ``finish_window``)."""
+    (``set_masks``, ``step_done``) and by the window loop (``start_window``, ``finish_window``).
+
+    ``attach`` puts the hooks and the processor in place, ``detach`` gives the transformer back
+    as it was: ID resampling can be on for one call and off for the next. The processor is made
+    once, so that compiled blocks find the same object at every attach and keep their graphs."""
 
     def __init__(self, transformer, weight: float):
         self.weight = float(weight)
+        self.transformer = transformer
         self.blocks = transformer.transformer_blocks
+        self.processor = ResampleAttnProcessor(self.weight)   # one for every block
+        self._replaced: dict | None = None   # the processors it stands in for while attached
+        self._handles: list = []
         self.mask = self.prev_mask = None   # [B, text + video tokens] bool
         self.saved: dict[int, torch.Tensor] | None = None
         # Which tokens (text + video) ``saved`` holds; the next window's masked video tokens.
@@ -54,10 +62,31 @@ class IdResampling:
         self.first = self.last = True
         self.capture = False
         self._captured: dict[int, torch.Tensor] = {}
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        """Every block resamples from here on (its hooks and the shared processor in place)."""
+        if self.attached:
+            return
         for index, block in enumerate(self.blocks):
-            block.register_forward_pre_hook(self._pass_state(index), with_kwargs=True)
-            block.register_forward_hook(self._keep_output(index))  # after the branch's hooks
-        transformer.set_attn_processor(ResampleAttnProcessor(self.weight))   # one for every block
+            self._handles.append(block.register_forward_pre_hook(self._pass_state(index), with_kwargs=True))
+            self._handles.append(block.register_forward_hook(self._keep_output(index)))  # after the branch's
+        self._replaced = self.transformer.attn_processors
+        self.transformer.set_attn_processor(self.processor)
+
+    def detach(self) -> None:
+        """The transformer as before ``attach``: hooks removed, its own processors back, nothing held."""
+        if not self.attached:
+            return
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.transformer.set_attn_processor(self._replaced)
+        self._replaced = None
+        self.clear()
 
     # ------------------------------------------------------------------ driven by the window loop
     def start_window(self, first: bool, last: bool, next_video_mask: torch.Tensor | None = None) -> None:

@@ -55,10 +55,12 @@ def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, 
                     image: np.ndarray | None = None,
                     prompt: str, negative_prompt: str = "", guidance_scale: float = 6.0,
                     generator: torch.Generator | None = None, output_type: str = "np",
-                    on_window: Callable[[int, int], None] | None = None, **call_kwargs: Any):
+                    on_window: Callable[[int, int], None] | None = None,
+                    on_window_latents: Callable[[int, torch.Tensor], None] | None = None, **call_kwargs: Any):
     """Inpaint ``video`` ([T, H, W, 3] uint8, T >= ``window``) window by window with ``pipe`` (a
     ``VideoPainterPipeline``) and decode the joined timeline once. ``call_kwargs`` go to every
-    window's call (steps, dynamic CFG, replace_gt, mask_add, callback)."""
+    window's call (steps, dynamic CFG, replace_gt, mask_add, callback). ``on_window(index, windows)``
+    runs before each window, ``on_window_latents(index, latents)`` after it with its final latents."""
     starts = window_starts(len(video), window, overlap)
     if not starts:
         raise ValueError(f"{len(video)} frames: a long clip needs at least one window of {window}")
@@ -82,6 +84,8 @@ def inpaint_windows(pipe, video: np.ndarray, masks: np.ndarray, window: int, *, 
                        generator=generator, output_type="latent", **call_kwargs).frames
         if resampling is not None:
             resampling.finish_window()
+        if on_window_latents is not None:
+            on_window_latents(index, latents)
         per_window = latents.shape[1]
         if timeline is None:
             timeline = latents.new_zeros((1, (per_window - 1) * len(starts) + 1, *latents.shape[2:]))

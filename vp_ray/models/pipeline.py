@@ -124,8 +124,10 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                          transformer=transformer, scheduler=scheduler)
         self.register_modules(branch=branch)
         self.inject_branch = BranchInjection(transformer)
-        # ID resampling (``id_resample.IdResampling``), switched on by ``enable_id_resampling``.
+        # ID resampling (``id_resample.IdResampling``) while it is on (``enable_id_resampling``, until
+        # ``disable_id_resampling``); made once, kept while off.
         self.id_resampling = None
+        self._id_resampler = None
         # The step's timestep value during the loop (diffusers' ``current_timestep``, read by step caches).
         self._current_timestep = None
         # The text encoder's weights in pinned host memory (``host_weights.HostWeights``), brought to
@@ -157,7 +159,18 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         """Every backbone block also attends to masked tokens of its previous window's output."""
         from vp_ray.models.id_resample import IdResampling
 
-        self.id_resampling = IdResampling(self.transformer, prev_clip_weight)
+        resampler = self._id_resampler
+        if resampler is None or resampler.weight != float(prev_clip_weight):
+            self.disable_id_resampling()
+            resampler = self._id_resampler = IdResampling(self.transformer, prev_clip_weight)
+        resampler.attach()
+        self.id_resampling = resampler
+
+    def disable_id_resampling(self) -> None:
+        """The stock attention again, with nothing held (a no-op where ID resampling is off)."""
+        if self.id_resampling is not None:
+            self.id_resampling.detach()
+            self.id_resampling = None
 
     # ------------------------------------------------------------------ building blocks
     def encode_with_posterior_sample(self, pixels: torch.Tensor, generator: torch.Generator | None,
@@ -346,7 +359,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
                 timestep = t.expand(latent_model_input.shape[0])
 
                 branch_samples = self.branch(latent_video_input, prompt_embeds, branch_cond, timestep,
-                                             image_rotary_emb=image_rotary_emb)
+                                             image_rotary_emb=image_rotary_emb).block_samples
                 branch_samples = [sample.to(dtype) for sample in branch_samples]
                 with self.inject_branch(branch_samples, tokens_masked):
                     noise_pred = self.transformer(
@@ -392,6 +405,7 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         self.maybe_free_model_hooks()
         return VideoPainterPipelineOutput(frames=frames, intermediates=record if return_intermediates else {})
 
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor, output_type: str) -> Any:
         """Latents [1, F, C, h, w] -> frames as ``output_type`` says (see ``VideoPainterPipelineOutput``)."""
         if output_type == "latent":

@@ -12,28 +12,28 @@ are its whole GPU timeline (``last_phases``): nothing outside the loop.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
-from vp_ray.models import Progress
+from vp_ray.config import SimModelConfig
+from vp_ray.models import Inpainter, Progress
 from vp_ray.models.gate import Gate
 from vp_ray.models.timeline import ClipPhases, clip_phases
 
 
-class SimInpainter:
-    def __init__(self, model_cfg: dict[str, Any]):
-        self.seconds_per_frame = model_cfg["seconds_per_frame"]
-        self.steps = model_cfg["num_inference_steps"]
-        self.gate = Gate(model_cfg["gate_dir"], model_cfg["hold_after_clips"])
-        time.sleep(model_cfg["load_seconds"])
+class SimInpainter(Inpainter):
+    def __init__(self, model_cfg: SimModelConfig):
+        self.seconds_per_frame = model_cfg.seconds_per_frame
+        self.steps = model_cfg.num_inference_steps
+        self.gate = Gate(model_cfg.gate_dir, model_cfg.hold_after_clips)
+        time.sleep(model_cfg.load_seconds)
         self.held = None
         self.last_phases: ClipPhases | None = None
-        if model_cfg["gpu_memory_gb"] > 0:
+        if model_cfg.gpu_memory_gb > 0:
             import torch
 
             if torch.cuda.is_available():
-                self.held = torch.empty(int(model_cfg["gpu_memory_gb"] * 2**30), dtype=torch.uint8, device="cuda")
+                self.held = torch.empty(int(model_cfg.gpu_memory_gb * 2**30), dtype=torch.uint8, device="cuda")
 
     def inpaint_clip(self, frames: np.ndarray, masks: np.ndarray, prompt: str, seed: int,
                      progress: Progress = None, masked_video: np.ndarray | None = None) -> np.ndarray:

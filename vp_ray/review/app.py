@@ -10,6 +10,7 @@ checked before anything is written: a malformed one gets a 4xx answer saying wha
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from vp_ray import outputs
+from vp_ray.config import Config
 from vp_ray.errors import ConfigError
 from vp_ray.records import CLIP_ID_PATTERN
 from vp_ray.review import store
@@ -46,14 +48,14 @@ CLIP_FILES = ("result.mp4", "result_vis.mp4", "mask.mp4", "all_masks.npz", "fram
               "frame0_with_mask.png", "mask0.png", "meta.json")
 
 
-def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | None = None,
+def create_app(output_dir: str | Path, run_cfg: Config, token: str | None = None,
                refresh_s: float = 1.0) -> FastAPI:
-    """The app for one output folder. ``run_cfg``: the plain config of the run (what SAM2 previews
+    """The app for one output folder. ``run_cfg``: the config of the run (what SAM2 previews
     follow); ``token``: required of every request when given."""
     root = Path(output_dir).resolve()
     index = ClipIndex(root, min_interval_s=refresh_s)
     reviews = store.ReviewStore(root)
-    prompter = Prompter({**run_cfg, "output_dir": str(root / PREVIEWS)})
+    prompter = Prompter(dataclasses.replace(run_cfg, output_dir=str(root / PREVIEWS)))
     thumbs = ThumbCache()
     app = FastAPI(title="vp-ray review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.index, app.state.prompter = index, prompter
@@ -84,7 +86,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
     def status():
         index.refresh()
         return {"version": index.version, "output_dir": str(root), "counts": index.counts(),
-                "sam2": run_cfg["sam2"]["name"], "sam2_loaded": prompter.loaded}
+                "sam2": run_cfg.sam2.name, "sam2_loaded": prompter.loaded}
 
     @app.get("/api/columns")
     def columns():
@@ -125,7 +127,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
         return {"row": row, "meta": meta, "files": files,
                 "frame": {"width": size[0], "height": size[1]} if size else None,
                 "review": reviews.read().get(clip_id),
-                "dilate_size": clip_dilate_size(meta or {}, run_cfg["dilate_size"]),
+                "dilate_size": clip_dilate_size(meta or {}, run_cfg.dilate_size),
                 "tracked_preview": f"/files/{PREVIEWS}/{quote(clip_id)}.mp4?v={preview.stat().st_mtime_ns}"
                 if preview.is_file() else None}
 
@@ -190,7 +192,7 @@ def create_app(output_dir: str | Path, run_cfg: dict[str, Any], token: str | Non
         points = json.loads(edits["points"]) if edits["points"] else []
         box = json.loads(edits["box"]) if edits["box"] else None
         dilate = edits["dilate_size"] if edits["dilate_size"] is not None \
-            else clip_dilate_size(outputs.read_meta(root, clip_id) or {}, run_cfg["dilate_size"])
+            else clip_dilate_size(outputs.read_meta(root, clip_id) or {}, run_cfg.dilate_size)
         with sam2_errors():
             mask, filled = prompter.first_frame((clip_id, path.stat().st_mtime_ns), frame, points, box, dilate)
         picture = outputs.overlay(frame, filled, points, box)
@@ -320,7 +322,7 @@ def sam2_errors() -> Iterator[None]:
                                  "after the folder (python -m vp_ray.review OUT sam2=... sam2.checkpoint=...)") from None
 
 
-def check_placed(edits: dict[str, Any], meta: dict[str, Any] | None, run_cfg: dict[str, Any]) -> None:
+def check_placed(edits: dict[str, Any], meta: dict[str, Any] | None, run_cfg: Config) -> None:
     """A click or box must land on the source frame as the run places it (not in resize_mode=pad's bars)."""
     from vp_ray.errors import ClipError
     from vp_ray.prompts import parse_prompts
@@ -332,8 +334,8 @@ def check_placed(edits: dict[str, Any], meta: dict[str, Any] | None, run_cfg: di
     try:
         fields = record_fields(edits, source, run_cfg)
         placement = placement_for(source[1], source[0], edits["frame_height"], edits["frame_width"],
-                                  run_cfg["resize_mode"])
-        parse_prompts(fields["points"], fields["box"], placement, run_cfg["dataset"]["prompt_coords"])
+                                  run_cfg.resize_mode)
+        parse_prompts(fields["points"], fields["box"], placement, run_cfg.dataset.prompt_coords)
     except (EditError, ClipError) as error:
         raise HTTPException(422, str(error)) from None
 
@@ -374,8 +376,8 @@ class ThumbCache:
         return data
 
 
-def run_config(output_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """The plain config of the newest ``launch.py`` run logged in ``output_dir`` (Hydra's
+def run_config(output_dir: Path, overrides: list[str]) -> Config:
+    """The config of the newest ``launch.py`` run logged in ``output_dir`` (Hydra's
     ``logs/*/.hydra/overrides.yaml``, resolved against the folder it ran from), then ``overrides``;
     without a logged run, the defaults and ``overrides``."""
     from omegaconf import OmegaConf
@@ -390,5 +392,5 @@ def run_config(output_dir: Path, overrides: list[str]) -> dict[str, Any]:
         if hydra.is_file():
             cwd = OmegaConf.load(hydra).hydra.runtime.cwd
     cfg = config.compose([*base, *overrides, f"output_dir={output_dir}"])
-    return config.to_plain_config(cfg, base_dir=cwd)
+    return config.load_config(cfg, base_dir=cwd)
 

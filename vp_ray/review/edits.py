@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from vp_ray.config import Config, PromptCoords
 from vp_ray.records import MAX_DILATE_SIZE
 from vp_ray.review.store import EDIT_COLUMNS
 
@@ -64,7 +65,7 @@ def has_edits(row: dict[str, Any]) -> bool:
     return any(row.get(name) is not None for name in EDITABLE)
 
 
-def record_fields(row: dict[str, Any], source_size: tuple[int, int] | None, cfg: dict[str, Any]) -> dict[str, Any]:
+def record_fields(row: dict[str, Any], source_size: tuple[int, int] | None, cfg: Config) -> dict[str, Any]:
     """The ``ClipRecord`` fields a review row's edits replace, for a run of config ``cfg``.
     ``source_size``: the clip's source (width, height) (its meta.json), needed for clicks."""
     fields: dict[str, Any] = {}
@@ -84,20 +85,20 @@ def record_fields(row: dict[str, Any], source_size: tuple[int, int] | None, cfg:
 
 
 def to_record_coords(points: list, box: list | None, frame_size: tuple[int, int], source_size: tuple[int, int],
-                     cfg: dict[str, Any]) -> tuple[list, list | None]:
+                     cfg: Config) -> tuple[list, list | None]:
     """Clicks and a box in frame0_original.png's pixels -> the coordinates a record holds in a run of
     ``cfg`` (``dataset.prompt_coords``: source pixels, or model pixels)."""
     from vp_ray.video import placement_for
 
     frame_width, frame_height = frame_size
-    if cfg["dataset"]["prompt_coords"] == "model":
-        scale_x, scale_y = cfg["model"]["width"] / frame_width, cfg["model"]["height"] / frame_height
+    if cfg.dataset.prompt_coords is PromptCoords.model:
+        scale_x, scale_y = cfg.model.width / frame_width, cfg.model.height / frame_height
 
         def convert(x: float, y: float) -> list[float]:
             return [x * scale_x, y * scale_y]
     else:
         source_width, source_height = source_size
-        p = placement_for(source_height, source_width, frame_height, frame_width, cfg["resize_mode"])
+        p = placement_for(source_height, source_width, frame_height, frame_width, cfg.resize_mode)
 
         def convert(x: float, y: float) -> list[float]:
             return [(x - p.offset_x) / p.scale_x, (y - p.offset_y) / p.scale_y]

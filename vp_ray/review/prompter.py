@@ -8,6 +8,7 @@ only SAM2's prompt encoder and mask decoder. One request uses the model at a tim
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vp_ray.config import Config
 from vp_ray.records import DatasetPlan
 
 log = logging.getLogger(__name__)
@@ -23,10 +25,10 @@ KEPT_FRAMES = 4
 
 
 class Prompter:
-    """``cfg``: the plain run config the previews follow (its ``sam2`` group, frame settings and
+    """``cfg``: the run config the previews follow (its ``sam2`` group, frame settings and
     ``dilate_size``), with ``output_dir`` the folder tracked previews are made in."""
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
         self._segmenter = None
         self._lock = threading.Lock()
@@ -40,8 +42,8 @@ class Prompter:
         if self._segmenter is None:
             from vp_ray.segment import load_segmenter
 
-            log.info("loading SAM2 (%s) for the review's clicks", self.cfg["sam2"]["name"])
-            self._segmenter = load_segmenter(self.cfg["sam2"])
+            log.info("loading SAM2 (%s) for the review's clicks", self.cfg.sam2.name)
+            self._segmenter = load_segmenter(self.cfg.sam2)
         return self._segmenter
 
     def first_frame(self, key: tuple[str, int], frame: np.ndarray, points: list, box: list | None,
@@ -68,16 +70,18 @@ class Prompter:
         from vp_ray import outputs, video, workdir
         from vp_ray.atomic import atomic_path
         from vp_ray.rows import FAILED, new_row, rows_to_frame
+        from vp_ray.stages import RunContext
         from vp_ray.stages.prepare import PrepareClips
         from vp_ray.stages.segment import SegmentStage
 
-        cfg = {**self.cfg, "mask_only": True}
-        plan = DatasetPlan(path=str(Path(cfg["output_dir"]) / "-"), format="csv", columns=[], total=1,
+        cfg = dataclasses.replace(self.cfg, mask_only=True)
+        plan = DatasetPlan(path=str(Path(cfg.output_dir) / "-"), format="csv", columns=[], total=1,
                            duplicates={}, ragged=[], prompted=1)
+        run = RunContext.of(cfg, plan)
         batch = rows_to_frame([new_row(_record(record))])
         with self._lock:
             segmenter = self._load()
-            for stage in (PrepareClips(cfg, plan), SegmentStage(cfg, plan, segmenter=segmenter)):
+            for stage in (PrepareClips(cfg, plan, run), SegmentStage(cfg, plan, run, segmenter=segmenter)):
                 batch = stage(batch)
         row = batch.iloc[0].to_dict()
         try:
@@ -88,7 +92,7 @@ class Prompter:
             tinted = np.stack([outputs.overlay(frame, mask) for frame, mask in zip(frames, masks)])
             preview.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(preview) as tmp:
-                video.write_video(tmp, tinted, row["out_fps"], crf=cfg["crf"])
+                video.write_video(tmp, tinted, row["out_fps"], crf=cfg.crf)
             return row
         finally:
             if row.get("work_dir"):

@@ -11,17 +11,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow.parquet as pq
 
-from vp_ray import outputs, records
-from vp_ray.prompts import PROMPT_KINDS
-from vp_ray.records import DatasetPlan
+from vp_ray import outputs
+from vp_ray.config import Config
 from vp_ray.review import store
 from vp_ray.review.edits import EditError, has_edits, record_fields
 from vp_ray.rows import DONE_BEFORE, FAILED
@@ -31,51 +30,38 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReviewPlan:
-    """The driver's side: each pending requeue's ``requeued_at`` (which edits this run takes)."""
+    """What the run takes from the review: each clip's ``edits`` (record fields by clip id), ``redo``
+    (a requeue run's clips; None for a run of every row) and each pending requeue's ``requeued_at``
+    (which edits this run takes)."""
 
     pending: dict[str, str] = field(default_factory=dict)
+    edits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    redo: frozenset[str] | None = None
 
 
-def plan_review(cfg: dict[str, Any], plan: DatasetPlan) -> tuple[DatasetPlan, ReviewPlan]:
-    """``plan`` with the review's edits (and, for a requeue run, the clips to redo)."""
-    reviews = store.ReviewStore(cfg["output_dir"]).read()
-    requeue_only = cfg["review"]["requeue"]
+def read_review(cfg: Config) -> ReviewPlan:
+    """The review's edits (and, for a requeue run, the clips to redo), for the dataset's one read
+    (``todo.write_todo``: the rows that need SAM2 are counted with the edits applied)."""
+    reviews = store.ReviewStore(cfg.output_dir).read()
+    requeue_only = cfg.review.requeue
     if not reviews:
         if requeue_only:
-            log.info("review.requeue: no %s in %s, so no clip is requeued", store.REVIEW_FILE, cfg["output_dir"])
-        return plan, ReviewPlan()
+            log.info("review.requeue: no %s in %s, so no clip is requeued", store.REVIEW_FILE, cfg.output_dir)
+        return ReviewPlan(redo=frozenset() if requeue_only else None)
     edits = {}
     for clip_id, row in reviews.items():
         if row["requeue"] and has_edits(row):  # edits take effect once requeued, and stay after the redo
-            meta = outputs.read_meta(cfg["output_dir"], clip_id) or {}
+            meta = outputs.read_meta(cfg.output_dir, clip_id) or {}
             source = (meta["source_width"], meta["source_height"]) if meta.get("source_width") else None
             try:
                 edits[clip_id] = record_fields(row, source, cfg)
             except EditError as error:
                 log.warning("[%s] review edits not applied: %s", clip_id, error)
     pending = {clip_id: row["requeued_at"] for clip_id, row in reviews.items() if row["requeue"] == store.PENDING}
-    redo = frozenset(pending) if requeue_only else frozenset()
     if requeue_only:
         log.info("review.requeue: %d clip(s) requeued in %s; every other clip is left as it is",
                  len(pending), store.REVIEW_FILE)
-    plan = dataclasses.replace(plan, edits=edits, redo=redo)
-    return dataclasses.replace(plan, prompted=_prompted(cfg, plan, requeue_only)), ReviewPlan(pending)
-
-
-def _prompted(cfg: dict[str, Any], plan: DatasetPlan, requeue_only: bool) -> int:
-    """Rows whose mask comes from SAM2 once the edits apply (of the requeued rows, for a requeue run).
-    An edit sets ``mask_kind`` only where it places a click or box."""
-    clicked = any("mask_kind" in fields for fields in plan.edits.values())
-    if not clicked and not requeue_only:
-        return plan.prompted
-    layout, count = cfg["dataset"]["layout"], 0
-    for raw in records.scanned_rows(plan.path, plan.format, plan.columns, cfg["dataset"]["limit"]):
-        clip_id = records.row_id(raw, layout)
-        if requeue_only and clip_id not in plan.redo:
-            continue
-        fields = plan.edits.get(clip_id, {})
-        count += fields["mask_kind"] in PROMPT_KINDS if "mask_kind" in fields else records.needs_sam2(raw)
-    return count
+    return ReviewPlan(pending, edits, frozenset(pending) if requeue_only else None)
 
 
 def carry_the_rest(ledger, output_dir: str, redo: frozenset[str]) -> int:
@@ -86,16 +72,18 @@ def carry_the_rest(ledger, output_dir: str, redo: frozenset[str]) -> int:
         path = Path(output_dir) / name
         if not path.is_file():
             continue
-        for row in pd.read_parquet(path).to_dict("records"):
-            if row["clip_id"] not in redo and row["clip_id"] not in ledger.seen:
-                ledger.carry({**row, "status": status})
-                carried += 1
+        for batch in pq.ParquetFile(path).iter_batches():
+            for row in batch.to_pylist():
+                if row["clip_id"] not in redo and row["clip_id"] not in ledger.seen:
+                    ledger.carry({**row, "status": status})
+                    carried += 1
     return carried
 
 
-def mark_redone(output_dir: str, finished: list[dict[str, Any]], review: ReviewPlan) -> int:
-    """Each requeued clip this run finished (``finished``: its final rows) is done, or failed with its
-    error; a clip whose edits the reviewer changed since the run read them stays pending."""
+def mark_redone(output_dir: str, finished: Iterable[dict[str, Any]], review: ReviewPlan) -> int:
+    """Each requeued clip this run finished (``finished``: its final rows, ``clip_id``, ``status`` and
+    ``error`` at least) is done, or failed with its error; a clip whose edits the reviewer changed since
+    the run read them stays pending."""
     ended = {row["clip_id"]: row for row in finished
              if row["clip_id"] in review.pending and row["status"] != DONE_BEFORE}
     if not ended:

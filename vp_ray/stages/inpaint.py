@@ -24,36 +24,49 @@ import numpy as np
 import pandas as pd
 
 from vp_ray import gpu, workdir
+from vp_ray.config import Config
 from vp_ray.errors import ClipError
 from vp_ray.models import check_weights, load_inpainter, usable_frames
 from vp_ray.records import DatasetPlan
 from vp_ray.rows import add_warning, clip_seconds
-from vp_ray.stages import ClipStage
+from vp_ray.stages import ClipStage, Resources, Role, RunContext
 from vp_ray.stages.turns import ClipTurns
 
 log = logging.getLogger(__name__)
+
+
 class InpaintClips(ClipStage):
     """A Ray actor holding one loaded inpainter; one clip per call."""
 
-    name, title = "inpaint", "loading the model and inpainting"
+    name, title, role = "inpaint", "loading the model and inpainting", Role.inpaint
     reads = ("model", "retry")
     # No timing_column: process() times itself, less the time it waited for the other clip's GPU turn.
-    actor = True
 
-    def __init__(self, cfg: dict[str, Any], plan: DatasetPlan):
+    def __init__(self, cfg: Config, plan: DatasetPlan, run: RunContext):
         # Must be set before CUDA initialises; reduces fragmentation after an OOM.
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        super().__init__(cfg, plan)
-        self.inpainter = load_inpainter(self.cfg["model"])
+        super().__init__(cfg, plan, run)
+        self.inpainter = load_inpainter(self.cfg.model)
         self.baseline_bytes = gpu.allocated_bytes()
         self.worker = gpu.where()
         self.restart_needed = False
         self.turns = ClipTurns()
 
     @classmethod
-    def check(cls, cfg: dict[str, Any]) -> None:
-        check_weights(cfg["model"])
+    def resources(cls, cfg: Config) -> Resources:
+        # Two clips in flight per actor: the next one waits at the actor, so the GPU starts it the
+        # moment the last one ends instead of after a scheduling round trip. With overlap_clips both
+        # calls run at once (threads of the actor): the next clip's host work beside this one's GPU
+        # work, one clip on the GPU at a time (vp_ray/stages/turns.py).
+        model, cluster = cfg.model, cfg.cluster
+        return Resources(num_cpus=model.num_cpus, num_gpus=model.num_gpus, memory=model.memory,
+                         workers=cluster.inpaint_actors, grows=cluster.autoscale, calls_in_flight=2,
+                         concurrent_calls=2 if cluster.overlap_clips else 1)
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        check_weights(cfg.model)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if self.restart_needed:
@@ -72,7 +85,7 @@ class InpaintClips(ClipStage):
         died_before = workdir.worker_attempts(row["work_dir"], "inpaint") > 0
         with self.turns.clip(alone=died_before):
             admitted = time.perf_counter()
-            workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg["retry"]["max_worker_deaths"])
+            workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg.retry.max_worker_deaths)
             start = time.perf_counter()
             frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
             masks = workdir.load_array(row["work_dir"], workdir.MASKS)
@@ -105,7 +118,7 @@ class InpaintClips(ClipStage):
         gpu.start_peak()
         steps = StepClock(self._progress(row["clip_id"]))
         result, row = self.inpaint_with_oom_ladder(row, frames, masks, steps, masked_video, prepared)
-        for warning in getattr(self.inpainter, "last_warnings", []):
+        for warning in self.inpainter.last_warnings:
             add_warning(row, warning)
         row.update(peak_gpu_mem_gb=gpu.peak_gb(), inpaint_worker=self.worker,
                    step_s_median=steps.median(), step_s_max=steps.slowest(),
@@ -129,9 +142,9 @@ class InpaintClips(ClipStage):
     def inpaint_with_oom_ladder(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,
                                 steps: StepClock, masked_video: np.ndarray | None = None, prepared: Any = None):
         """``prepared``: the inpainter's ``prepare_clip`` of the whole clip, used until a rung shortens it."""
-        retry = self.cfg["retry"]
+        retry = self.cfg.retry
         count, max_seconds = len(frames), row["effective_max_seconds"]
-        shorter = [s for s in retry["oom_max_seconds"] if s < max_seconds]
+        shorter = [s for s in retry.oom_max_seconds if s < max_seconds]
         attempts = 0
         while True:
             attempts += 1
@@ -154,14 +167,14 @@ class InpaintClips(ClipStage):
             gpu.free_memory()
             self._check_memory_released()
             log.warning("%s: GPU out of memory with %d frames (%s)", row["clip_id"], count, message)
-            if retry["use_memory_savers"] and self.inpainter.reduce_memory():
+            if retry.use_memory_savers and self.inpainter.reduce_memory():
                 add_warning(row, f"OOM at attempt {attempts}: switched on a memory saver")
                 continue
             if not shorter:
                 raise ClipError(f"CUDA out of memory after {attempts} attempt(s), last with {count} "
                                 f"frames ({max_seconds:g} s): {message}", kind="oom")
             max_seconds, prepared = shorter.pop(0), None
-            count = min(count, usable_frames(self.cfg["model"],
+            count = min(count, usable_frames(self.cfg.model,
                                              int(round(max_seconds * row["out_fps"])) + 1))
             add_warning(row, f"OOM at attempt {attempts}: retrying with max_seconds={max_seconds:g}")
         row.update(attempts=attempts, num_frames=len(result), effective_max_seconds=max_seconds,

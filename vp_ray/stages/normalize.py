@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 
 from vp_ray import outputs, records
+from vp_ray.config import Layout
 from vp_ray.errors import ClipError
 from vp_ray.rows import DONE_BEFORE, ClipRecord, failed_row, new_row, rows_to_frame
-from vp_ray.stages import ClipStage
+from vp_ray.stages import ClipStage, Role
 
 
 class NormalizeRecords(ClipStage):
@@ -21,30 +22,30 @@ class NormalizeRecords(ClipStage):
     id that occurs twice: which of them the user meant is not ours to guess.
     """
 
-    name, title = "read", "checking the record"
-    reads = ("dataset", "output_dir", "output_settings")
+    name, title, role = "read", "checking the record", Role.check
+    reads = ("dataset", "output_dir")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         return rows_to_frame([self.normalize_one(raw) for raw in batch.to_dict("records")])
 
     def normalize_one(self, raw: dict[str, Any]) -> dict[str, Any]:
         try:
-            record = records.normalize(raw, self.cfg["dataset"], self.plan.base_dir)
+            record = records.normalize(raw, self.cfg.dataset, self.plan.base_dir)
             if record.clip_id in self.plan.edits:  # a reviewer's edits (vp_ray.review)
                 record = dataclasses.replace(record, **self.plan.edits[record.clip_id])
         except ClipError as error:
-            return failed_row(new_row(_placeholder(raw, self.cfg["dataset"]["layout"])), self.name, error)
+            return failed_row(new_row(_placeholder(raw, self.cfg.dataset.layout)), self.name, error)
         row = new_row(record)
         if record.clip_id in self.plan.duplicates:
             return failed_row(row, self.name, ClipError(
                 f"clip_id appears {self.plan.duplicates[record.clip_id]} times in the dataset; ids must be unique"))
         if record.clip_id not in self.plan.redo and \
-                outputs.is_complete(self.cfg["output_dir"], record.clip_id, outputs.fingerprint(self.cfg, row)):
+                outputs.is_complete(self.cfg.output_dir, record.clip_id, self.run.clip_settings.fingerprint(row)):
             row["status"] = DONE_BEFORE
         return row
 
 
-def ragged_row_failure(ragged: records.RaggedRow, columns: list[str], layout: str) -> dict[str, Any]:
+def ragged_row_failure(ragged: records.RaggedRow, columns: list[str], layout: Layout) -> dict[str, Any]:
     """The failure row of a CSV line with the wrong number of fields, named by its id if it has one."""
     fields = next(csv.reader([ragged.text]), [])
     raw = {column: value for column, value in zip(columns, fields) if column in records.ID_COLUMNS}
@@ -54,7 +55,7 @@ def ragged_row_failure(ragged: records.RaggedRow, columns: list[str], layout: st
         f"(a stray or missing comma, or an unquoted comma in a caption?): {ragged.text[:200]!r}"))
 
 
-def _placeholder(raw: dict[str, Any], layout: str, fallback: str | None = None) -> ClipRecord:
+def _placeholder(raw: dict[str, Any], layout: Layout, fallback: str | None = None) -> ClipRecord:
     """A record for a row too broken to normalize, so that its failure still names it.
 
     The id comes from the id columns alone (a bad caption must not hide a good path); it is only

@@ -8,10 +8,11 @@ from typing import Any
 
 from vp_ray import masks as mask_io
 from vp_ray import prompts, video, workdir
+from vp_ray.config import Config, Preprocess
 from vp_ray.errors import ClipError
 from vp_ray.models import usable_frames
 from vp_ray.rows import clip_dilate_size, clip_seconds
-from vp_ray.stages import ClipStage
+from vp_ray.stages import ClipStage, Resources, Role
 
 FILE_MASK_KINDS = ("npz", "video", "png_dir")
 
@@ -23,59 +24,64 @@ def clip_seed(run_seed: int, clip_id: str) -> int:
 
 
 class PrepareClips(ClipStage):
-    name, title = "prepare", "decoding, resampling, resizing, loading masks"
+    name, title, role = "prepare", "decoding, resampling, resizing, loading masks", Role.feed
     reads = ("model", "dataset", "output_dir", "seed", "target_fps", "max_seconds", "min_frames",
              "resize_mode", "dilate_size", "preprocess")
     timing_column = "time_prepare_s"
-    concurrency = "prepare_concurrency"
+
+    @classmethod
+    def resources(cls, cfg: Config) -> Resources:
+        return Resources(workers=cfg.cluster.prepare_concurrency)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        cfg, model = self.cfg, self.cfg["model"]
-        max_seconds = cfg["max_seconds"] if math.isnan(row["max_seconds"]) else row["max_seconds"]
+        cfg, model = self.cfg, self.cfg.model
+        max_seconds = cfg.max_seconds if math.isnan(row["max_seconds"]) else row["max_seconds"]
         clip = video.read_clip(
             row["video_path"], start_frame=row["start_frame"], end_frame=row["end_frame"],
             fps=None if math.isnan(row["fps"]) else row["fps"],
-            target_fps=cfg["target_fps"], max_seconds=max_seconds)
+            target_fps=cfg.target_fps, max_seconds=max_seconds)
         count = usable_frames(model, len(clip.frames))
-        if count < cfg["min_frames"]:
+        if count < cfg.min_frames:
             raise ClipError(
                 f"only {len(clip.frames)} frame(s) at {clip.out_fps:g} fps after resampling "
                 f"(source {clip.source_fps:g} fps, frames {row['start_frame']}.."
                 f"{row['end_frame'] if row['end_frame'] >= 0 else 'end'}); "
-                f"at least {cfg['min_frames']} are needed", kind="bad_input")
+                f"at least {cfg.min_frames} are needed", kind="bad_input")
         frames, indices = clip.frames[:count], clip.indices[:count]
         source_h, source_w = frames.shape[1:3]
-        placement = video.placement_for(source_h, source_w, model["height"], model["width"],
-                                        cfg["resize_mode"])
+        placement = video.placement_for(source_h, source_w, model.height, model.width, cfg.resize_mode)
+        points, box = [], None
         if row["mask_kind"] in prompts.PROMPT_KINDS:
             # Clicks outside the frame fail here, before any SAM2 model is loaded or run.
-            prompts.parse_prompts(row["points"], row["box"], placement, cfg["dataset"]["prompt_coords"])
+            points, box = prompts.parse_prompts(row["points"], row["box"], placement, cfg.dataset.prompt_coords)
         raw_masks = self.load_masks(row, indices, (source_h, source_w)) \
             if row["mask_kind"] in FILE_MASK_KINDS else None
 
-        preprocess, dilate_size = cfg["preprocess"], clip_dilate_size(row, cfg["dilate_size"])
+        preprocess = cfg.preprocess
+        rule = mask_io.MaskRule(clip_dilate_size(row, cfg.dilate_size), preprocess is Preprocess.reference)
         if raw_masks is not None:
             fitted_masks = mask_io.require_object(video.fit_masks(raw_masks, placement, preprocess))
-        work_dir = workdir.make_work_dir(cfg["output_dir"], row["clip_id"], run=cfg.get("log_dir"))
-        workdir.save_array(work_dir, workdir.FRAMES, video.fit_frames(frames, placement, preprocess))
+        work_dir = workdir.make_work_dir(cfg.output_dir, row["clip_id"], run=self.run.log_dir)
+        fitted_frames = video.fit_frames(frames, placement, preprocess)
+        workdir.save_array(work_dir, workdir.FRAMES, fitted_frames)
         workdir.save_array(work_dir, workdir.INDICES, indices)
+        workdir.save_clip_info(work_dir, workdir.ClipInfo(placement, rule, points, box))
         if raw_masks is not None:
             workdir.save_source_masks(work_dir, raw_masks)
-            masked_video = None
-            if preprocess == "reference":
-                # As the original prepares its inputs: the object is blacked out and the mask dilated
-                # at the source size, and both are resized after (the pipeline's Lanczos resize).
-                masks = video.fit_masks(mask_io.dilate_masks(raw_masks, dilate_size), placement)
-                masked_video = video.fit_frames(mask_io.black_out(frames, raw_masks), placement)
+            if preprocess is Preprocess.reference:
+                # As the original prepares its inputs: the rule is applied at the source size (the object
+                # blacked out, the mask dilated), and both are resized after (the pipeline's Lanczos resize).
+                masks, masked_video = rule.apply(frames, raw_masks)
+                masks, masked_video = video.fit_masks(masks, placement), video.fit_frames(masked_video, placement)
             else:
-                masks = mask_io.dilate_masks(fitted_masks, dilate_size)
+                masks, masked_video = rule.apply(fitted_frames, fitted_masks)
             workdir.store_masks(work_dir, fitted_masks, masks, masked_video)
             row["mask_area"] = float(masks.mean())
         row.update(
             work_dir=str(work_dir), source_height=source_h, source_width=source_w,
             source_fps=clip.source_fps, out_fps=clip.out_fps, num_frames=count,
             seconds=clip_seconds(count, clip.out_fps), effective_max_seconds=max_seconds,
-            effective_seed=row["seed"] if row["seed"] >= 0 else clip_seed(cfg["seed"], row["clip_id"]),
+            effective_seed=row["seed"] if row["seed"] >= 0 else clip_seed(cfg.seed, row["clip_id"]),
         )
         return row
 

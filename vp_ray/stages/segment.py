@@ -4,49 +4,55 @@ from __future__ import annotations
 
 from typing import Any
 
-from vp_ray import gpu, prompts, segment, video, workdir
+from vp_ray import gpu, prompts, segment, workdir
 from vp_ray import masks as mask_io
+from vp_ray.config import Config
 from vp_ray.records import DatasetPlan
-from vp_ray.rows import add_warning, clip_dilate_size
-from vp_ray.stages import ClipStage
+from vp_ray.rows import add_warning
+from vp_ray.stages import ClipStage, Resources, Role, RunContext
 
 
 class SegmentStage(ClipStage):
-    """A Ray actor holding one SAM2 video predictor; rows without clicks or a box pass through."""
+    """A Ray actor holding one SAM2 video predictor; rows without clicks or a box pass through.
 
-    name, title = "segment", "segmenting (SAM2)"
-    reads = ("sam2", "retry", "dataset", "resize_mode", "dilate_size", "preprocess")
+    Where the clicks are and how the masks become the inpainter's were decided by the prepare stage
+    (the clip's ``ClipInfo``): this stage reads only its own settings."""
+
+    name, title, role = "segment", "segmenting (SAM2)", Role.segment
+    reads = ("sam2", "retry")
     timing_column = "time_segment_s"
-    actor = True
 
-    def __init__(self, cfg: dict[str, Any], plan: DatasetPlan, segmenter: segment.Segmenter | None = None):
+    def __init__(self, cfg: Config, plan: DatasetPlan, run: RunContext,
+                 segmenter: segment.Segmenter | None = None):
         """``segmenter``: one loaded already (the review server's), instead of loading another."""
-        super().__init__(cfg, plan)
-        self.segmenter = segmenter or segment.load_segmenter(self.cfg["sam2"])
+        super().__init__(cfg, plan, run)
+        self.segmenter = segmenter or segment.load_segmenter(self.cfg.sam2)
         self.worker = gpu.where()
 
     @classmethod
-    def check(cls, cfg: dict[str, Any]) -> None:
-        segment.require_checkpoint(cfg["sam2"])
+    def resources(cls, cfg: Config) -> Resources:
+        # Its GPU share follows sam2.placement (graph.actor_pools); one clip at a time per actor.
+        return Resources(num_cpus=cfg.sam2.num_cpus, workers=cfg.sam2.pool_size)
+
+    @classmethod
+    def acts_on(cls, row: dict[str, Any]) -> bool:
+        return row["mask_kind"] in prompts.PROMPT_KINDS
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        segment.require_checkpoint(cfg.sam2)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["mask_kind"] not in prompts.PROMPT_KINDS:
-            return row
-        workdir.count_worker_attempt(row["work_dir"], "segment", self.cfg["retry"]["max_worker_deaths"])
+        workdir.count_worker_attempt(row["work_dir"], "segment", self.cfg.retry.max_worker_deaths)
         frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
-        placement = video.placement_for(row["source_height"], row["source_width"], frames.shape[1],
-                                        frames.shape[2], self.cfg["resize_mode"])
-        points, box = prompts.parse_prompts(row["points"], row["box"], placement,
-                                            self.cfg["dataset"]["prompt_coords"])
-        raw_masks = self.segmenter.segment_clip(frames, points, box)
+        info = workdir.load_clip_info(row["work_dir"])
+        raw_masks = self.segmenter.segment_clip(frames, info.points, info.box)
         first_area = int(raw_masks[0].sum())
-        if first_area < self.cfg["sam2"]["min_mask_area"]:
+        if first_area < self.cfg.sam2.min_mask_area:
             add_warning(row, f"first-frame mask is {'tiny' if first_area else 'empty'} "
                              f"({first_area} px): move the click onto the object")
         raw_masks = mask_io.require_object(raw_masks)
-        masks = mask_io.dilate_masks(raw_masks, clip_dilate_size(row, self.cfg["dilate_size"]))
-        # preprocess=reference: the original blacks the object out with the undilated mask.
-        masked_video = mask_io.black_out(frames, raw_masks) if self.cfg["preprocess"] == "reference" else None
+        masks, masked_video = info.mask_rule.apply(frames, raw_masks)
         workdir.store_masks(row["work_dir"], raw_masks, masks, masked_video)
         row.update(mask_area=float(masks.mean()), segment_worker=self.worker)
         return row

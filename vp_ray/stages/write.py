@@ -11,19 +11,23 @@ import numpy as np
 import pandas as pd
 
 from vp_ray import masks as mask_io
-from vp_ray import outputs, prompts, video, workdir
+from vp_ray import outputs, video, workdir
+from vp_ray.config import Config, QAConfig
 from vp_ray.evaluation import qa
 from vp_ray.rows import FAILED, OK, RECORD_COLUMNS, STATUS_COLUMNS, SUSPECT, add_warning
-from vp_ray.stages import ClipStage
+from vp_ray.stages import ClipStage, Resources, Role
 
 log = logging.getLogger(__name__)
 
 
 class WriteClips(ClipStage):
-    name, title = "write", "encoding and writing the clip's files"
-    reads = ("output_dir", "output_settings", "dataset", "mask_only", "restore_size", "resize_mode", "crf", "qa")
-    concurrency = "write_concurrency"
+    name, title, role = "write", "encoding and writing the clip's files", Role.write
+    reads = ("output_dir", "mask_only", "restore_size", "crf", "qa")
     # No timing_column: process() times itself, so that meta.json holds the same time_write_s.
+
+    @classmethod
+    def resources(cls, cfg: Config) -> Resources:
+        return Resources(workers=cfg.cluster.write_concurrency)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out = super().__call__(batch)
@@ -39,28 +43,23 @@ class WriteClips(ClipStage):
         frames = workdir.load_array(work, workdir.FRAMES)
         masks = workdir.load_array(work, workdir.MASKS)
         raw_masks = workdir.load_array(work, workdir.MASKS_RAW)
-        result = None if cfg["mask_only"] else workdir.load_array(work, workdir.RESULT)
+        result = None if cfg.mask_only else workdir.load_array(work, workdir.RESULT)
         if result is not None:  # an OOM retry may have shortened the clip
             frames, masks, raw_masks = frames[:len(result)], masks[:len(result)], raw_masks[:len(result)]
         fps = row["out_fps"]
         indices = workdir.load_array(work, workdir.INDICES)[:len(frames)]
-        placement = video.placement_for(row["source_height"], row["source_width"],
-                                        frames.shape[1], frames.shape[2], cfg["resize_mode"])
-
-        clicks = ([], None)  # the clicks and box SAM2 was given, drawn on frame 0
-        if row["mask_kind"] in prompts.PROMPT_KINDS:
-            clicks = prompts.parse_prompts(row["points"], row["box"], placement,
-                                           cfg["dataset"]["prompt_coords"])
+        info = workdir.load_clip_info(work)
+        placement = info.placement
 
         def write_files(folder: Path) -> None:
             if result is not None:
                 final = result
-                if cfg["restore_size"]:
+                if cfg.restore_size:
                     final = video.restore_frames(result, placement)
-                video.write_video(folder / "result.mp4", final, fps, crf=cfg["crf"])
+                video.write_video(folder / "result.mp4", final, fps, crf=cfg.crf)
                 video.write_video(folder / "result_vis.mp4",
-                                  outputs.comparison_frames(frames, masks, result), fps, crf=cfg["crf"])
-            video.write_video(folder / "mask.mp4", outputs.mask_frames(masks), fps, crf=cfg["crf"])
+                                  outputs.comparison_frames(frames, masks, result), fps, crf=cfg.crf)
+            video.write_video(folder / "mask.mp4", outputs.mask_frames(masks), fps, crf=cfg.crf)
             # At the source's size and frame numbers: with the source video and mask_id 1, a
             # record of a later run (e.g. inpainting after a mask-only pass). A mask file's own
             # masks pass through as given; SAM2's are brought back from the model's size.
@@ -70,29 +69,31 @@ class WriteClips(ClipStage):
             mask_io.save_vpdata_masks(folder / "all_masks.npz",
                                       mask_io.index_like_source(source_masks, indices))
             outputs.write_png(folder / "frame0_original.png", frames[0])
-            outputs.write_png(folder / "frame0_with_mask.png", outputs.overlay(frames[0], masks[0], *clicks))
+            # The clicks and box SAM2 was given (none for a mask file), drawn on frame 0.
+            outputs.write_png(folder / "frame0_with_mask.png",
+                              outputs.overlay(frames[0], masks[0], info.points, info.box))
             outputs.write_png(folder / "mask0.png", masks[0].astype("uint8") * 255)
 
         def make_meta() -> dict[str, Any]:
             row["time_write_s"] = round(time.perf_counter() - start, 3)
             return {**{k: row[k] for k in RECORD_COLUMNS + STATUS_COLUMNS},
-                    "fingerprint": outputs.fingerprint(cfg, row)}
+                    "fingerprint": self.run.clip_settings.fingerprint(row)}
 
         row["status"] = OK
-        if result is not None and cfg["qa"]["enabled"]:
-            score_quality(row, frames, result, masks, raw_masks, cfg["qa"])
-        row["output_dir"] = str(outputs.clip_dir(cfg["output_dir"], row["clip_id"]))
-        outputs.commit_clip(cfg["output_dir"], row["clip_id"], write_files, make_meta)
+        if result is not None and cfg.qa.enabled:
+            score_quality(row, frames, result, masks, raw_masks, cfg.qa)
+        row["output_dir"] = str(outputs.clip_dir(cfg.output_dir, row["clip_id"]))
+        outputs.commit_clip(cfg.output_dir, row["clip_id"], write_files, make_meta)
         workdir.remove_work_dir(work)
         return row
 
 
 def score_quality(row: dict[str, Any], frames: np.ndarray, result: np.ndarray, holes: np.ndarray,
-                  objects: np.ndarray, settings: dict[str, Any]) -> None:
+                  objects: np.ndarray, settings: QAConfig) -> None:
     """The clip's quality scores into ``row``; over a threshold, the clip is suspect. A score that
     fails is a warning: the clip's files are still worth writing."""
     try:
-        scores = qa.score_clip(frames, result, holes, objects, settings["width"])
+        scores = qa.score_clip(frames, result, holes, objects, settings.width)
     except Exception as error:  # noqa: BLE001 - a scoring bug must not cost a finished result
         add_warning(row, f"quality scores not computed: {type(error).__name__}: {error}")
         return
