@@ -8,7 +8,8 @@ from enum import Enum
 
 from conftest import REPO, compose_config
 
-from vp_ray.config import Config
+from vp_ray.config import Config, model_schemas
+from vp_ray.models import MODELS
 
 README = (REPO / "README.md").read_text()
 SECTION = README[README.index("## Configuration"):README.index("## Models")]
@@ -78,3 +79,7 @@ def test_an_installed_package_finds_its_configs(tmp_path):
                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "4"
+
+
+def test_every_model_of_the_registry_has_its_schema_registered_with_hydra():
+    assert {spec.schema for spec in MODELS.values()} == set(model_schemas())

@@ -104,6 +104,13 @@ def test_an_empty_points_column_does_not_need_sam2(tmp_path):
     assert "segment" not in [stage.name for stage in stages.preflight(cfg, plan)]  # no missing-SAM2 refusal
 
 
+def test_an_unknown_model_name_is_refused_before_the_run_also_without_inpainting(tmp_path):
+    csv = write_csv(tmp_path / "clips.csv", "clip_id,video_path,mask_path,mask_id\na,a.mp4,a.npz,1\n")
+    cfg, plan = plan_of(tmp_path, csv, "model.name=fancy", "mask_only=true")
+    with pytest.raises(ConfigError, match="model.name 'fancy' is not a known model: classic, faulty, sim, tiny"):
+        stages.preflight(cfg, plan)
+
+
 def test_a_row_with_a_click_or_a_box_needs_sam2(tmp_path):
     for column, value in (("points", '"[[1, 2, 1]]"'), ("box", '"[1, 2, 3, 4]"')):
         csv = write_csv(tmp_path / f"{column}.csv", "clip_id,video_path,mask_path,mask_id,points,box\n"

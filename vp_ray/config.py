@@ -605,15 +605,24 @@ class Config:
 GROUP_SCHEMAS = {"dataset": DatasetConfig, "cluster": ClusterConfig, "retry": RetryConfig, "sam2": Sam2Config}
 
 
+def model_schemas() -> list[type[ModelConfig]]:
+    """Every model's schema: the subclasses of ``ModelConfig`` (the registry, ``vp_ray.models.MODELS``,
+    names each model's schema; this module knows none of its entries, so the registry may import it)."""
+    found, todo = [], [ModelConfig]
+    while todo:
+        subclasses = todo.pop().__subclasses__()
+        found += subclasses
+        todo += subclasses
+    return found
+
+
 def register_configs() -> None:
     """Schemas for the YAML files' ``defaults``: ``base_<group>``, and ``base_<model>`` per model schema."""
-    from vp_ray.models import MODELS
-
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    for schema in {spec.schema for spec in MODELS.values()}:
+    for schema in model_schemas():
         cs.store(group="model", name=f"base_{schema.name}", node=schema)
 
 
@@ -744,13 +753,10 @@ def _clashes(model: ModelConfig, option: str, clashes: list[tuple[str, bool, str
 
 
 def _cross_checks(cfg: Config) -> list[str]:
-    """Rules that involve more than one field."""
-    from vp_ray.models import MODELS
-
+    """Rules that involve more than one field (an unknown ``model.name`` is the registry's to refuse:
+    the prepare stage's check)."""
     problems = []
     model = cfg.model
-    if model.name not in MODELS:
-        problems.append(f"model.name={model.name}: must be one of {', '.join(sorted(MODELS))}")
     problems += model_cross_checks(model)
     sam2 = cfg.sam2
     taken = sam2.pool_size * sam2.gpu_fraction
@@ -767,9 +773,7 @@ def model_cross_checks(model: ModelConfig) -> list[str]:
         if model.id_resampling and not model.mask_add:
             problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
         if model.compile_blocks is True:   # auto leaves compile off where it cannot run
-            from vp_ray.models.compile_plan import blockers
-
-            problems += _clashes(model, "compile_blocks", blockers(model))
+            problems += _clashes(model, "compile_blocks", compile_blockers(model))
         if model.approx_fp8_linear:
             problems += _clashes(model, "approx_fp8_linear", [
                 ("dtype", model.dtype is not Dtype.bfloat16, "FP8 scales are computed from bfloat16 weights"),
@@ -777,6 +781,14 @@ def model_cross_checks(model: ModelConfig) -> list[str]:
                 ("memory_mode", model.memory_mode is MemoryMode.sequential_offload,
                  "its hooks sit inside every block")])
     return problems
+
+
+def compile_blockers(model: VideoPainterModelConfig) -> list[tuple[str, bool, str]]:
+    """(setting, whether it is set so, why) for what compiled blocks cannot run with: ``auto`` leaves
+    compile off under them (``vp_ray/models/compile_plan.py``), an explicit ``true`` is refused."""
+    return [("memory_mode", model.memory_mode is MemoryMode.sequential_offload, "its hooks sit inside every block"),
+            ("approx_attention_reuse", model.approx_attention_reuse > 1,
+             "its per-step state would recompile every step")]
 
 
 def _remote_paths(cfg: Config) -> list[str]:
