@@ -44,9 +44,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from vp_ray.demo import background
-from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
+from vp_ray.clip.demo import background
 from vp_ray.review import store
+from vp_ray.runtime.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 
 FILTERS = {
     "suspect clips": "f=status:=:suspect",

@@ -4,7 +4,7 @@
 
 Reads OUT/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
 (two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps; seq: 1 GPU, one clip at a time per actor);
-pandas, pyarrow and the repository (``vp_ray.gpu_idle``), any machine.
+pandas, pyarrow and the repository (``vp_ray.runtime.gpu_idle``), any machine.
 Exits non-zero if a GPU held more than one inpainting actor, or a run used fewer GPUs than it should.
 
 Steady state: on each GPU, clips are ordered by when the actor gave them back; the first clip
@@ -12,7 +12,7 @@ Steady state: on each GPU, clips are ordered by when the actor gave them back; t
 first clip to the end of the last): the intervals between clips. A run's rate is the sum over its
 GPUs; a GPU with fewer than 2 intervals is named, its rate is not one to quote.
 
-Per inpainting actor, from each clip's GPU timeline (``vp_ray/gpu_idle.py``): the GPU's idle time
+Per inpainting actor, from each clip's GPU timeline (``vp_ray/runtime/gpu_idle.py``): the GPU's idle time
 between clips (one clip's frames back on the host -> the next clip's first GPU work), the time from
 one clip's last denoising step to the next one's first, and the median seconds per clip of the work
 outside the loop, on the GPU and on the host.
@@ -35,7 +35,7 @@ from pathlib import Path
 import _common
 import pandas as pd
 
-from vp_ray import gpu_idle
+from vp_ray.runtime import gpu_idle
 
 EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1, "seq": 1}
 

@@ -15,11 +15,11 @@ from conftest import REPO
 from ray.data import DataContext
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
 
-from vp_ray import backpressure
-from vp_ray.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
-from vp_ray.demo import ensure_demo_dataset
-from vp_ray.graph import bounded_operators, operator_name
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.models import gate
+from vp_ray.runtime import backpressure
+from vp_ray.runtime.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
+from vp_ray.runtime.graph import bounded_operators, operator_name
 from vp_ray.stages import Role
 from vp_ray.stages.inpaint import InpaintClips
 from vp_ray.stages.normalize import NormalizeRecords
@@ -64,7 +64,7 @@ class ActorOp(Op, ActorPoolMapOperator):
 
 
 def policy_context(stages, per_actor=2, writers=2, preparers=2):
-    """Ray Data's context as ``vp_ray.graph`` configures it for a run of these stages."""
+    """Ray Data's context as ``vp_ray.runtime.graph`` configures it for a run of these stages."""
     ctx = DataContext()
     ctx.set_config(PER_ACTOR_KEY, per_actor)
     ctx.set_config(WRITERS_KEY, writers)

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vp_ray import masks as mask_io
-from vp_ray import metrics, video
+from vp_ray import metrics
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.config import ClassicModelConfig
-from vp_ray.demo import ensure_demo_dataset
 from vp_ray.models.classic import ClassicInpainter, nearest_visible_frame
 
 INPAINTER = ClassicInpainter(ClassicModelConfig())

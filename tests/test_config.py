@@ -73,7 +73,7 @@ def test_an_installed_package_finds_its_configs(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("vp_ray-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
-    code = ("import vp_ray, vp_ray.single as s; assert 'site' in vp_ray.__file__, vp_ray.__file__; "
+    code = ("import vp_ray, vp_ray.tools.single as s; assert 'site' in vp_ray.__file__, vp_ray.__file__; "
             "print(s.compose(['model=tiny']).model.num_inference_steps)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})

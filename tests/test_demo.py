@@ -1,4 +1,4 @@
-"""The synthetic demo dataset (vp_ray/demo.py) and the scores (vp_ray/metrics.py)."""
+"""The synthetic demo dataset (vp_ray/clip/demo.py) and the scores (vp_ray/metrics.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vp_ray import masks as mask_io
-from vp_ray import metrics, video
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray import metrics
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
+from vp_ray.clip.demo import ensure_demo_dataset
 
 SMALL = {"height": 120, "width": 180, "num_frames": 16}
 COLUMNS = ["clip_id", "video_path", "prompt", "mask_kind", "mask_path", "mask_id", "ground_truth_path"]

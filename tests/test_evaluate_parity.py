@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray import masks as mask_io
-from vp_ray import video
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
 from vp_ray.evaluation import tiny
 from vp_ray.evaluation.frames import ClipFrames, replace_gt, vpbench_reference
 from vp_ray.evaluation.i3d import InceptionI3d, random_i3d_state

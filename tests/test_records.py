@@ -7,10 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from vp_ray import records
+from vp_ray.clip import records
+from vp_ray.clip.records import DatasetPlan, plan_dataset
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.records import DatasetPlan, plan_dataset
 from vp_ray.stages import RunContext
 from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
 

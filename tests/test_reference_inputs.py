@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, compose_config
-from vp_ray import workdir
+from vp_ray.clip import workdir
+from vp_ray.clip.records import plan_dataset
 from vp_ray.models.videopainter import condition_inputs
-from vp_ray.records import plan_dataset
 from vp_ray.stages import RunContext
 from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips

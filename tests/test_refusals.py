@@ -10,8 +10,10 @@ import sys
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import dryrun, records, stages, todo
+from vp_ray import stages
+from vp_ray.clip import records
 from vp_ray.errors import ConfigError
+from vp_ray.runtime import dryrun, todo
 from vp_ray.stages.normalize import ragged_row_failure
 
 DEMO = ["dataset.demo_num_clips=1", "dataset.demo_num_frames=9", "model.height=64", "model.width=96"]

@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 from conftest import PROGRAMS, REPO, compose_config
 
-from vp_ray import graph, metrics, todo, video
+from vp_ray import metrics
+from vp_ray.clip import video
+from vp_ray.runtime import graph, todo
+from vp_ray.runtime.summary import format_summary
 from vp_ray.stages import RunContext
-from vp_ray.summary import format_summary
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
@@ -83,7 +85,7 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
 
 
 def dilate(masks, size):
-    from vp_ray.masks import dilate_masks
+    from vp_ray.clip.masks import dilate_masks
 
     return dilate_masks(masks, size)
 
@@ -160,11 +162,11 @@ def test_cpu_stages_do_not_import_the_model_libraries():
 
 
 def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_clips(ray_local, tmp_path):
-    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.ckpt tiny` output, with
+    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.tools.ckpt tiny` output, with
     ID resampling and its tiny VideoPainterID LoRA: a 9-frame clip (max_seconds=1 in its row), and
     15 s of video at max_seconds=12: 97 frames, two windows of 49 sharing frame 48."""
-    from vp_ray.ckpt import main as ckpt_main
-    from vp_ray.demo import ensure_demo_dataset
+    from vp_ray.clip.demo import ensure_demo_dataset
+    from vp_ray.tools.ckpt import main as ckpt_main
 
     assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
     lora = tmp_path / "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"

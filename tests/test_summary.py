@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from vp_ray.graph import RunResult
-from vp_ray.manifest import Ledger
-from vp_ray.rows import ClipRecord, new_row
-from vp_ray.summary import format_summary
+from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.runtime.graph import RunResult
+from vp_ray.runtime.manifest import Ledger
+from vp_ray.runtime.summary import format_summary
 
 
 def clip(clip_id, worker, plan, kernel=""):

@@ -9,9 +9,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from vp_ray import graph, outputs, todo
+from vp_ray.clip import outputs
+from vp_ray.clip.records import plan_dataset
 from vp_ray.config import ClassicModelConfig, ClusterConfig, Config, DatasetConfig, DatasetFormat, Sam2Config
-from vp_ray.records import plan_dataset
+from vp_ray.runtime import graph, todo
 from vp_ray.stages import RunContext, pipeline
 from vp_ray.stages.normalize import NormalizeRecords
 
@@ -144,7 +145,7 @@ def counted_run(tmp_path, monkeypatch, fmt, *overrides):
     returns (times the dataset was opened, the run's job metadata or its result)."""
     from conftest import compose_config
 
-    from vp_ray import records
+    from vp_ray.clip import records
 
     frame = pd.DataFrame({"clip_id": ["c0", "c1", "c2", "c3", "c2"], "video_path": [f"v{i}.mp4" for i in range(5)],
                           "mask_path": ["m.npz"] * 5, "mask_id": [1] * 5})

@@ -1,8 +1,8 @@
-"""A clip's work folder across tries of its prepare stage (vp_ray/workdir.py)."""
+"""A clip's work folder across tries of its prepare stage (vp_ray/clip/workdir.py)."""
 
 import numpy as np
 
-from vp_ray import workdir
+from vp_ray.clip import workdir
 
 
 def test_prepare_run_again_in_the_same_run_keeps_the_files_a_later_stage_reads(tmp_path):
@@ -34,8 +34,9 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
     # runs the other's call again even if it had already failed. Its files must still be there:
     # the retry once ended in FileNotFoundError (masks.npy) instead of the clip's own failure.
     from conftest import compose_config
+
+    from vp_ray.clip.rows import FAILED, ClipRecord, new_row, rows_to_frame, run_stage
     from vp_ray.errors import ClipError
-    from vp_ray.rows import FAILED, ClipRecord, new_row, rows_to_frame, run_stage
     from vp_ray.stages import ClipSettings, RunContext
     from vp_ray.stages.write import WriteClips
 

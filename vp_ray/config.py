@@ -349,7 +349,7 @@ class VideoPainterModelConfig(ModelConfig):
     # Speed, APPROXIMATE (changes results; 1 = off): Pyramid Attention Broadcast (diffusers' hook) on
     # the backbone's attention. At steps whose timestep lies inside approx_attention_reuse_timesteps,
     # each attention computes its output at one step in N and reuses it for the N - 1 steps after.
-    # Quality cannot be judged without real weights: compare runs with `python -m vp_ray.compare`.
+    # Quality cannot be judged without real weights: compare runs with `python -m vp_ray.tools.compare`.
     approx_attention_reuse: int = setting(1, check=AT_LEAST_ONE)
     approx_attention_reuse_timesteps: list[int] = setting(factory=lambda: [100, 800], check=TIMESTEP_RANGE)
     # Speed, APPROXIMATE (changes results): the blocks' projections (attention Q/K/V/out,
@@ -439,7 +439,7 @@ class Sam2Config:
     # Autocast dtype on CUDA: bfloat16 (as sam2's demos) | float16 | float32 (no autocast). CPU runs float32.
     dtype: Dtype = Dtype.bfloat16
     # Where SAM2 actors go: auto (shared when inpainting actors take one whole GPU each, else cpu)
-    # | cpu | shared | dedicated. The reasons are in vp_ray/sam2_placement.py.
+    # | cpu | shared | dedicated. The reasons are in vp_ray/runtime/sam2_placement.py.
     placement: PlacementMode = setting(PlacementMode.auto, output=False)
     # SAM2 actors; one serves many GPUs (seconds per clip against minutes of inpainting).
     # dedicated: also the number of GPUs taken from inpainting.

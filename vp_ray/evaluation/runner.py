@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vp_ray import outputs, records, runlog, todo, workdir
-from vp_ray.atomic import atomic_path
+from vp_ray.clip import outputs, records, runlog, workdir
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.rows import DONE_BEFORE, FAILED
 from vp_ray.config import Config, EvalConfig
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation.frames import authors_stride_indices, load_clip_frames, reference_path
@@ -39,8 +40,8 @@ from vp_ray.evaluation.protocols import (
     protocol_for,
 )
 from vp_ray.evaluation.weights import find_weights
-from vp_ray.manifest import _write_parquet
-from vp_ray.rows import DONE_BEFORE, FAILED
+from vp_ray.runtime import todo
+from vp_ray.runtime.manifest import _write_parquet
 
 log = logging.getLogger("vp_ray")
 
@@ -211,7 +212,7 @@ def _why_no_result(output_dir: str, clip_id: str, failures: dict[str, str]) -> s
 
 def evaluate(cfg: Config, log_dir: str | None = None) -> Evaluation:
     """Score the finished run in ``cfg.output_dir``; ``log_dir``: where the scoring actors log."""
-    from vp_ray.records import plan_dataset
+    from vp_ray.clip.records import plan_dataset
     from vp_ray.review.requeue import read_review
 
     # 1. What can be measured: the clips (with a review's edits, as the run that made them had them),
@@ -269,8 +270,8 @@ def _score_on_ray(cfg: Config, log_dir: str | None, pending: list[dict], total: 
     """Score ``pending`` clips with an actor pool; returns (the stopping signal or 0, unscorable reasons)."""
     import ray
 
-    from vp_ray import console, graph
-    from vp_ray.shards import read_shards
+    from vp_ray.runtime import console, graph
+    from vp_ray.runtime.shards import read_shards
 
     graph.connect(cfg.cluster)
     evaluation = cfg.eval

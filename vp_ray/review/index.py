@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vp_ray import outputs
-from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
+from vp_ray.clip import outputs
+from vp_ray.clip.rows import FAILED
 from vp_ray.review.store import ReviewStore
-from vp_ray.rows import FAILED
+from vp_ray.runtime.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 
 # Filters: column, operator, value. "~" is "contains" (text, any case); "empty" and "set" take no value.
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~", "empty", "set")

@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from vp_ray import outputs, records
+from vp_ray.clip import outputs, records
+from vp_ray.clip.rows import DONE_BEFORE, ClipRecord, failed_row, new_row, rows_to_frame
 from vp_ray.config import Layout
 from vp_ray.errors import ClipError
-from vp_ray.rows import DONE_BEFORE, ClipRecord, failed_row, new_row, rows_to_frame
 from vp_ray.stages import ClipStage, Role
 
 

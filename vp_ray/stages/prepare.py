@@ -6,12 +6,12 @@ import hashlib
 import math
 from typing import Any
 
-from vp_ray import masks as mask_io
-from vp_ray import prompts, video, workdir
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import prompts, video, workdir
+from vp_ray.clip.rows import clip_dilate_size, clip_seconds
 from vp_ray.config import Config, Preprocess
 from vp_ray.errors import ClipError
 from vp_ray.models import model_spec, usable_frames
-from vp_ray.rows import clip_dilate_size, clip_seconds
 from vp_ray.stages import ClipStage, Resources, Role
 
 FILE_MASK_KINDS = ("npz", "video", "png_dir")

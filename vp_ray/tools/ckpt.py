@@ -1,4 +1,4 @@
-"""Checkpoint tree commands: ``python -m vp_ray.ckpt {check,download,tiny} [--root DIR]``.
+"""Checkpoint tree commands: ``python -m vp_ray.tools.ckpt {check,download,tiny} [--root DIR]``.
 
 check     validate a tree, naming every missing file (exit status 1 if any)
 download  fetch CogVideoX-5b-I2V and the VideoPainter branch from the Hugging Face hub
@@ -21,7 +21,7 @@ TINY_HELP = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vp_ray.ckpt", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vp_ray.tools.ckpt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a checkpoint tree")

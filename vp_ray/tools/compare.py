@@ -1,6 +1,6 @@
 """Compare two runs of the same clips, e.g. exact against an approximate speed mode.
 
-    python -m vp_ray.compare EXACT_DIR OTHER_DIR [--out DIR] [--max-videos N]
+    python -m vp_ray.tools.compare EXACT_DIR OTHER_DIR [--out DIR] [--max-videos N]
 
 For every clip that both output folders hold complete (their ``manifest.parquet``), the two
 ``result.mp4`` are compared frame by frame: PSNR over the whole frame and over the inpainted region
@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vp_ray import metrics, video
-from vp_ray.atomic import atomic_path
-from vp_ray.outputs import clip_dir
+from vp_ray import metrics
+from vp_ray.clip import video
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.outputs import clip_dir
 
 DIFF_GAIN = 4  # differences of a few levels would be invisible unamplified
 

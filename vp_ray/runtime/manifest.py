@@ -22,12 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vp_ray import outputs
-from vp_ray.atomic import atomic_path
-from vp_ray.config import QAConfig
-from vp_ray.evaluation import qa as quality
-from vp_ray.review import store as review_store
-from vp_ray.rows import (
+from vp_ray.clip import outputs
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.rows import (
     DONE_BEFORE,
     FAILED,
     OK,
@@ -38,6 +35,9 @@ from vp_ray.rows import (
     new_row,
     rows_to_frame,
 )
+from vp_ray.config import QAConfig
+from vp_ray.evaluation import qa as quality
+from vp_ray.review import store as review_store
 
 if TYPE_CHECKING:
     from vp_ray.stages import ClipSettings

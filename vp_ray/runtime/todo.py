@@ -10,7 +10,7 @@ Why the driver reads the dataset first, in one streamed pass:
 * Memory. Ray Data reads a CSV file as one block, and the pipeline splits it into one block per
   row: a 10,000-row file became 10,000 blocks at once, the driver kept a reference to each, and
   the cheap first stage ran through all of them before the GPUs had done 40 clips. Shards of
-  ``SHARD_ROWS`` rows are read as the pipeline needs them (``vp_ray.backpressure``).
+  ``SHARD_ROWS`` rows are read as the pipeline needs them (``vp_ray.runtime.backpressure``).
 
 Why once: the dataset may be a large file on remote storage. ``write_todo`` checks, counts and
 writes its rows in the same pass (``records.plan_dataset``); what later needs the rows again (the ids
@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vp_ray import outputs, records
+from vp_ray.clip import outputs, records
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import DONE_BEFORE
 from vp_ray.config import Config, Layout
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import DONE_BEFORE
 
 if TYPE_CHECKING:
     from vp_ray.stages import RunContext

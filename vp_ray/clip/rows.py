@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from vp_ray import runlog
+from vp_ray.clip import runlog
 from vp_ray.errors import ClipError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class ClipStatus:
     inpaint_finished: float = 0.0
     # The clip's GPU timeline (Unix seconds, as the GPU ran it; 0: not timed; vp_ray/models/timeline.py):
     # its first GPU work, its first denoising step, the end of its last, its frames back on the host.
-    # Between consecutive clips of one actor they give the GPU's idle time (vp_ray/gpu_idle.py).
+    # Between consecutive clips of one actor they give the GPU's idle time (vp_ray/runtime/gpu_idle.py).
     gpu_started: float = 0.0
     denoise_started: float = 0.0
     denoise_finished: float = 0.0

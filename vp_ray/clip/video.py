@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
 from vp_ray.config import Preprocess, ResizeMode
 from vp_ray.errors import ClipError
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.video import Placement, fit_frames, fit_masks, read_video
 from vp_ray.config import Preprocess
 from vp_ray.errors import ClipError
-from vp_ray.video import Placement, fit_frames, fit_masks, read_video
 
 
 def _pick(masks: np.ndarray, indices: np.ndarray, expect_hw: tuple[int, int], source: str) -> np.ndarray:
@@ -139,7 +139,7 @@ def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class MaskRule:
     """How a clip's object masks become what the inpainter fills, decided once for the clip (by the
-    prepare stage, ``vp_ray.workdir.ClipInfo``) whether its masks come from a file or from SAM2."""
+    prepare stage, ``vp_ray.clip.workdir.ClipInfo``) whether its masks come from a file or from SAM2."""
 
     dilate_size: int         # square kernel in pixels of the masks it is applied to (0: none)
     # The masked video blacks the object out undilated, as the original prepares it

@@ -32,10 +32,10 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from vp_ray.clip.prompts import PROMPT_KINDS
+from vp_ray.clip.rows import ClipRecord
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.prompts import PROMPT_KINDS
-from vp_ray.rows import ClipRecord
 
 GENERIC_COLUMNS = {
     "clip_id", "video_path", "prompt", "mask_kind", "mask_path", "mask_id", "points", "box",
@@ -196,7 +196,7 @@ def row_id(raw: dict[str, Any], layout: Layout) -> str | None:
 
 
 class RowSink(Protocol):
-    """Where the one pass over the dataset puts its rows (``vp_ray.todo``'s shards)."""
+    """Where the one pass over the dataset puts its rows (``vp_ray.runtime.todo``'s shards)."""
 
     def add(self, batch: pa.RecordBatch, ids: list[str | None]) -> None:
         """The next rows, with the clip id of each (None: a row that gives none)."""
@@ -259,7 +259,7 @@ class DatasetPlan:
     total: int  # input rows this run accounts for, ragged CSV lines included
     duplicates: dict[str, int]
     ragged: list[RaggedRow]  # CSV lines that are not rows: failures before the pipeline
-    # What the pipeline reads: the rows left to do, as shards (``vp_ray.todo``); ``pending`` counts them.
+    # What the pipeline reads: the rows left to do, as shards (``vp_ray.runtime.todo``); ``pending`` counts them.
     read_path: str = ""
     pending: int = -1
     prompted: int = 0  # rows whose mask comes from clicks or a box
@@ -290,7 +290,7 @@ def plan_dataset(cfg: Config, edits: dict[str, dict[str, Any]] | None = None,
     dataset, path = cfg.dataset, cfg.dataset.path
     layout, limit = dataset.layout, dataset.limit
     if dataset.format is DatasetFormat.demo:
-        from vp_ray.demo import ensure_demo_dataset
+        from vp_ray.clip.demo import ensure_demo_dataset
 
         path = str(ensure_demo_dataset(path, num_clips=dataset.demo_num_clips,
                                        num_frames=dataset.demo_num_frames, fps=dataset.demo_fps, seed=cfg.seed))
