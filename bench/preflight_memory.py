@@ -29,7 +29,7 @@ with open(path, "w") as f:
 from vp_ray.runtime.todo import skip_complete, write_todo
 from vp_ray.config import Config, DatasetConfig
 from vp_ray.stages import RunContext
-import vp_ray.stages.normalize  # imported by skip_complete: counted before, not as the preflight's memory
+import vp_ray.stages.read  # imported by skip_complete: counted before, not as the preflight's memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 cfg = Config(dataset=DatasetConfig(name="rows", path=path, default_prompt="x"), seed=0, output_dir=path + ".out")

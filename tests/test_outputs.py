@@ -12,8 +12,8 @@ from conftest import compose_config, compose_dictconfig
 from omegaconf import DictConfig, OmegaConf
 
 from vp_ray.clip import outputs
-from vp_ray.clip.records import DatasetPlan
-from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.clip.records import ClipRecord, DatasetPlan
+from vp_ray.clip.rows import new_row
 from vp_ray.config import SET_BY_THE_DRIVER, load_config
 from vp_ray.config import _fields as config_fields
 from vp_ray.models import MODELS

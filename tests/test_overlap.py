@@ -13,7 +13,8 @@ import pytest
 from conftest import compose_config
 
 from vp_ray.clip import workdir
-from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
 from vp_ray.models import Inpainter
 from vp_ray.models.timeline import Timeline, clip_phases
 from vp_ray.runtime import gpu_idle, graph

@@ -15,7 +15,8 @@ from conftest import compose_config
 from vp_ray.clip import outputs, workdir
 from vp_ray.clip.demo import background
 from vp_ray.clip.masks import MaskRule
-from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
 from vp_ray.clip.video import placement_for
 from vp_ray.config import QAConfig
 from vp_ray.evaluation import qa

@@ -12,7 +12,7 @@ from vp_ray.clip.records import DatasetPlan, plan_dataset
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.stages import RunContext
-from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
+from vp_ray.stages.read import ReadRecords, ragged_row_failure
 
 
 def dataset_cfg(**fields) -> DatasetConfig:
@@ -23,8 +23,8 @@ def run_cfg(seed=0, **dataset) -> Config:
     return Config(dataset=dataset_cfg(**dataset), seed=seed)
 
 
-def normalize_stage(cfg: Config, plan: DatasetPlan) -> NormalizeRecords:
-    return NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))
+def normalize_stage(cfg: Config, plan: DatasetPlan) -> ReadRecords:
+    return ReadRecords(cfg, plan, RunContext.of(cfg, plan))
 
 
 def plan_at(folder, duplicates=None):

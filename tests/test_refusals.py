@@ -14,7 +14,7 @@ from vp_ray import stages
 from vp_ray.clip import records
 from vp_ray.errors import ConfigError
 from vp_ray.runtime import dryrun, todo
-from vp_ray.stages.normalize import ragged_row_failure
+from vp_ray.stages.read import ragged_row_failure
 
 DEMO = ["dataset.demo_num_clips=1", "dataset.demo_num_frames=9", "model.height=64", "model.width=96"]
 

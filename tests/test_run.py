@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from conftest import PROGRAMS, REPO, compose_config
 
-from vp_ray import metrics
 from vp_ray.clip import video
+from vp_ray.evaluation import clip_scores
 from vp_ray.runtime import graph, todo
 from vp_ray.runtime.summary import format_summary
 from vp_ray.stages import RunContext
@@ -78,7 +78,7 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
         # Inside the mask the classic fill is close to the true background.
         truth = ground_truth(tmp_path / "demo" / demo.loc[clip["clip_id"], "ground_truth_path"],
                              clip, cfg)
-        score = metrics.psnr(result_frames, truth, mask=masks)
+        score = clip_scores.psnr(result_frames, truth, mask=masks)
         # Measured at 120x180, codec included: 29.4 dB (landscape: part of its background is
         # hidden in every frame, so cv2.inpaint guesses it), 41.8 (portrait), 41.4 (odd size).
         assert score > 27.0, (clip["clip_id"], score)
@@ -155,7 +155,7 @@ def test_too_few_cpus_for_the_actor_pools_fail_before_the_run_hangs():
 
 def test_cpu_stages_do_not_import_the_model_libraries():
     """Prepare/write tasks run in fresh Ray workers: importing diffusers there cost ~7 s per worker."""
-    code = ("import sys, vp_ray.stages.prepare, vp_ray.stages.write, vp_ray.stages.normalize; "
+    code = ("import sys, vp_ray.stages.prepare, vp_ray.stages.write, vp_ray.stages.read; "
             "print(sorted(m for m in ('diffusers', 'transformers', 'sam2') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "[]"

@@ -20,8 +20,8 @@ from conftest import PROGRAMS
 
 from vp_ray.clip import prompts, workdir
 from vp_ray.clip.masks import MaskRule
-from vp_ray.clip.records import DatasetPlan
-from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.clip.records import ClipRecord, DatasetPlan
+from vp_ray.clip.rows import new_row
 from vp_ray.clip.video import placement_for
 from vp_ray.config import Config, PlacementMode, RetryConfig, Sam2Config, Sam2Device
 from vp_ray.errors import ClipError, ConfigError

@@ -16,8 +16,8 @@ from ray import cloudpickle
 from vp_ray.clip import outputs, workdir
 from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.clip.masks import MaskRule
-from vp_ray.clip.records import DatasetPlan
-from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.clip.records import ClipRecord, DatasetPlan
+from vp_ray.clip.rows import new_row
 from vp_ray.clip.video import placement_for
 from vp_ray.config import (
     ClusterConfig,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from vp_ray.clip.rows import ClipRecord, new_row
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
 from vp_ray.runtime.graph import RunResult
 from vp_ray.runtime.manifest import Ledger
 from vp_ray.runtime.summary import format_summary

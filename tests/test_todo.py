@@ -14,7 +14,7 @@ from vp_ray.clip.records import plan_dataset
 from vp_ray.config import ClassicModelConfig, ClusterConfig, Config, DatasetConfig, DatasetFormat, Sam2Config
 from vp_ray.runtime import graph, todo
 from vp_ray.stages import RunContext, pipeline
-from vp_ray.stages.normalize import NormalizeRecords
+from vp_ray.stages.read import ReadRecords
 
 
 def run_cfg(tmp_path, path, fmt="csv", limit=-1) -> Config:
@@ -38,7 +38,7 @@ def commit(cfg, plan, clip_id, seed=0):
     """Commit ``clip_id`` as the write stage of a run of ``cfg`` (with this ``seed``) would."""
     raw = {"clip_id": clip_id.encode(), "video_path": f"v{clip_id[1:]}.mp4".encode(), "points": b"[[1, 2]]"}
     run = RunContext.of(dataclasses.replace(cfg, seed=seed), plan)
-    row = NormalizeRecords(cfg, plan, run).normalize_one(raw)
+    row = ReadRecords(cfg, plan, run).read_one(raw)
     fp = run.clip_settings.fingerprint(row)
     outputs.commit_clip(cfg.output_dir, clip_id, lambda folder: (folder / "result.mp4").write_bytes(b"x"),
                         lambda: {**row, "status": "ok", "fingerprint": fp})
@@ -154,7 +154,7 @@ def counted_run(tmp_path, monkeypatch, fmt, *overrides):
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset={fmt}", f"dataset.path={path}", *overrides])
     plan = plan_dataset(cfg)
     run = RunContext.of(cfg, plan)
-    row = NormalizeRecords(cfg, plan, run).normalize_one({"clip_id": b"c1", "video_path": b"v1.mp4",
+    row = ReadRecords(cfg, plan, run).read_one({"clip_id": b"c1", "video_path": b"v1.mp4",
                                                           "mask_path": b"m.npz", "mask_id": b"1"})
     outputs.commit_clip(cfg.output_dir, "c1", lambda folder: None,
                         lambda: {**row, "status": "ok", "fingerprint": run.clip_settings.fingerprint(row)})

@@ -35,7 +35,8 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
     # the retry once ended in FileNotFoundError (masks.npy) instead of the clip's own failure.
     from conftest import compose_config
 
-    from vp_ray.clip.rows import FAILED, ClipRecord, new_row, rows_to_frame, run_stage
+    from vp_ray.clip.records import ClipRecord
+    from vp_ray.clip.rows import FAILED, new_row, rows_to_frame, run_stage
     from vp_ray.errors import ClipError
     from vp_ray.stages import ClipSettings, RunContext
     from vp_ray.stages.write import WriteClips

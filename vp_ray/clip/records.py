@@ -33,7 +33,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vp_ray.clip.prompts import PROMPT_KINDS
-from vp_ray.clip.rows import ClipRecord
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
 
@@ -56,6 +55,34 @@ PARQUET_BATCH_ROWS = 8192  # rows of a Parquet dataset in memory at once while t
 ID_COLUMNS = ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
 # What decides whether a row's mask comes from clicks or a box (SAM2), as ``_mask_kind`` reads them.
 PROMPT_COLUMNS = ("mask_kind", "mask_path", "points", "box")
+
+
+@dataclass
+class ClipRecord:
+    """What to do with one clip. Empty string / -1 / NaN mean "not given"."""
+
+    clip_id: str
+    video_path: str
+    prompt: str = ""
+    # npz (VPData all_masks.npz + mask_id) | video (mask video) | png_dir | points | box
+    mask_kind: str = ""
+    mask_path: str = ""
+    mask_id: int = -1
+    # JSON [[x, y, label], ...]; label 1 = object (positive), 0 = background (negative).
+    points: str = ""
+    # JSON [x0, y0, x1, y1].
+    box: str = ""
+    # Source frame range, end exclusive (-1 = to the end).
+    start_frame: int = 0
+    end_frame: int = -1
+    # Source frame rate, overriding the container's (NaN = read from the file).
+    fps: float = math.nan
+    seed: int = -1
+    max_seconds: float = math.nan
+    # The clean background video, where known (the demo dataset): enables scoring.
+    ground_truth_path: str = ""
+    # Mask dilation in pixels, overriding the run's dilate_size (-1 = the run's).
+    dilate_size: int = -1
 
 
 @dataclass

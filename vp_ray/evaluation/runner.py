@@ -159,9 +159,9 @@ def read_cached(path: Path, key: str) -> dict[str, Any] | None:
 def classify(cfg: Config, plan: records.DatasetPlan, weights) -> tuple[list[dict], list[dict]]:
     """Every dataset row as a clip to score (an item) or a row saying why it cannot be."""
     from vp_ray.stages import RunContext
-    from vp_ray.stages.normalize import NormalizeRecords
+    from vp_ray.stages.read import ReadRecords
 
-    check = NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))  # the run's stages: its fingerprints
+    check = ReadRecords(cfg, plan, RunContext.of(cfg, plan))  # the run's stages: its fingerprints
     failures = _run_failures(cfg.output_dir)
     unscorable, items = [], []
     for ragged in plan.ragged:
@@ -173,7 +173,7 @@ def classify(cfg: Config, plan: records.DatasetPlan, weights) -> tuple[list[dict
             if 0 <= limit <= count:
                 break
             count += 1
-            row = check.normalize_one(raw)
+            row = check.read_one(raw)
             clip_id = row["clip_id"]
             if row["status"] == FAILED:
                 unscorable.append(_unscorable(clip_id, f"bad record: {row['error']}"))

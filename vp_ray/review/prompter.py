@@ -100,7 +100,8 @@ class Prompter:
 
 
 def _record(fields: dict[str, Any]):
-    from vp_ray.clip.rows import ClipRecord, coerce
+    from vp_ray.clip.records import ClipRecord
+    from vp_ray.clip.rows import coerce
 
     known = ClipRecord.__dataclass_fields__
     return ClipRecord(**coerce({k: v for k, v in fields.items() if k in known}))

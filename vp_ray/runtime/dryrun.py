@@ -48,14 +48,14 @@ def check_rows(cfg: Config, plan: DatasetPlan) -> tuple[Counter, list[tuple[str,
     """(counts by outcome: to_run, done_before, will_fail; the failures as (clip_id, why)), of the rows
     ``todo.write_todo`` read (the dataset is read once)."""
     from vp_ray.stages import RunContext
-    from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
+    from vp_ray.stages.read import ReadRecords, ragged_row_failure
 
-    check = NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))
+    check = ReadRecords(cfg, plan, RunContext.of(cfg, plan))
     counts: Counter = Counter(will_fail=len(plan.ragged))
     failures = [(row["clip_id"], row["error"]) for row in
                 (ragged_row_failure(ragged, plan.columns, cfg.dataset.layout) for ragged in plan.ragged)]
     for raw in todo.todo_rows(plan):
-        row = check.normalize_one(raw)
+        row = check.read_one(raw)
         why = row["error"] if row["status"] == FAILED else missing_file(row)
         if why:
             counts["will_fail"] += 1

@@ -49,7 +49,7 @@ from vp_ray.runtime.sam2_placement import plan_placement
 from vp_ray.runtime.sampler import Sampler
 from vp_ray.runtime.stats_bound import StatsHistoryBound, stats_note
 from vp_ray.stages import ClipSettings, ClipStage, Resources, Role, RunContext, preflight, with_role
-from vp_ray.stages.normalize import ragged_row_failure
+from vp_ray.stages.read import ragged_row_failure
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ import pyarrow.parquet as pq
 
 from vp_ray.clip import outputs
 from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.records import ClipRecord
 from vp_ray.clip.rows import (
     DONE_BEFORE,
     FAILED,
     OK,
     SUSPECT,
-    ClipRecord,
     ClipStatus,
     coerce,
     new_row,

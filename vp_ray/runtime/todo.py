@@ -89,17 +89,17 @@ def skip_complete(cfg: Config, run: RunContext, plan: DatasetPlan,
                   add_done: Callable[[dict[str, Any]], None]) -> DatasetPlan:
     """Give each waiting row whose clip is complete to ``add_done``; write the others as shards too.
     Returns the plan with ``pending`` the rows left to run."""
-    from vp_ray.stages.normalize import NormalizeRecords
+    from vp_ray.stages.read import ReadRecords
 
     waiting = Path(plan.read_path) / COMMITTED_DIR
     # No log_dir: the driver logs to its own log.
-    check = NormalizeRecords(cfg, plan, dataclasses.replace(run, log_dir=None))
+    check = ReadRecords(cfg, plan, dataclasses.replace(run, log_dir=None))
     shards, checked = ShardWriter(Path(plan.read_path)), 0
     for batch in _batches(sorted(waiting.glob("*.parquet"))):
         checked += batch.num_rows
         keep = []
         for index, raw in enumerate(batch.to_pylist()):
-            row = check.normalize_one(raw)
+            row = check.read_one(raw)
             if row["status"] == DONE_BEFORE:
                 add_done(row)
             else:

@@ -148,12 +148,12 @@ class ClipStage:
 def pipeline(cfg: Config, plan: DatasetPlan) -> list[type[ClipStage]]:
     """The stages of this run, in order."""
     from vp_ray.stages.inpaint import InpaintClips
-    from vp_ray.stages.normalize import NormalizeRecords
     from vp_ray.stages.prepare import PrepareClips
+    from vp_ray.stages.read import ReadRecords
     from vp_ray.stages.segment import SegmentStage
     from vp_ray.stages.write import WriteClips
 
-    stages: list[type[ClipStage]] = [NormalizeRecords, PrepareClips]
+    stages: list[type[ClipStage]] = [ReadRecords, PrepareClips]
     if plan.needs_segmentation:
         stages.append(SegmentStage)
     if not cfg.mask_only:
