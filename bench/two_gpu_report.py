@@ -162,7 +162,8 @@ def stock_ratio(out: Path, one: tuple[float, float] | None) -> None:
     per_clip = 1 / one[0] if one[0] else float("nan")
     first, rest = manifest.time_inpaint_s.iloc[0], manifest.time_inpaint_s.iloc[1:]
     print(f"\nstock diffusers I2V end to end: {stock['seconds_per_clip']:.1f} s per clip "
-          f"({stock['steps']} steps, step median {stock['step_s']['median_s']:.3f} s; {stock.get('what', stock['mode'])})")
+          f"({stock['steps']} steps, step median {stock['step_s']['median_s']:.3f} s; "
+          f"{stock.get('what', stock['mode'])})")
     print(f"batch job (run one): {per_clip:.1f} s per clip in the steady state; inpainting "
           f"{rest.median():.1f} s per clip after the first (median), the first {first:.1f} s: "
           f"first clip's extra {first - rest.median():.1f} s (compile, warm-up)")

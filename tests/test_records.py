@@ -155,7 +155,8 @@ def test_vpdata_row_with_a_bad_caption_keeps_the_id_of_its_path():
            "caption": b"caf\xe9 on a street"}
     out = normalize_stage(cfg, plan_at("/data"))(pd.DataFrame([raw])).iloc[0]
     assert out.status == "failed" and "not valid UTF-8" in out.error
-    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), Layout.vpdata) == "0000001_clip_m1_0-49"
+    expected = "0000001_clip_m1_0-49"
+    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), Layout.vpdata) == expected
 
 
 @pytest.mark.parametrize("path", ["../x.mp4", "a/b.mp4", "/abs.mp4", "clip.avi", ".mp4"])

@@ -170,7 +170,8 @@ def test_review_in_a_browser_then_requeue_exactly_the_clip_it_fixed(demo_run, po
         driver.save_screenshot(str(shots / "review_grid.png"))
     finally:
         driver.quit()
-    print(f"browser scenario {browser_s:.1f} s (Chromium's start included), whole test {time.monotonic() - start:.1f} s")
+    print(f"browser scenario {browser_s:.1f} s (Chromium's start included), "
+          f"whole test {time.monotonic() - start:.1f} s")
     if os.environ.get("VP_RAY_SCREENSHOT_DIR"):
         for shot in shots.iterdir():
             shutil.copy(shot, os.environ["VP_RAY_SCREENSHOT_DIR"])

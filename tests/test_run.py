@@ -191,12 +191,14 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
     assert (manifest.compiled == "off: auto, no GPU").all()   # and compile_blocks=auto stays eager
     actors = manifest.inpaint_worker.nunique()
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
-    assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
+    memory_plan = next(line for line in summary if line.startswith("memory plan"))
+    assert f"resident ({actors} actor{'s' * (actors > 1)})" in memory_plan
     assert "off: auto, no GPU" in next(line for line in summary if line.startswith("compiled blocks"))
     # Each clip's GPU timeline, in order; two clips at once in the actor, never two on its GPU.
     timeline = manifest[["gpu_started", "denoise_started", "denoise_finished", "gpu_finished"]]
     assert (timeline.diff(axis=1).iloc[:, 1:] >= 0).all().all() and (timeline.gpu_started > 0).all()
-    assert (manifest[["time_load_s", "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s"]] > 0).all().all()
+    phases = ["time_load_s", "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s"]
+    assert (manifest[phases] > 0).all().all()
     if actors == 1:
         first, second = manifest.sort_values("gpu_started").itertuples()
         assert second.gpu_started >= first.gpu_finished

@@ -274,7 +274,8 @@ def test_fp8_refuses_what_it_cannot_run_with(clash):
 
 
 def test_fp8_with_bfloat16_composes():
-    assert compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"]).model.approx_fp8_linear
+    cfg = compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"])
+    assert cfg.model.approx_fp8_linear
 
 
 def write_run(output_dir, results: dict[str, np.ndarray], masks: np.ndarray) -> None:

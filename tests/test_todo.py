@@ -97,7 +97,8 @@ def test_the_limit_counts_rows_of_the_dataset_not_rows_left(tmp_path):
 
 def test_ragged_csv_lines_are_not_written(tmp_path):
     path = tmp_path / "clips.csv"
-    path.write_text('clip_id,video_path,points\na,a.mp4,"[[1, 2]]"\nb,b.mp4\nc,c.mp4,"[[1, 2]]",x\nd,d.mp4,"[[1, 2]]"\n')
+    path.write_text('clip_id,video_path,points\na,a.mp4,"[[1, 2]]"\nb,b.mp4\n'
+                    'c,c.mp4,"[[1, 2]]",x\nd,d.mp4,"[[1, 2]]"\n')
     cfg = run_cfg(tmp_path, path)
     left = rows_to_do(cfg)
     assert [r.line for r in left.ragged] == [3, 4] and left.total == 4

@@ -54,5 +54,6 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
         assert (failed.status, failed.error_type) == (FAILED, "oom"), failed.error
     assert workdir.has_array(work, workdir.MASKS)
     cfg = compose_config([f"output_dir={tmp_path}"])
-    written = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))(run_stage(batch, "inpaint", out_of_memory))
+    write = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))
+    written = write(run_stage(batch, "inpaint", out_of_memory))
     assert written.iloc[0].error_type == "oom" and not work.exists()

@@ -703,7 +703,8 @@ def as_dict(cfg: Any) -> dict[str, Any]:
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
 # (and `ray job submit`, whose working directory is a temporary copy) see another cwd.
-PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path", "flux_fill_path",
+PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path",
+             "flux_fill_path",
              "checkpoint", "lpips_backbone", "lpips_linear", "clip_score_model", "clip_temporal_model", "i3d_model"}
 
 

@@ -319,7 +319,10 @@ def fit_frames(frames: np.ndarray, placement: Placement,
     """Source frames -> model frames: PIL Lanczos as the original (``reference``), or OpenCV's
     area averaging when shrinking and bilinear when enlarging (``opencv``)."""
     p = placement
-    interpolation = LANCZOS if Preprocess(preprocess) is Preprocess.reference else _image_filter(p.scale_x < 1 or p.scale_y < 1)
+    if Preprocess(preprocess) is Preprocess.reference:
+        interpolation = LANCZOS
+    else:
+        interpolation = _image_filter(p.scale_x < 1 or p.scale_y < 1)
     resized = _resize(frames, p.resized_width, p.resized_height, interpolation)
     return _paste(resized, p.height, p.width, p.offset_x, p.offset_y)
 

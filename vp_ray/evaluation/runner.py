@@ -99,7 +99,8 @@ def score_clip(item: dict[str, Any], cfg: Config, learned, protocol: Protocol) -
     scores = protocol.score(frames, item["prompt"], learned, cfg.eval.replace_gt)
     summary = {"clip_id": item["clip_id"], "status": SCORED, "reason": "", "frames": len(frames.result),
                "reference": reference_path(item, cfg.eval.reference),
-               "notes": "; ".join(notes + scores.notes + learned.problems), **clip_means(protocol, scores.frames), **scores.clip}
+               "notes": "; ".join(notes + scores.notes + learned.problems), **clip_means(protocol, scores.frames),
+               **scores.clip}
     arrays = {"summary": np.array(json.dumps(summary)), "per_frame": np.array(json.dumps(scores.frames)),
               "key": np.array(item["key"])}
     if scores.real_features is not None:

@@ -12,7 +12,8 @@ it pays back from 316 steps.
 
 Who knows what: the driver estimates the denoising steps each inpainting actor will run
 (``with_workload``: clips / actors x windows per clip x steps) and passes the estimate in the model
-settings (``model.steps_per_actor``); the actor adds what only it knows (has it a GPU?) and decides (``decide``). It logs the
+settings (``model.steps_per_actor``); the actor adds what only it knows (has it a GPU?) and decides
+(``decide``). It logs the
 decision, and every clip's row records it (the manifest's ``compiled`` column).
 
 This module imports no torch: the driver uses it.

@@ -319,7 +319,8 @@ def sam2_errors() -> Iterator[None]:
         yield
     except ConfigError as error:
         raise HTTPException(409, f"SAM2 cannot run here: {error}. Start the server with other sam2 settings "
-                                 "after the folder (python -m vp_ray.review OUT sam2=... sam2.checkpoint=...)") from None
+                                 "after the folder (python -m vp_ray.review OUT sam2=... "
+                                 "sam2.checkpoint=...)") from None
 
 
 def check_placed(edits: dict[str, Any], meta: dict[str, Any] | None, run_cfg: Config) -> None:

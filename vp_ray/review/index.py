@@ -130,7 +130,8 @@ class ClipIndex:
             return None
         row = {k: meta.get(k) for k in MANIFEST_COLUMNS}
         row["output_dir"] = str(outputs.clip_dir(self.output_dir, clip_id))
-        row["result_path"] = str(Path(row["output_dir"]) / "result.mp4") if "result.mp4" in meta.get("files", {}) else ""
+        has_result = "result.mp4" in meta.get("files", {})
+        row["result_path"] = str(Path(row["output_dir"]) / "result.mp4") if has_result else ""
         self._metas[clip_id] = (mtime, row)
         return row
 

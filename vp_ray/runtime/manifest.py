@@ -185,7 +185,8 @@ class Ledger:
     def write(self) -> tuple[Path, Path]:
         """``manifest.parquet`` and ``failures.parquet`` from the part files, one part in memory at a time."""
         reviews = review_store.verdicts(self.output_dir)
-        manifest_path, failures_path = Path(self.output_dir) / "manifest.parquet", Path(self.output_dir) / "failures.parquet"
+        out = Path(self.output_dir)
+        manifest_path, failures_path = out / "manifest.parquet", out / "failures.parquet"
         with atomic_path(manifest_path) as manifest_tmp, atomic_path(failures_path) as failures_tmp, \
                 pq.ParquetWriter(manifest_tmp, MANIFEST_SCHEMA) as manifest, \
                 pq.ParquetWriter(failures_tmp, FAILURE_SCHEMA) as failures:

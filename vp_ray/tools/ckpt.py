@@ -16,7 +16,8 @@ from vp_ray.models import checkpoint
 TINY_HELP = (
     "Write DIR/CogVideoX-5b-I2V/{model_index.json,scheduler,text_encoder,tokenizer,transformer,vae} "
     "and DIR/VideoPainter/checkpoints/branch with tiny random weights (64x96 frames, 49 frames per "
-    "window; on one machine the same --seed writes the same bytes, another CPU may differ in the last bits of computed tables). Load them with model=tiny, or with any code "
+    "window; on one machine the same --seed writes the same bytes, another CPU may differ in the last bits "
+    "of computed tables). Load them with model=tiny, or with any code "
     "that loads the real tree.")
 
 
