@@ -21,9 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from vp_ray import refusal
 from vp_ray.config import Task, load_config, register_configs
 from vp_ray.errors import ConfigError
+from vp_ray.runtime import refusal
 
 register_configs()
 log = logging.getLogger("vp_ray")
@@ -31,8 +31,8 @@ log = logging.getLogger("vp_ray")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from vp_ray import graph
-    from vp_ray.summary import format_summary
+    from vp_ray.runtime import graph
+    from vp_ray.runtime.summary import format_summary
 
     start = time.perf_counter()
     try:

@@ -166,7 +166,8 @@ def traced_driver(trace: Path, clips: Path, rows: int, launch_args: list[str]) -
     import runpy
     import tracemalloc
 
-    for module in ("ray.data", "vp_ray.graph", "vp_ray.summary"):  # before tracing: what the run adds counts
+    # Imported before tracing starts: what the run adds is what counts.
+    for module in ("ray.data", "vp_ray.runtime.graph", "vp_ray.runtime.summary"):
         importlib.import_module(module)
 
     tracemalloc.start(TRACE_FRAMES)

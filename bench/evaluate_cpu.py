@@ -26,7 +26,7 @@ import _common
 
 _common.require_modules("torch", "av", "cv2")
 
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.evaluation.learned import LearnedMetrics
 from vp_ray.evaluation.protocols import PROTOCOLS
 from vp_ray.evaluation.runner import score_clip

@@ -10,7 +10,7 @@ MB), a model stage (an actor pool of ``--actors``, ``--model-seconds`` per clip,
 the same size), write (a CPU task reads the result and drops it). One row per block. Run twice:
 
 * ``files``: what vp-ray does. Arrays go to ``.npy`` files under a work folder and rows carry
-  paths; the bound on clips in flight is vp-ray's backpressure policy (``vp_ray.backpressure``).
+  paths; the bound on clips in flight is vp-ray's backpressure policy (``vp_ray.runtime.backpressure``).
 * ``objects``: the arrays travel in the rows, through Ray's object store, bounded by Ray Data's
   own backpressure (object-store budget) alone.
 
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import ray  # noqa: E402
 
-from vp_ray.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound  # noqa: E402
+from vp_ray.runtime.backpressure import PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound  # noqa: E402
 
 
 def frames(mb: int, seed: int) -> np.ndarray:
@@ -92,7 +92,9 @@ def run(mode: str, args: argparse.Namespace, work: Path) -> dict:
     ctx.execution_options.preserve_order = False
     if mode == "files":
         from ray.data._internal.execution.backpressure_policy import (
-            ENABLED_BACKPRESSURE_POLICIES, ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)
+            ENABLED_BACKPRESSURE_POLICIES,
+            ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+        )
 
         ctx.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*ENABLED_BACKPRESSURE_POLICIES, WorkBound])
         ctx.set_config(PER_ACTOR_KEY, 2)

@@ -41,8 +41,8 @@ mkdir -p "$work"
 "$PYTHON" - "$work" <<'EOF' || exit 1
 import sys, numpy as np, pandas as pd
 from pathlib import Path
-from vp_ray.demo import ensure_demo_dataset
-from vp_ray.masks import save_vpdata_masks
+from vp_ray.clip.demo import ensure_demo_dataset
+from vp_ray.clip.masks import save_vpdata_masks
 work = Path(sys.argv[1])
 csv = ensure_demo_dataset(work / "demo", num_clips=2, num_frames=49, height=480, width=720)
 rows = pd.read_csv(csv)

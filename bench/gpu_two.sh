@@ -51,7 +51,7 @@ if [ -n "${TINY:-}" ]; then
     make_out
     mkdir -p "$work"
     ckpt=$work/ckpt
-    "$PYTHON" -m vp_ray.ckpt tiny --root "$ckpt" > /dev/null || exit 1
+    "$PYTHON" -m vp_ray.tools.ckpt tiny --root "$ckpt" > /dev/null || exit 1
     model_args+=(model.height=64 model.width=96 model.dtype=float32 model.num_cpus=1 sam2=tiny_random
                  sam2.placement=shared cluster.num_cpus=6)
     size=(96 144)
@@ -72,7 +72,7 @@ model_args+=("model.base_model_path=$ckpt/CogVideoX-5b-I2V" "model.branch_path=$
 "$PYTHON" - "$work" "${size[@]}" "$clips" <<'EOF' || exit 1
 import sys, pandas as pd
 from pathlib import Path
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 work, height, width, clips = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 with_masks, with_clicks = (clips + 1) // 2, clips // 2
 demo = work / "demo"

@@ -26,10 +26,10 @@ with open(path, "w") as f:
     f.write("clip_id,video_path,points\\n")
     for i in range(rows):
         f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
-from vp_ray.todo import skip_complete, write_todo
+from vp_ray.runtime.todo import skip_complete, write_todo
 from vp_ray.config import Config, DatasetConfig
 from vp_ray.stages import RunContext
-import vp_ray.stages.normalize  # imported by skip_complete: counted before, not as the preflight's memory
+import vp_ray.stages.read  # imported by skip_complete: counted before, not as the preflight's memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 cfg = Config(dataset=DatasetConfig(name="rows", path=path, default_prompt="x"), seed=0, output_dir=path + ".out")

@@ -34,9 +34,9 @@ import dataclasses
 import cv2
 import pandas as pd
 
-from vp_ray import records, workdir
+from vp_ray.clip import records, workdir
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.config import Config, compose, load_config
-from vp_ray.demo import ensure_demo_dataset
 from vp_ray.evaluation import qa
 from vp_ray.stages import RunContext, pipeline
 from vp_ray.stages.write import WriteClips

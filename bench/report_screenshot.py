@@ -19,7 +19,7 @@ from pathlib import Path
 
 import _common
 
-from vp_ray.report import write_report
+from vp_ray.runtime.report import write_report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -44,9 +44,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from vp_ray.demo import background
-from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
+from vp_ray.clip.demo import background
 from vp_ray.review import store
+from vp_ray.runtime.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 
 FILTERS = {
     "suspect clips": "f=status:=:suspect",
@@ -88,7 +88,8 @@ def synthetic_run(out: Path, clips: int, seed: int = 0) -> None:
     pd.DataFrame({"clip_id": failed, "failed_stage": "prepare", "error_type": "decode", "error": "corrupt",
                   "video_path": "", "warnings": ""}, columns=FAILURE_COLUMNS).to_parquet(out / "failures.parquet")
     reviewed = rng.choice(ids, size=clips // 5, replace=False)
-    store.ReviewStore(out).update(list(reviewed), lambda row: {**row, "verdict": str(rng.choice(["accepted", "rejected"]))})
+    store.ReviewStore(out).update(list(reviewed),
+                                  lambda row: {**row, "verdict": str(rng.choice(["accepted", "rejected"]))})
 
 
 def get(port: int, path: str, method: str = "GET", body: bytes | None = None) -> tuple[float, bytes]:

@@ -29,9 +29,9 @@ _common.require_modules("ray", "hydra", "omegaconf", "av")
 
 import pandas as pd  # noqa: E402
 
-from vp_ray import graph  # noqa: E402
+from vp_ray.clip.demo import ensure_demo_dataset  # noqa: E402
 from vp_ray.config import compose, load_config  # noqa: E402
-from vp_ray.demo import ensure_demo_dataset  # noqa: E402
+from vp_ray.runtime import graph  # noqa: E402
 
 FRAMES = 9
 

@@ -4,7 +4,7 @@
 
 Reads OUT/manifest_<run>.parquet, dmon_<run>.txt and samples_<run>.csv for the runs there
 (two: 2 GPUs; one: 1 GPU; free: 1 GPU without memory caps; seq: 1 GPU, one clip at a time per actor);
-pandas, pyarrow and the repository (``vp_ray.gpu_idle``), any machine.
+pandas, pyarrow and the repository (``vp_ray.runtime.gpu_idle``), any machine.
 Exits non-zero if a GPU held more than one inpainting actor, or a run used fewer GPUs than it should.
 
 Steady state: on each GPU, clips are ordered by when the actor gave them back; the first clip
@@ -12,7 +12,7 @@ Steady state: on each GPU, clips are ordered by when the actor gave them back; t
 first clip to the end of the last): the intervals between clips. A run's rate is the sum over its
 GPUs; a GPU with fewer than 2 intervals is named, its rate is not one to quote.
 
-Per inpainting actor, from each clip's GPU timeline (``vp_ray/gpu_idle.py``): the GPU's idle time
+Per inpainting actor, from each clip's GPU timeline (``vp_ray/runtime/gpu_idle.py``): the GPU's idle time
 between clips (one clip's frames back on the host -> the next clip's first GPU work), the time from
 one clip's last denoising step to the next one's first, and the median seconds per clip of the work
 outside the loop, on the GPU and on the host.
@@ -35,7 +35,7 @@ from pathlib import Path
 import _common
 import pandas as pd
 
-from vp_ray import gpu_idle
+from vp_ray.runtime import gpu_idle
 
 EXPECTED_GPUS = {"two": 2, "one": 1, "free": 1, "seq": 1}
 
@@ -162,7 +162,8 @@ def stock_ratio(out: Path, one: tuple[float, float] | None) -> None:
     per_clip = 1 / one[0] if one[0] else float("nan")
     first, rest = manifest.time_inpaint_s.iloc[0], manifest.time_inpaint_s.iloc[1:]
     print(f"\nstock diffusers I2V end to end: {stock['seconds_per_clip']:.1f} s per clip "
-          f"({stock['steps']} steps, step median {stock['step_s']['median_s']:.3f} s; {stock.get('what', stock['mode'])})")
+          f"({stock['steps']} steps, step median {stock['step_s']['median_s']:.3f} s; "
+          f"{stock.get('what', stock['mode'])})")
     print(f"batch job (run one): {per_clip:.1f} s per clip in the steady state; inpainting "
           f"{rest.median():.1f} s per clip after the first (median), the first {first:.1f} s: "
           f"first clip's extra {first - rest.median():.1f} s (compile, warm-up)")

@@ -75,7 +75,7 @@ def probe_vae(results: dict) -> None:
         results["vae"][name] = {"encode": encode, "decode": decode}
         print(f"{name:8s} encode {encode['s']:.3f} s (+{encode['peak_added_gib']:.2f} GiB)  "
               f"decode {decode['s']:.3f} s (+{decode['peak_added_gib']:.2f} GiB)", flush=True)
-    del vae, video, latents
+    vae = video = latents = None   # the references go, so empty_cache can free their memory
     torch.cuda.empty_cache()
 
 

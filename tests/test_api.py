@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray import single, video, workdir
+from vp_ray.clip import video, workdir
+from vp_ray.clip.masks import save_vpdata_masks
 from vp_ray.errors import ConfigError
-from vp_ray.masks import save_vpdata_masks
 from vp_ray.models.id_lora import id_lora_path, write_tiny_id_lora
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree
 from vp_ray.models.videopainter import VideoPainter
+from vp_ray.tools import single
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PROMPT = "a clean road scene"

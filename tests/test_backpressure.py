@@ -15,15 +15,15 @@ from conftest import REPO
 from ray.data import DataContext
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
 
-from vp_ray import backpressure
-from vp_ray.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
-from vp_ray.demo import ensure_demo_dataset
-from vp_ray.graph import bounded_operators, operator_name
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.models import gate
+from vp_ray.runtime import backpressure
+from vp_ray.runtime.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
+from vp_ray.runtime.graph import bounded_operators, operator_name
 from vp_ray.stages import Role
 from vp_ray.stages.inpaint import InpaintClips
-from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips
+from vp_ray.stages.read import ReadRecords
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.stages.write import WriteClips
 
@@ -64,7 +64,7 @@ class ActorOp(Op, ActorPoolMapOperator):
 
 
 def policy_context(stages, per_actor=2, writers=2, preparers=2):
-    """Ray Data's context as ``vp_ray.graph`` configures it for a run of these stages."""
+    """Ray Data's context as ``vp_ray.runtime.graph`` configures it for a run of these stages."""
     ctx = DataContext()
     ctx.set_config(PER_ACTOR_KEY, per_actor)
     ctx.set_config(WRITERS_KEY, writers)
@@ -76,7 +76,7 @@ def policy_context(stages, per_actor=2, writers=2, preparers=2):
 def pipeline(actors=1, per_actor=2, writers=2, preparers=2, segment=True, inpaint=True, stages=None):
     """input -> read -> normalize -> prepare -> [segment] -> [inpaint] -> write (one operator per
     stage, named as Ray Data names it), and its policy."""
-    stages = stages or [NormalizeRecords, PrepareClips, *([SegmentStage] if segment else []),
+    stages = stages or [ReadRecords, PrepareClips, *([SegmentStage] if segment else []),
                         *([InpaintClips] if inpaint else []), WriteClips]
     source = Op("Input")
     ops = [source, Op("ReadShards", source)]
@@ -129,7 +129,7 @@ def test_the_stages_before_prepare_run_only_while_few_blocks_wait_for_it():
 def test_a_pipeline_without_the_bounded_stages_is_refused_not_left_unbounded():
     """An operator named otherwise than the run's stages say (a stage run another way, Ray Data
     naming operators anew) or missing: the policy refuses to start instead of bounding nothing."""
-    stages = [NormalizeRecords, PrepareClips, InpaintClips, WriteClips]
+    stages = [ReadRecords, PrepareClips, InpaintClips, WriteClips]
     source = Op("Input")
     prepare = Op("MapBatches(prepare)", Op("ReadShards", source))
     renamed = ActorOp("MapBatches(InpaintClips)", prepare, 1)
@@ -154,7 +154,7 @@ def test_the_bound_finds_its_stages_by_their_roles_not_their_names():
     class Paint(InpaintClips):
         name = "paint"
 
-    policy, op, _ = pipeline(actors=1, per_actor=2, stages=[NormalizeRecords, Decode, Paint, WriteClips])
+    policy, op, _ = pipeline(actors=1, per_actor=2, stages=[ReadRecords, Decode, Paint, WriteClips])
     assert policy.prepare is op["decode"] and policy.model is op["paint"] and policy.write is op["write"]
     op["paint"].inputs = 2
     assert not policy.can_add_input(op["decode"]) and backpressure.HOLDING["prepare"]

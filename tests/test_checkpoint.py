@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from vp_ray.ckpt import main as ckpt_main
 from vp_ray.config import Dtype, VideoPainterModelConfig
 from vp_ray.errors import ConfigError
 from vp_ray.models.checkpoint import BASE_DIR, BRANCH_DIR, missing_files, require_complete, tree_paths
 from vp_ray.models.tiny import ensure_tiny_tree
+from vp_ray.tools.ckpt import main as ckpt_main
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +75,7 @@ def test_missing_shards_of_sharded_weights_are_named(tiny_tree, tmp_path):
 
 def test_check_command_on_good_and_broken_trees(tiny_tree, broken_root, capsys):
     good_root = tiny_tree[0].parent
-    done = subprocess.run([sys.executable, "-m", "vp_ray.ckpt", "check", "--root", str(good_root)],
+    done = subprocess.run([sys.executable, "-m", "vp_ray.tools.ckpt", "check", "--root", str(good_root)],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "complete" in done.stdout
 

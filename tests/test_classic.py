@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vp_ray import masks as mask_io
-from vp_ray import metrics, video
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.config import ClassicModelConfig
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.evaluation import clip_scores
 from vp_ray.models.classic import ClassicInpainter, nearest_visible_frame
 
 INPAINTER = ClassicInpainter(ClassicModelConfig())
@@ -98,5 +99,5 @@ def test_demo_clips_are_restored_close_to_their_true_background(demo_csv):
         masks = mask_io.dilate_masks(raw, 5)  # covers the codec's blur around the object
         result = INPAINTER.inpaint_clip(clip.frames, masks, row["prompt"], 0)
         np.testing.assert_array_equal(result[~masks], clip.frames[~masks])
-        score = metrics.masked_psnr(result, truth, masks)
+        score = clip_scores.masked_psnr(result, truth, masks)
         assert score > MIN_PSNR[row["clip_id"]], (row["clip_id"], score)

@@ -1,4 +1,4 @@
-"""python -m vp_ray.compare: the paper's metrics of an approximate run against the exact one."""
+"""python -m vp_ray.tools.compare: the paper's metrics of an approximate run against the exact one."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vp_ray import video
-from vp_ray.compare import main as compare_main
-from vp_ray.compare import paper_metrics
-from vp_ray.outputs import clip_dir
+from vp_ray.clip import video
+from vp_ray.clip.outputs import clip_dir
+from vp_ray.tools.compare import main as compare_main
+from vp_ray.tools.compare import paper_metrics
 
 
 def test_paper_metrics_are_taskevaluates_definitions_whole_frame_and_inside_the_hole():
@@ -29,7 +29,7 @@ def test_paper_metrics_are_taskevaluates_definitions_whole_frame_and_inside_the_
 
 
 def test_compare_adds_the_paper_metrics_to_each_clip_and_the_summary(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("vp_ray.compare.load_lpips_if_found", lambda: None)
+    monkeypatch.setattr("vp_ray.tools.compare.load_lpips_if_found", lambda: None)
     rng = np.random.default_rng(1)
     base = rng.integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
     masks = np.zeros((5, 32, 48), bool)

@@ -8,7 +8,8 @@ from enum import Enum
 
 from conftest import REPO, compose_config
 
-from vp_ray.config import Config
+from vp_ray.config import Config, model_schemas
+from vp_ray.models import MODELS
 
 README = (REPO / "README.md").read_text()
 SECTION = README[README.index("## Configuration"):README.index("## Models")]
@@ -72,9 +73,13 @@ def test_an_installed_package_finds_its_configs(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("vp_ray-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
-    code = ("import vp_ray, vp_ray.single as s; assert 'site' in vp_ray.__file__, vp_ray.__file__; "
+    code = ("import vp_ray, vp_ray.tools.single as s; assert 'site' in vp_ray.__file__, vp_ray.__file__; "
             "print(s.compose(['model=tiny']).model.num_inference_steps)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "4"
+
+
+def test_every_model_of_the_registry_has_its_schema_registered_with_hydra():
+    assert {spec.schema for spec in MODELS.values()} == set(model_schemas())

@@ -31,9 +31,9 @@ import yaml
 from conftest import PROGRAMS, REPO
 from support import free_ports, wait_for
 
-from vp_ray import grafana
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.models import gate
+from vp_ray.runtime import grafana
 
 RAY = str(Path(sys.executable).parent / "ray")
 STAGE_OPERATORS = {"MapBatches(read)", "MapBatches(prepare)", "MapBatches(inpaint)", "MapBatches(write)"}
@@ -50,7 +50,7 @@ def exported_names(monkeypatch) -> set[str]:
     gets ``_total``, a histogram ``_bucket``/``_sum``/``_count``)."""
     import ray.util.metrics
 
-    from vp_ray import telemetry
+    from vp_ray.runtime import telemetry
 
     names = set()
 

@@ -1,4 +1,4 @@
-"""The synthetic demo dataset (vp_ray/demo.py) and the scores (vp_ray/metrics.py)."""
+"""The synthetic demo dataset (vp_ray/clip/demo.py) and the scores (vp_ray/evaluation/clip_scores.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vp_ray import masks as mask_io
-from vp_ray import metrics, video
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
+from vp_ray.clip.demo import ensure_demo_dataset
+from vp_ray.evaluation import clip_scores
 
 SMALL = {"height": 120, "width": 180, "num_frames": 16}
 COLUMNS = ["clip_id", "video_path", "prompt", "mask_kind", "mask_path", "mask_id", "ground_truth_path"]
@@ -59,13 +60,13 @@ def test_demo_is_generated_once_and_again_when_asked_for_other_clips(tmp_path):
 def test_psnr_on_uint8_frames_and_under_a_mask():
     a = np.zeros((2, 4, 4, 3), np.uint8)
     b = a.copy()
-    assert metrics.psnr(a, b) == math.inf
+    assert clip_scores.psnr(a, b) == math.inf
     b[0, 0, 0] = 255  # one pixel wrong by 255 on every channel
     mask = np.zeros((2, 4, 4), bool)
     mask[0, 0, :2] = True
-    assert metrics.psnr(a, b, mask) == pytest.approx(10 * np.log10(2))  # half the masked pixels wrong
-    assert metrics.masked_psnr(a, b, mask) == metrics.psnr(a, b, mask)
-    assert metrics.psnr(a, b) == pytest.approx(10 * np.log10(32))
-    assert math.isnan(metrics.psnr(a, b, np.zeros((2, 4, 4), bool)))
+    assert clip_scores.psnr(a, b, mask) == pytest.approx(10 * np.log10(2))  # half the masked pixels wrong
+    assert clip_scores.masked_psnr(a, b, mask) == clip_scores.psnr(a, b, mask)
+    assert clip_scores.psnr(a, b) == pytest.approx(10 * np.log10(32))
+    assert math.isnan(clip_scores.psnr(a, b, np.zeros((2, 4, 4), bool)))
     with pytest.raises(ValueError, match="shapes"):
-        metrics.psnr(a, b[:1])
+        clip_scores.psnr(a, b[:1])

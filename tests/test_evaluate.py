@@ -38,8 +38,8 @@ def clip(result, reference, hole):
 @pytest.fixture(scope="module")
 def demo_clip():
     """The parity fixture's source at 64x96, its hole, and its three fills."""
-    from vp_ray import masks as mask_io
-    from vp_ray import video
+    from vp_ray.clip import masks as mask_io
+    from vp_ray.clip import video
 
     inputs = np.load(INPUTS)
     placement = video.placement_for(72, 108, 64, 96, "stretch")
@@ -181,7 +181,7 @@ def test_learned_metrics_load_from_files_in_the_released_layouts(tmp_path, empty
 def finish_run_in_process(cfg) -> None:
     """The run's stages on each row in this process (as the single-video command runs them): the
     clip folders a finished run leaves, without a second Ray job."""
-    from vp_ray import records
+    from vp_ray.clip import records
     from vp_ray.stages import RunContext, preflight
 
     plan = records.plan_dataset(cfg)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vp_ray import masks as mask_io
-from vp_ray import video
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
 from vp_ray.evaluation import tiny
 from vp_ray.evaluation.frames import ClipFrames, replace_gt, vpbench_reference
 from vp_ray.evaluation.i3d import InceptionI3d, random_i3d_state
@@ -36,7 +36,8 @@ def learned(fixture, tmp_path_factory):
     i3d = InceptionI3d()
     i3d.load_state_dict(random_i3d_state(0))
     folder = tiny.write_tiny_hf_clip(tmp_path_factory.mktemp("clip") / "clip-vit-large-patch14", 0)
-    return LearnedMetrics(lpips=Lpips(tiny.random_squeezenet_state(0), linear), clip_score=ClipScore(str(folder), torch.device("cpu")),
+    return LearnedMetrics(lpips=Lpips(tiny.random_squeezenet_state(0), linear),
+                          clip_score=ClipScore(str(folder), torch.device("cpu")),
                           temporal=OpenAIClipVision(tiny.tiny_openai_clip_state(0)), i3d=i3d)
 
 

@@ -109,7 +109,7 @@ def test_id_resampling_needs_mask_add_and_its_lora_file(tmp_path):
 
     with pytest.raises(ConfigError, match="id_resampling=true needs model.mask_add=true"):
         compose_config(["model=videopainter", "model.id_resampling=true", "model.mask_add=false"])
-    from vp_ray.ckpt import main as ckpt_main
+    from vp_ray.tools.ckpt import main as ckpt_main
 
     assert ckpt_main(["tiny", "--root", str(tmp_path)]) == 0
     base, branch = tree_paths(tmp_path)

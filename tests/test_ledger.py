@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import compose_config
 
-from vp_ray import manifest, outputs
-from vp_ray.manifest import Ledger
-from vp_ray.rows import ClipRecord, new_row
+from vp_ray.clip import outputs
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
+from vp_ray.runtime import manifest
+from vp_ray.runtime.manifest import Ledger
 from vp_ray.stages import ClipSettings
 from vp_ray.stages.write import WriteClips
 

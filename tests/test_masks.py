@@ -1,4 +1,4 @@
-"""Mask loading, checking, dilation and the VPData mask file (vp_ray/masks.py)."""
+"""Mask loading, checking, dilation and the VPData mask file (vp_ray/clip/masks.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vp_ray import masks as mask_io
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip.video import write_video
 from vp_ray.errors import ClipError
-from vp_ray.video import write_video
 
 HW = (24, 32)
 

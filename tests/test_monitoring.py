@@ -13,7 +13,7 @@ import pytest
 from conftest import PROGRAMS, REPO
 from support import free_ports
 
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 
 SMALL = ["model=classic", "dilate_size=2", "cluster.num_cpus=4"]
 
@@ -74,7 +74,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 
 def test_gpu_hours_estimate_follows_the_measured_seconds_per_clip():
     from vp_ray.config import ClassicModelConfig, MemoryMode, VideoPainterModelConfig
-    from vp_ray.dryrun import seconds_per_clip
+    from vp_ray.runtime.dryrun import seconds_per_clip
 
     model = VideoPainterModelConfig(name="videopainter", num_inference_steps=50, memory_mode=MemoryMode.auto)
     assert round(seconds_per_clip(model), 1) == 103.1  # bench/RESULTS.md: 50 steps on an H200

@@ -8,9 +8,8 @@ import pytest
 import torch
 from conftest import compose_config
 
-from vp_ray import gpu
 from vp_ray.errors import ClipError
-from vp_ray.models import Inpainter
+from vp_ray.models import Inpainter, gpu
 from vp_ray.stages.inpaint import InpaintClips, StepClock
 
 

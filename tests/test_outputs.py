@@ -8,18 +8,17 @@ from enum import Enum
 
 import numpy as np
 import pytest
-
+from conftest import compose_config, compose_dictconfig
 from omegaconf import DictConfig, OmegaConf
 
-from vp_ray import outputs
-from vp_ray.config import _fields as config_fields
+from vp_ray.clip import outputs
+from vp_ray.clip.records import ClipRecord, DatasetPlan
+from vp_ray.clip.rows import new_row
 from vp_ray.config import SET_BY_THE_DRIVER, load_config
+from vp_ray.config import _fields as config_fields
 from vp_ray.models import MODELS
-from vp_ray.manifest import Ledger
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import ClipRecord, new_row
+from vp_ray.runtime.manifest import Ledger
 from vp_ray.stages import ClipSettings, pipeline
-from conftest import compose_config, compose_dictconfig
 
 SETTINGS = {"model": {"name": "classic", "inpaint_radius": 5}, "seed": 1, "max_seconds": 6.0}
 # A dataset with click prompts: its runs have every stage, SAM2's included.

@@ -12,15 +12,17 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from vp_ray import gpu_idle, graph, workdir
-from vp_ray.graph import RunResult
-from vp_ray.manifest import Ledger
+from vp_ray.clip import workdir
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
 from vp_ray.models import Inpainter
 from vp_ray.models.timeline import Timeline, clip_phases
-from vp_ray.rows import ClipRecord, new_row
+from vp_ray.runtime import gpu_idle, graph
+from vp_ray.runtime.graph import RunResult
+from vp_ray.runtime.manifest import Ledger
+from vp_ray.runtime.summary import format_summary
 from vp_ray.stages.inpaint import InpaintClips
 from vp_ray.stages.turns import ClipTurns
-from vp_ray.summary import format_summary
 
 WAIT = 60  # seconds: only turns a hang into a failure
 
@@ -120,7 +122,7 @@ def test_the_run_summary_shows_the_gpu_idle_time_between_clips(tmp_path):
 def test_the_run_report_counts_the_gpu_idle_time_between_clips(tmp_path):
     import pandas as pd
 
-    from vp_ray.report import RunData, run_counts
+    from vp_ray.runtime.report import RunData, run_counts
 
     rows = [timed("a1", "gpu=0 pid=1", 100.0, (103.0, 127.0), 130.0, 99.5, 130.5),
             timed("a2", "gpu=0 pid=1", 130.25, (133.0, 150.0), 153.0, 129.0, 153.4)]

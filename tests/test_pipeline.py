@@ -205,7 +205,7 @@ def test_tiled_vae_round_trips_a_tiny_clip_at_its_own_size(tiny_tree):
 def test_gpu_memory_limit_becomes_a_fraction_of_the_device(monkeypatch):
     from types import SimpleNamespace
 
-    from vp_ray import gpu
+    from vp_ray.models import gpu
 
     calls = []
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

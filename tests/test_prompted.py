@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from vp_ray import graph, single
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.errors import ConfigError
+from vp_ray.runtime import graph
+from vp_ray.tools import single
 
 pytestmark = pytest.mark.slow
 MASK_FILES = {"mask.mp4", "all_masks.npz", "frame0_original.png", "frame0_with_mask.png", "mask0.png",

@@ -12,18 +12,19 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from vp_ray import outputs, workdir
+from vp_ray.clip import outputs, workdir
+from vp_ray.clip.demo import background
+from vp_ray.clip.masks import MaskRule
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
+from vp_ray.clip.video import placement_for
 from vp_ray.config import QAConfig
-from vp_ray.demo import background
 from vp_ray.evaluation import qa
-from vp_ray.graph import RunResult
-from vp_ray.manifest import Ledger
-from vp_ray.masks import MaskRule
-from vp_ray.rows import ClipRecord, new_row
+from vp_ray.runtime.graph import RunResult
+from vp_ray.runtime.manifest import Ledger
+from vp_ray.runtime.summary import format_summary
 from vp_ray.stages import ClipSettings, RunContext
 from vp_ray.stages.write import WriteClips
-from vp_ray.summary import format_summary
-from vp_ray.video import placement_for
 
 T, H, W = 17, 64, 96
 THRESHOLDS = QAConfig()

@@ -7,12 +7,12 @@ import math
 import pandas as pd
 import pytest
 
-from vp_ray import records
+from vp_ray.clip import records
+from vp_ray.clip.records import DatasetPlan, plan_dataset
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.records import DatasetPlan, plan_dataset
 from vp_ray.stages import RunContext
-from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
+from vp_ray.stages.read import ReadRecords, ragged_row_failure
 
 
 def dataset_cfg(**fields) -> DatasetConfig:
@@ -23,8 +23,8 @@ def run_cfg(seed=0, **dataset) -> Config:
     return Config(dataset=dataset_cfg(**dataset), seed=seed)
 
 
-def normalize_stage(cfg: Config, plan: DatasetPlan) -> NormalizeRecords:
-    return NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))
+def normalize_stage(cfg: Config, plan: DatasetPlan) -> ReadRecords:
+    return ReadRecords(cfg, plan, RunContext.of(cfg, plan))
 
 
 def plan_at(folder, duplicates=None):
@@ -155,7 +155,8 @@ def test_vpdata_row_with_a_bad_caption_keeps_the_id_of_its_path():
            "caption": b"caf\xe9 on a street"}
     out = normalize_stage(cfg, plan_at("/data"))(pd.DataFrame([raw])).iloc[0]
     assert out.status == "failed" and "not valid UTF-8" in out.error
-    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), Layout.vpdata) == "0000001_clip_m1_0-49"
+    expected = "0000001_clip_m1_0-49"
+    assert out.clip_id == records.clip_id_of(records.clean({**raw, "caption": b"x"}), Layout.vpdata) == expected
 
 
 @pytest.mark.parametrize("path", ["../x.mp4", "a/b.mp4", "/abs.mp4", "clip.avi", ".mp4"])

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, compose_config
-from vp_ray import workdir
+from vp_ray.clip import workdir
+from vp_ray.clip.records import plan_dataset
 from vp_ray.models.videopainter import condition_inputs
-from vp_ray.records import plan_dataset
 from vp_ray.stages import RunContext
-from vp_ray.stages.normalize import NormalizeRecords
 from vp_ray.stages.prepare import PrepareClips
+from vp_ray.stages.read import ReadRecords
 
 CLIP = REPO / "tests" / "data" / "vpdata"
 CAPTURED = REPO / "tests" / "data" / "parity" / "vpdata17.npz"
@@ -36,7 +36,7 @@ def prepare(tmp_path: Path, *overrides: str) -> dict:
     plan = plan_dataset(cfg)
     run = RunContext.of(cfg, plan)
     batch = pd.read_csv(CLIP / "vpdata.csv")
-    for stage in (NormalizeRecords, PrepareClips):
+    for stage in (ReadRecords, PrepareClips):
         batch = stage(cfg, plan, run)(batch)
     row = batch.iloc[0].to_dict()
     assert row["status"] != "failed", row.get("error")

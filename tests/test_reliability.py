@@ -14,10 +14,11 @@ import pytest
 from conftest import REPO, compose_config
 from support import wait_for
 
-from vp_ray import graph, video
-from vp_ray.demo import ensure_demo_dataset
-from vp_ray.masks import save_vpdata_masks
+from vp_ray.clip import video
+from vp_ray.clip.demo import ensure_demo_dataset
+from vp_ray.clip.masks import save_vpdata_masks
 from vp_ray.models import gate
+from vp_ray.runtime import graph
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=64", "model.width=96", "dilate_size=2"]

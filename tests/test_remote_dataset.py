@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import todo
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.errors import ConfigError
+from vp_ray.runtime import todo
 
 
 def demo_rows(tmp_path, clips=2):

@@ -16,11 +16,11 @@ import pytest
 from conftest import compose_config
 from PIL import Image
 
-from vp_ray import graph
 from vp_ray.config import ClassicModelConfig, Config
 from vp_ray.evaluation.qa import SCORES as QA_SCORES
-from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
-from vp_ray.report import MAX_FAILURES, write_report
+from vp_ray.runtime import graph
+from vp_ray.runtime.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
+from vp_ray.runtime.report import MAX_FAILURES, write_report
 
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -192,7 +192,7 @@ def test_the_page_flags_a_broken_image(tmp_path):
 
 @pytest.mark.slow
 def test_the_report_can_be_written_again_from_the_command_line(demo_run, capsys):
-    from vp_ray.report import main
+    from vp_ray.tools.report import main
 
     out, _ = demo_run
     (out / "report.html").unlink()
@@ -230,7 +230,7 @@ def test_quality_scores_show_their_distributions_worst_clips_and_the_suspects(tm
 
 
 def test_the_worst_clips_show_original_and_result_at_the_middle_frame(tmp_path):
-    from vp_ray.video import write_video
+    from vp_ray.clip.video import write_video
 
     out = fake_run(tmp_path / "out", [{"clip_id": "a", "qa_seam": 3.0}], [])
     vis = np.zeros((5, 32, 4 * 32, 3), np.uint8)   # original | masked | mask | result

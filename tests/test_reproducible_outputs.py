@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from vp_ray import single
-from vp_ray.demo import ensure_demo_dataset
-from vp_ray.video import write_video
+from vp_ray.clip.demo import ensure_demo_dataset
+from vp_ray.clip.video import write_video
+from vp_ray.tools import single
 
-ENCODE = ("import sys, numpy as np; from vp_ray.video import write_video; "
+ENCODE = ("import sys, numpy as np; from vp_ray.clip.video import write_video; "
           "write_video(sys.argv[2], np.load(sys.argv[1]), 8.0)")
 
 

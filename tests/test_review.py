@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import outputs
-from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
-from vp_ray.prompts import parse_prompts
+from vp_ray.clip import outputs
+from vp_ray.clip.prompts import parse_prompts
+from vp_ray.clip.video import placement_for
 from vp_ray.review import store
 from vp_ray.review.edits import EditError, check_edits, record_fields
 from vp_ray.review.index import ClipIndex, Query, QueryError
-from vp_ray.video import placement_for
+from vp_ray.runtime.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 
 pytest.importorskip("fastapi")
 
@@ -220,7 +220,8 @@ def test_a_click_on_frame_0_lands_where_the_run_puts_it(mode):
 
 def test_a_record_without_the_per_clip_dilation_keeps_its_fingerprint():
     """meta.json of clips written before records had dilate_size: their hash is the one they were given."""
-    from vp_ray.rows import ClipRecord, new_row
+    from vp_ray.clip.records import ClipRecord
+    from vp_ray.clip.rows import new_row
 
     row = new_row(ClipRecord(clip_id="a", video_path="/v.mp4"))
     settings = {"seed": 1}
@@ -372,12 +373,12 @@ def test_verdicts_and_edits_round_trip_through_the_api(served):
 def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_path):
     """Without Ray: the plan, the shards, a requeued clip redone although complete, the rows carried,
     and the review marked (a clip whose edits changed meanwhile stays pending)."""
-    from vp_ray import todo
-    from vp_ray.manifest import Ledger
-    from vp_ray.records import plan_dataset
+    from vp_ray.clip.records import plan_dataset
     from vp_ray.review import requeue
+    from vp_ray.runtime import todo
+    from vp_ray.runtime.manifest import Ledger
     from vp_ray.stages import RunContext
-    from vp_ray.stages.normalize import NormalizeRecords
+    from vp_ray.stages.read import ReadRecords
 
     rows = pd.DataFrame({"clip_id": ["c0", "c1", "c2"], "video_path": ["v0.mp4", "v1.mp4", "v2.mp4"],
                          "mask_path": ["m.npz"] * 3, "mask_id": [1] * 3})
@@ -387,10 +388,10 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
                           "review.requeue=true"])
     first = plan_dataset(cfg)
     run = RunContext.of(cfg, first)
-    normalize = NormalizeRecords(cfg, first, run)
+    read = ReadRecords(cfg, first, run)
     raws = {r["clip_id"]: {k: str(v).encode() for k, v in r.items()} for r in rows.to_dict("records")}
     for clip_id in ("c0", "c1"):  # complete for these settings
-        row = normalize.normalize_one(raws[clip_id])
+        row = read.read_one(raws[clip_id])
         outputs.commit_clip(out, clip_id, lambda folder: None,
                             lambda row=row: {**row, "status": "ok", "source_width": 96, "source_height": 64,
                                              "fingerprint": run.clip_settings.fingerprint(row)})
@@ -408,8 +409,8 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
     plan = todo.skip_complete(cfg, run, todo.write_todo(cfg, review.edits, review.redo), pytest.fail)
     assert plan.pending == 1 and plan.redo == {"c1"}  # c9 is not in the dataset: it stays pending
     assert plan.edits == review.edits
-    assert NormalizeRecords(cfg, plan, run).normalize_one(raws["c1"])["status"] == "pending"  # complete, yet redone
-    assert NormalizeRecords(cfg, plan, run).normalize_one(raws["c0"])["seed"] == 7
+    assert ReadRecords(cfg, plan, run).read_one(raws["c1"])["status"] == "pending"  # complete, yet redone
+    assert ReadRecords(cfg, plan, run).read_one(raws["c0"])["seed"] == 7
 
     ledger = Ledger(str(out))
     assert requeue.carry_the_rest(ledger, str(out), plan.redo) == 2

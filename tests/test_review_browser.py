@@ -20,8 +20,8 @@ from conftest import compose_config
 from support import wait_for
 from test_review import serving
 
-from vp_ray import graph
 from vp_ray.review import store
+from vp_ray.runtime import graph
 
 pytestmark = pytest.mark.slow
 RUN = ["dataset.demo_num_clips=3", "dataset.demo_num_frames=9", "model.height=120", "model.width=180",
@@ -170,7 +170,8 @@ def test_review_in_a_browser_then_requeue_exactly_the_clip_it_fixed(demo_run, po
         driver.save_screenshot(str(shots / "review_grid.png"))
     finally:
         driver.quit()
-    print(f"browser scenario {browser_s:.1f} s (Chromium's start included), whole test {time.monotonic() - start:.1f} s")
+    print(f"browser scenario {browser_s:.1f} s (Chromium's start included), "
+          f"whole test {time.monotonic() - start:.1f} s")
     if os.environ.get("VP_RAY_SCREENSHOT_DIR"):
         for shot in shots.iterdir():
             shutil.copy(shot, os.environ["VP_RAY_SCREENSHOT_DIR"])
@@ -181,7 +182,7 @@ def test_a_tracked_preview_runs_the_mask_only_path_in_the_server(demo_run, port)
     stages, as a video the clip page plays; nothing of the clip's own files changes."""
     from test_review import call
 
-    from vp_ray.video import read_video
+    from vp_ray.clip.video import read_video
 
     out, _ = demo_run
     before = {p: p.stat().st_mtime_ns for p in out.glob("clips/demo01_portrait/*")}

@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 from conftest import PROGRAMS, REPO, compose_config
 
-from vp_ray import graph, metrics, todo, video
+from vp_ray.clip import video
+from vp_ray.evaluation import clip_scores
+from vp_ray.runtime import graph, todo
+from vp_ray.runtime.summary import format_summary
 from vp_ray.stages import RunContext
-from vp_ray.summary import format_summary
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
@@ -76,14 +78,14 @@ def test_demo_run_writes_every_output_and_removes_the_object(ray_local, tmp_path
         # Inside the mask the classic fill is close to the true background.
         truth = ground_truth(tmp_path / "demo" / demo.loc[clip["clip_id"], "ground_truth_path"],
                              clip, cfg)
-        score = metrics.psnr(result_frames, truth, mask=masks)
+        score = clip_scores.psnr(result_frames, truth, mask=masks)
         # Measured at 120x180, codec included: 29.4 dB (landscape: part of its background is
         # hidden in every frame, so cv2.inpaint guesses it), 41.8 (portrait), 41.4 (odd size).
         assert score > 27.0, (clip["clip_id"], score)
 
 
 def dilate(masks, size):
-    from vp_ray.masks import dilate_masks
+    from vp_ray.clip.masks import dilate_masks
 
     return dilate_masks(masks, size)
 
@@ -153,18 +155,18 @@ def test_too_few_cpus_for_the_actor_pools_fail_before_the_run_hangs():
 
 def test_cpu_stages_do_not_import_the_model_libraries():
     """Prepare/write tasks run in fresh Ray workers: importing diffusers there cost ~7 s per worker."""
-    code = ("import sys, vp_ray.stages.prepare, vp_ray.stages.write, vp_ray.stages.normalize; "
+    code = ("import sys, vp_ray.stages.prepare, vp_ray.stages.write, vp_ray.stages.read; "
             "print(sorted(m for m in ('diffusers', 'transformers', 'sam2') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "[]"
 
 
 def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_clips(ray_local, tmp_path):
-    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.ckpt tiny` output, with
+    """model=videopainter itself (not model=tiny), pointed at `python -m vp_ray.tools.ckpt tiny` output, with
     ID resampling and its tiny VideoPainterID LoRA: a 9-frame clip (max_seconds=1 in its row), and
     15 s of video at max_seconds=12: 97 frames, two windows of 49 sharing frame 48."""
-    from vp_ray.ckpt import main as ckpt_main
-    from vp_ray.demo import ensure_demo_dataset
+    from vp_ray.clip.demo import ensure_demo_dataset
+    from vp_ray.tools.ckpt import main as ckpt_main
 
     assert ckpt_main(["tiny", "--root", str(tmp_path / "ckpt")]) == 0
     lora = tmp_path / "ckpt/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
@@ -189,12 +191,14 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
     assert (manifest.compiled == "off: auto, no GPU").all()   # and compile_blocks=auto stays eager
     actors = manifest.inpaint_worker.nunique()
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
-    assert f"resident ({actors} actor{'s' * (actors > 1)})" in next(l for l in summary if l.startswith("memory plan"))
+    memory_plan = next(line for line in summary if line.startswith("memory plan"))
+    assert f"resident ({actors} actor{'s' * (actors > 1)})" in memory_plan
     assert "off: auto, no GPU" in next(line for line in summary if line.startswith("compiled blocks"))
     # Each clip's GPU timeline, in order; two clips at once in the actor, never two on its GPU.
     timeline = manifest[["gpu_started", "denoise_started", "denoise_finished", "gpu_finished"]]
     assert (timeline.diff(axis=1).iloc[:, 1:] >= 0).all().all() and (timeline.gpu_started > 0).all()
-    assert (manifest[["time_load_s", "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s"]] > 0).all().all()
+    phases = ["time_load_s", "time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s"]
+    assert (manifest[phases] > 0).all().all()
     if actors == 1:
         first, second = manifest.sort_values("gpu_started").itertuples()
         assert second.gpu_started >= first.gpu_finished

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import PROGRAMS, REPO
 
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 
 pytestmark = pytest.mark.slow
 

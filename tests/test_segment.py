@@ -18,17 +18,19 @@ import pytest
 import torch
 from conftest import PROGRAMS
 
-from vp_ray import connected_components, prompts, segment, workdir
+from vp_ray.clip import prompts, workdir
+from vp_ray.clip.masks import MaskRule
+from vp_ray.clip.records import ClipRecord, DatasetPlan
+from vp_ray.clip.rows import new_row
+from vp_ray.clip.video import placement_for
 from vp_ray.config import Config, PlacementMode, RetryConfig, Sam2Config, Sam2Device
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.graph import actor_resources
-from vp_ray.masks import MaskRule
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import ClipRecord, new_row
-from vp_ray.sam2_placement import Sam2Placement, plan_placement
+from vp_ray.models.sam2 import connected_components
+from vp_ray.models.sam2.segmenter import load_segmenter, model_config_name
+from vp_ray.runtime.graph import actor_resources
+from vp_ray.runtime.sam2_placement import Sam2Placement, plan_placement
 from vp_ray.stages import RunContext
 from vp_ray.stages.segment import SegmentStage
-from vp_ray.video import placement_for
 
 TINY = Sam2Config(name="tiny_random", config="configs/sam2/sam2_hiera_t.yaml", checkpoint="", random_init=True,
                   image_size=128, device=Sam2Device.cpu, placement=PlacementMode.cpu)
@@ -40,7 +42,7 @@ def tiny(**fields) -> Sam2Config:
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return segment.load_segmenter(TINY)
+    return load_segmenter(TINY)
 
 
 def frames(count=5, height=64, width=96, seed=0):
@@ -95,7 +97,7 @@ def test_hole_filling_runs_without_the_compiled_extension(monkeypatch, caplog):
 
     # As sam2 ships it (an earlier test may have installed ours already); restored afterwards.
     monkeypatch.setattr(misc, "get_connected_components", sam2_kernel_only)
-    with caplog.at_level(logging.INFO, logger="vp_ray.connected_components"):
+    with caplog.at_level(logging.INFO, logger="vp_ray.models.sam2.connected_components"):
         connected_components.use_compiled_or_opencv()
         connected_components.use_compiled_or_opencv()
     if connected_components.compiled_kernel_error():
@@ -132,7 +134,7 @@ def test_one_segmenter_serves_clips_of_any_length_and_size_in_a_row(segmenter):
 
 
 def test_a_threshold_below_every_logit_marks_every_pixel():
-    everything = segment.load_segmenter(tiny(mask_threshold=-1e9))
+    everything = load_segmenter(tiny(mask_threshold=-1e9))
     assert everything.segment_clip(frames(count=3), [(40, 30, 1)]).all()
 
 
@@ -178,17 +180,17 @@ def test_bad_source_prompts_name_the_problem(points, box, mode, message):
 # ----------------------------------------------------------------------------- loading
 
 def test_sam2_and_sam2_1_model_configs_are_found_by_short_names():
-    assert segment.model_config_name("sam2_hiera_l.yaml") == "configs/sam2/sam2_hiera_l.yaml"
-    assert segment.model_config_name("sam2.1_hiera_l") == "configs/sam2.1/sam2.1_hiera_l.yaml"
+    assert model_config_name("sam2_hiera_l.yaml") == "configs/sam2/sam2_hiera_l.yaml"
+    assert model_config_name("sam2.1_hiera_l") == "configs/sam2.1/sam2.1_hiera_l.yaml"
     with pytest.raises(ConfigError, match="known: .*configs/sam2.1/sam2.1_hiera_t.yaml"):
-        segment.model_config_name("sam3_hiera_l.yaml")
+        model_config_name("sam3_hiera_l.yaml")
 
 
 @pytest.mark.slow
 def test_a_checkpoint_file_in_the_released_format_loads(tmp_path, segmenter):
     path = tmp_path / "sam2_hiera_tiny.pt"
     torch.save({"model": segmenter.predictor.state_dict()}, path)
-    loaded = segment.load_segmenter(tiny(random_init=False, checkpoint=str(path), image_size=None))
+    loaded = load_segmenter(tiny(random_init=False, checkpoint=str(path), image_size=None))
     assert loaded.predictor.image_size == 1024  # the config's own size
     for name, value in segmenter.predictor.state_dict().items():
         assert torch.equal(loaded.predictor.state_dict()[name], value), name
@@ -197,15 +199,15 @@ def test_a_checkpoint_file_in_the_released_format_loads(tmp_path, segmenter):
 def test_unusable_checkpoints_fail_at_load_with_the_reason(tmp_path, segmenter):
     missing = tmp_path / "sam2_hiera_large.pt"
     with pytest.raises(ConfigError, match=f"SAM2 checkpoint not found: {missing}"):
-        segment.load_segmenter(tiny(random_init=False, checkpoint=str(missing)))
+        load_segmenter(tiny(random_init=False, checkpoint=str(missing)))
     sam2_weights = tmp_path / "sam2.pt"
     torch.save({"model": segmenter.predictor.state_dict()}, sam2_weights)
     with pytest.raises(ConfigError, match="does not fit model config configs/sam2.1/sam2.1_hiera_t.yaml"):
-        segment.load_segmenter(tiny(config="sam2.1_hiera_t.yaml", random_init=False, checkpoint=str(sam2_weights)))
+        load_segmenter(tiny(config="sam2.1_hiera_t.yaml", random_init=False, checkpoint=str(sam2_weights)))
     code = tmp_path / "code.pt"
     torch.save({"model": ClipRecord("c", "v.mp4")}, code)  # a pickled object, not tensors
     with pytest.raises(ConfigError, match="weights_only=True"):
-        segment.load_segmenter(tiny(random_init=False, checkpoint=str(code)))
+        load_segmenter(tiny(random_init=False, checkpoint=str(code)))
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -347,6 +349,6 @@ def test_a_clip_that_keeps_killing_the_sam2_worker_ends_as_a_failure(tmp_path):
 
 def test_where_an_actor_runs_does_not_start_ray_outside_it():
     """The single-video command records where its stages ran without starting a local Ray."""
-    code = "import ray; from vp_ray import gpu; print(gpu.where().split()[0], ray.is_initialized())"
+    code = "import ray; from vp_ray.models import gpu; print(gpu.where().split()[0], ray.is_initialized())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["node=local", "False"]

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import graph, single
-from vp_ray.demo import ensure_demo_dataset
+from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.models import gate
+from vp_ray.runtime import graph
+from vp_ray.tools import single
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,23 @@ import torch
 from diffusers import CogVideoXTransformer3DModel
 
 from tests.conftest import compose_config
-from vp_ray import graph, single, video
-from vp_ray.compare import compare_runs, main as compare_main, summary
+from tests.test_pipeline import PROMPT, clip, tiny_cfg
+from vp_ray.clip import video
+from vp_ray.clip.outputs import clip_dir
 from vp_ray.config import MemoryMode, VideoPainterModelConfig, output_settings, with_values
 from vp_ray.errors import ConfigError
 from vp_ray.models.checkpoint import load_pipeline
-from vp_ray.models.compile_plan import (BREAK_EVEN_STEPS, FP8_BREAK_EVEN_STEPS, decide,
-                                        with_workload)
+from vp_ray.models.compile_plan import BREAK_EVEN_STEPS, FP8_BREAK_EVEN_STEPS, decide, with_workload
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows
 from vp_ray.models.speed import compile_blocks
 from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree, transformer_config
 from vp_ray.models.videopainter import VideoPainter
-from vp_ray.outputs import clip_dir
+from vp_ray.runtime import graph
 from vp_ray.stages.inpaint import InpaintClips
-
-from tests.test_pipeline import PROMPT, clip, tiny_cfg
+from vp_ray.tools import single
+from vp_ray.tools.compare import compare_runs, summary
+from vp_ray.tools.compare import main as compare_main
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +274,8 @@ def test_fp8_refuses_what_it_cannot_run_with(clash):
 
 
 def test_fp8_with_bfloat16_composes():
-    assert compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"]).model.approx_fp8_linear
+    cfg = compose_config(["model=tiny", "model.dtype=bfloat16", "model.approx_fp8_linear=true"])
+    assert cfg.model.approx_fp8_linear
 
 
 def write_run(output_dir, results: dict[str, np.ndarray], masks: np.ndarray) -> None:

@@ -13,7 +13,12 @@ import pytest
 from conftest import compose_config
 from ray import cloudpickle
 
-from vp_ray import graph, outputs, workdir
+from vp_ray.clip import outputs, workdir
+from vp_ray.clip.demo import ensure_demo_dataset
+from vp_ray.clip.masks import MaskRule
+from vp_ray.clip.records import ClipRecord, DatasetPlan
+from vp_ray.clip.rows import new_row
+from vp_ray.clip.video import placement_for
 from vp_ray.config import (
     ClusterConfig,
     Config,
@@ -25,17 +30,13 @@ from vp_ray.config import (
     Sam2Config,
     VideoPainterModelConfig,
 )
-from vp_ray.demo import ensure_demo_dataset
-from vp_ray.masks import MaskRule
 from vp_ray.models import Inpainter
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import ClipRecord, new_row
+from vp_ray.runtime import graph
 from vp_ray.stages import ClipStage, Role, RunContext, pipeline
 from vp_ray.stages.inpaint import InpaintClips
 from vp_ray.stages.prepare import PrepareClips
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.stages.write import WriteClips
-from vp_ray.video import placement_for
 
 PROMPTED = DatasetPlan(path="/data/clips.csv", format="csv", columns=[], total=1, duplicates={}, ragged=[],
                        prompted=1)
@@ -189,7 +190,7 @@ def test_the_writer_draws_the_clicks_prepare_left_and_restores_its_placement(tmp
     row = WriteClips(cfg, None, RunContext.of(cfg, PROMPTED)).process(row)
     shown = cv2.cvtColor(cv2.imread(str(outputs.clip_dir(tmp_path, "c") / "frame0_with_mask.png")), cv2.COLOR_BGR2RGB)
     assert shown[20, 30].tolist() == [0, 255, 0]   # the click, at the model-frame pixel prepare decided
-    from vp_ray.video import read_video
+    from vp_ray.clip.video import read_video
 
     result, _ = read_video(outputs.clip_dir(tmp_path, "c") / "result.mp4")
     assert result.shape[1:3] == (64, 48)   # restore_size: back at the source's size through the placement

@@ -9,7 +9,7 @@ import pytest
 from ray.data import DataContext
 from ray.data._internal.execution.operators.task_pool_map_operator import TaskPoolMapOperator
 
-from vp_ray.stats_bound import HISTORY_ATTRIBUTE, HISTORY_KEY, StatsHistoryBound
+from vp_ray.runtime.stats_bound import HISTORY_ATTRIBUTE, HISTORY_KEY, StatsHistoryBound
 
 
 class MapOp(TaskPoolMapOperator):

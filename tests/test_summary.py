@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from vp_ray.graph import RunResult
-from vp_ray.manifest import Ledger
-from vp_ray.rows import ClipRecord, new_row
-from vp_ray.summary import format_summary
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import new_row
+from vp_ray.runtime.graph import RunResult
+from vp_ray.runtime.manifest import Ledger
+from vp_ray.runtime.summary import format_summary
 
 
 def clip(clip_id, worker, plan, kernel=""):
@@ -55,7 +56,8 @@ def test_summary_names_each_attention_kernel_with_its_number_of_actors(tmp_path)
 
 
 def test_summary_says_whether_the_actors_compiled_and_why(tmp_path):
-    ledger = ledger_of(tmp_path, [{**clip(clip_id, worker, "resident"), "compiled": "on: auto, 250 steps per actor >= 55"}
+    compiled = "on: auto, 250 steps per actor >= 55"
+    ledger = ledger_of(tmp_path, [{**clip(clip_id, worker, "resident"), "compiled": compiled}
                                   for clip_id, worker in (("a", "gpu=0 pid=1"), ("b", "gpu=1 pid=2"),
                                                           ("c", "gpu=0 pid=1"))])
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)

@@ -9,11 +9,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from vp_ray import graph, outputs, todo
+from vp_ray.clip import outputs
+from vp_ray.clip.records import plan_dataset
 from vp_ray.config import ClassicModelConfig, ClusterConfig, Config, DatasetConfig, DatasetFormat, Sam2Config
-from vp_ray.records import plan_dataset
+from vp_ray.runtime import graph, todo
 from vp_ray.stages import RunContext, pipeline
-from vp_ray.stages.normalize import NormalizeRecords
+from vp_ray.stages.read import ReadRecords
 
 
 def run_cfg(tmp_path, path, fmt="csv", limit=-1) -> Config:
@@ -37,7 +38,7 @@ def commit(cfg, plan, clip_id, seed=0):
     """Commit ``clip_id`` as the write stage of a run of ``cfg`` (with this ``seed``) would."""
     raw = {"clip_id": clip_id.encode(), "video_path": f"v{clip_id[1:]}.mp4".encode(), "points": b"[[1, 2]]"}
     run = RunContext.of(dataclasses.replace(cfg, seed=seed), plan)
-    row = NormalizeRecords(cfg, plan, run).normalize_one(raw)
+    row = ReadRecords(cfg, plan, run).read_one(raw)
     fp = run.clip_settings.fingerprint(row)
     outputs.commit_clip(cfg.output_dir, clip_id, lambda folder: (folder / "result.mp4").write_bytes(b"x"),
                         lambda: {**row, "status": "ok", "fingerprint": fp})
@@ -96,7 +97,8 @@ def test_the_limit_counts_rows_of_the_dataset_not_rows_left(tmp_path):
 
 def test_ragged_csv_lines_are_not_written(tmp_path):
     path = tmp_path / "clips.csv"
-    path.write_text('clip_id,video_path,points\na,a.mp4,"[[1, 2]]"\nb,b.mp4\nc,c.mp4,"[[1, 2]]",x\nd,d.mp4,"[[1, 2]]"\n')
+    path.write_text('clip_id,video_path,points\na,a.mp4,"[[1, 2]]"\nb,b.mp4\n'
+                    'c,c.mp4,"[[1, 2]]",x\nd,d.mp4,"[[1, 2]]"\n')
     cfg = run_cfg(tmp_path, path)
     left = rows_to_do(cfg)
     assert [r.line for r in left.ragged] == [3, 4] and left.total == 4
@@ -144,7 +146,7 @@ def counted_run(tmp_path, monkeypatch, fmt, *overrides):
     returns (times the dataset was opened, the run's job metadata or its result)."""
     from conftest import compose_config
 
-    from vp_ray import records
+    from vp_ray.clip import records
 
     frame = pd.DataFrame({"clip_id": ["c0", "c1", "c2", "c3", "c2"], "video_path": [f"v{i}.mp4" for i in range(5)],
                           "mask_path": ["m.npz"] * 5, "mask_id": [1] * 5})
@@ -153,7 +155,7 @@ def counted_run(tmp_path, monkeypatch, fmt, *overrides):
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset={fmt}", f"dataset.path={path}", *overrides])
     plan = plan_dataset(cfg)
     run = RunContext.of(cfg, plan)
-    row = NormalizeRecords(cfg, plan, run).normalize_one({"clip_id": b"c1", "video_path": b"v1.mp4",
+    row = ReadRecords(cfg, plan, run).read_one({"clip_id": b"c1", "video_path": b"v1.mp4",
                                                           "mask_path": b"m.npz", "mask_id": b"1"})
     outputs.commit_clip(cfg.output_dir, "c1", lambda folder: None,
                         lambda: {**row, "status": "ok", "fingerprint": run.clip_settings.fingerprint(row)})

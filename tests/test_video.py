@@ -1,4 +1,4 @@
-"""Decoding, frame-rate resampling, H.264 writing and frame placement (vp_ray/video.py)."""
+"""Decoding, frame-rate resampling, H.264 writing and frame placement (vp_ray/clip/video.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from vp_ray import video
+from vp_ray.clip import video
 from vp_ray.errors import ClipError
 
 

@@ -1,8 +1,8 @@
-"""A clip's work folder across tries of its prepare stage (vp_ray/workdir.py)."""
+"""A clip's work folder across tries of its prepare stage (vp_ray/clip/workdir.py)."""
 
 import numpy as np
 
-from vp_ray import workdir
+from vp_ray.clip import workdir
 
 
 def test_prepare_run_again_in_the_same_run_keeps_the_files_a_later_stage_reads(tmp_path):
@@ -34,8 +34,10 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
     # runs the other's call again even if it had already failed. Its files must still be there:
     # the retry once ended in FileNotFoundError (masks.npy) instead of the clip's own failure.
     from conftest import compose_config
+
+    from vp_ray.clip.records import ClipRecord
+    from vp_ray.clip.rows import FAILED, new_row, rows_to_frame, run_stage
     from vp_ray.errors import ClipError
-    from vp_ray.rows import FAILED, ClipRecord, new_row, rows_to_frame, run_stage
     from vp_ray.stages import ClipSettings, RunContext
     from vp_ray.stages.write import WriteClips
 
@@ -52,5 +54,6 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
         assert (failed.status, failed.error_type) == (FAILED, "oom"), failed.error
     assert workdir.has_array(work, workdir.MASKS)
     cfg = compose_config([f"output_dir={tmp_path}"])
-    written = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))(run_stage(batch, "inpaint", out_of_memory))
+    write = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))
+    written = write(run_stage(batch, "inpaint", out_of_memory))
     assert written.iloc[0].error_type == "oom" and not work.exists()

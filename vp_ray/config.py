@@ -349,7 +349,7 @@ class VideoPainterModelConfig(ModelConfig):
     # Speed, APPROXIMATE (changes results; 1 = off): Pyramid Attention Broadcast (diffusers' hook) on
     # the backbone's attention. At steps whose timestep lies inside approx_attention_reuse_timesteps,
     # each attention computes its output at one step in N and reuses it for the N - 1 steps after.
-    # Quality cannot be judged without real weights: compare runs with `python -m vp_ray.compare`.
+    # Quality cannot be judged without real weights: compare runs with `python -m vp_ray.tools.compare`.
     approx_attention_reuse: int = setting(1, check=AT_LEAST_ONE)
     approx_attention_reuse_timesteps: list[int] = setting(factory=lambda: [100, 800], check=TIMESTEP_RANGE)
     # Speed, APPROXIMATE (changes results): the blocks' projections (attention Q/K/V/out,
@@ -439,7 +439,7 @@ class Sam2Config:
     # Autocast dtype on CUDA: bfloat16 (as sam2's demos) | float16 | float32 (no autocast). CPU runs float32.
     dtype: Dtype = Dtype.bfloat16
     # Where SAM2 actors go: auto (shared when inpainting actors take one whole GPU each, else cpu)
-    # | cpu | shared | dedicated. The reasons are in vp_ray/sam2_placement.py.
+    # | cpu | shared | dedicated. The reasons are in vp_ray/runtime/sam2_placement.py.
     placement: PlacementMode = setting(PlacementMode.auto, output=False)
     # SAM2 actors; one serves many GPUs (seconds per clip against minutes of inpainting).
     # dedicated: also the number of GPUs taken from inpainting.
@@ -605,15 +605,24 @@ class Config:
 GROUP_SCHEMAS = {"dataset": DatasetConfig, "cluster": ClusterConfig, "retry": RetryConfig, "sam2": Sam2Config}
 
 
+def model_schemas() -> list[type[ModelConfig]]:
+    """Every model's schema: the subclasses of ``ModelConfig`` (the registry, ``vp_ray.models.MODELS``,
+    names each model's schema; this module knows none of its entries, so the registry may import it)."""
+    found, todo = [], [ModelConfig]
+    while todo:
+        subclasses = todo.pop().__subclasses__()
+        found += subclasses
+        todo += subclasses
+    return found
+
+
 def register_configs() -> None:
     """Schemas for the YAML files' ``defaults``: ``base_<group>``, and ``base_<model>`` per model schema."""
-    from vp_ray.models import MODELS
-
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    for schema in {spec.schema for spec in MODELS.values()}:
+    for schema in model_schemas():
         cs.store(group="model", name=f"base_{schema.name}", node=schema)
 
 
@@ -694,7 +703,8 @@ def as_dict(cfg: Any) -> dict[str, Any]:
 
 # Config keys holding file system paths: made absolute on the driver, because Ray workers
 # (and `ray job submit`, whose working directory is a temporary copy) see another cwd.
-PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path", "flux_fill_path",
+PATH_KEYS = {"output_dir", "path", "video_root", "mask_root", "base_model_path", "branch_path", "id_lora_path",
+             "flux_fill_path",
              "checkpoint", "lpips_backbone", "lpips_linear", "clip_score_model", "clip_temporal_model", "i3d_model"}
 
 
@@ -744,13 +754,10 @@ def _clashes(model: ModelConfig, option: str, clashes: list[tuple[str, bool, str
 
 
 def _cross_checks(cfg: Config) -> list[str]:
-    """Rules that involve more than one field."""
-    from vp_ray.models import MODELS
-
+    """Rules that involve more than one field (an unknown ``model.name`` is the registry's to refuse:
+    the prepare stage's check)."""
     problems = []
     model = cfg.model
-    if model.name not in MODELS:
-        problems.append(f"model.name={model.name}: must be one of {', '.join(sorted(MODELS))}")
     problems += model_cross_checks(model)
     sam2 = cfg.sam2
     taken = sam2.pool_size * sam2.gpu_fraction
@@ -767,9 +774,7 @@ def model_cross_checks(model: ModelConfig) -> list[str]:
         if model.id_resampling and not model.mask_add:
             problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
         if model.compile_blocks is True:   # auto leaves compile off where it cannot run
-            from vp_ray.models.compile_plan import blockers
-
-            problems += _clashes(model, "compile_blocks", blockers(model))
+            problems += _clashes(model, "compile_blocks", compile_blockers(model))
         if model.approx_fp8_linear:
             problems += _clashes(model, "approx_fp8_linear", [
                 ("dtype", model.dtype is not Dtype.bfloat16, "FP8 scales are computed from bfloat16 weights"),
@@ -777,6 +782,14 @@ def model_cross_checks(model: ModelConfig) -> list[str]:
                 ("memory_mode", model.memory_mode is MemoryMode.sequential_offload,
                  "its hooks sit inside every block")])
     return problems
+
+
+def compile_blockers(model: VideoPainterModelConfig) -> list[tuple[str, bool, str]]:
+    """(setting, whether it is set so, why) for what compiled blocks cannot run with: ``auto`` leaves
+    compile off under them (``vp_ray/models/compile_plan.py``), an explicit ``true`` is refused."""
+    return [("memory_mode", model.memory_mode is MemoryMode.sequential_offload, "its hooks sit inside every block"),
+            ("approx_attention_reuse", model.approx_attention_reuse > 1,
+             "its per-step state would recompile every step")]
 
 
 def _remote_paths(cfg: Config) -> list[str]:

@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from vp_ray.console import known_ray_lines_dropped
+from vp_ray.runtime.console import known_ray_lines_dropped
 
 crash = sys.argv[1:] == ["crash"]
 with known_ray_lines_dropped():

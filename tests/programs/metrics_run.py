@@ -16,7 +16,7 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import compose_config  # noqa: E402
 
-from vp_ray import graph  # noqa: E402
+from vp_ray.runtime import graph  # noqa: E402
 
 port, overrides = int(sys.argv[1]), json.loads(sys.argv[2])
 ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=port,

@@ -14,9 +14,9 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from vp_ray import graph
 from vp_ray.config import compose, load_config
 from vp_ray.models import gate
+from vp_ray.runtime import graph
 
 csv, out, gate_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "num_gpus": 0})

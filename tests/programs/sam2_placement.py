@@ -1,4 +1,4 @@
-"""Places SAM2 actors and then inpainting actors on 4 logical GPUs as vp_ray.sam2_placement plans
+"""Places SAM2 actors and then inpainting actors on 4 logical GPUs as vp_ray.runtime.sam2_placement plans
 them (and, for contrast, as the quarter-GPU trap would); prints what was placed as JSON
 (tests/test_segment.py)."""
 
@@ -7,7 +7,7 @@ import json
 import ray
 
 from vp_ray.config import PlacementMode, Sam2Config
-from vp_ray.sam2_placement import plan_placement
+from vp_ray.runtime.sam2_placement import plan_placement
 
 GPUS = 4
 ray.init(num_cpus=2, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)

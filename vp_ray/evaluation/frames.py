@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vp_ray import masks as mask_io
-from vp_ray import video
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import video
+from vp_ray.clip.rows import clip_dilate_size
 from vp_ray.config import Config, EvalReference, Preprocess
 from vp_ray.errors import ClipError
-from vp_ray.rows import clip_dilate_size
 
 
 @dataclass

@@ -86,7 +86,8 @@ class InceptionI3d(nn.Module):
     def __init__(self):
         super().__init__()
         for name, kind, *spec in LAYOUT:
-            self.add_module(name, Unit3d(*spec) if kind == "conv" else Pool3d(*spec) if kind == "pool" else Mixed(*spec))
+            layer = {"conv": Unit3d, "pool": Pool3d}.get(kind, Mixed)
+            self.add_module(name, layer(*spec))
         self.logits = Unit3d(FEATURES, NUM_CLASSES, logits=True)  # in the file; not used for features
 
     def features(self, video: torch.Tensor) -> torch.Tensor:

@@ -184,7 +184,10 @@ class OpenAIClipVision(torch.nn.Module):
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         dtype = torch.float16 if self.half_precision else torch.float32
-        p = lambda name: self.p(name).to(dtype)
+
+        def p(name: str) -> torch.Tensor:
+            return self.p(name).to(dtype)
+
         x = F.conv2d(images.to(dtype), p("conv1.weight"), stride=self.patch)
         x = x.flatten(2).transpose(1, 2)
         cls = p("class_embedding") + torch.zeros(x.shape[0], 1, self.width, dtype=dtype, device=x.device)
@@ -197,8 +200,10 @@ class OpenAIClipVision(torch.nn.Module):
                 h, h, h, self.width, self.heads, p(f"{block}.attn.in_proj_weight"), p(f"{block}.attn.in_proj_bias"),
                 None, None, False, 0.0, p(f"{block}.attn.out_proj.weight"), p(f"{block}.attn.out_proj.bias"),
                 training=False, need_weights=False)[0]
-            h = F.linear(self._layer_norm(x, f"{block}.ln_2"), p(f"{block}.mlp.c_fc.weight"), p(f"{block}.mlp.c_fc.bias"))
-            x = x + F.linear(h * torch.sigmoid(1.702 * h), p(f"{block}.mlp.c_proj.weight"), p(f"{block}.mlp.c_proj.bias"))
+            h = F.linear(self._layer_norm(x, f"{block}.ln_2"), p(f"{block}.mlp.c_fc.weight"),
+                         p(f"{block}.mlp.c_fc.bias"))
+            x = x + F.linear(h * torch.sigmoid(1.702 * h), p(f"{block}.mlp.c_proj.weight"),
+                             p(f"{block}.mlp.c_proj.bias"))
         x = self._layer_norm(x.transpose(0, 1)[:, 0, :], "ln_post")
         return x @ p("proj")
 
@@ -208,8 +213,8 @@ def temporal_consistency(model: OpenAIClipVision, frames: np.ndarray, hole: np.n
     ViT-B/32 features.
 
     As their code does it: frames scaled to [0, 1] only if some value exceeds 1, optionally multiplied
-    by ``hole`` (bool ``[T, H, W]``: the hole is kept, the rest black), squashed to 224x224 (bilinear, antialiased), and given to CLIP
-    without CLIP's mean/std normalization.
+    by ``hole`` (bool ``[T, H, W]``: the hole is kept, the rest black), squashed to 224x224 (bilinear,
+    antialiased), and given to CLIP without CLIP's mean/std normalization.
     """
     device = model.p("conv1.weight").device
     features = []
@@ -264,7 +269,8 @@ def load_learned(cfg: EvalConfig, device: torch.device) -> LearnedMetrics:
     loaders = {
         "lpips": lambda w: load_lpips(w).to(device),
         "clip_score": lambda w: ClipScore(w.paths[0], device),
-        "temporal_consistency": lambda w: OpenAIClipVision(_load_state(w.paths[0]), half=device.type == "cuda").to(device),
+        "temporal_consistency":
+            lambda w: OpenAIClipVision(_load_state(w.paths[0]), half=device.type == "cuda").to(device),
         "fvid": lambda w: load_i3d(w.paths[0]).to(device),
     }
     slots = {"lpips": "lpips", "clip_score": "clip_score", "temporal_consistency": "temporal", "fvid": "i3d"}

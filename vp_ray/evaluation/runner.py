@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vp_ray import outputs, records, runlog, todo, workdir
-from vp_ray.atomic import atomic_path
+from vp_ray.clip import outputs, records, runlog, workdir
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.rows import DONE_BEFORE, FAILED
 from vp_ray.config import Config, EvalConfig
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation.frames import authors_stride_indices, load_clip_frames, reference_path
@@ -39,8 +40,8 @@ from vp_ray.evaluation.protocols import (
     protocol_for,
 )
 from vp_ray.evaluation.weights import find_weights
-from vp_ray.manifest import _write_parquet
-from vp_ray.rows import DONE_BEFORE, FAILED
+from vp_ray.runtime import todo
+from vp_ray.runtime.manifest import _write_parquet
 
 log = logging.getLogger("vp_ray")
 
@@ -98,7 +99,8 @@ def score_clip(item: dict[str, Any], cfg: Config, learned, protocol: Protocol) -
     scores = protocol.score(frames, item["prompt"], learned, cfg.eval.replace_gt)
     summary = {"clip_id": item["clip_id"], "status": SCORED, "reason": "", "frames": len(frames.result),
                "reference": reference_path(item, cfg.eval.reference),
-               "notes": "; ".join(notes + scores.notes + learned.problems), **clip_means(protocol, scores.frames), **scores.clip}
+               "notes": "; ".join(notes + scores.notes + learned.problems), **clip_means(protocol, scores.frames),
+               **scores.clip}
     arrays = {"summary": np.array(json.dumps(summary)), "per_frame": np.array(json.dumps(scores.frames)),
               "key": np.array(item["key"])}
     if scores.real_features is not None:
@@ -158,9 +160,9 @@ def read_cached(path: Path, key: str) -> dict[str, Any] | None:
 def classify(cfg: Config, plan: records.DatasetPlan, weights) -> tuple[list[dict], list[dict]]:
     """Every dataset row as a clip to score (an item) or a row saying why it cannot be."""
     from vp_ray.stages import RunContext
-    from vp_ray.stages.normalize import NormalizeRecords
+    from vp_ray.stages.read import ReadRecords
 
-    check = NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))  # the run's stages: its fingerprints
+    check = ReadRecords(cfg, plan, RunContext.of(cfg, plan))  # the run's stages: its fingerprints
     failures = _run_failures(cfg.output_dir)
     unscorable, items = [], []
     for ragged in plan.ragged:
@@ -172,7 +174,7 @@ def classify(cfg: Config, plan: records.DatasetPlan, weights) -> tuple[list[dict
             if 0 <= limit <= count:
                 break
             count += 1
-            row = check.normalize_one(raw)
+            row = check.read_one(raw)
             clip_id = row["clip_id"]
             if row["status"] == FAILED:
                 unscorable.append(_unscorable(clip_id, f"bad record: {row['error']}"))
@@ -211,7 +213,7 @@ def _why_no_result(output_dir: str, clip_id: str, failures: dict[str, str]) -> s
 
 def evaluate(cfg: Config, log_dir: str | None = None) -> Evaluation:
     """Score the finished run in ``cfg.output_dir``; ``log_dir``: where the scoring actors log."""
-    from vp_ray.records import plan_dataset
+    from vp_ray.clip.records import plan_dataset
     from vp_ray.review.requeue import read_review
 
     # 1. What can be measured: the clips (with a review's edits, as the run that made them had them),
@@ -269,8 +271,8 @@ def _score_on_ray(cfg: Config, log_dir: str | None, pending: list[dict], total: 
     """Score ``pending`` clips with an actor pool; returns (the stopping signal or 0, unscorable reasons)."""
     import ray
 
-    from vp_ray import console, graph
-    from vp_ray.shards import read_shards
+    from vp_ray.runtime import console, graph
+    from vp_ray.runtime.shards import read_shards
 
     graph.connect(cfg.cluster)
     evaluation = cfg.eval

@@ -3,13 +3,14 @@
 Each learned metric needs released weights that vp-ray never downloads. Each is looked for in
 ``ckpt/`` first (the path in ``eval.*``), then where the usual tools cache it:
 
-| metric | file | also found in |
-|---|---|---|
-| LPIPS | torchvision's SqueezeNet 1.1, ``squeezenet1_1-b8a52dc0.pth`` | ``<torch hub dir>/checkpoints/`` (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``) |
-| LPIPS | LPIPS v0.1's linear layers for SqueezeNet, ``squeeze.pth`` | the ``lpips`` package (``lpips/weights/v0.1/``) or ``torchmetrics`` (``functional/image/lpips_models/``) |
-| CLIP score | ``clip-vit-large-patch14/`` (Hugging Face layout) | the Hugging Face cache (``models--openai--clip-vit-large-patch14``) |
-| temporal consistency | OpenAI CLIP ``ViT-B-32.pt`` | ``~/.cache/clip/`` (``clip.load``'s download folder) |
-| FVID | ``i3d_rgb_imagenet.pt`` (pytorch-i3d's RGB ImageNet model) | |
+* LPIPS: torchvision's SqueezeNet 1.1, ``squeezenet1_1-b8a52dc0.pth``; also in ``<torch hub dir>/checkpoints/``
+  (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``).
+* LPIPS: LPIPS v0.1's linear layers for SqueezeNet, ``squeeze.pth``; also in the ``lpips`` package
+  (``lpips/weights/v0.1/``) or ``torchmetrics`` (``functional/image/lpips_models/``).
+* CLIP score: ``clip-vit-large-patch14/`` (Hugging Face layout); also in the Hugging Face cache
+  (``models--openai--clip-vit-large-patch14``).
+* temporal consistency: OpenAI CLIP ``ViT-B-32.pt``; also in ``~/.cache/clip/`` (``clip.load``'s download folder).
+* FVID: ``i3d_rgb_imagenet.pt`` (pytorch-i3d's RGB ImageNet model).
 """
 
 from __future__ import annotations

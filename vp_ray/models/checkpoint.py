@@ -77,8 +77,8 @@ def require_complete(base_model_path: str | Path, branch_path: str | Path) -> No
         listing = "\n  ".join(str(path) for path in missing)
         raise ConfigError(
             f"VideoPainter checkpoint incomplete: {len(missing)} file(s) missing:\n  {listing}\n"
-            f"Fetch them with `python -m vp_ray.ckpt download` (needs the Hugging Face hub), or write "
-            f"a tiny test tree with `python -m vp_ray.ckpt tiny`.")
+            f"Fetch them with `python -m vp_ray.tools.ckpt download` (needs the Hugging Face hub), or write "
+            f"a tiny test tree with `python -m vp_ray.tools.ckpt tiny`.")
 
 
 def load_pipeline(base_model_path: str | Path, branch_path: str | Path,

@@ -12,7 +12,8 @@ it pays back from 316 steps.
 
 Who knows what: the driver estimates the denoising steps each inpainting actor will run
 (``with_workload``: clips / actors x windows per clip x steps) and passes the estimate in the model
-settings (``model.steps_per_actor``); the actor adds what only it knows (has it a GPU?) and decides (``decide``). It logs the
+settings (``model.steps_per_actor``); the actor adds what only it knows (has it a GPU?) and decides
+(``decide``). It logs the
 decision, and every clip's row records it (the manifest's ``compiled`` column).
 
 This module imports no torch: the driver uses it.
@@ -24,7 +25,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from vp_ray.config import Config, MemoryMode, VideoPainterModelConfig
+from vp_ray.config import Config, VideoPainterModelConfig, compile_blockers
 from vp_ray.models import WINDOW_FRAMES, usable_frames
 
 COMPILE_SECONDS = 20.0            # the compile, once per actor (the upper end of 18.1 to 20.3 s)
@@ -44,15 +45,6 @@ class CompileChoice:
         return f"{'on' if self.on else 'off'}: {self.why}"
 
 
-def blockers(model_cfg: VideoPainterModelConfig) -> list[tuple[str, bool, str]]:
-    """(setting, whether it is set so, why) for what compiled blocks cannot run with: ``auto`` leaves
-    compile off under them, an explicit ``true`` is refused (``vp_ray.config``)."""
-    return [("memory_mode", model_cfg.memory_mode is MemoryMode.sequential_offload,
-             "its hooks sit inside every block"),
-            ("approx_attention_reuse", model_cfg.approx_attention_reuse > 1,
-             "its per-step state would recompile every step")]
-
-
 def decide(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
     """Whether an actor compiles its blocks: as configured, or for ``auto`` where it pays back."""
     setting = model_cfg.compile_blocks
@@ -60,7 +52,7 @@ def decide(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
         return CompileChoice(bool(setting), f"compile_blocks={str(setting).lower()}")
     if not cuda:
         return CompileChoice(False, "auto, no GPU")
-    for key, clash, _ in blockers(model_cfg):
+    for key, clash, _ in compile_blockers(model_cfg):
         if clash:
             return CompileChoice(False, f"auto, not with {key}={model_cfg[key]}")
     if not model_cfg.pad_short_clips:

@@ -43,7 +43,8 @@ class FluxFirstFrame:
 
         height, width = frame.shape[:2]
         fill_height, fill_width = height // 16 * 16, width // 16 * 16
-        out = self.pipe(prompt=prompt, image=Image.fromarray(frame), mask_image=Image.fromarray(mask.astype(np.uint8) * 255),
+        out = self.pipe(prompt=prompt, image=Image.fromarray(frame),
+                        mask_image=Image.fromarray(mask.astype(np.uint8) * 255),
                         height=fill_height, width=fill_width, guidance_scale=30.0, num_inference_steps=self.steps,
                         max_sequence_length=512, generator=torch.Generator("cpu").manual_seed(0)).images[0]
         if out.size != (width, height):
@@ -62,8 +63,9 @@ def write_tiny_flux_fill(path: str | Path, seed: int = 0) -> None:
     path.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                        base_image_seq_len=256, max_image_seq_len=4096).save_pretrained(path / "scheduler")
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                    max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+        scheduler.save_pretrained(path / "scheduler")
         _clip_tokenizer(path / "tokenizer")
         vocab = len(CLIPTokenizer.from_pretrained(path / "tokenizer"))
         CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -84,7 +86,8 @@ def write_tiny_flux_fill(path: str | Path, seed: int = 0) -> None:
                                ).save_pretrained(path / "transformer")
     (path / "model_index.json").write_text(json.dumps({
         "_class_name": "FluxFillPipeline", "_diffusers_version": "0.32.0",
-        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
         "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "tokenizer_2": ["transformers", "T5Tokenizer"], "transformer": ["diffusers", "FluxTransformer2DModel"],
         "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
@@ -104,4 +107,5 @@ def _clip_tokenizer(folder: Path) -> None:
                                                           + ["<|startoftext|>", "<|endoftext|>"])}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77).save_pretrained(str(folder))
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    tokenizer.save_pretrained(str(folder))

@@ -22,7 +22,6 @@ from typing import Sequence
 
 import torch
 
-
 # Inductor rounds intermediates to bf16 where eager does: on the H200 the final latents then
 # stay within relative L2 1e-2 of eager (0.0088; 0.0115 without) for about 2.5 % of the step time.
 COMPILE_OPTIONS = {"emulate_precision_casts": True}

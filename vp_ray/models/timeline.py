@@ -6,7 +6,7 @@ makes the host wait, and it times the GPU's work, not the host running ahead of 
 once the clip's frames are back on the host, so the GPU has passed them all: each mark's wall-clock
 time is the ``end`` mark's less the GPU time between the two. On a CPU a mark is the wall clock.
 
-From the marks of consecutive clips of one actor, ``vp_ray.gpu_idle`` works out how long the GPU
+From the marks of consecutive clips of one actor, ``vp_ray.runtime.gpu_idle`` works out how long the GPU
 waited between one clip's frames coming back and the next clip's first work. torch is imported by
 ``Timeline`` only: ``model=sim`` reports its phases without it.
 """

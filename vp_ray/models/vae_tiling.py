@@ -79,7 +79,8 @@ def enable_vae_tiling(vae, size: str = "small", height: int | None = None, width
         tile_height, tile_width = vae.config.sample_height // 2, vae.config.sample_width // 2
         arguments = {
             "tile_sample_min_height": tile_height, "tile_sample_min_width": tile_width,
-            "tile_overlap_factor_height": tile_overlap(tile_height, tile_height // scale, DEFAULT_OVERLAP_HEIGHT, scale),
+            "tile_overlap_factor_height":
+                tile_overlap(tile_height, tile_height // scale, DEFAULT_OVERLAP_HEIGHT, scale),
             "tile_overlap_factor_width": tile_overlap(tile_width, tile_width // scale, DEFAULT_OVERLAP_WIDTH, scale),
         }
     elif size == "large":

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vp_ray import gpu
+from vp_ray.clip.masks import black_out, fit_clip
+from vp_ray.clip.video import placement_for, restore_frames
 from vp_ray.config import VideoPainterModelConfig, model_settings, with_values
-from vp_ray.masks import black_out
-from vp_ray.models import WINDOW_FRAMES, Progress
+from vp_ray.models import WINDOW_FRAMES, Progress, gpu
 from vp_ray.models.attention_backend import backbone_attention_shape, choose_attention
 from vp_ray.models.checkpoint import DTYPES, load_pipeline, tree_paths
 from vp_ray.models.compile_plan import decide as decide_compile
@@ -40,7 +40,6 @@ from vp_ray.models.pipeline import VideoPainterPipeline
 from vp_ray.models.speed import compile_blocks, fp8_linear_layers, require_fp8_gpu, reuse_attention
 from vp_ray.models.timeline import ClipPhases, Timeline
 from vp_ray.models.vae_tiling import enable_vae_tiling
-from vp_ray.video import fit_clip, placement_for, restore_frames
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from vp_ray import outputs
+from vp_ray.clip import outputs
+from vp_ray.clip.records import CLIP_ID_PATTERN
+from vp_ray.clip.rows import RECORD_COLUMNS, clip_dilate_size
 from vp_ray.config import Config
 from vp_ray.errors import ConfigError
-from vp_ray.records import CLIP_ID_PATTERN
 from vp_ray.review import store
 from vp_ray.review.edits import EditError, check_edits, record_fields
 from vp_ray.review.index import ClipIndex, Query, QueryError, frame_size, records
 from vp_ray.review.prompter import Prompter
-from vp_ray.rows import RECORD_COLUMNS, clip_dilate_size
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -319,14 +319,15 @@ def sam2_errors() -> Iterator[None]:
         yield
     except ConfigError as error:
         raise HTTPException(409, f"SAM2 cannot run here: {error}. Start the server with other sam2 settings "
-                                 "after the folder (python -m vp_ray.review OUT sam2=... sam2.checkpoint=...)") from None
+                                 "after the folder (python -m vp_ray.review OUT sam2=... "
+                                 "sam2.checkpoint=...)") from None
 
 
 def check_placed(edits: dict[str, Any], meta: dict[str, Any] | None, run_cfg: Config) -> None:
     """A click or box must land on the source frame as the run places it (not in resize_mode=pad's bars)."""
+    from vp_ray.clip.prompts import parse_prompts
+    from vp_ray.clip.video import placement_for
     from vp_ray.errors import ClipError
-    from vp_ray.prompts import parse_prompts
-    from vp_ray.video import placement_for
 
     if meta is None or not meta.get("source_width"):
         raise HTTPException(409, "the clip's source size is unknown (no meta.json): a click cannot be placed")

@@ -4,7 +4,7 @@ written), and turned into the clip's record fields where they are used (a run, a
 Clicks and a box are placed on the clip's ``frame0_original.png`` (its first frame as the model saw
 it), and stored in that frame's pixels with its size. A run maps them to what its records hold under
 ``dataset.prompt_coords``: source pixels through the run's ``resize_mode`` (the inverse of
-``vp_ray.video.to_model_coords``), or model pixels.
+``vp_ray.clip.video.to_model_coords``), or model pixels.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any
 
+from vp_ray.clip.records import MAX_DILATE_SIZE
 from vp_ray.config import Config, PromptCoords
-from vp_ray.records import MAX_DILATE_SIZE
 from vp_ray.review.store import EDIT_COLUMNS
 
 EDITABLE = ("prompt", "seed", "dilate_size", "max_seconds", "points", "box")
@@ -88,7 +88,7 @@ def to_record_coords(points: list, box: list | None, frame_size: tuple[int, int]
                      cfg: Config) -> tuple[list, list | None]:
     """Clicks and a box in frame0_original.png's pixels -> the coordinates a record holds in a run of
     ``cfg`` (``dataset.prompt_coords``: source pixels, or model pixels)."""
-    from vp_ray.video import placement_for
+    from vp_ray.clip.video import placement_for
 
     frame_width, frame_height = frame_size
     if cfg.dataset.prompt_coords is PromptCoords.model:

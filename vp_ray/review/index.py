@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vp_ray import outputs
-from vp_ray.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
+from vp_ray.clip import outputs
+from vp_ray.clip.rows import FAILED
 from vp_ray.review.store import ReviewStore
-from vp_ray.rows import FAILED
+from vp_ray.runtime.manifest import FAILURE_COLUMNS, MANIFEST_COLUMNS
 
 # Filters: column, operator, value. "~" is "contains" (text, any case); "empty" and "set" take no value.
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~", "empty", "set")
@@ -130,7 +130,8 @@ class ClipIndex:
             return None
         row = {k: meta.get(k) for k in MANIFEST_COLUMNS}
         row["output_dir"] = str(outputs.clip_dir(self.output_dir, clip_id))
-        row["result_path"] = str(Path(row["output_dir"]) / "result.mp4") if "result.mp4" in meta.get("files", {}) else ""
+        has_result = "result.mp4" in meta.get("files", {})
+        row["result_path"] = str(Path(row["output_dir"]) / "result.mp4") if has_result else ""
         self._metas[clip_id] = (mtime, row)
         return row
 

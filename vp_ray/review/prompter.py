@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from vp_ray.clip.records import DatasetPlan
 from vp_ray.config import Config
-from vp_ray.records import DatasetPlan
 
 log = logging.getLogger(__name__)
 KEPT_FRAMES = 4
@@ -40,7 +40,7 @@ class Prompter:
 
     def _load(self):
         if self._segmenter is None:
-            from vp_ray.segment import load_segmenter
+            from vp_ray.models.sam2.segmenter import load_segmenter
 
             log.info("loading SAM2 (%s) for the review's clicks", self.cfg.sam2.name)
             self._segmenter = load_segmenter(self.cfg.sam2)
@@ -51,7 +51,7 @@ class Prompter:
         """SAM2's mask of ``frame`` (RGB, the clip's frame 0 as the model saw it; ``key`` names it, its
         file's modification time included) for these prompts in its pixels, and that mask dilated as
         the inpainter would fill it."""
-        from vp_ray.masks import dilate_masks
+        from vp_ray.clip.masks import dilate_masks
 
         with self._lock:
             segmenter = self._load()
@@ -67,9 +67,9 @@ class Prompter:
         """Run the batch job's read, prepare and segment stages on ``record`` (a ``ClipRecord``'s fields)
         in this process, and write its frames with the tracked (dilated) mask tinted to ``preview``
         (an mp4). Returns the final row (failed: ``error`` says why)."""
-        from vp_ray import outputs, video, workdir
-        from vp_ray.atomic import atomic_path
-        from vp_ray.rows import FAILED, new_row, rows_to_frame
+        from vp_ray.clip import outputs, video, workdir
+        from vp_ray.clip.atomic import atomic_path
+        from vp_ray.clip.rows import FAILED, new_row, rows_to_frame
         from vp_ray.stages import RunContext
         from vp_ray.stages.prepare import PrepareClips
         from vp_ray.stages.segment import SegmentStage
@@ -100,7 +100,8 @@ class Prompter:
 
 
 def _record(fields: dict[str, Any]):
-    from vp_ray.rows import ClipRecord, coerce
+    from vp_ray.clip.records import ClipRecord
+    from vp_ray.clip.rows import coerce
 
     known = ClipRecord.__dataclass_fields__
     return ClipRecord(**coerce({k: v for k, v in fields.items() if k in known}))

@@ -19,11 +19,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from vp_ray import outputs
+from vp_ray.clip import outputs
+from vp_ray.clip.rows import DONE_BEFORE, FAILED
 from vp_ray.config import Config
 from vp_ray.review import store
 from vp_ray.review.edits import EditError, has_edits, record_fields
-from vp_ray.rows import DONE_BEFORE, FAILED
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 It is written only through ``ReviewStore.update``, which holds a lock across threads and processes
 (the review server's request handlers, and a run that marks its requeued clips done), reads the file
 again, changes the rows it was asked to and writes the whole file under a temporary name renamed into
-place (``vp_ray.atomic``). So no writer loses another's rows, a reader never sees half a file, and a
+place (``vp_ray.clip.atomic``). So no writer loses another's rows, a reader never sees half a file, and a
 process killed while writing leaves the file as it was before: what was acknowledged is on disk.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
 
 REVIEW_FILE = "review.parquet"
 LOCK_FILE = ".review.lock"

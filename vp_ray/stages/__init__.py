@@ -2,7 +2,7 @@
 
 Stages know nothing of each other: they read a row (and the files its ``work_dir`` names) and
 return the row updated. ``pipeline`` is the one list of stages, in order, that every runner uses:
-``vp_ray.graph`` maps it onto Ray Data, ``vp_ray.single`` runs it in-process on one clip.
+``vp_ray.runtime.graph`` maps it onto Ray Data, ``vp_ray.tools.single`` runs it in-process on one clip.
 
 Each stage declares what the runners need to know of it, so that nothing finds a stage by its name:
 its ``role`` in the run (``graph`` and the backpressure policy go by it), its ``resources`` (what
@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from vp_ray import outputs, runlog
+from vp_ray.clip import outputs, runlog
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import run_stage
 from vp_ray.config import Config, output_settings
 from vp_ray.errors import ConfigError
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import run_stage
 
 
 class Role(Enum):
@@ -148,12 +148,12 @@ class ClipStage:
 def pipeline(cfg: Config, plan: DatasetPlan) -> list[type[ClipStage]]:
     """The stages of this run, in order."""
     from vp_ray.stages.inpaint import InpaintClips
-    from vp_ray.stages.normalize import NormalizeRecords
     from vp_ray.stages.prepare import PrepareClips
+    from vp_ray.stages.read import ReadRecords
     from vp_ray.stages.segment import SegmentStage
     from vp_ray.stages.write import WriteClips
 
-    stages: list[type[ClipStage]] = [NormalizeRecords, PrepareClips]
+    stages: list[type[ClipStage]] = [ReadRecords, PrepareClips]
     if plan.needs_segmentation:
         stages.append(SegmentStage)
     if not cfg.mask_only:

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vp_ray import gpu, workdir
+from vp_ray.clip import workdir
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import add_warning, clip_seconds
 from vp_ray.config import Config
 from vp_ray.errors import ClipError
-from vp_ray.models import check_weights, load_inpainter, usable_frames
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import add_warning, clip_seconds
+from vp_ray.models import check_weights, gpu, load_inpainter, usable_frames
 from vp_ray.stages import ClipStage, Resources, Role, RunContext
 from vp_ray.stages.turns import ClipTurns
 

@@ -6,12 +6,12 @@ import hashlib
 import math
 from typing import Any
 
-from vp_ray import masks as mask_io
-from vp_ray import prompts, video, workdir
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import prompts, video, workdir
+from vp_ray.clip.rows import clip_dilate_size, clip_seconds
 from vp_ray.config import Config, Preprocess
 from vp_ray.errors import ClipError
-from vp_ray.models import usable_frames
-from vp_ray.rows import clip_dilate_size, clip_seconds
+from vp_ray.models import model_spec, usable_frames
 from vp_ray.stages import ClipStage, Resources, Role
 
 FILE_MASK_KINDS = ("npz", "video", "png_dir")
@@ -32,6 +32,10 @@ class PrepareClips(ClipStage):
     @classmethod
     def resources(cls, cfg: Config) -> Resources:
         return Resources(workers=cfg.cluster.prepare_concurrency)
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        model_spec(cfg.model)   # an unknown model.name (its frames per call are the registry's)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg, model = self.cfg, self.cfg.model

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vp_ray import gpu, prompts, segment, workdir
-from vp_ray import masks as mask_io
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import prompts, workdir
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import add_warning
 from vp_ray.config import Config
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import add_warning
+from vp_ray.models import gpu
+from vp_ray.models.sam2.segmenter import Segmenter, load_segmenter, require_checkpoint
 from vp_ray.stages import ClipStage, Resources, Role, RunContext
 
 
@@ -23,10 +25,10 @@ class SegmentStage(ClipStage):
     timing_column = "time_segment_s"
 
     def __init__(self, cfg: Config, plan: DatasetPlan, run: RunContext,
-                 segmenter: segment.Segmenter | None = None):
+                 segmenter: Segmenter | None = None):
         """``segmenter``: one loaded already (the review server's), instead of loading another."""
         super().__init__(cfg, plan, run)
-        self.segmenter = segmenter or segment.load_segmenter(self.cfg.sam2)
+        self.segmenter = segmenter or load_segmenter(self.cfg.sam2)
         self.worker = gpu.where()
 
     @classmethod
@@ -40,7 +42,7 @@ class SegmentStage(ClipStage):
 
     @classmethod
     def check(cls, cfg: Config) -> None:
-        segment.require_checkpoint(cfg.sam2)
+        require_checkpoint(cfg.sam2)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
         workdir.count_worker_attempt(row["work_dir"], "segment", self.cfg.retry.max_worker_deaths)

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vp_ray import masks as mask_io
-from vp_ray import outputs, video, workdir
+from vp_ray.clip import masks as mask_io
+from vp_ray.clip import outputs, video, workdir
+from vp_ray.clip.rows import FAILED, OK, RECORD_COLUMNS, STATUS_COLUMNS, SUSPECT, add_warning
 from vp_ray.config import Config, QAConfig
 from vp_ray.evaluation import qa
-from vp_ray.rows import FAILED, OK, RECORD_COLUMNS, STATUS_COLUMNS, SUSPECT, add_warning
 from vp_ray.stages import ClipStage, Resources, Role
 
 log = logging.getLogger(__name__)

@@ -108,7 +108,8 @@ def main() -> None:
         comp_frames = video_generate
         ori_frames = ori_frames * 255
         comp_frames = comp_frames * 255
-        ori_frames, comp_frames, masks = ori_frames.astype(np.uint8), comp_frames.astype(np.uint8), masks.astype(np.uint8)
+        ori_frames, comp_frames = ori_frames.astype(np.uint8), comp_frames.astype(np.uint8)
+        masks = masks.astype(np.uint8)
         for i in range(len(comp_frames)):  # --replace_gt
             comp_frames[i] = comp_frames[i] * masks[i] + ori_frames[i] * (1 - masks[i])
         values = {name: [] for name in frame_names}
@@ -127,7 +128,8 @@ def main() -> None:
             values["masked_mse"].append(calc.calculate_mse(ori, comp, mask_gt=1 - mask_np))
             values["masked_mae"].append(calc.calculate_mae(ori, comp, mask_gt=1 - mask_np))
             values["masked_clip_score"].append(calc.calculate_clip_similarity(img=comp, txt=prompt, mask=mask_np))
-            values["masked_region_clip_score"].append(calc.calculate_clip_similarity(img=comp, txt=prompt, mask=mask_np))
+            values["masked_region_clip_score"].append(
+                calc.calculate_clip_similarity(img=comp, txt=prompt, mask=mask_np))
             frames_PIL.append(Image.fromarray(ori.astype(np.uint8)))
             comp_PIL.append(Image.fromarray(comp.astype(np.uint8)))
         real, fake = authors.calculate_i3d_activations(frames_PIL, comp_PIL, i3d_model, device=device)

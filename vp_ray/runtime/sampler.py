@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vp_ray.backpressure import HOLDING
-from vp_ray.workdir import MASKS, RESULT
+from vp_ray.clip.workdir import MASKS, RESULT
+from vp_ray.runtime.backpressure import HOLDING
 
 FIELDS = ["time_s", "driver_rss_mb", "driver_peak_rss_mb", "object_store_used_mb", "work_clips", "work_mb",
           "waiting_prepare", "waiting_inpaint", "waiting_write", "prepare_held", "model_held"]

@@ -10,7 +10,7 @@ Why the driver reads the dataset first, in one streamed pass:
 * Memory. Ray Data reads a CSV file as one block, and the pipeline splits it into one block per
   row: a 10,000-row file became 10,000 blocks at once, the driver kept a reference to each, and
   the cheap first stage ran through all of them before the GPUs had done 40 clips. Shards of
-  ``SHARD_ROWS`` rows are read as the pipeline needs them (``vp_ray.backpressure``).
+  ``SHARD_ROWS`` rows are read as the pipeline needs them (``vp_ray.runtime.backpressure``).
 
 Why once: the dataset may be a large file on remote storage. ``write_todo`` checks, counts and
 writes its rows in the same pass (``records.plan_dataset``); what later needs the rows again (the ids
@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vp_ray import outputs, records
+from vp_ray.clip import outputs, records
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import DONE_BEFORE
 from vp_ray.config import Config, Layout
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import DONE_BEFORE
 
 if TYPE_CHECKING:
     from vp_ray.stages import RunContext
@@ -89,17 +89,17 @@ def skip_complete(cfg: Config, run: RunContext, plan: DatasetPlan,
                   add_done: Callable[[dict[str, Any]], None]) -> DatasetPlan:
     """Give each waiting row whose clip is complete to ``add_done``; write the others as shards too.
     Returns the plan with ``pending`` the rows left to run."""
-    from vp_ray.stages.normalize import NormalizeRecords
+    from vp_ray.stages.read import ReadRecords
 
     waiting = Path(plan.read_path) / COMMITTED_DIR
     # No log_dir: the driver logs to its own log.
-    check = NormalizeRecords(cfg, plan, dataclasses.replace(run, log_dir=None))
+    check = ReadRecords(cfg, plan, dataclasses.replace(run, log_dir=None))
     shards, checked = ShardWriter(Path(plan.read_path)), 0
     for batch in _batches(sorted(waiting.glob("*.parquet"))):
         checked += batch.num_rows
         keep = []
         for index, raw in enumerate(batch.to_pylist()):
-            row = check.normalize_one(raw)
+            row = check.read_one(raw)
             if row["status"] == DONE_BEFORE:
                 add_done(row)
             else:

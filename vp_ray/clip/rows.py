@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from vp_ray import runlog
+from vp_ray.clip import runlog
+from vp_ray.clip.records import ClipRecord
 from vp_ray.errors import ClipError
 
 log = logging.getLogger(__name__)
@@ -27,34 +28,6 @@ log = logging.getLogger(__name__)
 PENDING, OK, FAILED, DONE_BEFORE = "pending", "ok", "failed", "done_before"
 # A finished clip, its files written, with a quality score over its threshold (``qa.max_*``).
 SUSPECT = "suspect"
-
-
-@dataclass
-class ClipRecord:
-    """What to do with one clip. Empty string / -1 / NaN mean "not given"."""
-
-    clip_id: str
-    video_path: str
-    prompt: str = ""
-    # npz (VPData all_masks.npz + mask_id) | video (mask video) | png_dir | points | box
-    mask_kind: str = ""
-    mask_path: str = ""
-    mask_id: int = -1
-    # JSON [[x, y, label], ...]; label 1 = object (positive), 0 = background (negative).
-    points: str = ""
-    # JSON [x0, y0, x1, y1].
-    box: str = ""
-    # Source frame range, end exclusive (-1 = to the end).
-    start_frame: int = 0
-    end_frame: int = -1
-    # Source frame rate, overriding the container's (NaN = read from the file).
-    fps: float = math.nan
-    seed: int = -1
-    max_seconds: float = math.nan
-    # The clean background video, where known (the demo dataset): enables scoring.
-    ground_truth_path: str = ""
-    # Mask dilation in pixels, overriding the run's dilate_size (-1 = the run's).
-    dilate_size: int = -1
 
 
 @dataclass
@@ -106,7 +79,7 @@ class ClipStatus:
     inpaint_finished: float = 0.0
     # The clip's GPU timeline (Unix seconds, as the GPU ran it; 0: not timed; vp_ray/models/timeline.py):
     # its first GPU work, its first denoising step, the end of its last, its frames back on the host.
-    # Between consecutive clips of one actor they give the GPU's idle time (vp_ray/gpu_idle.py).
+    # Between consecutive clips of one actor they give the GPU's idle time (vp_ray/runtime/gpu_idle.py).
     gpu_started: float = 0.0
     denoise_started: float = 0.0
     denoise_finished: float = 0.0

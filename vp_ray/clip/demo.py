@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vp_ray.masks import save_vpdata_masks
-from vp_ray.video import write_video
+from vp_ray.clip.masks import save_vpdata_masks
+from vp_ray.clip.video import write_video
 
 # (name, height scale, width scale, fps multiple, object travel as a fraction of the width)
 VARIANTS = [("landscape", 1.0, 1.0, 1, 0.1), ("portrait", 1.0, 0.5, 1, 0.6),

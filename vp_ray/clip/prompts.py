@@ -65,10 +65,10 @@ def parse_prompts(points_json: str, box_json: str, placement=None,
     ``(x0, y0, x1, y1)`` in the model frame's pixels.
 
     ``coords="source"``: the JSON holds source-video pixels; they are checked against the source
-    frame and mapped through ``placement`` (a ``vp_ray.video.Placement``). ``"model"``: they are
+    frame and mapped through ``placement`` (a ``vp_ray.clip.video.Placement``). ``"model"``: they are
     model-frame pixels already and are returned as they are. (``coords``: the config's member, or its value.)
     """
-    from vp_ray.video import to_model_coords
+    from vp_ray.clip.video import to_model_coords
 
     try:
         coords = PromptCoords(coords)

@@ -22,22 +22,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vp_ray import outputs
-from vp_ray.atomic import atomic_path
-from vp_ray.config import QAConfig
-from vp_ray.evaluation import qa as quality
-from vp_ray.review import store as review_store
-from vp_ray.rows import (
+from vp_ray.clip import outputs
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import (
     DONE_BEFORE,
     FAILED,
     OK,
     SUSPECT,
-    ClipRecord,
     ClipStatus,
     coerce,
     new_row,
     rows_to_frame,
 )
+from vp_ray.config import QAConfig
+from vp_ray.evaluation import qa as quality
+from vp_ray.review import store as review_store
 
 if TYPE_CHECKING:
     from vp_ray.stages import ClipSettings
@@ -185,7 +185,8 @@ class Ledger:
     def write(self) -> tuple[Path, Path]:
         """``manifest.parquet`` and ``failures.parquet`` from the part files, one part in memory at a time."""
         reviews = review_store.verdicts(self.output_dir)
-        manifest_path, failures_path = Path(self.output_dir) / "manifest.parquet", Path(self.output_dir) / "failures.parquet"
+        out = Path(self.output_dir)
+        manifest_path, failures_path = out / "manifest.parquet", out / "failures.parquet"
         with atomic_path(manifest_path) as manifest_tmp, atomic_path(failures_path) as failures_tmp, \
                 pq.ParquetWriter(manifest_tmp, MANIFEST_SCHEMA) as manifest, \
                 pq.ParquetWriter(failures_tmp, FAILURE_SCHEMA) as failures:

@@ -25,7 +25,7 @@ read and prepared beside it or waiting) + ``per_actor x actors + write_concurren
 in ``.work`` at any time. (A mask-only run of mask files has no model stage: the prepare stage may
 then run ``per_actor`` clips ahead of the writers.)
 
-The policy finds these stages by the operator names ``vp_ray.graph`` gives it (``Bounded``, from the
+The policy finds these stages by the operator names ``vp_ray.runtime.graph`` gives it (``Bounded``, from the
 stages' declared roles), and refuses to start if the pipeline lacks one: a stage renamed or run
 another way would otherwise leave ``.work`` unbounded without a word.
 
@@ -51,7 +51,7 @@ HOLDING = {"prepare": False, "model": False}
 
 @dataclass(frozen=True)
 class Bounded:
-    """The operators the bound holds, by name (``vp_ray.graph.bounded_operators``): the stage that
+    """The operators the bound holds, by name (``vp_ray.runtime.graph.bounded_operators``): the stage that
     feeds the model, the last model stage (None: a run without one) and the stage that writes."""
 
     feed: str | None

@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from vp_ray import __version__
-from vp_ray.atomic import TMP_MARK, atomic_path
-from vp_ray.masks import black_out
-from vp_ray.rows import RECORD_COLUMNS
+from vp_ray.clip.atomic import TMP_MARK, atomic_path
+from vp_ray.clip.masks import black_out
+from vp_ray.clip.rows import RECORD_COLUMNS
 
 RESULT_FILES = ("result.mp4", "result_vis.mp4")
 MASK_FILES = ("mask.mp4", "all_masks.npz", "frame0_original.png", "frame0_with_mask.png", "mask0.png")

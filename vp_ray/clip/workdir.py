@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.masks import MaskRule
+from vp_ray.clip.prompts import Box, Point
+from vp_ray.clip.video import Placement
 from vp_ray.config import ResizeMode
-from vp_ray.masks import MaskRule
-from vp_ray.prompts import Box, Point
-from vp_ray.video import Placement
 
 FRAMES = "frames.npy"          # uint8 [T, H, W, 3] RGB at the model's size
 MASKS_RAW = "masks_raw.npy"    # bool [T, H, W]: the object, as given or segmented

@@ -1,6 +1,6 @@
 """``dry_run=true``: what a run would do, without Ray or models, leaving nothing behind.
 
-Every row (read once, into ``vp_ray.todo``'s shards, removed once the plan is printed) goes through
+Every row (read once, into ``vp_ray.runtime.todo``'s shards, removed once the plan is printed) goes through
 the first stage's checks (the record, duplicate ids, clips complete from an earlier run) and the
 existence of its local video and mask files; the plan then names the resources the run would ask Ray
 for and an estimate of its GPU time from measured seconds per clip.
@@ -12,10 +12,10 @@ import os
 from collections import Counter
 from typing import Any
 
-from vp_ray import todo
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import DONE_BEFORE, FAILED
 from vp_ray.config import Config, MemoryMode, ModelConfig
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import DONE_BEFORE, FAILED
+from vp_ray.runtime import todo
 
 # VideoPainter on one H200, bf16, 49x480x720, CFG 6, resident (bench/RESULTS.md, "Closing the
 # GPU's gaps"): 1.885 s per denoising step, 103.1 s per clip at 50 steps -> 8.85 s per clip
@@ -48,14 +48,14 @@ def check_rows(cfg: Config, plan: DatasetPlan) -> tuple[Counter, list[tuple[str,
     """(counts by outcome: to_run, done_before, will_fail; the failures as (clip_id, why)), of the rows
     ``todo.write_todo`` read (the dataset is read once)."""
     from vp_ray.stages import RunContext
-    from vp_ray.stages.normalize import NormalizeRecords, ragged_row_failure
+    from vp_ray.stages.read import ReadRecords, ragged_row_failure
 
-    check = NormalizeRecords(cfg, plan, RunContext.of(cfg, plan))
+    check = ReadRecords(cfg, plan, RunContext.of(cfg, plan))
     counts: Counter = Counter(will_fail=len(plan.ragged))
     failures = [(row["clip_id"], row["error"]) for row in
                 (ragged_row_failure(ragged, plan.columns, cfg.dataset.layout) for ragged in plan.ragged)]
     for raw in todo.todo_rows(plan):
-        row = check.normalize_one(raw)
+        row = check.read_one(raw)
         why = row["error"] if row["status"] == FAILED else missing_file(row)
         if why:
             counts["will_fail"] += 1

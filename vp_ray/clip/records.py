@@ -32,10 +32,9 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from vp_ray.clip.prompts import PROMPT_KINDS
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.prompts import PROMPT_KINDS
-from vp_ray.rows import ClipRecord
 
 GENERIC_COLUMNS = {
     "clip_id", "video_path", "prompt", "mask_kind", "mask_path", "mask_id", "points", "box",
@@ -56,6 +55,34 @@ PARQUET_BATCH_ROWS = 8192  # rows of a Parquet dataset in memory at once while t
 ID_COLUMNS = ("clip_id", "video_path", "path", "mask_id", "start_frame", "end_frame")
 # What decides whether a row's mask comes from clicks or a box (SAM2), as ``_mask_kind`` reads them.
 PROMPT_COLUMNS = ("mask_kind", "mask_path", "points", "box")
+
+
+@dataclass
+class ClipRecord:
+    """What to do with one clip. Empty string / -1 / NaN mean "not given"."""
+
+    clip_id: str
+    video_path: str
+    prompt: str = ""
+    # npz (VPData all_masks.npz + mask_id) | video (mask video) | png_dir | points | box
+    mask_kind: str = ""
+    mask_path: str = ""
+    mask_id: int = -1
+    # JSON [[x, y, label], ...]; label 1 = object (positive), 0 = background (negative).
+    points: str = ""
+    # JSON [x0, y0, x1, y1].
+    box: str = ""
+    # Source frame range, end exclusive (-1 = to the end).
+    start_frame: int = 0
+    end_frame: int = -1
+    # Source frame rate, overriding the container's (NaN = read from the file).
+    fps: float = math.nan
+    seed: int = -1
+    max_seconds: float = math.nan
+    # The clean background video, where known (the demo dataset): enables scoring.
+    ground_truth_path: str = ""
+    # Mask dilation in pixels, overriding the run's dilate_size (-1 = the run's).
+    dilate_size: int = -1
 
 
 @dataclass
@@ -196,7 +223,7 @@ def row_id(raw: dict[str, Any], layout: Layout) -> str | None:
 
 
 class RowSink(Protocol):
-    """Where the one pass over the dataset puts its rows (``vp_ray.todo``'s shards)."""
+    """Where the one pass over the dataset puts its rows (``vp_ray.runtime.todo``'s shards)."""
 
     def add(self, batch: pa.RecordBatch, ids: list[str | None]) -> None:
         """The next rows, with the clip id of each (None: a row that gives none)."""
@@ -259,7 +286,7 @@ class DatasetPlan:
     total: int  # input rows this run accounts for, ragged CSV lines included
     duplicates: dict[str, int]
     ragged: list[RaggedRow]  # CSV lines that are not rows: failures before the pipeline
-    # What the pipeline reads: the rows left to do, as shards (``vp_ray.todo``); ``pending`` counts them.
+    # What the pipeline reads: the rows left to do, as shards (``vp_ray.runtime.todo``); ``pending`` counts them.
     read_path: str = ""
     pending: int = -1
     prompted: int = 0  # rows whose mask comes from clicks or a box
@@ -290,7 +317,7 @@ def plan_dataset(cfg: Config, edits: dict[str, dict[str, Any]] | None = None,
     dataset, path = cfg.dataset, cfg.dataset.path
     layout, limit = dataset.layout, dataset.limit
     if dataset.format is DatasetFormat.demo:
-        from vp_ray.demo import ensure_demo_dataset
+        from vp_ray.clip.demo import ensure_demo_dataset
 
         path = str(ensure_demo_dataset(path, num_clips=dataset.demo_num_clips,
                                        num_frames=dataset.demo_num_frames, fps=dataset.demo_fps, seed=cfg.seed))

@@ -1,6 +1,6 @@
 """Maps the stage list (``vp_ray.stages.pipeline``) onto Ray Data and runs it.
 
-    the driver's shards of the rows to do (vp_ray.todo) -> one row per block -> normalize -> prepare (CPU tasks)
+    the driver's shards of the rows to do (vp_ray.runtime.todo) -> one row per block -> normalize -> prepare (CPU tasks)
       -> segment (SAM2 actors, only if the dataset has click/box prompts)
       -> inpaint (one actor per GPU, one clip per call) -> write (CPU tasks)
       -> the driver's ledger: manifest.parquet + failures.parquet
@@ -29,19 +29,27 @@ from ray.data._internal.execution.backpressure_policy import (
 )
 from ray.data.context import AutoscalingConfig
 
-from vp_ray import console, grafana, outputs, shards, telemetry, todo
-from vp_ray.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, Bounded, WorkBound
+from vp_ray.clip import outputs
+from vp_ray.clip.records import DatasetPlan
 from vp_ray.config import ClusterConfig, Config, VideoPainterModelConfig
 from vp_ray.errors import ConfigError
-from vp_ray.manifest import Ledger
 from vp_ray.models import compile_plan
-from vp_ray.records import DatasetPlan
 from vp_ray.review import requeue
-from vp_ray.sam2_placement import plan_placement
-from vp_ray.sampler import Sampler
+from vp_ray.runtime import console, grafana, shards, telemetry, todo
+from vp_ray.runtime.backpressure import (
+    BOUNDED_KEY,
+    PER_ACTOR_KEY,
+    PREPARERS_KEY,
+    WRITERS_KEY,
+    Bounded,
+    WorkBound,
+)
+from vp_ray.runtime.manifest import Ledger
+from vp_ray.runtime.sam2_placement import plan_placement
+from vp_ray.runtime.sampler import Sampler
+from vp_ray.runtime.stats_bound import StatsHistoryBound, stats_note
 from vp_ray.stages import ClipSettings, ClipStage, Resources, Role, RunContext, preflight, with_role
-from vp_ray.stages.normalize import ragged_row_failure
-from vp_ray.stats_bound import StatsHistoryBound, stats_note
+from vp_ray.stages.read import ragged_row_failure
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +129,7 @@ def running_cluster() -> str | None:
 
 
 def read_dataset(plan: DatasetPlan) -> ray.data.Dataset:
-    """The rows left to do: the driver's shards (``vp_ray.todo``), read as the pipeline needs them."""
+    """The rows left to do: the driver's shards (``vp_ray.runtime.todo``), read as the pipeline needs them."""
     return shards.read_shards(plan.read_path)
 
 
@@ -335,7 +343,7 @@ def run(cfg: Config, log_dir: str | None = None) -> RunResult:
     """Run the whole job for ``cfg``; ``log_dir``: the run's log folder (default: a new one under
     ``<output_dir>/logs/``)."""
     output_dir = Path(cfg.output_dir)
-    # 1. Read the dataset, once (vp_ray.todo): its checks and counts, its rows as shards in .todo.
+    # 1. Read the dataset, once (vp_ray.runtime.todo): its checks and counts, its rows as shards in .todo.
     start = time.perf_counter()
     review = requeue.read_review(cfg)
     made = not output_dir.exists()
@@ -348,7 +356,7 @@ def run(cfg: Config, log_dir: str | None = None) -> RunResult:
         local = local_resources(cfg.cluster)
         pools = actor_pools(cfg, stages, local) if local else None
         if cfg.dry_run:
-            from vp_ray.dryrun import plan_text
+            from vp_ray.runtime.dryrun import plan_text
 
             log.info("%s", plan_text(cfg, plan))
     except BaseException:
@@ -475,7 +483,7 @@ def finish(cfg: Config, result: RunResult) -> RunResult:
     """The run's report.html, once its manifest is written (never fails the run)."""
     if cfg.report:
         try:
-            from vp_ray.report import write_report
+            from vp_ray.runtime.report import write_report
 
             result.report_path = write_report(cfg.output_dir, config=cfg, max_clips=cfg.report_max_clips)
         except Exception as error:  # noqa: BLE001 - a report must never fail a finished run

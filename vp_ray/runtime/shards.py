@@ -1,4 +1,4 @@
-"""The driver's Parquet shards (``vp_ray.todo``) read into Ray Data: one read task per shard file.
+"""The driver's Parquet shards (``vp_ray.runtime.todo``) read into Ray Data: one read task per shard file.
 
 ``ray.data.read_parquet`` (2.60, its DataSourceV2 path) reads every file's footer on a pool of about
 32 ``FooterReader`` actors, then ``ray.kill``s the pool: each run left about 32 dead actors and about

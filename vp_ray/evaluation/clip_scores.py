@@ -1,4 +1,6 @@
-"""Scores against a known clean background."""
+"""Scores of a whole clip against a reference (uint8 frames): PSNR, also of the inpainted region, and
+SSIM, as ``python -m vp_ray.tools.compare`` reports them. The benchmark's per-frame metrics, as the
+paper computes them, are ``pixel.py``'s."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from typing import Any
 # What ``actor_gaps`` reads of a row.
 TIMELINE_COLUMNS = ("inpaint_worker", "inpaint_started", "inpaint_finished", "gpu_started", "denoise_started",
                     "denoise_finished", "gpu_finished")
-# Seconds of a clip's work outside the denoising loop, as the rows name them (``vp_ray.rows``).
+# Seconds of a clip's work outside the denoising loop, as the rows name them (``vp_ray.clip.rows``).
 HOST_PARTS = ("time_load_s", "time_condition_s", "time_save_s")
 GPU_PARTS = ("time_prompt_s", "time_encode_s", "time_decode_s", "time_convert_s")
 

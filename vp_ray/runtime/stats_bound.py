@@ -45,4 +45,4 @@ class StatsHistoryBound(BackpressurePolicy):
 def stats_note(keep: int = HISTORY_BLOCKS) -> str:
     """The first line of ``ray_data_stats.txt``."""
     return (f"(Ray Data's statistics below cover each operator's last {keep} to {2 * keep} blocks: the driver "
-            f"keeps no more; vp_ray/stats_bound.py)\n")
+            f"keeps no more; vp_ray/runtime/stats_bound.py)\n")

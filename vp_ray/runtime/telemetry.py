@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vp_ray.rows import DONE_BEFORE, FAILED, SUSPECT
+from vp_ray.clip.rows import DONE_BEFORE, FAILED, SUSPECT
 
 STAGES = ("prepare", "segment", "inpaint", "write")
 # Seconds: from a light stage's tenths to a long clip's minutes.

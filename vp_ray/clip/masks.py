@@ -1,7 +1,8 @@
 """Object masks: bool ``[T, H, W]``, True where the object to remove is.
 
 Loaded from VPData ``all_masks.npz`` label maps, mask videos or PNG folders, always for the
-same source frame numbers as the video, and checked against the video's size.
+same source frame numbers as the video, and checked against the video's size; ``fit_clip`` makes a
+clip's frames and object masks the model's inputs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.video import Placement, fit_frames, fit_masks, read_video
+from vp_ray.config import Preprocess
 from vp_ray.errors import ClipError
 
 
@@ -69,8 +72,6 @@ def load_npz_masks(path: str | os.PathLike, mask_id: int, indices: np.ndarray,
 
 def load_mask_video(path: str | os.PathLike, indices: np.ndarray, expect_hw: tuple[int, int]) -> np.ndarray:
     """A mask video: the object is where any channel is above 127 (robust to codec noise)."""
-    from vp_ray.video import read_video
-
     if not os.path.isfile(path):
         raise ClipError(f"mask video not found: {path}", kind="mask")
     needed = int(np.max(indices)) + 1 if len(indices) else 1
@@ -138,7 +139,7 @@ def dilate_masks(masks: np.ndarray, size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class MaskRule:
     """How a clip's object masks become what the inpainter fills, decided once for the clip (by the
-    prepare stage, ``vp_ray.workdir.ClipInfo``) whether its masks come from a file or from SAM2."""
+    prepare stage, ``vp_ray.clip.workdir.ClipInfo``) whether its masks come from a file or from SAM2."""
 
     dilate_size: int         # square kernel in pixels of the masks it is applied to (0: none)
     # The masked video blacks the object out undilated, as the original prepares it
@@ -168,3 +169,32 @@ def save_vpdata_masks(path: str | os.PathLike, masks: np.ndarray) -> None:
     """Write masks as a VPData ``all_masks.npz`` (arr_0 uint8 label map, object = mask_id 1), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, arr_0=np.asarray(masks, bool).astype(np.uint8))
+
+
+@dataclass
+class FittedClip:
+    """A clip as the model takes it, at the model's size."""
+
+    frames: np.ndarray                # uint8 [T, H, W, 3]
+    masks: np.ndarray                 # bool [T, H, W]: the hole (the object, dilated)
+    masked_video: np.ndarray | None   # uint8 [T, H, W, 3]: the object blacked out at the source size
+                                      # (``reference``); None: the inpainter blacks out ``masks``
+
+
+def fit_clip(frames: np.ndarray, object_masks: np.ndarray, placement: Placement,
+             preprocess: Preprocess | str = Preprocess.reference, dilate_size: int = 0) -> FittedClip:
+    """Source frames and object masks -> the model's inputs, as the prepare stage makes them from a
+    mask file (README, "Frames"): ``reference`` dilates by ``dilate_size`` source pixels and blacks
+    out the undilated object at the source size, then resizes both; ``opencv`` resizes, then dilates
+    by ``dilate_size`` pixels of the model frame."""
+    try:
+        preprocess = Preprocess(preprocess)
+    except ValueError:
+        raise ValueError(f"preprocess {preprocess!r} is not one of reference, opencv") from None
+    rule = MaskRule(dilate_size, black_out_object=preprocess is Preprocess.reference)
+    fitted = fit_frames(frames, placement, preprocess)
+    if preprocess is Preprocess.reference:
+        masks, masked_video = rule.apply(frames, object_masks)
+        return FittedClip(fitted, fit_masks(masks, placement), fit_frames(masked_video, placement))
+    masks, _ = rule.apply(fitted, fit_masks(object_masks, placement, preprocess))
+    return FittedClip(fitted, masks, None)

@@ -5,8 +5,8 @@ Built on the official ``sam2`` package's video predictor (``init_state``,
 
 * frames come from memory (``init_state`` reads a JPEG folder or an mp4): the prepared clip
   is handed to it directly, preprocessed as its loader does, with no JPEG round trip;
-* prompts are checked and mapped into the model frame before SAM2 sees them (``vp_ray.prompts``);
-* hole filling works without sam2's compiled extension (``vp_ray.connected_components``).
+* prompts are checked and mapped into the model frame before SAM2 sees them (``vp_ray.clip.prompts``);
+* hole filling works without sam2's compiled extension (``vp_ray.models.sam2.connected_components``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from vp_ray import gpu
+from vp_ray.clip.prompts import Box, Point, check_prompts
 from vp_ray.config import Dtype, Sam2Config, Sam2Device
-from vp_ray.connected_components import use_compiled_or_opencv
 from vp_ray.errors import ConfigError
-from vp_ray.prompts import Box, Point, check_prompts
+from vp_ray.models import gpu
+from vp_ray.models.sam2.connected_components import use_compiled_or_opencv
 
 log = logging.getLogger(__name__)
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # sam2's load_video_frames defaults

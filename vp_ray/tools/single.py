@@ -1,6 +1,6 @@
 """One video, one command: video + click -> masks -> clean background.
 
-    python -m vp_ray.single --video in.mp4 --click_x 320 --click_y 240 --output_dir out/
+    python -m vp_ray.tools.single --video in.mp4 --click_x 320 --click_y 240 --output_dir out/
 
 It runs the batch job's own stage list (``vp_ray.stages.pipeline``) in this process, one stage
 after another, without starting Ray: for a single clip Ray's start-up would only add time. The
@@ -22,18 +22,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from vp_ray import config, records, video
-from vp_ray.atomic import atomic_path
+from vp_ray import config
+from vp_ray.clip import records, video
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.outputs import META
+from vp_ray.clip.records import DatasetPlan
+from vp_ray.clip.rows import FAILED, SUSPECT, rows_to_frame
 from vp_ray.config import Config, ModelConfig, load_config
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation import qa
 from vp_ray.models.compile_plan import with_workload
-from vp_ray.outputs import META
-from vp_ray.records import DatasetPlan
-from vp_ray.rows import FAILED, SUSPECT, rows_to_frame
 from vp_ray.stages import RunContext, preflight
 
-log = logging.getLogger("vp_ray.single")
+log = logging.getLogger("vp_ray.tools.single")
 
 
 # Options that set a config key: (key, type, help). Unset ones keep the run config's value.
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = compose([])
     per_model = {name: compose([f"model={name}"]).model for name in MODELS_WITH_STEPS}
     parser = argparse.ArgumentParser(
-        prog="python -m vp_ray.single",
+        prog="python -m vp_ray.tools.single",
         description="Remove an object from one video: click on it in frame 0, get the clean video. "
                     "Unset options keep the values of the run config (conf/), as for launch.py.")
     parser.add_argument("--video", required=True, help="input video file")

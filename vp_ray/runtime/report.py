@@ -25,11 +25,11 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
 from vp_ray.config import Config, as_dict
 from vp_ray.evaluation.qa import SCORES as QA_SCORES
 from vp_ray.evaluation.qa import short_name
-from vp_ray.gpu_idle import idle_summary
+from vp_ray.runtime.gpu_idle import idle_summary
 
 REPORT_NAME = "report.html"
 TIME_COLUMNS = ("time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s")
@@ -796,21 +796,3 @@ def write_report(output_dir: str | os.PathLike, config: Config | None = None, *,
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vp_ray.report OUTPUT_DIR [--max-clips N]``: write the report of a run folder again."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("output_dir")
-    parser.add_argument("--max-clips", type=int, default=48, help="clips shown as thumbnails (default 48)")
-    args = parser.parse_args(argv)
-    if not (Path(args.output_dir) / "manifest.parquet").is_file():
-        parser.error(f"{args.output_dir} holds no manifest.parquet: not a finished run's output folder")
-    print(write_report(args.output_dir, max_clips=args.max_clips))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

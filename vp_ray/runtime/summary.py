@@ -6,9 +6,9 @@ from collections import Counter
 
 import pandas as pd
 
-from vp_ray.gpu_idle import TIMELINE_COLUMNS, idle_summary
-from vp_ray.graph import RunResult
-from vp_ray.rows import DONE_BEFORE
+from vp_ray.clip.rows import DONE_BEFORE
+from vp_ray.runtime.gpu_idle import TIMELINE_COLUMNS, idle_summary
+from vp_ray.runtime.graph import RunResult
 
 # What the summary reads of the finished clips' rows (the ledger's table; not every row's every column).
 SUMMARY_COLUMNS = list(dict.fromkeys(["status", "time_inpaint_s", "degraded", "qa_flags", "memory_plan",

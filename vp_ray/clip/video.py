@@ -16,10 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from vp_ray.atomic import atomic_path
+from vp_ray.clip.atomic import atomic_path
 from vp_ray.config import Preprocess, ResizeMode
 from vp_ray.errors import ClipError
-from vp_ray.masks import MaskRule
 
 MAX_FPS = 1000.0
 # Containers may list a frame or two more than decode (edit lists); a truncated file loses more.
@@ -320,7 +319,10 @@ def fit_frames(frames: np.ndarray, placement: Placement,
     """Source frames -> model frames: PIL Lanczos as the original (``reference``), or OpenCV's
     area averaging when shrinking and bilinear when enlarging (``opencv``)."""
     p = placement
-    interpolation = LANCZOS if Preprocess(preprocess) is Preprocess.reference else _image_filter(p.scale_x < 1 or p.scale_y < 1)
+    if Preprocess(preprocess) is Preprocess.reference:
+        interpolation = LANCZOS
+    else:
+        interpolation = _image_filter(p.scale_x < 1 or p.scale_y < 1)
     resized = _resize(frames, p.resized_width, p.resized_height, interpolation)
     return _paste(resized, p.height, p.width, p.offset_x, p.offset_y)
 
@@ -335,35 +337,6 @@ def fit_masks(masks: np.ndarray, placement: Placement,
     else:
         resized = _resize(masks.astype(np.uint8), p.resized_width, p.resized_height, cv2.INTER_NEAREST)
     return _paste(resized, p.height, p.width, p.offset_x, p.offset_y).astype(bool)
-
-
-@dataclass
-class FittedClip:
-    """A clip as the model takes it, at the model's size."""
-
-    frames: np.ndarray                # uint8 [T, H, W, 3]
-    masks: np.ndarray                 # bool [T, H, W]: the hole (the object, dilated)
-    masked_video: np.ndarray | None   # uint8 [T, H, W, 3]: the object blacked out at the source size
-                                      # (``reference``); None: the inpainter blacks out ``masks``
-
-
-def fit_clip(frames: np.ndarray, object_masks: np.ndarray, placement: Placement,
-             preprocess: Preprocess | str = Preprocess.reference, dilate_size: int = 0) -> FittedClip:
-    """Source frames and object masks -> the model's inputs, as the prepare stage makes them from a
-    mask file (README, "Frames"): ``reference`` dilates by ``dilate_size`` source pixels and blacks
-    out the undilated object at the source size, then resizes both; ``opencv`` resizes, then dilates
-    by ``dilate_size`` pixels of the model frame."""
-    try:
-        preprocess = Preprocess(preprocess)
-    except ValueError:
-        raise ValueError(f"preprocess {preprocess!r} is not one of reference, opencv") from None
-    rule = MaskRule(dilate_size, black_out_object=preprocess is Preprocess.reference)
-    fitted = fit_frames(frames, placement, preprocess)
-    if preprocess is Preprocess.reference:
-        masks, masked_video = rule.apply(frames, object_masks)
-        return FittedClip(fitted, fit_masks(masks, placement), fit_frames(masked_video, placement))
-    masks, _ = rule.apply(fitted, fit_masks(object_masks, placement, preprocess))
-    return FittedClip(fitted, masks, None)
 
 
 def restore_frames(frames: np.ndarray, placement: Placement) -> np.ndarray:

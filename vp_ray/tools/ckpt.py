@@ -1,4 +1,4 @@
-"""Checkpoint tree commands: ``python -m vp_ray.ckpt {check,download,tiny} [--root DIR]``.
+"""Checkpoint tree commands: ``python -m vp_ray.tools.ckpt {check,download,tiny} [--root DIR]``.
 
 check     validate a tree, naming every missing file (exit status 1 if any)
 download  fetch CogVideoX-5b-I2V and the VideoPainter branch from the Hugging Face hub
@@ -16,12 +16,13 @@ from vp_ray.models import checkpoint
 TINY_HELP = (
     "Write DIR/CogVideoX-5b-I2V/{model_index.json,scheduler,text_encoder,tokenizer,transformer,vae} "
     "and DIR/VideoPainter/checkpoints/branch with tiny random weights (64x96 frames, 49 frames per "
-    "window; on one machine the same --seed writes the same bytes, another CPU may differ in the last bits of computed tables). Load them with model=tiny, or with any code "
+    "window; on one machine the same --seed writes the same bytes, another CPU may differ in the last bits "
+    "of computed tables). Load them with model=tiny, or with any code "
     "that loads the real tree.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vp_ray.ckpt", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vp_ray.tools.ckpt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a checkpoint tree")

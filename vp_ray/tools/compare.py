@@ -1,6 +1,6 @@
 """Compare two runs of the same clips, e.g. exact against an approximate speed mode.
 
-    python -m vp_ray.compare EXACT_DIR OTHER_DIR [--out DIR] [--max-videos N]
+    python -m vp_ray.tools.compare EXACT_DIR OTHER_DIR [--out DIR] [--max-videos N]
 
 For every clip that both output folders hold complete (their ``manifest.parquet``), the two
 ``result.mp4`` are compared frame by frame: PSNR over the whole frame and over the inpainted region
@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vp_ray import metrics, video
-from vp_ray.atomic import atomic_path
-from vp_ray.outputs import clip_dir
+from vp_ray.clip import video
+from vp_ray.clip.atomic import atomic_path
+from vp_ray.clip.outputs import clip_dir
+from vp_ray.evaluation import clip_scores
 
 DIFF_GAIN = 4  # differences of a few levels would be invisible unamplified
 
@@ -87,8 +88,8 @@ def compare_clip(exact_dir: Path, other_dir: Path, clip_id: str,
     if masks.shape != exact.shape[:3]:  # restore_size=true: the result is at the source's size, the mask not
         masks = None
     diff = np.abs(exact.astype(np.int16) - other)
-    row.update(psnr=metrics.psnr(exact, other), ssim=metrics.ssim(exact, other),
-               psnr_inpainted=metrics.psnr(exact, other, masks) if masks is not None else math.nan,
+    row.update(psnr=clip_scores.psnr(exact, other), ssim=clip_scores.ssim(exact, other),
+               psnr_inpainted=clip_scores.psnr(exact, other, masks) if masks is not None else math.nan,
                max_abs_diff=int(diff.max()), **paper_metrics(exact, other, masks, lpips))
     shown = np.clip(diff * DIFF_GAIN, 0, 255).astype(np.uint8)
     return row, (np.concatenate([exact, other, shown], axis=2), fps)

@@ -8,14 +8,15 @@ from typing import Any
 
 import pandas as pd
 
-from vp_ray import outputs, records
+from vp_ray.clip import outputs, records
+from vp_ray.clip.records import ClipRecord
+from vp_ray.clip.rows import DONE_BEFORE, failed_row, new_row, rows_to_frame
 from vp_ray.config import Layout
 from vp_ray.errors import ClipError
-from vp_ray.rows import DONE_BEFORE, ClipRecord, failed_row, new_row, rows_to_frame
 from vp_ray.stages import ClipStage, Role
 
 
-class NormalizeRecords(ClipStage):
+class ReadRecords(ClipStage):
     """Checks each row, resolves its paths, and marks clips already complete in ``output_dir``.
 
     The plan's ``duplicates`` (id -> count, found by the driver's preflight) fails every row of an
@@ -26,9 +27,9 @@ class NormalizeRecords(ClipStage):
     reads = ("dataset", "output_dir")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return rows_to_frame([self.normalize_one(raw) for raw in batch.to_dict("records")])
+        return rows_to_frame([self.read_one(raw) for raw in batch.to_dict("records")])
 
-    def normalize_one(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def read_one(self, raw: dict[str, Any]) -> dict[str, Any]:
         try:
             record = records.normalize(raw, self.cfg.dataset, self.plan.base_dir)
             if record.clip_id in self.plan.edits:  # a reviewer's edits (vp_ray.review)
