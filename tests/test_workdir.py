@@ -57,3 +57,30 @@ def test_a_stage_run_again_after_a_failure_fails_the_same_way_and_the_writer_cle
     write = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))
     written = write(run_stage(batch, "inpaint", out_of_memory))
     assert written.iloc[0].error_type == "oom" and not work.exists()
+
+
+class Killed(BaseException):
+    """The process killed mid-write."""
+
+
+def test_a_worker_killed_while_counting_its_attempt_leaves_the_count_readable(tmp_path, monkeypatch):
+    """A clip sharing an actor with one that crashes it can be killed while it writes its attempts
+    counter: the counter keeps its last whole value (an emptied file failed the clip with
+    "invalid literal for int()" in a loaded run)."""
+    from pathlib import Path
+
+    workdir.count_worker_attempt(tmp_path, "inpaint", 2)
+
+    def killed_mid_write(self, text, *args, **kwargs):
+        self.write_bytes(b"")  # opened and truncated, then killed before the text is in
+        raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_text", killed_mid_write)
+        try:
+            workdir.count_worker_attempt(tmp_path, "inpaint", 2)
+        except Killed:
+            pass
+    assert workdir.worker_attempts(tmp_path, "inpaint") == 1
+    workdir.count_worker_attempt(tmp_path, "inpaint", 2)
+    assert workdir.worker_attempts(tmp_path, "inpaint") == 2

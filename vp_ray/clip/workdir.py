@@ -154,7 +154,10 @@ def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) ->
     if tries > limit:
         raise ClipError(f"the {stage} worker died {tries} time(s) while processing this clip "
                         "(host out-of-memory kill or crash); giving up", kind="worker_died")
-    (Path(work_dir) / f"{stage}.attempts").write_text(str(tries + 1))
+    # Whole or not at all: the process may be killed mid-write (by the clip beside it in the same
+    # actor), and an emptied counter would fail this clip with "invalid literal for int()".
+    with atomic_path(Path(work_dir) / f"{stage}.attempts") as tmp:
+        tmp.write_text(str(tries + 1))
 
 
 def worker_attempts(work_dir: str | os.PathLike, stage: str) -> int:
