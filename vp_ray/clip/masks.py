@@ -179,6 +179,7 @@ class FittedClip:
     masks: np.ndarray                 # bool [T, H, W]: the hole (the object, dilated)
     masked_video: np.ndarray | None   # uint8 [T, H, W, 3]: the object blacked out at the source size
                                       # (``reference``); None: the inpainter blacks out ``masks``
+    objects: np.ndarray               # bool [T, H, W]: the object masks as given, fitted (undilated)
 
 
 def fit_clip(frames: np.ndarray, object_masks: np.ndarray, placement: Placement,
@@ -193,8 +194,9 @@ def fit_clip(frames: np.ndarray, object_masks: np.ndarray, placement: Placement,
         raise ValueError(f"preprocess {preprocess!r} is not one of reference, opencv") from None
     rule = MaskRule(dilate_size, black_out_object=preprocess is Preprocess.reference)
     fitted = fit_frames(frames, placement, preprocess)
+    objects = fit_masks(object_masks, placement, preprocess)
     if preprocess is Preprocess.reference:
         masks, masked_video = rule.apply(frames, object_masks)
-        return FittedClip(fitted, fit_masks(masks, placement), fit_frames(masked_video, placement))
-    masks, _ = rule.apply(fitted, fit_masks(object_masks, placement, preprocess))
-    return FittedClip(fitted, masks, None)
+        return FittedClip(fitted, fit_masks(masks, placement), fit_frames(masked_video, placement), objects)
+    masks, _ = rule.apply(fitted, objects)
+    return FittedClip(fitted, masks, None, objects)

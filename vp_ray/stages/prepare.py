@@ -64,23 +64,20 @@ class PrepareClips(ClipStage):
         preprocess = cfg.preprocess
         rule = mask_io.MaskRule(clip_dilate_size(row, cfg.dilate_size), preprocess is Preprocess.reference)
         if raw_masks is not None:
-            fitted_masks = mask_io.require_object(video.fit_masks(raw_masks, placement, preprocess))
+            # README, "Frames": the rule applied at the source size (reference) or the model's (opencv).
+            fitted = mask_io.fit_clip(frames, raw_masks, placement, preprocess, rule.dilate_size)
+            mask_io.require_object(fitted.objects)
+            fitted_frames = fitted.frames
+        else:
+            fitted_frames = video.fit_frames(frames, placement, preprocess)
         work_dir = workdir.make_work_dir(cfg.output_dir, row["clip_id"], run=self.run.log_dir)
-        fitted_frames = video.fit_frames(frames, placement, preprocess)
         workdir.save_array(work_dir, workdir.FRAMES, fitted_frames)
         workdir.save_array(work_dir, workdir.INDICES, indices)
         workdir.save_clip_info(work_dir, workdir.ClipInfo(placement, rule, points, box))
         if raw_masks is not None:
             workdir.save_source_masks(work_dir, raw_masks)
-            if preprocess is Preprocess.reference:
-                # As the original prepares its inputs: the rule is applied at the source size (the object
-                # blacked out, the mask dilated), and both are resized after (the pipeline's Lanczos resize).
-                masks, masked_video = rule.apply(frames, raw_masks)
-                masks, masked_video = video.fit_masks(masks, placement), video.fit_frames(masked_video, placement)
-            else:
-                masks, masked_video = rule.apply(fitted_frames, fitted_masks)
-            workdir.store_masks(work_dir, fitted_masks, masks, masked_video)
-            row["mask_area"] = float(masks.mean())
+            workdir.store_masks(work_dir, fitted.objects, fitted.masks, fitted.masked_video)
+            row["mask_area"] = float(fitted.masks.mean())
         row.update(
             work_dir=str(work_dir), source_height=source_h, source_width=source_w,
             source_fps=clip.source_fps, out_fps=clip.out_fps, num_frames=count,
