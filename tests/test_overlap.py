@@ -191,6 +191,7 @@ def stage_with(inpainter, turns=None):
     stage.cfg = compose_config(["model=sim"])
     stage.inpainter, stage.baseline_bytes, stage.restart_needed = inpainter, 0, False
     stage.worker, stage.turns = "node=n gpu=0 pid=1", turns or ClipTurns()
+    stage.clips_share_actor = True
     return stage
 
 
@@ -315,6 +316,44 @@ def test_a_finished_clip_whose_answer_was_lost_with_its_worker_is_neither_redone
     assert again.inpainter.calls == 0 and workdir.worker_attempts(row["work_dir"], "inpaint") == 1
     assert pd.Series(retried, dtype=object).equals(pd.Series(done, dtype=object))  # NaN equals NaN here
     assert retried["inpaint_worker"] == first.worker
+
+
+def test_a_clip_is_finished_on_record_before_the_clip_after_it_is_admitted(tmp_path, monkeypatch):
+    # A clip that died beside another runs alone; it has no death to spare. Its finished row was once
+    # saved after it left its turns: the clip admitted next crashed the process before the save, and
+    # the clip that had succeeded alone failed as worker_died ("died 2 time(s)").
+    journal, inpainter = Journal(), HostThenGpu(Journal())
+    inpainter.inpaint_prepared = lambda prepared, seed, progress=None: (journal.add(f"gpu {prepared[0]}"),
+                                                                       prepared[1])[1]
+    stage = stage_with(inpainter)
+    given = {name: clip_row(tmp_path, name) for name in "ab"}
+    (tmp_path / "a" / "inpaint.attempts").write_text("1")  # a died once before: it runs alone
+    save = workdir.save_finished_row
+
+    def journaled(work_dir, stage_name, row):
+        if row["clip_id"] == "a":
+            journal.wait("gpu b", timeout=2.0)  # comes meanwhile only if b was let in before a's save
+        save(work_dir, stage_name, row)
+        journal.add(f"finished {row['clip_id']}")
+
+    monkeypatch.setattr(workdir, "save_finished_row", journaled)
+    errors = []
+
+    def process(name):
+        try:
+            stage.process(given[name])
+        except BaseException as error:  # noqa: BLE001 - reported by the test's thread
+            errors.append(error)
+
+    first = threading.Thread(target=process, args=("a",))
+    first.start()
+    assert journal.wait("gpu a")
+    second = threading.Thread(target=process, args=("b",))
+    second.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert not errors, errors
+    assert journal.entries == ["gpu a", "finished a", "gpu b", "finished b"]
 
 
 @pytest.mark.parametrize("overlap,calls,threads", [(True, 2, True), (False, None, False)])

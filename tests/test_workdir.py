@@ -1,6 +1,7 @@
 """A clip's work folder across tries of its prepare stage (vp_ray/clip/workdir.py)."""
 
 import numpy as np
+import pytest
 
 from vp_ray.clip import workdir
 
@@ -84,3 +85,19 @@ def test_a_worker_killed_while_counting_its_attempt_leaves_the_count_readable(tm
     assert workdir.worker_attempts(tmp_path, "inpaint") == 1
     workdir.count_worker_attempt(tmp_path, "inpaint", 2)
     assert workdir.worker_attempts(tmp_path, "inpaint") == 2
+
+
+def test_a_death_while_clips_shared_the_worker_is_charged_to_none_of_them(tmp_path):
+    """With two clips in an actor, one that crashes the process takes the other down too: the shared
+    try is not charged, the tries alone are, and only those end the clip."""
+    from vp_ray.errors import ClipError
+
+    workdir.count_worker_attempt(tmp_path, "inpaint", 1, shared=True)   # died beside another clip
+    workdir.count_worker_attempt(tmp_path, "inpaint", 1)                # alone: died
+    workdir.count_worker_attempt(tmp_path, "inpaint", 1)                # alone: died again
+    assert workdir.worker_attempts(tmp_path, "inpaint") == 3
+    with pytest.raises(ClipError, match="died 2 time"):
+        workdir.count_worker_attempt(tmp_path, "inpaint", 1)
+    (tmp_path / "segment.attempts").write_text("2")  # a counter of one number: every try charged
+    with pytest.raises(ClipError, match="died 2 time"):
+        workdir.count_worker_attempt(tmp_path, "segment", 1)

@@ -470,7 +470,8 @@ class RetryConfig:
     # before shortening the clip.
     use_memory_savers: bool = setting(True, output=False)
     # A clip whose worker process dies (host OOM kill, crash) is retried on a restarted
-    # worker at most this many times, then recorded as failed.
+    # worker at most this many times, then recorded as failed. With cluster.overlap_clips a
+    # death while two clips shared the process is not counted: each runs again alone.
     max_worker_deaths: int = setting(2, check=NON_NEGATIVE, output=False)
 
 

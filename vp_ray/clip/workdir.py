@@ -140,28 +140,39 @@ def finished_row(work_dir: str | os.PathLike, stage: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int) -> None:
+def count_worker_attempt(work_dir: str | os.PathLike, stage: str, limit: int, shared: bool = False) -> None:
     """Bound the retries of a clip that kills its worker process (host OOM kill, segfault).
 
     Ray Data restarts dead actors and retries their calls without limit (its defaults,
     ``max_restarts=-1, max_task_retries=-1``; setting them is deprecated in Ray 2.60), so a clip
     that kills the process every time would never end. A counter file in the clip's work folder
-    outlives the process and turns try ``limit + 2`` into a failure row.
+    outlives the process; every earlier try counted there died (a finished one leaves
+    ``finished_row``). A try ``shared`` with other clips in the process may have been killed by one
+    of them: it is not charged, and the clip's next try runs alone. After ``limit`` charged deaths
+    the next try is a failure row.
     """
     from vp_ray.errors import ClipError
 
-    tries = worker_attempts(work_dir, stage)
-    if tries > limit:
-        raise ClipError(f"the {stage} worker died {tries} time(s) while processing this clip "
+    tries, charged = _attempts(work_dir, stage)
+    if charged > limit:
+        raise ClipError(f"the {stage} worker died {charged} time(s) while processing this clip alone "
                         "(host out-of-memory kill or crash); giving up", kind="worker_died")
     # Whole or not at all: the process may be killed mid-write (by the clip beside it in the same
     # actor), and an emptied counter would fail this clip with "invalid literal for int()".
     with atomic_path(Path(work_dir) / f"{stage}.attempts") as tmp:
-        tmp.write_text(str(tries + 1))
+        tmp.write_text(f"{tries + 1} {charged + (0 if shared else 1)}")
 
 
 def worker_attempts(work_dir: str | os.PathLike, stage: str) -> int:
     """The tries of ``stage`` on this clip so far (``count_worker_attempt``); more than 0 before a
     try means its worker died in an earlier one."""
+    return _attempts(work_dir, stage)[0]
+
+
+def _attempts(work_dir: str | os.PathLike, stage: str) -> tuple[int, int]:
+    """(tries, tries that ran alone) counted in the clip's work folder."""
     marker = Path(work_dir) / f"{stage}.attempts"
-    return int(marker.read_text()) if marker.exists() else 0
+    if not marker.exists():
+        return 0, 0
+    counts = [int(word) for word in marker.read_text().split()]
+    return counts[0], counts[-1]  # one number: a counter of every try as charged

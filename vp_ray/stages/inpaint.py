@@ -52,6 +52,9 @@ class InpaintClips(ClipStage):
         self.worker = gpu.where()
         self.restart_needed = False
         self.turns = ClipTurns()
+        # Two clips may share the process (cluster.overlap_clips): a death then is not charged to
+        # them. Read here, from the whole config: how clips share an actor changes no clip's files.
+        self.clips_share_actor = cfg.cluster.overlap_clips
 
     @classmethod
     def resources(cls, cfg: Config) -> Resources:
@@ -85,7 +88,8 @@ class InpaintClips(ClipStage):
         died_before = workdir.worker_attempts(row["work_dir"], "inpaint") > 0
         with self.turns.clip(alone=died_before):
             admitted = time.perf_counter()
-            workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg.retry.max_worker_deaths)
+            workdir.count_worker_attempt(row["work_dir"], "inpaint", self.cfg.retry.max_worker_deaths,
+                                         shared=self.clips_share_actor and not died_before)
             start = time.perf_counter()
             frames = workdir.load_array(row["work_dir"], workdir.FRAMES)
             masks = workdir.load_array(row["work_dir"], workdir.MASKS)
@@ -102,10 +106,13 @@ class InpaintClips(ClipStage):
             start = time.perf_counter()
             workdir.save_array(row["work_dir"], workdir.RESULT, result)
             end = time.perf_counter()
-        waited = (admitted - began) + (turn - waiting)
-        row.update(time_save_s=round(end - start, 3), time_inpaint_s=round(end - began - waited, 3),
-                   inpaint_finished=time.time())
-        workdir.save_finished_row(row["work_dir"], "inpaint", row)
+            waited = (admitted - began) + (turn - waiting)
+            row.update(time_save_s=round(end - start, 3), time_inpaint_s=round(end - began - waited, 3),
+                       inpaint_finished=time.time())
+            # Finished on record before the clip leaves its turns: the clip admitted next may crash
+            # the process, and this call's retry must find the clip done, not charge it a death
+            # (one that ran alone has no death to spare).
+            workdir.save_finished_row(row["work_dir"], "inpaint", row)
         return row
 
     def inpaint_on_gpu(self, row: dict[str, Any], frames: np.ndarray, masks: np.ndarray,

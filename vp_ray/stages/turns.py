@@ -12,8 +12,9 @@ would only move (the GPU is busy with the loop meanwhile), and on a 32 GB card T
 only while no other clip's work is there (``memory_mode=text_encoder_offload``).
 
 A clip whose worker process died before runs alone. A death takes down every clip in the process,
-and each counts it towards ``retry.max_worker_deaths``: a clip that crashes the process every time
-would otherwise use up the deaths of the clips beside it. Alone, it takes down no other.
+so a death while clips shared it is charged to none of them (``workdir.count_worker_attempt``): each
+runs again alone, where a death is its own and counts towards ``retry.max_worker_deaths``. Alone, it
+takes down no other, and its finished row is saved before the next clip is let in.
 """
 
 from __future__ import annotations
