@@ -8,7 +8,7 @@
 # (carried: `bash bench/carry_site.sh` here, .whl/ carried). Runs bench/attention_kernels.py,
 # bench_videopainter.py --steps 10 --modes resident+tiling,resident+tiling+compile and vae_probe.py;
 # writes OUT/gpu.txt and OUT/{attention,speed,vae_probe}.{json,log}. FlashAttention-4 is tried where
-# it imports; it is not carried (RESULTS.md: its wheels lack `cutlass.cute`). About 8 minutes.
+# it imports; it is not carried (RESULTS.md: its wheels lack `cutlass.cute`). About 3.5 minutes.
 USAGE="bash bench/gpu_probes.sh OUT"
 source "$(dirname "$0")/_common.sh"
 parse_out "$@"

@@ -1,7 +1,7 @@
 """Seconds and GPU memory of the work around the denoising loop, under each VAE tiling and with
 T5 brought from host memory (the parts of the memory plans).
 
-    python bench/vae_probe.py [--out bench/runs/vae_probe.json]
+    python bench/vae_probe.py [--compile] [--out bench/runs/vae_probe.json]
 
 Machine: one CUDA GPU (H100 or H200); diffusers, hydra-core and omegaconf beside torch. Full-size
 random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
@@ -10,6 +10,9 @@ random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
   2x2 and 3x3 tiles ("3x3" is diffusers' default tile size: 240x360 pixels, 9 tiles at 480x720);
   "1x2" is full-height tiles of 432 pixels' width. Each: median seconds of 3 calls and the peak
   memory the call adds to what was allocated before it;
+* with ``--compile``, also "untiled" and "1x2" with the VAE's encoder and decoder compiled
+  (``torch.compile``; ``first_s`` includes the compile), against the eager outputs (largest
+  difference, and the largest eager value for its scale);
 * T5-XXL kept in pinned host memory and brought to the GPU for one prompt encode ("visit"):
   seconds to bring it, to encode, and to let it go, against encoding with T5 resident.
 """
@@ -57,7 +60,7 @@ def measure(fn, repeats: int = 3) -> dict:
             "peak_added_gib": (torch.cuda.max_memory_allocated() - before) / 2**30}
 
 
-def probe_vae(results: dict) -> None:
+def probe_vae(results: dict, compiled: bool = False) -> None:
     from diffusers import AutoencoderKLCogVideoX
 
     with torch.device("cuda"):
@@ -75,8 +78,35 @@ def probe_vae(results: dict) -> None:
         results["vae"][name] = {"encode": encode, "decode": decode}
         print(f"{name:8s} encode {encode['s']:.3f} s (+{encode['peak_added_gib']:.2f} GiB)  "
               f"decode {decode['s']:.3f} s (+{decode['peak_added_gib']:.2f} GiB)", flush=True)
+    if compiled:
+        probe_vae_compiled(vae, video, latents, results)
     vae = video = latents = None   # the references go, so empty_cache can free their memory
     torch.cuda.empty_cache()
+
+
+def probe_vae_compiled(vae, video, latents, results: dict) -> None:
+    """Encodes and decodes with the VAE's encoder and decoder compiled, against eager ones."""
+    eager_encoder, eager_decoder = vae.encoder, vae.decoder
+    for tiling in ("untiled", "1x2"):
+        vae.disable_tiling()
+        if TILINGS[tiling] is not None:
+            vae.enable_tiling(**TILINGS[tiling])
+        with torch.no_grad():
+            reference = (vae.encode(video).latent_dist.mean, vae.decode(latents).sample)
+            vae.encoder, vae.decoder = torch.compile(eager_encoder), torch.compile(eager_decoder)
+            encode = measure(lambda: vae.encode(video).latent_dist.mean)
+            decode = measure(lambda: vae.decode(latents).sample)
+            for part, out, ref in (("encode", vae.encode(video).latent_dist.mean, reference[0]),
+                                   ("decode", vae.decode(latents).sample, reference[1])):
+                figures = encode if part == "encode" else decode
+                figures.update(max_diff=(out - ref).abs().max().item(), eager_max_abs=ref.abs().max().item())
+            vae.encoder, vae.decoder = eager_encoder, eager_decoder
+        name = f"{tiling}+compile"
+        results["vae"][name] = {"encode": encode, "decode": decode}
+        print(f"{name:16s} encode {encode['s']:.3f} s (first {encode['first_s']:.1f} s, max diff "
+              f"{encode['max_diff']:.3g} of {encode['eager_max_abs']:.3g})  decode {decode['s']:.3f} s "
+              f"(first {decode['first_s']:.1f} s, max diff {decode['max_diff']:.3g} of {decode['eager_max_abs']:.3g})",
+              flush=True)
 
 
 def probe_t5(results: dict) -> None:
@@ -120,11 +150,12 @@ def probe_t5(results: dict) -> None:
 def main() -> int:
     parser = _common.parser(__doc__)
     _common.add_out(parser, "vae_probe.json")
+    parser.add_argument("--compile", action="store_true", help="also the VAE compiled")
     args = parser.parse_args()
     _common.require_cuda()
     torch.manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vae": {}, "t5": {}}
-    probe_vae(results)
+    probe_vae(results, args.compile)
     probe_t5(results)
     print(json.dumps(results, indent=1))
     print(f"report: {_common.write_json(args.out, results)}")
