@@ -290,6 +290,36 @@ def test_dashboard_opens_with_the_token_the_readme_names():
     assert "ray get-auth-token" in (REPO / "README.md").read_text()
 
 
+def test_a_local_ray_whose_start_timed_out_is_started_again_without_the_failed_tries_processes(monkeypatch, caplog):
+    """Ray waits a fixed 30 s for a new local instance's raylet; on a busy machine a user's `python
+    launch.py` (and this suite's Ctrl-C test) failed with "The current node timed out during startup"."""
+    tries, leftovers = [], []
+
+    def init(address, **kwargs):
+        tries.append(address)
+        if len(tries) < 3:
+            leftovers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]))
+            raise Exception("The current node timed out during startup. This could happen because ...")
+        return "context"
+
+    monkeypatch.setattr(graph.ray, "init", init)
+    monkeypatch.setattr(graph.ray, "shutdown", lambda: None)
+    with caplog.at_level("WARNING", logger=graph.log.name):
+        assert graph.start_local({"num_cpus": 2}) == "context"
+    assert tries == ["local"] * 3
+    assert [p.wait(timeout=60) for p in leftovers] == [-9, -9]  # the failed tries' processes stopped
+    assert "starting it again (try 3 of 3)" in caplog.text
+
+    tries.clear()
+    with pytest.raises(Exception, match="timed out during startup"):   # no fourth try
+        monkeypatch.setattr(graph, "LOCAL_START_TRIES", 2)
+        graph.start_local({})
+    assert [p.wait(timeout=60) for p in leftovers[2:]] == [-9, -9]  # the last try's too
+    monkeypatch.setattr(graph.ray, "init", lambda address, **kwargs: (_ for _ in ()).throw(ValueError("bad arg")))
+    with pytest.raises(ValueError, match="bad arg"):   # any other error: at once
+        graph.start_local({})
+
+
 def test_a_cluster_address_left_by_a_killed_ray_start_is_not_joined(monkeypatch):
     """`ray start` records its address in /tmp/ray; killed without `ray stop`, the record stays, and
     ray.init(address=None) would wait on the dead cluster. Join it only while its GCS runs."""

@@ -91,10 +91,41 @@ def connect(cluster: ClusterConfig, metadata: dict[str, str] | None = None) -> N
             kwargs["_metrics_export_port"] = cluster.metrics_export_port
         if cluster.include_dashboard:
             kwargs.update(dashboard_host=cluster.dashboard_host, dashboard_port=cluster.dashboard_port)
-    context = ray.init(address=address, **kwargs)
+    context = start_local(kwargs) if address == "local" else ray.init(address=address, **kwargs)
     if getattr(context, "dashboard_url", None):
         # Ray 2.59+ starts local instances with token authentication: the page asks for it.
         log.info("Ray dashboard: http://%s (token: run `ray get-auth-token`)", context.dashboard_url)
+
+
+# Ray waits a fixed 30 s for a new local instance's raylet to register (ray/_private/node.py, no
+# setting); on a machine busy with other work it can take longer, and ray.init fails.
+LOCAL_START_TRIES = 3
+LOCAL_START_TIMEOUT = "timed out during startup"
+
+
+def start_local(kwargs: dict[str, Any]):
+    """``ray.init`` of a new local instance, tried again where Ray's own start-up wait ran out; the
+    processes the failed try started are stopped first (they would compete with the next one)."""
+    import psutil
+
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        began = time.time()
+        try:
+            return ray.init(address="local", **kwargs)
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if LOCAL_START_TIMEOUT not in str(error):
+                raise
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    if process.create_time() >= began - 1:
+                        process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            ray.shutdown()
+            if attempt == LOCAL_START_TRIES:
+                raise
+            log.warning("Ray's local instance did not start within Ray's 30 s (is the machine busy?); "
+                        "starting it again (try %d of %d)", attempt + 1, LOCAL_START_TRIES)
 
 
 def local_resources(cluster: ClusterConfig) -> dict[str, float] | None:
