@@ -18,17 +18,21 @@
 #    offload + VAE tiling, the actor capped at LONG_OOM_LIMIT_GB (16.8) GiB. Measured with
 #    bench/long_windows.py at that mask: one ID window peaks at 15.6 GiB, two at 18.1 (the second
 #    holds the first one's saved tokens): the second window should OOM, no memory saver is left, and
-#    the ladder's 4 s rung (one window) should fit: the clip ends degraded, shorter.
+#    the ladder's 4 s rung (one window) should fit: the clip ends degraded, shorter;
+# 5. run "idlong" (not in the default RUNS): 3 clips like longoom's (97 frames, 2 windows each) with ID
+#    resampling on the whole GPU (no cap) and the default config otherwise: compile_blocks=auto
+#    compiles where 3 x 2 windows x STEPS reach its 55 steps per actor (STEPS >= 10). Seconds per clip,
+#    the first clip's extra time (the compile), the GPU's idle time between clips (the run's summary).
 # Writes per run OUT/<run>.log, OUT/<run>/ (manifest, failures, each clip's meta.json, summary.txt),
 # not the videos. "mixed" and "oom" take about 6 minutes together at 10 steps.
-USAGE='[RUNS="mixed oom"] bash bench/gpu_e2e.sh OUT [STEPS]'
+USAGE='[RUNS="mixed oom"] bash bench/gpu_e2e.sh OUT [STEPS]   (RUNS from: mixed oom longoom idlong)'
 source "$(dirname "$0")/_common.sh"
 parse_out "$@"
 steps=${2:-10}
 runs=${RUNS:-mixed oom}
 [[ $steps =~ ^[1-9][0-9]*$ ]] || refuse "STEPS must be a positive integer, not '$steps'"
 for run in $runs; do
-    case $run in mixed|oom|longoom) ;; *) refuse "unknown run '$run' in RUNS: expected mixed, oom or longoom" ;; esac
+    case $run in mixed|oom|longoom|idlong) ;; *) refuse "unknown run '$run' in RUNS: expected mixed, oom, longoom or idlong" ;; esac
 done
 require_cuda
 carried_site torch diffusers hydra omegaconf ray av sam2
@@ -59,6 +63,7 @@ box = np.zeros((120, 480, 720), bool)
 box[:, 120:360, 180:540] = True
 save_vpdata_masks(long.mask_path[0], box)
 long.to_csv(work / "long.csv", index=False)
+pd.concat([long] * 3).assign(clip_id=[f"long{i}" for i in range(3)]).to_csv(work / "long3.csv", index=False)
 EOF
 
 common=(model=videopainter "model.base_model_path=$CKPT/CogVideoX-5b-I2V"
@@ -77,7 +82,7 @@ import sys, pandas as pd
 run = sys.argv[1]
 cols = ["clip_id", "status", "num_frames", "attempts", "degraded", "effective_max_seconds", "memory_plan",
         "attention_backend", "peak_gpu_mem_gb", "time_prepare_s", "time_segment_s", "time_inpaint_s",
-        "time_write_s", "warnings"]
+        "time_write_s", "compiled", "step_s_median", "warnings"]
 m = pd.read_parquet(f"{run}/manifest.parquet")
 print(m[[c for c in cols if c in m]].to_string())
 f = pd.read_parquet(f"{run}/failures.parquet")
@@ -104,5 +109,7 @@ for run in $runs; do
         longoom) launch longoom dataset=csv "dataset.path=$work/long.csv" max_seconds=12 model.id_resampling=true \
                      "model.id_lora_path=$CKPT/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors" \
                      model.memory_mode=model_offload "model.gpu_memory_limit_gb=${LONG_OOM_LIMIT_GB:-16.8}" ;;
+        idlong) launch idlong dataset=csv "dataset.path=$work/long3.csv" max_seconds=12 model.id_resampling=true \
+                    "model.id_lora_path=$CKPT/VideoPainterID/checkpoints/pytorch_lora_weights.safetensors" ;;
     esac
 done

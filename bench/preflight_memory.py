@@ -28,14 +28,14 @@ with open(path, "w") as f:
         f.write(f'clip{i:07d},videos/v{i % 97}.mp4,"[[10, 20, 1]]"\\n')
 from vp_ray.runtime.todo import skip_complete, write_todo
 from vp_ray.config import Config, DatasetConfig
-from vp_ray.stages import RunContext
+from vp_ray.stages.lineup import run_context
 import vp_ray.stages.read  # imported by skip_complete: counted before, not as the preflight's memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 cfg = Config(dataset=DatasetConfig(name="rows", path=path, default_prompt="x"), seed=0, output_dir=path + ".out")
 plan = write_todo(cfg)
 checked = time.perf_counter()
-todo = skip_complete(cfg, RunContext.of(cfg, plan), plan, print)
+todo = skip_complete(cfg, run_context(cfg, plan), plan, print)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"rows": rows, "total": plan.total, "pending": todo.pending,

@@ -38,7 +38,8 @@ from vp_ray.clip import records, workdir
 from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.config import Config, compose, load_config
 from vp_ray.evaluation import qa
-from vp_ray.stages import RunContext, pipeline
+from vp_ray.stages import RunContext
+from vp_ray.stages.lineup import pipeline, run_context
 from vp_ray.stages.write import WriteClips
 
 
@@ -48,7 +49,7 @@ def prepared_clip(work: Path) -> tuple[Config, RunContext, dict, Path]:
     cfg = load_config(compose([f"output_dir={work / 'out'}", "dataset=csv", f"dataset.path={csv}",
                                "max_seconds=6.0"]))
     plan = records.plan_dataset(cfg)
-    run = RunContext.of(cfg, plan)
+    run = run_context(cfg, plan)
     batch = pd.read_csv(csv)
     for stage in pipeline(cfg, plan)[:-1]:  # every stage but write
         batch = stage(cfg, plan, run)(batch)

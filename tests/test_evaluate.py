@@ -182,10 +182,10 @@ def finish_run_in_process(cfg) -> None:
     """The run's stages on each row in this process (as the single-video command runs them): the
     clip folders a finished run leaves, without a second Ray job."""
     from vp_ray.clip import records
-    from vp_ray.stages import RunContext, preflight
+    from vp_ray.stages.lineup import preflight, run_context
 
     plan = records.plan_dataset(cfg)
-    stages, run = preflight(cfg, plan), RunContext.of(cfg, plan)
+    stages, run = preflight(cfg, plan), run_context(cfg, plan)
     for batch in records.read_batches(plan.path, plan.format):
         for raw in batch.to_pylist():
             rows = pd.DataFrame([raw])

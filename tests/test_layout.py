@@ -16,8 +16,7 @@ def module_name(path) -> str:
 
 
 def imports() -> dict[str, set[str]]:
-    """Every vp_ray module -> the vp_ray modules it imports anywhere (also inside functions), except a
-    package's imports of its own submodules (a stage list importing its stages where it is built)."""
+    """Every vp_ray module -> the vp_ray modules it imports anywhere (also inside functions)."""
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
@@ -32,7 +31,7 @@ def imports() -> dict[str, set[str]]:
             for target in targets:
                 while target and target not in modules:
                     target = target.rpartition(".")[0]
-                if target and target != name and not (path.name == "__init__.py" and target.startswith(name + ".")):
+                if target and target != name:
                     found.add(target)
         graph[name] = found
     return graph

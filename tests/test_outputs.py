@@ -18,7 +18,8 @@ from vp_ray.config import SET_BY_THE_DRIVER, load_config
 from vp_ray.config import _fields as config_fields
 from vp_ray.models import MODELS
 from vp_ray.runtime.manifest import Ledger
-from vp_ray.stages import ClipSettings, pipeline
+from vp_ray.stages import ClipSettings
+from vp_ray.stages.lineup import pipeline
 
 SETTINGS = {"model": {"name": "classic", "inpaint_radius": 5}, "seed": 1, "max_seconds": 6.0}
 # A dataset with click prompts: its runs have every stage, SAM2's included.

@@ -11,7 +11,7 @@ from vp_ray.clip import records
 from vp_ray.clip.records import DatasetPlan, plan_dataset
 from vp_ray.config import Config, DatasetConfig, DatasetFormat, Layout
 from vp_ray.errors import ClipError, ConfigError
-from vp_ray.stages import RunContext
+from vp_ray.stages.lineup import run_context
 from vp_ray.stages.read import ReadRecords, ragged_row_failure
 
 
@@ -24,7 +24,7 @@ def run_cfg(seed=0, **dataset) -> Config:
 
 
 def normalize_stage(cfg: Config, plan: DatasetPlan) -> ReadRecords:
-    return ReadRecords(cfg, plan, RunContext.of(cfg, plan))
+    return ReadRecords(cfg, plan, run_context(cfg, plan))
 
 
 def plan_at(folder, duplicates=None):

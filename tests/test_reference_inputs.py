@@ -18,7 +18,7 @@ from tests.conftest import REPO, compose_config
 from vp_ray.clip import workdir
 from vp_ray.clip.records import plan_dataset
 from vp_ray.models.videopainter import condition_inputs
-from vp_ray.stages import RunContext
+from vp_ray.stages.lineup import run_context
 from vp_ray.stages.prepare import PrepareClips
 from vp_ray.stages.read import ReadRecords
 
@@ -34,7 +34,7 @@ def prepare(tmp_path: Path, *overrides: str) -> dict:
         f"dataset.mask_root={CLIP}", "model=tiny", f"output_dir={tmp_path}",
         f"dilate_size={int(ref['dilate_size'])}", "max_seconds=2", *overrides])
     plan = plan_dataset(cfg)
-    run = RunContext.of(cfg, plan)
+    run = run_context(cfg, plan)
     batch = pd.read_csv(CLIP / "vpdata.csv")
     for stage in (ReadRecords, PrepareClips):
         batch = stage(cfg, plan, run)(batch)

@@ -10,10 +10,10 @@ import sys
 import pytest
 from conftest import REPO, compose_config
 
-from vp_ray import stages
 from vp_ray.clip import records
 from vp_ray.errors import ConfigError
 from vp_ray.runtime import dryrun, todo
+from vp_ray.stages import lineup
 from vp_ray.stages.read import ragged_row_failure
 
 DEMO = ["dataset.demo_num_clips=1", "dataset.demo_num_frames=9", "model.height=64", "model.width=96"]
@@ -103,14 +103,14 @@ def test_an_empty_points_column_does_not_need_sam2(tmp_path):
                                             "a,a.mp4,a.npz,1,,\nb,b.mp4,b.npz,1,,\n")
     cfg, plan = plan_of(tmp_path, csv)
     assert not plan.needs_segmentation
-    assert "segment" not in [stage.name for stage in stages.preflight(cfg, plan)]  # no missing-SAM2 refusal
+    assert "segment" not in [stage.name for stage in lineup.preflight(cfg, plan)]  # no missing-SAM2 refusal
 
 
 def test_an_unknown_model_name_is_refused_before_the_run_also_without_inpainting(tmp_path):
     csv = write_csv(tmp_path / "clips.csv", "clip_id,video_path,mask_path,mask_id\na,a.mp4,a.npz,1\n")
     cfg, plan = plan_of(tmp_path, csv, "model.name=fancy", "mask_only=true")
     with pytest.raises(ConfigError, match="model.name 'fancy' is not a known model: classic, faulty, sim, tiny"):
-        stages.preflight(cfg, plan)
+        lineup.preflight(cfg, plan)
 
 
 def test_a_row_with_a_click_or_a_box_needs_sam2(tmp_path):
@@ -122,7 +122,7 @@ def test_a_row_with_a_click_or_a_box_needs_sam2(tmp_path):
         cfg, plan = plan_of(tmp_path, csv)
         assert plan.needs_segmentation, column
         with pytest.raises(ConfigError, match="SAM2 checkpoint not found"):
-            stages.preflight(cfg, plan)
+            lineup.preflight(cfg, plan)
 
 
 def test_a_header_only_csv_is_refused_as_empty_not_for_sam2(tmp_path):

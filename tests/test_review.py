@@ -377,7 +377,7 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
     from vp_ray.review import requeue
     from vp_ray.runtime import todo
     from vp_ray.runtime.manifest import Ledger
-    from vp_ray.stages import RunContext
+    from vp_ray.stages.lineup import run_context
     from vp_ray.stages.read import ReadRecords
 
     rows = pd.DataFrame({"clip_id": ["c0", "c1", "c2"], "video_path": ["v0.mp4", "v1.mp4", "v2.mp4"],
@@ -387,7 +387,7 @@ def test_a_requeue_run_redoes_exactly_the_requeued_clips_and_keeps_the_rest(tmp_
     cfg = compose_config([f"output_dir={out}", "dataset=csv", f"dataset.path={tmp_path / 'clips.csv'}",
                           "review.requeue=true"])
     first = plan_dataset(cfg)
-    run = RunContext.of(cfg, first)
+    run = run_context(cfg, first)
     read = ReadRecords(cfg, first, run)
     raws = {r["clip_id"]: {k: str(v).encode() for k, v in r.items()} for r in rows.to_dict("records")}
     for clip_id in ("c0", "c1"):  # complete for these settings

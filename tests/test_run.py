@@ -18,7 +18,7 @@ from vp_ray.clip import video
 from vp_ray.evaluation import clip_scores
 from vp_ray.runtime import graph, todo
 from vp_ray.runtime.summary import format_summary
-from vp_ray.stages import RunContext
+from vp_ray.stages.lineup import run_context
 
 pytestmark = pytest.mark.slow
 SMALL = ["model.height=120", "model.width=180", "dilate_size=4", "cluster.num_cpus=2"]
@@ -277,7 +277,7 @@ def test_ragged_line_beyond_the_first_block_does_not_stop_the_read(ray_local, tm
     path.write_text("\n".join(["clip_id,video_path,points", *rows, "late,b.mp4"]) + "\n")
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={path}"])
     plan = todo.write_todo(cfg)
-    plan = todo.skip_complete(cfg, RunContext.of(cfg, plan), plan, pytest.fail)
+    plan = todo.skip_complete(cfg, run_context(cfg, plan), plan, pytest.fail)
     assert graph.read_dataset(plan).count() == 25000 and [r.line for r in plan.ragged] == [25002]
 
 

@@ -29,7 +29,7 @@ from vp_ray.models.sam2 import connected_components
 from vp_ray.models.sam2.segmenter import load_segmenter, model_config_name
 from vp_ray.runtime.graph import actor_resources
 from vp_ray.runtime.sam2_placement import Sam2Placement, plan_placement
-from vp_ray.stages import RunContext
+from vp_ray.stages.lineup import run_context
 from vp_ray.stages.segment import SegmentStage
 
 TINY = Sam2Config(name="tiny_random", config="configs/sam2/sam2_hiera_t.yaml", checkpoint="", random_init=True,
@@ -235,7 +235,7 @@ PLAN = DatasetPlan(path="/data/clips.csv", format="csv", columns=["points", "box
 
 def segment_stage(**sam2) -> SegmentStage:
     cfg = Config(sam2=tiny(**sam2), retry=RetryConfig(max_worker_deaths=1))
-    return SegmentStage(cfg, PLAN, RunContext.of(cfg, PLAN))
+    return SegmentStage(cfg, PLAN, run_context(cfg, PLAN))
 
 
 @pytest.mark.slow

@@ -32,8 +32,9 @@ from vp_ray.config import (
 )
 from vp_ray.models import Inpainter
 from vp_ray.runtime import graph
-from vp_ray.stages import ClipStage, Role, RunContext, pipeline
+from vp_ray.stages import ClipStage, Role
 from vp_ray.stages.inpaint import InpaintClips
+from vp_ray.stages.lineup import pipeline, run_context
 from vp_ray.stages.prepare import PrepareClips
 from vp_ray.stages.segment import SegmentStage
 from vp_ray.stages.write import WriteClips
@@ -47,7 +48,7 @@ PROMPTED = DatasetPlan(path="/data/clips.csv", format="csv", columns=[], total=1
 def test_the_config_crosses_the_ray_boundary_typed(tmp_path):
     """What a worker unpickles is the driver's typed config: its groups' schemas and its Enums."""
     cfg = compose_config([f"output_dir={tmp_path}", "model=videopainter", "sam2.placement=dedicated"])
-    run = RunContext.of(cfg, PROMPTED, log_dir=str(tmp_path / "logs"))
+    run = run_context(cfg, PROMPTED, log_dir=str(tmp_path / "logs"))
     again, run_again = cloudpickle.loads(cloudpickle.dumps((cfg, run)))
     assert again == cfg and run_again == run
     assert type(again.model) is VideoPainterModelConfig and again.model.dtype is Dtype.bfloat16
@@ -71,7 +72,7 @@ def test_a_stage_reads_only_the_settings_it_declares(tmp_path):
             return row
 
     cfg = compose_config([f"output_dir={tmp_path}"])
-    stage = Sneaky(cfg, PROMPTED, RunContext.of(cfg, PROMPTED))
+    stage = Sneaky(cfg, PROMPTED, run_context(cfg, PROMPTED))
     assert stage.cfg.seed == 42
     out = stage(pd.DataFrame([new_row(ClipRecord(clip_id="a", video_path="/v.mp4"))])).iloc[0]
     assert out.status == "failed" and "the sneaky stage reads 'sam2' without declaring it" in out.error
@@ -161,7 +162,7 @@ def test_prepare_decides_the_placement_clicks_and_mask_rule_once_for_the_later_s
     """A 144x96 source padded into a 96x48 model frame: halved to 72x48, bars left and right."""
     cfg = compose_config([f"output_dir={tmp_path}", "model.height=48", "model.width=96", "resize_mode=pad",
                           "preprocess=opencv", "dilate_size=3", "dataset.prompt_coords=source"])
-    run = RunContext.of(cfg, PROMPTED)
+    run = run_context(cfg, PROMPTED)
     record = ClipRecord(clip_id="c", video_path=demo_video, mask_kind="points", points="[[72.0, 48.0, 1]]",
                         dilate_size=5)
     row = PrepareClips(cfg, PROMPTED, run)(pd.DataFrame([new_row(record)])).iloc[0]
@@ -187,7 +188,7 @@ def test_the_writer_draws_the_clicks_prepare_left_and_restores_its_placement(tmp
     record = ClipRecord(clip_id="c", video_path="/v.mp4", mask_kind="points", points="[[999, 999, 1]]")
     row = {**new_row(record), "work_dir": str(work), "out_fps": 8.0, "num_frames": 3, "source_height": 64,
            "source_width": 48}
-    row = WriteClips(cfg, None, RunContext.of(cfg, PROMPTED)).process(row)
+    row = WriteClips(cfg, None, run_context(cfg, PROMPTED)).process(row)
     shown = cv2.cvtColor(cv2.imread(str(outputs.clip_dir(tmp_path, "c") / "frame0_with_mask.png")), cv2.COLOR_BGR2RGB)
     assert shown[20, 30].tolist() == [0, 255, 0]   # the click, at the model-frame pixel prepare decided
     from vp_ray.clip.video import read_video
@@ -195,4 +196,4 @@ def test_the_writer_draws_the_clicks_prepare_left_and_restores_its_placement(tmp
     result, _ = read_video(outputs.clip_dir(tmp_path, "c") / "result.mp4")
     assert result.shape[1:3] == (64, 48)   # restore_size: back at the source's size through the placement
     assert json.loads((outputs.clip_dir(tmp_path, "c") / "meta.json").read_text())["fingerprint"] == \
-        RunContext.of(cfg, PROMPTED).clip_settings.fingerprint(row)
+        run_context(cfg, PROMPTED).clip_settings.fingerprint(row)

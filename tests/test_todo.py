@@ -13,7 +13,7 @@ from vp_ray.clip import outputs
 from vp_ray.clip.records import plan_dataset
 from vp_ray.config import ClassicModelConfig, ClusterConfig, Config, DatasetConfig, DatasetFormat, Sam2Config
 from vp_ray.runtime import graph, todo
-from vp_ray.stages import RunContext, pipeline
+from vp_ray.stages.lineup import pipeline, run_context
 from vp_ray.stages.read import ReadRecords
 
 
@@ -37,7 +37,7 @@ def setup(tmp_path, fmt, rows=6, limit=-1):
 def commit(cfg, plan, clip_id, seed=0):
     """Commit ``clip_id`` as the write stage of a run of ``cfg`` (with this ``seed``) would."""
     raw = {"clip_id": clip_id.encode(), "video_path": f"v{clip_id[1:]}.mp4".encode(), "points": b"[[1, 2]]"}
-    run = RunContext.of(dataclasses.replace(cfg, seed=seed), plan)
+    run = run_context(dataclasses.replace(cfg, seed=seed), plan)
     row = ReadRecords(cfg, plan, run).read_one(raw)
     fp = run.clip_settings.fingerprint(row)
     outputs.commit_clip(cfg.output_dir, clip_id, lambda folder: (folder / "result.mp4").write_bytes(b"x"),
@@ -55,7 +55,7 @@ def ids(frame):
 def rows_to_do(cfg, add_done=pytest.fail):
     """The run's first steps: the dataset's one read, then the complete clips skipped."""
     plan = todo.write_todo(cfg)
-    return todo.skip_complete(cfg, RunContext.of(cfg, plan), plan, add_done)
+    return todo.skip_complete(cfg, run_context(cfg, plan), plan, add_done)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -154,7 +154,7 @@ def counted_run(tmp_path, monkeypatch, fmt, *overrides):
     frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
     cfg = compose_config([f"output_dir={tmp_path / 'out'}", f"dataset={fmt}", f"dataset.path={path}", *overrides])
     plan = plan_dataset(cfg)
-    run = RunContext.of(cfg, plan)
+    run = run_context(cfg, plan)
     row = ReadRecords(cfg, plan, run).read_one({"clip_id": b"c1", "video_path": b"v1.mp4",
                                                           "mask_path": b"m.npz", "mask_id": b"1"})
     outputs.commit_clip(cfg.output_dir, "c1", lambda folder: None,

@@ -159,10 +159,10 @@ def read_cached(path: Path, key: str) -> dict[str, Any] | None:
 
 def classify(cfg: Config, plan: records.DatasetPlan, weights) -> tuple[list[dict], list[dict]]:
     """Every dataset row as a clip to score (an item) or a row saying why it cannot be."""
-    from vp_ray.stages import RunContext
+    from vp_ray.stages.lineup import run_context
     from vp_ray.stages.read import ReadRecords
 
-    check = ReadRecords(cfg, plan, RunContext.of(cfg, plan))  # the run's stages: its fingerprints
+    check = ReadRecords(cfg, plan, run_context(cfg, plan))  # the run's stages: its fingerprints
     failures = _run_failures(cfg.output_dir)
     unscorable, items = [], []
     for ragged in plan.ragged:

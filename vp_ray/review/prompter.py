@@ -70,14 +70,14 @@ class Prompter:
         from vp_ray.clip import outputs, video, workdir
         from vp_ray.clip.atomic import atomic_path
         from vp_ray.clip.rows import FAILED, new_row, rows_to_frame
-        from vp_ray.stages import RunContext
+        from vp_ray.stages.lineup import run_context
         from vp_ray.stages.prepare import PrepareClips
         from vp_ray.stages.segment import SegmentStage
 
         cfg = dataclasses.replace(self.cfg, mask_only=True)
         plan = DatasetPlan(path=str(Path(cfg.output_dir) / "-"), format="csv", columns=[], total=1,
                            duplicates={}, ragged=[], prompted=1)
-        run = RunContext.of(cfg, plan)
+        run = run_context(cfg, plan)
         batch = rows_to_frame([new_row(_record(record))])
         with self._lock:
             segmenter = self._load()

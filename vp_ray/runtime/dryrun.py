@@ -47,10 +47,10 @@ def missing_file(row: dict[str, Any]) -> str | None:
 def check_rows(cfg: Config, plan: DatasetPlan) -> tuple[Counter, list[tuple[str, str]]]:
     """(counts by outcome: to_run, done_before, will_fail; the failures as (clip_id, why)), of the rows
     ``todo.write_todo`` read (the dataset is read once)."""
-    from vp_ray.stages import RunContext
+    from vp_ray.stages.lineup import run_context
     from vp_ray.stages.read import ReadRecords, ragged_row_failure
 
-    check = ReadRecords(cfg, plan, RunContext.of(cfg, plan))
+    check = ReadRecords(cfg, plan, run_context(cfg, plan))
     counts: Counter = Counter(will_fail=len(plan.ragged))
     failures = [(row["clip_id"], row["error"]) for row in
                 (ragged_row_failure(ragged, plan.columns, cfg.dataset.layout) for ragged in plan.ragged)]

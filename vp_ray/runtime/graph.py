@@ -1,4 +1,4 @@
-"""Maps the stage list (``vp_ray.stages.pipeline``) onto Ray Data and runs it.
+"""Maps the stage list (``vp_ray.stages.lineup.pipeline``) onto Ray Data and runs it.
 
     the driver's shards of the rows to do (vp_ray.runtime.todo) -> one row per block -> normalize -> prepare (CPU tasks)
       -> segment (SAM2 actors, only if the dataset has click/box prompts)
@@ -48,7 +48,8 @@ from vp_ray.runtime.manifest import Ledger
 from vp_ray.runtime.sam2_placement import plan_placement
 from vp_ray.runtime.sampler import Sampler
 from vp_ray.runtime.stats_bound import StatsHistoryBound, stats_note
-from vp_ray.stages import ClipSettings, ClipStage, Resources, Role, RunContext, preflight, with_role
+from vp_ray.stages import ClipSettings, ClipStage, Resources, Role, RunContext, with_role
+from vp_ray.stages.lineup import preflight
 from vp_ray.stages.read import ragged_row_failure
 
 log = logging.getLogger(__name__)

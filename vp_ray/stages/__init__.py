@@ -1,8 +1,9 @@
 """Pipeline stages: one callable per stage, each ``pandas.DataFrame -> pandas.DataFrame`` of rows.
 
 Stages know nothing of each other: they read a row (and the files its ``work_dir`` names) and
-return the row updated. ``pipeline`` is the one list of stages, in order, that every runner uses:
-``vp_ray.runtime.graph`` maps it onto Ray Data, ``vp_ray.tools.single`` runs it in-process on one clip.
+return the row updated. ``lineup.pipeline`` is the one list of stages, in order, that every runner
+uses: ``vp_ray.runtime.graph`` maps it onto Ray Data, ``vp_ray.tools.single`` runs it in-process on one
+clip. This module holds what the stages share; ``lineup`` imports the stages, none of them imports it.
 
 Each stage declares what the runners need to know of it, so that nothing finds a stage by its name:
 its ``role`` in the run (``graph`` and the backpressure policy go by it), its ``resources`` (what
@@ -22,7 +23,6 @@ from vp_ray.clip import outputs, runlog
 from vp_ray.clip.records import DatasetPlan
 from vp_ray.clip.rows import run_stage
 from vp_ray.config import Config, output_settings
-from vp_ray.errors import ConfigError
 
 
 class Role(Enum):
@@ -86,10 +86,6 @@ class RunContext:
     # driver's own checks).
     log_dir: str | None = None
 
-    @classmethod
-    def of(cls, cfg: Config, plan: DatasetPlan, log_dir: str | None = None) -> RunContext:
-        return cls(ClipSettings.of(cfg, pipeline(cfg, plan)), log_dir)
-
 
 class StageSettings:
     """The settings a stage declared in ``reads``, and no other: a stage that reads a setting it does
@@ -143,36 +139,6 @@ class ClipStage:
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
-
-
-def pipeline(cfg: Config, plan: DatasetPlan) -> list[type[ClipStage]]:
-    """The stages of this run, in order."""
-    from vp_ray.stages.inpaint import InpaintClips
-    from vp_ray.stages.prepare import PrepareClips
-    from vp_ray.stages.read import ReadRecords
-    from vp_ray.stages.segment import SegmentStage
-    from vp_ray.stages.write import WriteClips
-
-    stages: list[type[ClipStage]] = [ReadRecords, PrepareClips]
-    if plan.needs_segmentation:
-        stages.append(SegmentStage)
-    if not cfg.mask_only:
-        stages.append(InpaintClips)
-    return stages + [WriteClips]
-
-
-def preflight(cfg: Config, plan: DatasetPlan) -> list[type[ClipStage]]:
-    """The stages of this run, each checked: one ``ConfigError`` names everything that is missing."""
-    stages = pipeline(cfg, plan)
-    problems = []
-    for stage in stages:
-        try:
-            stage.check(cfg)
-        except ConfigError as error:
-            problems.append(str(error))
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return stages
 
 
 def with_role(stages: list[type[ClipStage]], role: Role) -> type[ClipStage] | None:

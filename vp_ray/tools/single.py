@@ -2,7 +2,7 @@
 
     python -m vp_ray.tools.single --video in.mp4 --click_x 320 --click_y 240 --output_dir out/
 
-It runs the batch job's own stage list (``vp_ray.stages.pipeline``) in this process, one stage
+It runs the batch job's own stage list (``vp_ray.stages.lineup.pipeline``) in this process, one stage
 after another, without starting Ray: for a single clip Ray's start-up would only add time. The
 clip's files are then moved up into ``--output_dir``.
 """
@@ -32,7 +32,7 @@ from vp_ray.config import Config, ModelConfig, load_config
 from vp_ray.errors import ClipError, ConfigError
 from vp_ray.evaluation import qa
 from vp_ray.models.compile_plan import with_workload
-from vp_ray.stages import RunContext, preflight
+from vp_ray.stages.lineup import preflight, run_context
 
 log = logging.getLogger("vp_ray.tools.single")
 
@@ -159,7 +159,7 @@ def run_single(cfg: Config, raw: dict) -> dict:
     plan = DatasetPlan(path=os.path.join(os.getcwd(), "-"), format="csv", columns=columns, total=1,
                        duplicates={}, ragged=[], prompted=int(records.needs_sam2(raw)))
     batch = pd.DataFrame([raw])
-    run = RunContext.of(cfg, plan)
+    run = run_context(cfg, plan)
     for stage in preflight(cfg, plan):
         log.info("%s ...", stage.title)
         start = time.perf_counter()
