@@ -87,7 +87,12 @@ def compose_dictconfig(overrides: list[str]):
 
 
 def compose_config(overrides: list[str]):
-    """The typed ``Config`` ``launch.py`` would build for these command-line overrides."""
+    """The typed ``Config`` ``launch.py`` would build for these command-line overrides, but without
+    report.html unless ``report=true`` is among them: the report costs a run in a test about 2 CPU
+    seconds (its plots and thumbnails), most of the driver's work. The runs of ``launch.py`` the tests
+    start write it, and tests/test_report.py checks it."""
     from vp_ray.config import load_config
 
+    if not any(override.startswith("report=") for override in overrides):
+        overrides = [*overrides, "report=false"]
     return load_config(compose_dictconfig(overrides))
