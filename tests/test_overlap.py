@@ -205,22 +205,9 @@ def clip_row(tmp_path, name):
             "effective_max_seconds": 1.0, "out_fps": 8.0, "num_frames": 9}
 
 
-def test_the_next_clip_is_read_and_prepared_while_the_gpu_works_and_the_last_saved_beside_the_next(
-        tmp_path, monkeypatch):
-    journal = Journal()
-    inpainter = HostThenGpu(journal)
-    stage = stage_with(inpainter)
-    save = workdir.save_array
-
-    def journaled_save(work_dir, name, array):
-        if name == workdir.RESULT and str(work_dir).endswith("/a"):
-            # Clip a's result is saved after its turn: clip b's GPU work starts meanwhile.
-            assert journal.wait("gpu b")
-        save(work_dir, name, array)
-        journal.add(f"saved {str(work_dir)[-1]}")
-
-    given = {name: clip_row(tmp_path, name) for name in "ab"}
-    monkeypatch.setattr(workdir, "save_array", journaled_save)
+def process_a_then_b(stage, given: dict, journal: Journal) -> dict:
+    """The stage's calls on clips "a" and "b" in two threads, as an actor with two calls runs them: b
+    sent once a is on the GPU. The rows they returned; a call's error fails the test."""
     rows, errors = {}, []
 
     def process(name):
@@ -237,6 +224,26 @@ def test_the_next_clip_is_read_and_prepared_while_the_gpu_works_and_the_last_sav
     first.join(WAIT)
     second.join(WAIT)
     assert not errors, errors
+    return rows
+
+
+def test_the_next_clip_is_read_and_prepared_while_the_gpu_works_and_the_last_saved_beside_the_next(
+        tmp_path, monkeypatch):
+    journal = Journal()
+    inpainter = HostThenGpu(journal)
+    stage = stage_with(inpainter)
+    save = workdir.save_array
+
+    def journaled_save(work_dir, name, array):
+        if name == workdir.RESULT and str(work_dir).endswith("/a"):
+            # Clip a's result is saved after its turn: clip b's GPU work starts meanwhile.
+            assert journal.wait("gpu b")
+        save(work_dir, name, array)
+        journal.add(f"saved {str(work_dir)[-1]}")
+
+    given = {name: clip_row(tmp_path, name) for name in "ab"}
+    monkeypatch.setattr(workdir, "save_array", journaled_save)
+    rows = process_a_then_b(stage, given, journal)
     # b was read and prepared during a's turn; b's turn came after a's; a was saved once b's turn began.
     entries = journal.entries
     assert entries[:5] == ["prepared a", "gpu a", "prepared b", "gpu done a", "gpu b"]
@@ -301,6 +308,18 @@ class Counting(Inpainter):
         pass
 
 
+class JournaledGpu(Counting):
+    """An inpainter that returns the frames and journals each clip's GPU turn ("gpu <prompt>")."""
+
+    def __init__(self, journal: Journal):
+        super().__init__()
+        self.journal = journal
+
+    def inpaint_clip(self, frames, masks, prompt, seed, progress=None, masked_video=None):
+        self.journal.add(f"gpu {prompt}")
+        return super().inpaint_clip(frames, masks, prompt, seed, progress, masked_video)
+
+
 def test_a_finished_clip_whose_answer_was_lost_with_its_worker_is_neither_redone_nor_charged(tmp_path):
     # With two calls in an actor, the clip beside a finished one may crash the process after the
     # finished call ended and before Ray had its answer: Ray runs that call again. It was inpainted
@@ -322,10 +341,8 @@ def test_a_clip_is_finished_on_record_before_the_clip_after_it_is_admitted(tmp_p
     # A clip that died beside another runs alone; it has no death to spare. Its finished row was once
     # saved after it left its turns: the clip admitted next crashed the process before the save, and
     # the clip that had succeeded alone failed as worker_died ("died 2 time(s)").
-    journal, inpainter = Journal(), HostThenGpu(Journal())
-    inpainter.inpaint_prepared = lambda prepared, seed, progress=None: (journal.add(f"gpu {prepared[0]}"),
-                                                                       prepared[1])[1]
-    stage = stage_with(inpainter)
+    journal = Journal()
+    stage = stage_with(JournaledGpu(journal))
     given = {name: clip_row(tmp_path, name) for name in "ab"}
     (tmp_path / "a" / "inpaint.attempts").write_text("1")  # a died once before: it runs alone
     save = workdir.save_finished_row
@@ -337,22 +354,7 @@ def test_a_clip_is_finished_on_record_before_the_clip_after_it_is_admitted(tmp_p
         journal.add(f"finished {row['clip_id']}")
 
     monkeypatch.setattr(workdir, "save_finished_row", journaled)
-    errors = []
-
-    def process(name):
-        try:
-            stage.process(given[name])
-        except BaseException as error:  # noqa: BLE001 - reported by the test's thread
-            errors.append(error)
-
-    first = threading.Thread(target=process, args=("a",))
-    first.start()
-    assert journal.wait("gpu a")
-    second = threading.Thread(target=process, args=("b",))
-    second.start()
-    first.join(WAIT)
-    second.join(WAIT)
-    assert not errors, errors
+    process_a_then_b(stage, given, journal)
     assert journal.entries == ["gpu a", "finished a", "gpu b", "finished b"]
 
 
