@@ -315,7 +315,10 @@ def test_a_local_ray_whose_start_timed_out_is_started_again_without_the_failed_t
         monkeypatch.setattr(graph, "LOCAL_START_TRIES", 2)
         graph.start_local({})
     assert [p.wait(timeout=60) for p in leftovers[2:]] == [-9, -9]  # the last try's too
-    monkeypatch.setattr(graph.ray, "init", lambda address, **kwargs: (_ for _ in ()).throw(ValueError("bad arg")))
+    def init_refused(address, **kwargs):
+        raise ValueError("bad arg")
+
+    monkeypatch.setattr(graph.ray, "init", init_refused)
     with pytest.raises(ValueError, match="bad arg"):   # any other error: at once
         graph.start_local({})
 

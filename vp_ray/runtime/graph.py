@@ -107,8 +107,6 @@ LOCAL_START_TIMEOUT = "timed out during startup"
 def start_local(kwargs: dict[str, Any]):
     """``ray.init`` of a new local instance, tried again where Ray's own start-up wait ran out; the
     processes the failed try started are stopped first (they would compete with the next one)."""
-    import psutil
-
     for attempt in range(1, LOCAL_START_TRIES + 1):
         began = time.time()
         try:
@@ -116,17 +114,25 @@ def start_local(kwargs: dict[str, Any]):
         except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for this
             if LOCAL_START_TIMEOUT not in str(error):
                 raise
-            for process in psutil.Process().children(recursive=True):
-                try:
-                    if process.create_time() >= began - 1:
-                        process.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            kill_children_started_since(began)
             ray.shutdown()
             if attempt == LOCAL_START_TRIES:
                 raise
             log.warning("Ray's local instance did not start within Ray's 30 s (is the machine busy?); "
                         "starting it again (try %d of %d)", attempt + 1, LOCAL_START_TRIES)
+
+
+def kill_children_started_since(began: float) -> None:
+    """Kill this process's descendants started since ``began`` (Unix seconds; a second's slack for
+    the process table's clock)."""
+    import psutil
+
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.create_time() >= began - 1:
+                process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def local_resources(cluster: ClusterConfig) -> dict[str, float] | None:
