@@ -84,6 +84,11 @@ def probe_vae(results: dict, compiled: bool = False) -> None:
     torch.cuda.empty_cache()
 
 
+def difference(out, eager) -> dict:
+    """The largest difference to the eager output, and the eager output's largest value (its scale)."""
+    return {"max_diff": (out - eager).abs().max().item(), "eager_max_abs": eager.abs().max().item()}
+
+
 def probe_vae_compiled(vae, video, latents, results: dict) -> None:
     """Encodes and decodes with the VAE's encoder and decoder compiled, against eager ones."""
     eager_encoder, eager_decoder = vae.encoder, vae.decoder
@@ -96,10 +101,8 @@ def probe_vae_compiled(vae, video, latents, results: dict) -> None:
             vae.encoder, vae.decoder = torch.compile(eager_encoder), torch.compile(eager_decoder)
             encode = measure(lambda: vae.encode(video).latent_dist.mean)
             decode = measure(lambda: vae.decode(latents).sample)
-            for part, out, ref in (("encode", vae.encode(video).latent_dist.mean, reference[0]),
-                                   ("decode", vae.decode(latents).sample, reference[1])):
-                figures = encode if part == "encode" else decode
-                figures.update(max_diff=(out - ref).abs().max().item(), eager_max_abs=ref.abs().max().item())
+            encode.update(difference(vae.encode(video).latent_dist.mean, reference[0]))
+            decode.update(difference(vae.decode(latents).sample, reference[1]))
             vae.encoder, vae.decoder = eager_encoder, eager_decoder
         name = f"{tiling}+compile"
         results["vae"][name] = {"encode": encode, "decode": decode}
