@@ -222,10 +222,17 @@ def demo_run(tmp_path_factory):
                  and len(list(out.glob("clips/*/meta.json"))) == 2 or driver.poll() is not None)
         assert driver.poll() is None, (tmp / "stderr").read_text()[-3000:]
         midway = SimpleNamespace(failed_tasks=get(FAILED_TASKS), actors=get(ACTORS), jobs=get("/api/jobs/"))
+        if prometheus_url:
+            # A rate needs two samples apart: Prometheus must hold the mid-way counts before the rest
+            # of the clips add to them (on a loaded machine it once first saw the final counts).
+            wait_for("Prometheus holding the mid-way counts", lambda: all(
+                prometheus_query(prometheus_url, f'{name}{{SessionName="{session.name}"}}') for name in RATED),
+                proc=driver)
         gate.open_gate(gate_dir)
         assert driver.wait(timeout=600) == 0, (tmp / "stderr").read_text()[-3000:]
         yield SimpleNamespace(get=get, out=out, tmp=tmp, session=session, midway=midway, start=start,
-                              prometheus=prometheus_url, stdout=(tmp / "stdout").read_text(),
+                              prometheus=prometheus_url, metrics=f"http://127.0.0.1:{others[3]}/metrics",
+                              stdout=(tmp / "stdout").read_text(),
                               stderr=(tmp / "stderr").read_text())
     finally:
         for process in reversed(processes):
@@ -238,6 +245,17 @@ def demo_run(tmp_path_factory):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def prometheus_query(url: str, query: str) -> list[dict]:
+    """The series an instant query of Prometheus returns."""
+    path = "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    answer = json.loads(urllib.request.urlopen(url + path, timeout=30).read())
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+# The metrics whose rate a panel shows.
+RATED = sorted({name for panel in load_dashboard()["panels"] for target in panel["targets"]
+                for name in re.findall(r"rate\((\w+)\{", target["expr"])})
 FAILED_TASKS = "/api/v0/tasks?detail=1&limit=10000&filter_keys=state&filter_predicates=%3D&filter_values=FAILED"
 ACTORS = "/api/v0/actors?detail=1&limit=10000"
 
@@ -247,8 +265,9 @@ def state_list(answer) -> list[dict]:
 
 
 def grafana_to_prometheus(expr: str, session: str, range_s: int) -> str:
-    """A panel's query as Grafana sends it for the run's session (1 s scrapes: a 10 s rate window)."""
-    return (expr.replace("$SessionName", session).replace("$__rate_interval", "10s")
+    """A panel's query as Grafana sends it for the run's session (1 s scrapes: Grafana's rate window
+    would be 4 s; 30 s keeps two samples in it where a loaded machine delays scrapes)."""
+    return (expr.replace("$SessionName", session).replace("$__rate_interval", "30s")
             .replace("$__range", f"{range_s}s"))
 
 
@@ -288,6 +307,43 @@ def test_every_panel_of_the_grafana_dashboard_has_data_for_a_demo_run(demo_run):
     failed = panel_data(demo_run.prometheus, targets[[t for t, _ in targets].index("Failed clips, by error kind")][1],
                         demo_run.session.name, demo_run.start)
     assert failed == [1.0]  # the clip whose video is missing
+
+
+def metric(lines: list[str], name: str, **tags) -> float | None:
+    """The value of the samples of ``name`` whose tags include ``tags`` (summed over the others);
+    None where there is none."""
+    values = []
+    for line in lines:
+        match = re.match(r"(\w+)\{(.*)\} (\S+)$", line)
+        if match and match.group(1) == name:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            if all(labels.get(key) == value for key, value in tags.items()):
+                values.append(float(match.group(3)))
+    return sum(values) if values else None
+
+
+@pytest.mark.slow
+def test_the_runs_metrics_are_on_the_heads_prometheus_endpoint(demo_run):
+    """What Prometheus scrapes (README, Monitoring): the head node's metrics endpoint, which Ray's
+    agents fill every 0.5 s here; read until the finished run's counters have all arrived."""
+    expected = {("ray_vp_ray_clips_total", (("outcome", "ok"), ("model", "sim"))): 4,
+                ("ray_vp_ray_clips_total", (("outcome", "failed"), ("stage", "prepare"))): 1,
+                ("ray_vp_ray_stage_seconds_count", (("stage", "inpaint"),)): 4,
+                ("ray_vp_ray_stage_seconds_count", (("stage", "write"),)): 4}
+
+    def samples():
+        text = urllib.request.urlopen(demo_run.metrics, timeout=30).read().decode()
+        return [line for line in text.splitlines() if "vp_ray" in line and not line.startswith("#")]
+
+    def found(lines):
+        return {key: metric(lines, key[0], **dict(key[1])) for key in expected}
+
+    deadline = time.monotonic() + 120  # the counters come; the deadline turns a lost one into a failure
+    while found(lines := samples()) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert found(lines) == expected, lines
+    assert metric(lines, "ray_vp_ray_inpaint_frames_per_second", model="sim") > 0  # the last clip's speed
+    assert metric(lines, "ray_vp_ray_clips_waiting", stage="inpaint") is not None
 
 
 @pytest.mark.slow

@@ -1,17 +1,14 @@
-"""Watching a run: its metrics on Ray's Prometheus endpoint, its per-clip logs, and the dry run."""
+"""Watching a run before it starts: the dry run's plan and its GPU-hours estimate (the metrics of a
+run on the endpoint Prometheus scrapes: tests/test_dashboard.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import subprocess
 import sys
 
 import pandas as pd
-import pytest
-from conftest import PROGRAMS, REPO
-from support import free_ports
+from conftest import REPO
 
 from vp_ray.clip.demo import ensure_demo_dataset
 
@@ -26,37 +23,6 @@ def dataset_with_a_bad_row(tmp_path, clips=2):
     path = tmp_path / "clips.csv"
     pd.concat([rows, pd.DataFrame([bad])]).to_csv(path, index=False)
     return path
-
-
-def metric(lines: list[str], name: str, **tags) -> float:
-    """The value of the sample of ``name`` whose tags include ``tags`` (summed over the others)."""
-    total, found = 0.0, False
-    for line in lines:
-        match = re.match(r"(\w+)\{(.*)\} (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-        if all(labels.get(key) == value for key, value in tags.items()):
-            total, found = total + float(match.group(3)), True
-    assert found, f"no {name} {tags} in:\n" + "\n".join(lines)
-    return total
-
-
-@pytest.mark.slow
-def test_metrics_of_a_run_are_on_the_prometheus_endpoint(tmp_path):
-    csv = dataset_with_a_bad_row(tmp_path)
-    overrides = [f"output_dir={tmp_path / 'out'}", "dataset=csv", f"dataset.path={csv}", *SMALL]
-    done = subprocess.run([sys.executable, str(PROGRAMS / "metrics_run.py"), str(free_ports(1)[0]),
-                           json.dumps(overrides)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = json.loads(done.stdout.strip().splitlines()[-1])
-    assert metric(lines, "ray_vp_ray_clips_total", outcome="ok", model="classic") == 2
-    assert metric(lines, "ray_vp_ray_clips_total", outcome="failed", stage="prepare") == 1
-    # Every finished clip's stages timed, and the actor's last clip's frames per second.
-    assert metric(lines, "ray_vp_ray_stage_seconds_count", stage="inpaint") == 2
-    assert metric(lines, "ray_vp_ray_stage_seconds_count", stage="write") == 2
-    assert metric(lines, "ray_vp_ray_inpaint_frames_per_second", model="classic") > 0
-    metric(lines, "ray_vp_ray_clips_waiting", stage="inpaint")
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
