@@ -18,7 +18,7 @@ then the resume's wall time (every clip done: no Ray, no model). ``--trace`` run
 what grew since the tenth before, by allocating line with its callers (``trace.json``): what grows.
 
 Prints one JSON line (also ``<out>/driver_memory.json``); the run folder stays under ``--out``
-(default: a temporary folder).
+(default: a temporary folder), with each launch's samples in ``samples_<ns>.csv`` as they are taken.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def launch(args, dataset: Path, out: Path, trace: Path | None) -> dict:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, *driver, *overrides], stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=_common.REPO)
-        watcher = threading.Thread(target=watch, args=(proc, out / "clips", args.every, samples), daemon=True)
+        watcher = threading.Thread(target=watch, args=(proc, out / "clips", args.every, samples,
+                                                       out.parent / f"samples_{time.time_ns()}.csv"), daemon=True)
         watcher.start()
         try:
             code = proc.wait()
@@ -121,18 +122,22 @@ def launch(args, dataset: Path, out: Path, trace: Path | None) -> dict:
             "skipped": {"clips": int(skipped[1]), "seconds": float(skipped[2])} if skipped else None}
 
 
-def watch(proc: subprocess.Popen, clips: Path, every: float, samples: list[list[float]]) -> None:
-    """(seconds, clips committed, driver RSS MiB) every ``every`` seconds while ``proc`` runs."""
+def watch(proc: subprocess.Popen, clips: Path, every: float, samples: list[list[float]], kept: Path) -> None:
+    """(seconds, clips committed, driver RSS MiB) every ``every`` seconds while ``proc`` runs, also
+    appended to ``kept`` as they come (what a run of hours leaves if it is stopped)."""
     start = time.monotonic()
     page = os.sysconf("SC_PAGE_SIZE")
-    while proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/statm") as f:
-                rss = int(f.read().split()[1]) * page / 2**20
-        except OSError:
-            break
-        samples.append([round(time.monotonic() - start, 1), committed(clips), round(rss, 1)])
-        time.sleep(every)
+    with open(kept, "w", buffering=1) as file:
+        file.write("seconds,clips,rss_mib\n")
+        while proc.poll() is None:
+            try:
+                with open(f"/proc/{proc.pid}/statm") as f:
+                    rss = int(f.read().split()[1]) * page / 2**20
+            except OSError:
+                break
+            samples.append([round(time.monotonic() - start, 1), committed(clips), round(rss, 1)])
+            file.write(",".join(map(str, samples[-1])) + "\n")
+            time.sleep(every)
 
 
 def committed(clips: Path) -> int:
