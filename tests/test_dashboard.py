@@ -3,9 +3,10 @@
 One demo run serves every check that needs Ray: a head started with `ray start` (its dashboard on,
 token authentication as the README's recipe has it), a Prometheus started the way Ray's docs say
 (Ray's own prometheus.yml, whose targets come from Ray's service discovery file), and `python
-launch.py` joining the head with 4 good clips and 1 whose video is missing (a clip failure vp-ray
-handles: Ray sees nothing fail). The model passes 2 clips and holds the others at a gate, so the
-run is looked at mid-way in a known state, then let go.
+launch.py` joining the head (RAY_ADDRESS) with 4 good clips and 1 whose video is missing (a clip
+failure vp-ray handles: Ray sees nothing fail). The model passes 2 clips and holds the others at a
+gate, so the run is looked at mid-way in a known state, then let go. The same head then takes the
+README's multi-node recipe: `ray job submit ... -- python launch.py cluster=multinode ...`.
 """
 
 from __future__ import annotations
@@ -210,12 +211,15 @@ def demo_run(tmp_path_factory):
 
         out, gate_dir = tmp / "out", tmp / "gate"
         start = time.time()
+        # A plain `python launch.py` on a machine where a cluster runs (RAY_ADDRESS names it) joins
+        # it, even with sizing settings that only a local instance takes (Ray refuses them when joining).
         driver = subprocess.Popen(
-            [sys.executable, "launch.py", f"cluster.address=127.0.0.1:{gcs}", "dataset=csv",
+            [sys.executable, "launch.py", "dataset=csv", "cluster.num_cpus=2",
              f"dataset.path={demo_dataset(tmp)}", "model=sim", "model.num_gpus=0", "model.seconds_per_frame=0.02",
              "model.num_inference_steps=4", "model.hold_after_clips=2", f"model.gate_dir={gate_dir}",
              "cluster.sample_every_s=0.5", f"output_dir={out}", f"hydra.run.dir={tmp / 'logs'}"],
-            cwd=REPO, env=env, stdout=open(tmp / "stdout", "w"), stderr=open(tmp / "stderr", "w"))
+            cwd=REPO, env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}, stdout=open(tmp / "stdout", "w"),
+            stderr=open(tmp / "stderr", "w"))
         processes.append(driver)
         # Mid-way: 2 clips through the model, the next one held in it, the job running.
         wait_for("2 clips committed and one held", lambda: gate.held(gate_dir)
@@ -231,6 +235,7 @@ def demo_run(tmp_path_factory):
         gate.open_gate(gate_dir)
         assert driver.wait(timeout=600) == 0, (tmp / "stderr").read_text()[-3000:]
         yield SimpleNamespace(get=get, out=out, tmp=tmp, session=session, midway=midway, start=start,
+                              api=api, env=env, gcs_port=gcs,
                               prometheus=prometheus_url, metrics=f"http://127.0.0.1:{others[3]}/metrics",
                               stdout=(tmp / "stdout").read_text(),
                               stderr=(tmp / "stderr").read_text())
@@ -370,8 +375,7 @@ def test_a_run_where_no_clip_crashed_shows_no_failed_task_no_dead_actor_and_no_e
 @pytest.mark.slow
 def test_the_dashboard_names_the_run_its_dataset_and_its_stages(demo_run):
     out = demo_run.out
-    (job,) = [job for job in demo_run.get("/api/jobs/") if job["metadata"].get("job_name")]
-    assert job["metadata"]["job_name"] == f"vp-ray csv -> {out}"
+    (job,) = [job for job in demo_run.get("/api/jobs/") if job["metadata"].get("job_name") == f"vp-ray csv -> {out}"]
     assert job["metadata"]["model"] == "sim" and job["metadata"]["clips_to_run"] == "5"
     assert "launch.py" in job["entrypoint"] and job["status"] == "SUCCEEDED"
     running = [j for j in demo_run.midway.jobs if j["job_id"] == job["job_id"]]
@@ -384,3 +388,43 @@ def test_the_dashboard_names_the_run_its_dataset_and_its_stages(demo_run):
     installed = demo_run.session / "metrics/grafana/dashboards" / grafana.INSTALLED_NAME
     assert json.loads(installed.read_text())["uid"] == "vp-ray"
     assert (demo_run.session / "metrics/grafana/dashboards/default_grafana_dashboard.json").exists()
+
+
+def submit(address: str, env: dict, args: list[str]) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head's job agent is still starting (the deadline only
+    turns a head that never starts into a failure)."""
+    deadline = time.monotonic() + 600
+    while True:
+        done = subprocess.run([RAY, "job", "submit", "--address", address, *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        if "No available agent" not in done.stdout + done.stderr and "Connection refused" not in done.stderr \
+                or time.monotonic() > deadline:
+            return done
+        time.sleep(3)
+
+
+@pytest.mark.slow
+def test_the_demo_run_joined_the_head_that_ray_address_names(demo_run):
+    assert re.search(rf"connecting to the Ray cluster running at \S+:{demo_run.gcs_port} ", demo_run.stdout), \
+        demo_run.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_launch_py_on_the_head_and_another_token_is_refused(demo_run, tmp_path):
+    """The README's multi-node recipe on one machine: `ray start --head` (above), then `ray job submit
+    ... -- python launch.py cluster=multinode ...` runs to completion, token authentication included.
+    Last in this file: its job's actors and tasks come after the demo run's checks."""
+    excludes = {"excludes": ["ckpt/", "data/", "outputs/", ".venv/", "build/", ".site/", "logs/"]}
+    done = submit(demo_run.api, demo_run.env, [
+        "--working-dir", ".", "--runtime-env-json", json.dumps(excludes), "--",
+        "python", "launch.py", "cluster=multinode", "dataset=demo", f"dataset.path={tmp_path / 'demo'}",
+        "dataset.demo_num_clips=2", "dataset.demo_num_frames=9", "model.height=64", "model.width=96",
+        "dilate_size=2", f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'logs'}"])
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "succeeded" in log, log[-4000:]
+    assert "Token authentication is disabled" not in (demo_run.tmp / "head.log").read_text()
+    refused = subprocess.run([RAY, "job", "list", "--address", demo_run.api], cwd=REPO, capture_output=True,
+                             text=True, env={**demo_run.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}, timeout=120)
+    assert refused.returncode != 0  # another token is turned away
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert len(manifest) == 2 and set(manifest.status) == {"ok"}
