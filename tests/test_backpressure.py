@@ -187,16 +187,16 @@ def click_and_file_clips(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips, spawn):
-    """The model (one actor; SAM2 shares its logical GPU) holds every clip at its gate until the
-    bound is seen holding the prepare stage back: without the bound, prepare would decode all 8
-    clips into .work. Then the gate opens and the run ends with every clip."""
+def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips, spawn, ray_address):
+    """The model (one actor; SAM2 on the CPU beside it; the session's Ray) holds every clip at its
+    gate until the bound is seen holding the prepare stage back: without the bound, prepare would
+    decode all 8 clips into .work. Then the gate opens and the run ends with every clip."""
     out, gate_dir = tmp_path / "out", tmp_path / "gate"
     proc = spawn(
         [sys.executable, "launch.py", f"output_dir={out}", "dataset=csv", f"dataset.path={click_and_file_clips}",
          "model=sim", "model.seconds_per_frame=0", "model.hold_after_clips=0", f"model.gate_dir={gate_dir}",
-         "model.height=48", "model.width=64", "dilate_size=2", "sam2=tiny_random", "sam2.placement=shared",
-         "cluster.address=local", "cluster.num_gpus=1", "cluster.num_cpus=4", "cluster.sample_every_s=0.1",
+         "model.height=48", "model.width=64", "model.num_gpus=0", "dilate_size=2", "sam2=tiny_random",
+         "sam2.placement=cpu", f"cluster.address={ray_address}", "cluster.sample_every_s=0.1",
          "cluster.prepared_per_actor=2"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
