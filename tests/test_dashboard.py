@@ -176,6 +176,7 @@ def demo_run(tmp_path_factory):
     gcs, dashboard_port, *others = free_ports(9)
     names = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
              "--metrics-export-port", "--node-manager-port", "--object-manager-port", "--ray-client-server-port"]
+    metrics_port = others[names.index("--metrics-export-port")]  # the endpoint Prometheus scrapes
     temp = Path("/tmp") / f"vp-dash-{os.getpid()}"  # Ray's socket paths must stay short
     token = secrets.token_hex(32)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -236,7 +237,7 @@ def demo_run(tmp_path_factory):
         assert driver.wait(timeout=600) == 0, (tmp / "stderr").read_text()[-3000:]
         yield SimpleNamespace(get=get, out=out, tmp=tmp, session=session, midway=midway, start=start,
                               api=api, env=env, gcs_port=gcs,
-                              prometheus=prometheus_url, metrics=f"http://127.0.0.1:{others[3]}/metrics",
+                              prometheus=prometheus_url, metrics=f"http://127.0.0.1:{metrics_port}/metrics",
                               stdout=(tmp / "stdout").read_text(),
                               stderr=(tmp / "stderr").read_text())
     finally:
@@ -250,9 +251,9 @@ def demo_run(tmp_path_factory):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def prometheus_query(url: str, query: str) -> list[dict]:
-    """The series an instant query of Prometheus returns."""
-    path = "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+def prometheus_query(url: str, query: str, kind: str = "query", **params) -> list[dict]:
+    """The series a query of Prometheus returns (``kind``: ``query``, an instant, or ``query_range``)."""
+    path = f"/api/v1/{kind}?" + urllib.parse.urlencode({"query": query, **params})
     answer = json.loads(urllib.request.urlopen(url + path, timeout=30).read())
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
@@ -281,14 +282,11 @@ def panel_data(url: str, target: dict, session: str, start: float) -> list[float
     now = time.time()
     query = grafana_to_prometheus(target["expr"], session, int(now - start) + 60)
     if target.get("instant"):
-        path = "/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": now})
+        result = prometheus_query(url, query, time=now)
     else:
-        path = "/api/v1/query_range?" + urllib.parse.urlencode({"query": query, "start": start - 30, "end": now,
-                                                                 "step": 1})
-    answer = json.loads(urllib.request.urlopen(url + path, timeout=30).read())
-    assert answer["status"] == "success", answer
+        result = prometheus_query(url, query, "query_range", start=start - 30, end=now, step=1)
     values = []
-    for series in answer["data"]["result"]:
+    for series in result:
         samples = series.get("values") or [series["value"]]
         values += [float(value) for _, value in samples if math.isfinite(float(value))]
     return values
