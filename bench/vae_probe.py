@@ -1,7 +1,7 @@
 """Seconds and GPU memory of the work around the denoising loop, under each VAE tiling and with
 T5 brought from host memory (the parts of the memory plans).
 
-    python bench/vae_probe.py [--compile] [--out bench/runs/vae_probe.json]
+    python bench/vae_probe.py [--compile [--whole]] [--no-t5] [--out bench/runs/vae_probe.json]
 
 Machine: one CUDA GPU (H100 or H200); diffusers, hydra-core and omegaconf beside torch. Full-size
 random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
@@ -10,9 +10,11 @@ random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
   2x2 and 3x3 tiles ("3x3" is diffusers' default tile size: 240x360 pixels, 9 tiles at 480x720);
   "1x2" is full-height tiles of 432 pixels' width. Each: median seconds of 3 calls and the peak
   memory the call adds to what was allocated before it;
-* with ``--compile``, also "untiled" and "1x2" with the VAE's encoder and decoder compiled
-  (``torch.compile``; ``first_s`` includes the compile), against the eager outputs (largest
-  difference, the largest eager value for its scale, and the relative L2 difference);
+* with ``--compile``, also "untiled" and "1x2" with the VAE compiled, against the eager outputs
+  (largest difference, the largest eager value for its scale, and the relative L2 difference):
+  its resnet blocks (``vp_ray.models.speed.compile_vae``; "blocks": sizes symbolic after the first
+  recompile, "blocks-static": a graph per shape) and, with ``--whole``, the whole encoder and
+  decoder; ``first_s`` includes the compile;
 * T5-XXL kept in pinned host memory and brought to the GPU for one prompt encode ("visit"):
   seconds to bring it, to encode, and to let it go, against encoding with T5 resident.
 """
@@ -93,26 +95,42 @@ def difference(out, eager) -> dict:
 
 
 def probe_vae_compiled(vae, video, latents, results: dict) -> None:
-    """Encodes and decodes with the VAE's encoder and decoder compiled, against eager ones."""
+    """Encodes and decodes with the VAE compiled, against eager ones: its resnet blocks
+    (``speed.compile_vae``, sizes symbolic after the first recompile, then every shape static), and
+    with ``--whole``, the whole encoder and decoder."""
+    from vp_ray.models.speed import compile_vae
+
     eager_encoder, eager_decoder = vae.encoder, vae.decoder
-    for tiling in ("untiled", "1x2"):
-        vae.disable_tiling()
-        if TILINGS[tiling] is not None:
-            vae.enable_tiling(**TILINGS[tiling])
-        with torch.no_grad():
-            reference = (vae.encode(video).latent_dist.mean, vae.decode(latents).sample)
-            vae.encoder, vae.decoder = torch.compile(eager_encoder), torch.compile(eager_decoder)
-            encode = measure(lambda: vae.encode(video).latent_dist.mean)
-            decode = measure(lambda: vae.decode(latents).sample)
-            encode.update(difference(vae.encode(video).latent_dist.mean, reference[0]))
-            decode.update(difference(vae.decode(latents).sample, reference[1]))
-            vae.encoder, vae.decoder = eager_encoder, eager_decoder
-        name = f"{tiling}+compile"
-        results["vae"][name] = {"encode": encode, "decode": decode}
-        print(f"{name:16s} encode {encode['s']:.3f} s (first {encode['first_s']:.1f} s, max diff "
-              f"{encode['max_diff']:.3g} of {encode['eager_max_abs']:.3g}, rel L2 {encode['rel_l2']:.2g})  decode "
-              f"{decode['s']:.3f} s (first {decode['first_s']:.1f} s, max diff {decode['max_diff']:.3g} of "
-              f"{decode['eager_max_abs']:.3g}, rel L2 {decode['rel_l2']:.2g})", flush=True)
+    ways = {"blocks": lambda: compile_vae(vae), "blocks-static": lambda: compile_vae(vae, dynamic=False)}
+    if results["whole"]:
+        ways["whole"] = lambda: setattr(vae, "encoder", torch.compile(eager_encoder)) or setattr(
+            vae, "decoder", torch.compile(eager_decoder))
+    for way, compile_it in ways.items():
+        torch._dynamo.reset()
+        for coder in (eager_encoder, eager_decoder):   # back to eager: the instances' compiled forwards go
+            for module in coder.modules():
+                module.__dict__.pop("forward", None)
+        vae.encoder, vae.decoder = eager_encoder, eager_decoder
+        compile_it()
+        for tiling in ("untiled", "1x2"):
+            vae.disable_tiling()
+            if TILINGS[tiling] is not None:
+                vae.enable_tiling(**TILINGS[tiling])
+            with torch.no_grad():
+                with torch._dynamo.config.patch(disable=True):
+                    reference = (vae.encode(video).latent_dist.mean, vae.decode(latents).sample)
+                encode = measure(lambda: vae.encode(video).latent_dist.mean)
+                decode = measure(lambda: vae.decode(latents).sample)
+                encode.update(difference(vae.encode(video).latent_dist.mean, reference[0]))
+                decode.update(difference(vae.decode(latents).sample, reference[1]))
+            name = f"{tiling}+compile-{way}"
+            results["vae"][name] = {"encode": encode, "decode": decode}
+            print(f"{name:26s} encode {encode['s']:.3f} s (first {encode['first_s']:.1f} s, max diff "
+                  f"{encode['max_diff']:.3g} of {encode['eager_max_abs']:.3g}, rel L2 {encode['rel_l2']:.2g})  "
+                  f"decode {decode['s']:.3f} s (first {decode['first_s']:.1f} s, max diff {decode['max_diff']:.3g} "
+                  f"of {decode['eager_max_abs']:.3g}, rel L2 {decode['rel_l2']:.2g})", flush=True)
+            _common.write_json(results["out"], results)   # kept as it goes: a compile may outlast the call
+    torch._dynamo.reset()
 
 
 def probe_t5(results: dict) -> None:
@@ -157,12 +175,17 @@ def main() -> int:
     parser = _common.parser(__doc__)
     _common.add_out(parser, "vae_probe.json")
     parser.add_argument("--compile", action="store_true", help="also the VAE compiled")
+    parser.add_argument("--whole", action="store_true",
+                        help="with --compile, also the whole encoder and decoder compiled (minutes)")
+    parser.add_argument("--no-t5", action="store_true", help="leave out T5's visit")
     args = parser.parse_args()
     _common.require_cuda()
     torch.manual_seed(0)
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vae": {}, "t5": {}}
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vae": {}, "t5": {},
+               "out": str(args.out), "whole": args.whole}
     probe_vae(results, args.compile)
-    probe_t5(results)
+    if not args.no_t5:
+        probe_t5(results)
     print(json.dumps(results, indent=1))
     print(f"report: {_common.write_json(args.out, results)}")
     return 0

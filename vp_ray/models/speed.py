@@ -34,6 +34,25 @@ def compile_blocks(pipe) -> None:
             block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
 
 
+# The VAE's resnet blocks share one forward; each shape it meets (level, frame batch, tile) is a
+# graph of its own: 20 at 49x480x720 untiled. Dynamo's default of 8 per function would leave the rest eager.
+VAE_GRAPH_LIMIT = 64
+
+
+def compile_vae(vae, dynamic: bool | None = None) -> None:
+    """torch.compile each resnet block of the VAE's encoder and decoder (regional compilation: the
+    group norms, activations and causal padding around its convolutions fuse; the frame-batch loop
+    stays eager, so the compile does not unroll it). ``dynamic``: torch.compile's (None: a block
+    compiled for one shape is recompiled with symbolic sizes when another comes)."""
+    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, VAE_GRAPH_LIMIT)
+    for coder in (vae.encoder, vae.decoder):
+        for module in coder.modules():
+            if isinstance(module, CogVideoXResnetBlock3D):
+                module.forward = torch.compile(module.forward, dynamic=dynamic, options=COMPILE_OPTIONS)
+
+
 def reuse_attention(pipe, every: int, timesteps: Sequence[int]) -> None:
     """Each backbone attention computes its output at one step in ``every`` and reuses it for the
     steps in between, at steps whose timestep lies strictly inside ``timesteps`` (low, high)."""
