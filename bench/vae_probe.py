@@ -94,6 +94,12 @@ def difference(out, eager) -> dict:
             "rel_l2": ((out - eager).norm() / eager.norm()).item()}
 
 
+def set_tiling(vae, name: str) -> None:
+    vae.disable_tiling()
+    if TILINGS[name] is not None:
+        vae.enable_tiling(**TILINGS[name])
+
+
 def probe_vae_compiled(vae, video, latents, results: dict) -> None:
     """Encodes and decodes with the VAE compiled, against eager ones: its resnet blocks
     (``speed.compile_vae``, sizes symbolic after the first recompile, then every shape static), and
@@ -101,6 +107,12 @@ def probe_vae_compiled(vae, video, latents, results: dict) -> None:
     from vp_ray.models.speed import compile_vae
 
     eager_encoder, eager_decoder = vae.encoder, vae.decoder
+    # The eager outputs first: a function torch.compile wraps, once called with dynamo disabled, stays eager.
+    references = {}
+    for tiling in ("untiled", "1x2"):
+        set_tiling(vae, tiling)
+        with torch.no_grad():
+            references[tiling] = (vae.encode(video).latent_dist.mean, vae.decode(latents).sample)
     ways = {"blocks": lambda: compile_vae(vae), "blocks-static": lambda: compile_vae(vae, dynamic=False)}
     if results["whole"]:
         ways["whole"] = lambda: setattr(vae, "encoder", torch.compile(eager_encoder)) or setattr(
@@ -112,20 +124,17 @@ def probe_vae_compiled(vae, video, latents, results: dict) -> None:
                 module.__dict__.pop("forward", None)
         vae.encoder, vae.decoder = eager_encoder, eager_decoder
         compile_it()
-        for tiling in ("untiled", "1x2"):
-            vae.disable_tiling()
-            if TILINGS[tiling] is not None:
-                vae.enable_tiling(**TILINGS[tiling])
+        for tiling, reference in references.items():
+            set_tiling(vae, tiling)
             with torch.no_grad():
-                with torch._dynamo.config.patch(disable=True):
-                    reference = (vae.encode(video).latent_dist.mean, vae.decode(latents).sample)
                 encode = measure(lambda: vae.encode(video).latent_dist.mean)
                 decode = measure(lambda: vae.decode(latents).sample)
                 encode.update(difference(vae.encode(video).latent_dist.mean, reference[0]))
                 decode.update(difference(vae.decode(latents).sample, reference[1]))
             name = f"{tiling}+compile-{way}"
-            results["vae"][name] = {"encode": encode, "decode": decode}
-            print(f"{name:26s} encode {encode['s']:.3f} s (first {encode['first_s']:.1f} s, max diff "
+            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]   # 0: nothing compiled
+            results["vae"][name] = {"encode": encode, "decode": decode, "graphs_so_far": graphs}
+            print(f"{name:26s} graphs {graphs}  encode {encode['s']:.3f} s (first {encode['first_s']:.1f} s, max diff "
                   f"{encode['max_diff']:.3g} of {encode['eager_max_abs']:.3g}, rel L2 {encode['rel_l2']:.2g})  "
                   f"decode {decode['s']:.3f} s (first {decode['first_s']:.1f} s, max diff {decode['max_diff']:.3g} "
                   f"of {decode['eager_max_abs']:.3g}, rel L2 {decode['rel_l2']:.2g})", flush=True)

@@ -30,6 +30,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from vp_ray.models.branch import CogvideoXBranchModel
+from vp_ray.models.cpu_conv3d import route_conv3d_to_onednn
 from vp_ray.models.injection import BranchInjection, token_mask
 
 # The original pipeline lays RoPE out against a 480x720 frame whatever the model's sample size.
@@ -123,6 +124,8 @@ class VideoPainterPipeline(CogVideoXImageToVideoPipeline):
         super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                          transformer=transformer, scheduler=scheduler)
         self.register_modules(branch=branch)
+        # On the CPU the VAE's small 3D convolutions would run PyTorch's reference kernel (``cpu_conv3d``).
+        route_conv3d_to_onednn(vae)
         self.inject_branch = BranchInjection(transformer)
         # ID resampling (``id_resample.IdResampling``) while it is on (``enable_id_resampling``, until
         # ``disable_id_resampling``); made once, kept while off.
