@@ -1,7 +1,8 @@
 """Seconds and GPU memory of the work around the denoising loop, under each VAE tiling and with
 T5 brought from host memory (the parts of the memory plans).
 
-    python bench/vae_probe.py [--compile [--whole]] [--no-t5] [--out bench/runs/vae_probe.json]
+    python bench/vae_probe.py [--compile [--whole] [--symbolic]] [--tilings untiled,1x2] [--no-t5]
+                              [--out bench/runs/vae_probe.json]
 
 Machine: one CUDA GPU (H100 or H200); diffusers, hydra-core and omegaconf beside torch. Full-size
 random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
@@ -12,15 +13,17 @@ random CogVideoX VAE and T5-XXL in bf16 on the GPU, one 49x480x720 clip:
   memory the call adds to what was allocated before it;
 * with ``--compile``, also "untiled" and "1x2" with the VAE compiled, against the eager outputs
   (largest difference, the largest eager value for its scale, and the relative L2 difference):
-  its resnet blocks (``vp_ray.models.speed.compile_vae``; "blocks": sizes symbolic after the first
-  recompile, "blocks-static": a graph per shape) and, with ``--whole``, the whole encoder and
-  decoder; ``first_s`` includes the compile;
+  its resnet blocks (``vp_ray.models.speed.compile_vae``; "blocks-static": a graph per shape;
+  with ``--symbolic`` also "blocks": sizes symbolic after the first recompile) and, with ``--whole``,
+  the whole encoder and decoder; ``first_s`` includes the compile. Untiled, eager and compiled are
+  also held against a float32 VAE (``vs_fp32``): how far each lies from the unrounded result;
 * T5-XXL kept in pinned host memory and brought to the GPU for one prompt encode ("visit"):
   seconds to bring it, to encode, and to let it go, against encoding with T5 resident.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -62,7 +65,7 @@ def measure(fn, repeats: int = 3) -> dict:
             "peak_added_gib": (torch.cuda.max_memory_allocated() - before) / 2**30}
 
 
-def probe_vae(results: dict, compiled: bool = False) -> None:
+def probe_vae(results: dict, compiled: bool = False, tilings=tuple(TILINGS)) -> None:
     from diffusers import AutoencoderKLCogVideoX
 
     with torch.device("cuda"):
@@ -70,7 +73,8 @@ def probe_vae(results: dict, compiled: bool = False) -> None:
     video = torch.rand(1, 3, 49, 480, 720, device="cuda", dtype=torch.bfloat16) * 2 - 1
     latents = torch.randn(1, 16, 13, 60, 90, device="cuda", dtype=torch.bfloat16)
     results["vae_weights_gib"] = torch.cuda.memory_allocated() / 2**30
-    for name, tiling in TILINGS.items():
+    for name in tilings:
+        tiling = TILINGS[name]
         vae.disable_tiling()
         if tiling is not None:
             vae.enable_tiling(**tiling)
@@ -113,7 +117,19 @@ def probe_vae_compiled(vae, video, latents, results: dict) -> None:
         set_tiling(vae, tiling)
         with torch.no_grad():
             references[tiling] = (vae.encode(video).latent_dist.mean, vae.decode(latents).sample)
-    ways = {"blocks": lambda: compile_vae(vae), "blocks-static": lambda: compile_vae(vae, dynamic=False)}
+    # How far eager bf16 itself lies from float32 (untiled): the yardstick for the compiled outputs.
+    vae32 = copy.deepcopy(vae).float()
+    set_tiling(vae32, "untiled")
+    with torch.no_grad():
+        exact = (vae32.encode(video.float()).latent_dist.mean, vae32.decode(latents.float()).sample)
+    del vae32
+    torch.cuda.empty_cache()
+    results["vae"]["untiled_eager_vs_fp32"] = {"encode": difference(references["untiled"][0], exact[0]),
+                                              "decode": difference(references["untiled"][1], exact[1])}
+    print("untiled eager bf16 against float32:", results["vae"]["untiled_eager_vs_fp32"], flush=True)
+    ways = {"blocks-static": lambda: compile_vae(vae, dynamic=False)}
+    if results["symbolic"]:
+        ways["blocks"] = lambda: compile_vae(vae)
     if results["whole"]:
         ways["whole"] = lambda: setattr(vae, "encoder", torch.compile(eager_encoder)) or setattr(
             vae, "decoder", torch.compile(eager_decoder))
@@ -129,8 +145,13 @@ def probe_vae_compiled(vae, video, latents, results: dict) -> None:
             with torch.no_grad():
                 encode = measure(lambda: vae.encode(video).latent_dist.mean)
                 decode = measure(lambda: vae.decode(latents).sample)
-                encode.update(difference(vae.encode(video).latent_dist.mean, reference[0]))
-                decode.update(difference(vae.decode(latents).sample, reference[1]))
+                encoded, decoded = vae.encode(video).latent_dist.mean, vae.decode(latents).sample
+                encode.update(difference(encoded, reference[0]))
+                decode.update(difference(decoded, reference[1]))
+                if tiling == "untiled":
+                    encode["vs_fp32"], decode["vs_fp32"] = difference(encoded, exact[0]), difference(decoded, exact[1])
+                    print(f"  against float32: encode rel L2 {encode['vs_fp32']['rel_l2']:.3g}, decode "
+                          f"{decode['vs_fp32']['rel_l2']:.3g}", flush=True)
             name = f"{tiling}+compile-{way}"
             graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]   # 0: nothing compiled
             results["vae"][name] = {"encode": encode, "decode": decode, "graphs_so_far": graphs}
@@ -186,13 +207,16 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="also the VAE compiled")
     parser.add_argument("--whole", action="store_true",
                         help="with --compile, also the whole encoder and decoder compiled (minutes)")
+    parser.add_argument("--symbolic", action="store_true",
+                        help="with --compile, also the blocks compiled with symbolic sizes (slower than static)")
+    parser.add_argument("--tilings", default=",".join(TILINGS), help="eager tilings to time (default: all)")
     parser.add_argument("--no-t5", action="store_true", help="leave out T5's visit")
     args = parser.parse_args()
     _common.require_cuda()
     torch.manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "vae": {}, "t5": {},
-               "out": str(args.out), "whole": args.whole}
-    probe_vae(results, args.compile)
+               "out": str(args.out), "whole": args.whole, "symbolic": args.symbolic}
+    probe_vae(results, args.compile, args.tilings.split(","))
     if not args.no_t5:
         probe_t5(results)
     print(json.dumps(results, indent=1))

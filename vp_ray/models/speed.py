@@ -35,8 +35,9 @@ def compile_blocks(pipe) -> None:
 
 
 # The VAE's resnet blocks share one forward; each shape it meets (level, frame batch, tile) is a
-# graph of its own: 20 at 49x480x720 untiled. Dynamo's default of 8 per function would leave the rest eager.
-VAE_GRAPH_LIMIT = 64
+# graph of its own: 49 at 49x480x720 untiled, more than 64 with 1x2 tiles added (H100, bench/vae_probe.py).
+# Dynamo's default of 8 per function would leave the rest eager.
+VAE_GRAPH_LIMIT = 256
 
 
 def compile_vae(vae, dynamic: bool | None = None) -> None:
