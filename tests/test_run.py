@@ -188,12 +188,13 @@ def test_videopainter_on_a_tiny_tree_in_the_real_layout_paints_short_and_long_cl
     assert (manifest.step_s_median > 0).all() and (manifest.step_s_max >= manifest.step_s_median).all()
     assert (manifest.memory_plan == "resident").all()   # without a GPU every model stays where it is
     assert (manifest.attention_backend == "pytorch").all()   # without a GPU no kernel is timed or chosen
-    assert (manifest.compiled == "off: auto, no GPU").all()   # and compile_blocks=auto stays eager
+    # and compile_blocks=auto and compile_vae=auto stay eager
+    assert (manifest.compiled == "off: auto, no GPU; VAE off: auto, no GPU").all()
     actors = manifest.inpaint_worker.nunique()
     summary = format_summary(result, str(tmp_path / "out"), wall_seconds=1.0).splitlines()
     memory_plan = next(line for line in summary if line.startswith("memory plan"))
     assert f"resident ({actors} actor{'s' * (actors > 1)})" in memory_plan
-    assert "off: auto, no GPU" in next(line for line in summary if line.startswith("compiled blocks"))
+    assert "off: auto, no GPU" in next(line for line in summary if line.startswith("compiled (blocks; VAE)"))
     # Each clip's GPU timeline, in order; two clips at once in the actor, never two on its GPU.
     timeline = manifest[["gpu_started", "denoise_started", "denoise_finished", "gpu_finished"]]
     assert (timeline.diff(axis=1).iloc[:, 1:] >= 0).all().all() and (timeline.gpu_started > 0).all()

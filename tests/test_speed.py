@@ -1,6 +1,7 @@
 """Speed options: compiled blocks (exact, compiled once per actor, with ID resampling too; auto: where
-the compile pays back), attention reuse (approximate, off by default), the settings they cannot be
-combined with, and the tool that compares two runs."""
+the compile pays back), the compiled VAE (its resnet blocks; auto by windows per actor), attention
+reuse (approximate, off by default), the settings they cannot be combined with, and the tool that
+compares two runs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from diffusers import CogVideoXTransformer3DModel
+from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
 
 from tests.conftest import compose_config
 from tests.test_pipeline import PROMPT, clip, tiny_cfg
@@ -21,11 +22,18 @@ from vp_ray.clip.outputs import clip_dir
 from vp_ray.config import MemoryMode, VideoPainterModelConfig, output_settings, with_values
 from vp_ray.errors import ConfigError
 from vp_ray.models.checkpoint import load_pipeline
-from vp_ray.models.compile_plan import BREAK_EVEN_STEPS, FP8_BREAK_EVEN_STEPS, decide, with_workload
+from vp_ray.models.compile_plan import (
+    BREAK_EVEN_STEPS,
+    FP8_BREAK_EVEN_STEPS,
+    VAE_BREAK_EVEN_WINDOWS,
+    decide,
+    decide_vae,
+    with_workload,
+)
 from vp_ray.models.id_lora import load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows
-from vp_ray.models.speed import compile_blocks
-from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree, transformer_config
+from vp_ray.models.speed import compile_blocks, compile_vae
+from vp_ray.models.tiny import TINY_HEIGHT, TINY_WIDTH, ensure_tiny_tree, transformer_config, vae_config
 from vp_ray.models.videopainter import VideoPainter
 from vp_ray.runtime import graph
 from vp_ray.stages.inpaint import InpaintClips
@@ -152,6 +160,76 @@ def test_auto_compiles_on_a_gpu_where_the_compile_pays_back(settings, cuda, choi
     assert BREAK_EVEN_STEPS == 55   # 20 s of compiling / 0.37 s saved per step (compile_plan.py)
     assert FP8_BREAK_EVEN_STEPS == 316   # FP8 projections: 249 s / 0.79 s
     assert decide(VideoPainterModelConfig(name="videopainter", **settings), cuda).describe() == choice
+
+
+@pytest.mark.parametrize("settings, cuda, choice", [
+    ({"steps_per_actor": 100_000}, False, "off: auto, no GPU"),
+    ({"steps_per_actor": 50}, True, f"off: auto, 1 windows per actor < {VAE_BREAK_EVEN_WINDOWS}"),   # one clip
+    ({"steps_per_actor": 3350}, True, f"off: auto, 67 windows per actor < {VAE_BREAK_EVEN_WINDOWS}"),
+    ({"steps_per_actor": 3351}, True, f"on: auto, 68 windows per actor >= {VAE_BREAK_EVEN_WINDOWS}"),
+    ({"steps_per_actor": 680, "num_inference_steps": 10}, True, "on: auto, 68 windows per actor >= 68"),
+    ({}, True, "off: auto, windows per actor unknown"),
+    ({"steps_per_actor": 100_000, "memory_mode": MemoryMode.sequential_offload}, True,
+     "off: auto, not with memory_mode=sequential_offload"),
+    ({"steps_per_actor": 100_000, "approx_attention_reuse": 2}, True,   # no clash: reuse is the backbone's
+     "on: auto, 2000 windows per actor >= 68"),
+    ({"compile_vae": True}, False, "on: compile_vae=true"),
+    ({"compile_vae": False, "steps_per_actor": 100_000}, True, "off: compile_vae=false"),
+])
+def test_auto_compiles_the_vae_on_a_gpu_where_the_compile_pays_back(settings, cuda, choice):
+    assert VAE_BREAK_EVEN_WINDOWS == 68   # 142 s of compiling / 2.1 s saved per window (compile_plan.py)
+    assert decide_vae(VideoPainterModelConfig(name="videopainter", **settings), cuda).describe() == choice
+
+
+def test_the_compiled_vae_refuses_sequential_offload():
+    with pytest.raises(ConfigError, match="model.compile_vae=true cannot be combined with "
+                                          "model.memory_mode=sequential_offload"):
+        compose_config(["model=tiny", "model.compile_vae=true", "model.memory_mode=sequential_offload"])
+    assert compose_config(["model=tiny", "model.memory_mode=sequential_offload"]).model.compile_vae == "auto"
+
+
+def test_the_compiled_vae_traces_every_resnet_block_and_gives_the_eager_result(monkeypatch):
+    """``compile_vae`` puts each resnet block of the encoder and decoder under torch.compile, whole (one
+    graph per shape, no break). Dynamo's eager backend here: the graphs are traced as on a GPU, not
+    built by inductor, which takes minutes on the CPU (bench/vae_probe.py measures the real thing)."""
+    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(**vae_config()).eval()
+    video = torch.rand(1, 3, 9, 32, 48) * 2 - 1
+
+    def run():
+        with torch.no_grad():
+            return vae.decode(vae.encode(video).latent_dist.mean).sample
+
+    eager = run()
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic, options: compile_(
+        fn, dynamic=dynamic, backend="eager", fullgraph=True))   # fullgraph: a break would raise
+    torch._dynamo.reset()
+    counters.clear()
+    compile_vae(vae, dynamic=False)
+    blocks = [m for coder in (vae.encoder, vae.decoder) for m in coder.modules()
+              if isinstance(m, CogVideoXResnetBlock3D)]
+    assert blocks and all("forward" in block.__dict__ for block in blocks)
+    assert torch.equal(run(), eager)
+    assert counters["stats"]["unique_graphs"] >= 2   # at least the encoder's and the decoder's shapes
+    traced = counters["stats"]["unique_graphs"]
+    run()
+    assert counters["stats"]["unique_graphs"] == traced   # the same shapes again: nothing new
+
+
+def test_an_actor_compiles_its_vae_as_decided_and_says_so(tiny_tree, monkeypatch):
+    compiled = []
+    monkeypatch.setattr("vp_ray.models.videopainter.compile_vae",
+                        lambda vae, dynamic: compiled.append((vae, dynamic)))
+    pipe = load_pipeline(*tiny_tree, dtype="float32")
+    assert VideoPainter(tiny_cfg(tiny_tree), pipe=pipe).compiled == "off: auto, no GPU; VAE off: auto, no GPU"
+    assert not compiled
+    actor = VideoPainter(tiny_cfg(tiny_tree, compile_vae=True), pipe=pipe)
+    assert compiled == [(pipe.vae, False)]   # static shapes: a graph per shape, the fastest (RESULTS)
+    assert actor.compiled == "off: auto, no GPU; VAE on: compile_vae=true"
 
 
 def test_the_driver_estimates_the_steps_of_each_inpainting_actor():

@@ -40,7 +40,7 @@ def test_summary_leaves_out_the_memory_plan_of_models_without_one(tmp_path):
     ledger = ledger_of(tmp_path, [clip("a", "gpu=0 pid=1", "")])
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
     assert summary_value(summary, "memory plan") is None
-    assert summary_value(summary, "compiled blocks") is None
+    assert summary_value(summary, "compiled (blocks; VAE)") is None
 
 
 def test_summary_names_each_attention_kernel_with_its_number_of_actors(tmp_path):
@@ -56,9 +56,9 @@ def test_summary_names_each_attention_kernel_with_its_number_of_actors(tmp_path)
 
 
 def test_summary_says_whether_the_actors_compiled_and_why(tmp_path):
-    compiled = "on: auto, 250 steps per actor >= 55"
+    compiled = "on: auto, 250 steps per actor >= 55; VAE off: auto, 5 windows per actor < 68"
     ledger = ledger_of(tmp_path, [{**clip(clip_id, worker, "resident"), "compiled": compiled}
                                   for clip_id, worker in (("a", "gpu=0 pid=1"), ("b", "gpu=1 pid=2"),
                                                           ("c", "gpu=0 pid=1"))])
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
-    assert summary_value(summary, "compiled blocks") == "on: auto, 250 steps per actor >= 55 (2 actors)"
+    assert summary_value(summary, "compiled (blocks; VAE)") == f"{compiled} (2 actors)"

@@ -336,6 +336,17 @@ class VideoPainterModelConfig(ModelConfig):
     # rounding (inductor emulates eager's bf16 casts), so it is not fingerprinted: a resumed run
     # keeps its clips whatever auto chooses this time.
     compile_blocks: bool | str = setting("auto", check=TRUE_FALSE_AUTO, output=False, hashed_as=False)
+    # Speed, exact: torch.compile each resnet block of the VAE (its group norms, activations and causal
+    # padding fuse around the convolutions). H100, 49x480x720 (bench/RESULTS.md): encode 1.01 -> 0.53 s and
+    # decode 2.27 -> 1.07 s untiled, 1.11 -> 0.58 s and 2.52 -> 1.19 s with large tiles: about 2.1 s less
+    # per window (two encodes and a decode); compiling costs 77 s (untiled) to 142 s (with large tiles)
+    # once per actor, and again for every other tile size the OOM ladder moves to. Compiled outputs lie
+    # as close to a float32 VAE's as eager bf16 does (relative L2 0.022 against 0.027 for the encode),
+    # so it is not fingerprinted. auto (default): on where it pays back, on a GPU when the run gives
+    # each inpainting actor at least 68 windows (142 s / 2.1 s; compile_plan.py); a single clip and a
+    # short run stay eager. Off on the CPU and with sequential_offload (true is refused with it). Logged
+    # by each actor and recorded per clip (the manifest's `compiled` column).
+    compile_vae: bool | str = setting("auto", check=TRUE_FALSE_AUTO, output=False, hashed_as=False)
     # Speed, exact: the attention kernel (PyTorch SDPA) of the backbone and the branch. auto: each actor
     # times one backbone attention call with cudnn, flash and efficient when it starts (under a second at
     # an H200's timings; without a GPU nothing is timed) and puts the fastest first in PyTorch's order;
@@ -776,6 +787,8 @@ def model_cross_checks(model: ModelConfig) -> list[str]:
             problems.append("model.id_resampling=true needs model.mask_add=true (its token mask is the masked tokens)")
         if model.compile_blocks is True:   # auto leaves compile off where it cannot run
             problems += _clashes(model, "compile_blocks", compile_blockers(model))
+        if model.compile_vae is True:
+            problems += _clashes(model, "compile_vae", vae_compile_blockers(model))
         if model.approx_fp8_linear:
             problems += _clashes(model, "approx_fp8_linear", [
                 ("dtype", model.dtype is not Dtype.bfloat16, "FP8 scales are computed from bfloat16 weights"),
@@ -791,6 +804,12 @@ def compile_blockers(model: VideoPainterModelConfig) -> list[tuple[str, bool, st
     return [("memory_mode", model.memory_mode is MemoryMode.sequential_offload, "its hooks sit inside every block"),
             ("approx_attention_reuse", model.approx_attention_reuse > 1,
              "its per-step state would recompile every step")]
+
+
+def vae_compile_blockers(model: VideoPainterModelConfig) -> list[tuple[str, bool, str]]:
+    """As ``compile_blockers``, for the compiled VAE (``compile_vae``)."""
+    return [("memory_mode", model.memory_mode is MemoryMode.sequential_offload,
+             "its hooks sit inside every resnet block")]
 
 
 def _remote_paths(cfg: Config) -> list[str]:

@@ -13,8 +13,8 @@ it pays back from 316 steps.
 Who knows what: the driver estimates the denoising steps each inpainting actor will run
 (``with_workload``: clips / actors x windows per clip x steps) and passes the estimate in the model
 settings (``model.steps_per_actor``); the actor adds what only it knows (has it a GPU?) and decides
-(``decide``). It logs the
-decision, and every clip's row records it (the manifest's ``compiled`` column).
+(``decide``; ``decide_vae`` for the VAE, by windows per actor). It logs the
+decisions, and every clip's row records them (the manifest's ``compiled`` column).
 
 This module imports no torch: the driver uses it.
 """
@@ -25,7 +25,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from vp_ray.config import Config, VideoPainterModelConfig, compile_blockers
+from vp_ray.config import Config, VideoPainterModelConfig, compile_blockers, vae_compile_blockers
 from vp_ray.models import WINDOW_FRAMES, usable_frames
 
 COMPILE_SECONDS = 20.0            # the compile, once per actor (the upper end of 18.1 to 20.3 s)
@@ -33,6 +33,12 @@ SAVED_SECONDS_PER_STEP = 0.37     # per denoising step (0.35 to 0.4 s; the lower
 BREAK_EVEN_STEPS = math.ceil(COMPILE_SECONDS / SAVED_SECONDS_PER_STEP)
 FP8_COMPILE_SECONDS, FP8_SAVED_SECONDS_PER_STEP = 249.0, 0.79
 FP8_BREAK_EVEN_STEPS = math.ceil(FP8_COMPILE_SECONDS / FP8_SAVED_SECONDS_PER_STEP)
+# The VAE's resnet blocks (``speed.compile_vae``), H100, 2026-12-06 (bench/vae_probe.py): 77 s untiled,
+# 142 s with large tiles (the 32 GB plan), once per actor; a window's two encodes and decode take
+# 2.15 s less untiled, 2.39 s with large tiles.
+VAE_COMPILE_SECONDS = 142.0
+VAE_SAVED_SECONDS_PER_WINDOW = 2.1
+VAE_BREAK_EVEN_WINDOWS = math.ceil(VAE_COMPILE_SECONDS / VAE_SAVED_SECONDS_PER_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,25 @@ def decide(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
     if steps >= needed:
         return CompileChoice(True, f"auto, {steps} steps per actor >= {needed}")
     return CompileChoice(False, f"auto, {steps} steps per actor < {needed}")
+
+
+def decide_vae(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
+    """Whether an actor compiles its VAE: as configured, or for ``auto`` where it pays back (windows per
+    actor: the driver's steps per actor over the steps of one window)."""
+    setting = model_cfg.compile_vae
+    if setting != "auto":
+        return CompileChoice(bool(setting), f"compile_vae={str(setting).lower()}")
+    if not cuda:
+        return CompileChoice(False, "auto, no GPU")
+    for key, clash, _ in vae_compile_blockers(model_cfg):
+        if clash:
+            return CompileChoice(False, f"auto, not with {key}={model_cfg[key]}")
+    if model_cfg.steps_per_actor is None:
+        return CompileChoice(False, "auto, windows per actor unknown")
+    windows = math.ceil(model_cfg.steps_per_actor / model_cfg.num_inference_steps)
+    verdict = ">=" if windows >= VAE_BREAK_EVEN_WINDOWS else "<"
+    return CompileChoice(windows >= VAE_BREAK_EVEN_WINDOWS,
+                         f"auto, {windows} windows per actor {verdict} {VAE_BREAK_EVEN_WINDOWS}")
 
 
 def windows_per_clip(frames: int) -> int:

@@ -33,11 +33,12 @@ from vp_ray.models import WINDOW_FRAMES, Progress, gpu
 from vp_ray.models.attention_backend import backbone_attention_shape, choose_attention
 from vp_ray.models.checkpoint import DTYPES, load_pipeline, tree_paths
 from vp_ray.models.compile_plan import decide as decide_compile
+from vp_ray.models.compile_plan import decide_vae
 from vp_ray.models.host_weights import HostWeights
 from vp_ray.models.id_lora import ADAPTER, id_lora_path, load_id_lora, write_tiny_id_lora
 from vp_ray.models.long_video import inpaint_windows, window_starts
 from vp_ray.models.pipeline import VideoPainterPipeline
-from vp_ray.models.speed import compile_blocks, fp8_linear_layers, require_fp8_gpu, reuse_attention
+from vp_ray.models.speed import compile_blocks, compile_vae, fp8_linear_layers, require_fp8_gpu, reuse_attention
 from vp_ray.models.timeline import ClipPhases, Timeline
 from vp_ray.models.vae_tiling import enable_vae_tiling
 
@@ -304,6 +305,10 @@ class VideoPainter:
         log.info("compiled blocks: %s", self.compile_choice.describe())
         if self.compile_choice.on:
             compile_blocks(self.pipe)
+        self.vae_compile_choice = decide_vae(model_cfg, self.device.type == "cuda")
+        log.info("compiled VAE: %s", self.vae_compile_choice.describe())
+        if self.vae_compile_choice.on:
+            compile_vae(self.pipe.vae, dynamic=False)
         if model_cfg["approx_attention_reuse"] > 1:
             reuse_attention(self.pipe, model_cfg["approx_attention_reuse"],
                             model_cfg["approx_attention_reuse_timesteps"])
@@ -414,8 +419,9 @@ class VideoPainter:
 
     @property
     def compiled(self) -> str:
-        """Whether the blocks run compiled, and why ("on: auto, 200 steps per actor >= 55")."""
-        return self.compile_choice.describe()
+        """Whether the blocks and the VAE run compiled, and why ("on: auto, 200 steps per actor >= 55;
+        VAE off: auto, 4 windows per actor < 68")."""
+        return f"{self.compile_choice.describe()}; VAE {self.vae_compile_choice.describe()}"
 
     @property
     def has_id_lora(self) -> bool:

@@ -52,7 +52,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         ("inpaint seconds per clip (mean)", f"{per_clip:.2f}"),
         *([("memory plan", plans)] if plans else []),
         *([("attention kernel", kernels)] if kernels else []),
-        *([("compiled blocks", compiled)] if compiled else []),
+        *([("compiled (blocks; VAE)", compiled)] if compiled else []),
         *([("GPU idle between clips", idle)] if idle else []),
         ("wall time", f"{wall_seconds:.1f} s"),
         ("manifest", str(result.manifest_path)),
