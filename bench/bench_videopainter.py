@@ -23,8 +23,10 @@ Memory modes: resident | text_encoder_offload | model_offload | sequential_offlo
 VAE tiles the inpainter gives it (none, large, small, small); ``+tiling`` forces small tiles,
 ``+untiled`` none. Speed options as suffixes:
 ``+compile`` (model.compile_blocks: its first step includes the compile, reported as
-``compile_s``; with inductor's ``emulate_precision_casts``, see ``vp_ray/models/speed.py``) and
-``+reuseN`` (model.approx_attention_reuse=N, approximate), ``+fp8`` (model.approx_fp8_linear,
+``compile_s``; with inductor's ``emulate_precision_casts``, see ``vp_ray/models/speed.py``),
+``+compilevae`` (model.compile_vae: a whole clip runs first, untimed, to compile the VAE for every
+shape the clip meets; its seconds are ``warm_up_clip_s``) and ``+reuseN``
+(model.approx_attention_reuse=N, approximate), ``+fp8`` (model.approx_fp8_linear,
 approximate; torchao) and ``+cudnnbench`` (``torch.backends.cudnn.benchmark``: cuDNN times its
 convolution algorithms once per shape, which only the VAE's 3D convolutions use). Every mode's final
 latents are compared with the first mode's (relative L2: put an exact eager mode first), and the
@@ -181,7 +183,7 @@ def parse_mode(mode: str) -> dict:
     if base not in ("resident", "text_encoder_offload", "model_offload", "sequential_offload"):
         raise ValueError(f"unknown memory mode {base!r} in {mode!r}")
     # vae_tiling None: the mode's own tiles (resident: none, text_encoder_offload: large, offload: small).
-    settings = dict(memory_mode=base, vae_tiling=None, compile_blocks=False,
+    settings = dict(memory_mode=base, vae_tiling=None, compile_blocks=False, compile_vae=False,
                     approx_attention_reuse=1, approx_attention_reuse_timesteps=[100, 800],
                     approx_fp8_linear=False, cudnn_benchmark=False)
     for option in options:
@@ -191,6 +193,8 @@ def parse_mode(mode: str) -> dict:
             settings["vae_tiling"] = False
         elif option == "compile":
             settings["compile_blocks"] = True
+        elif option == "compilevae":
+            settings["compile_vae"] = True
         elif option == "fp8":
             settings["approx_fp8_linear"] = True
         elif option == "cudnnbench":
@@ -207,6 +211,8 @@ def remove_speed_options(pipe) -> None:
     for model in (pipe.transformer, pipe.branch):
         for block in model.transformer_blocks:
             block.__dict__.pop("forward", None)   # compile_blocks set it on the instance
+    for module in pipe.vae.modules():
+        module.__dict__.pop("forward", None)   # and compile_vae on the VAE's resnet blocks
     if pipe.transformer.is_cache_enabled:
         pipe.transformer.disable_cache()
 
@@ -226,6 +232,11 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     cfg = with_values(VideoPainterModelConfig(name="videopainter"), num_inference_steps=args.steps,
                       height=frames.shape[1], width=frames.shape[2], **settings)
     inpainter = VideoPainter(cfg, pipe=pipe)
+    compile_vae_s = None
+    if settings["compile_vae"]:   # a whole clip first: the VAE compiles for every shape the clip meets
+        start = time.perf_counter()
+        inpainter.inpaint_clip(frames, masks, PROMPT, seed=0)
+        compile_vae_s = time.perf_counter() - start
     encode_times = time_calls(pipe.vae, "encode", device)
     prompt_times = time_calls(pipe, "encode_prompt", device)
     transformer_timer = ForwardTimer(pipe.transformer, device)
@@ -263,7 +274,7 @@ def run_mode(pipe, mode: str, args, device, frames, masks) -> dict:
     # Outside the denoising loop (encodes, decode, T5, mask and frame work), steps at their median pace.
     outside_s = seconds - (compile_s or 0.0) - args.steps * statistics.median(steps) if steps else None
     exact = settings["approx_attention_reuse"] == 1 and not settings["approx_fp8_linear"]
-    return {"mode": mode, "exact": exact, "compile_s": compile_s,
+    return {"mode": mode, "exact": exact, "compile_s": compile_s, "warm_up_clip_s": compile_vae_s,
             "vae_encode_s": encode_times, "encode_prompt_s": sum(prompt_times), "outside_loop_s": outside_s,
             "outside_share_of_50_step_clip": outside_s / (outside_s + 50 * statistics.median(steps)) if steps else None,
             "final_latents": timings.pop("latents"), "seconds_per_clip": seconds, "frames": int(len(result)),
