@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     _common.add_out(parser, "videopainter_bench.json")
     args = parser.parse_args(argv)
     args.stock_steps = args.stock_steps or args.steps
+    if min(args.steps, args.stock_steps) < 2:
+        _common.refuse("--steps and --stock-steps need 2 or more (a step's time is the interval between two)")
     if not args.tiny:
         _common.require_cuda("--tiny runs tiny models on the CPU")
 
