@@ -38,14 +38,24 @@ def test_a_routed_conv3d_calls_onednn_with_the_reference_kernels_result(onednn_c
     torch.testing.assert_close(routed, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("where", ["onednn off", "autograd", "bfloat16"])
+def test_a_routed_bfloat16_conv3d_is_computed_in_float32_and_rounded_once(onednn_calls):
+    layer, x = layer_and_input()
+    layer, x = layer.to(torch.bfloat16), x.to(torch.bfloat16)
+    with torch.no_grad():
+        expected = layer(x)
+        route_conv3d_to_onednn(layer)
+        routed = layer(x)
+    assert routed.dtype == torch.bfloat16 and onednn_calls == [x.shape]
+    # within one bfloat16 step (2**-7 relative) of the reference kernel's result
+    assert ((routed.float() - expected.float()).abs() <= expected.float().abs() * 2**-7 + 1e-6).all()
+
+
+@pytest.mark.parametrize("where", ["onednn off", "autograd"])
 def test_a_routed_conv3d_runs_as_before_where_onednn_may_not(where, onednn_calls, monkeypatch):
     layer, x = layer_and_input()
     route_conv3d_to_onednn(layer)
     if where == "onednn off":   # the parity tests pin their kernels so
         monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    if where == "bfloat16":
-        layer, x = layer.to(torch.bfloat16), x.to(torch.bfloat16)
     with torch.set_grad_enabled(where == "autograd"):
         layer(x)
     assert onednn_calls == []
