@@ -23,8 +23,13 @@
 # state). LIMIT_S (default 560) bounds the whole: the batch job is stopped with SIGTERM when it would
 # run past it, and the figures come from the clips done by then (`stopped at the limit` says so).
 #
+# OVERRIDES="key=value ..." goes to the batch job (gpu_two.sh): e.g. OVERRIDES="model.compile_vae=true"
+# for the steady state of a run long enough for auto to compile the VAE (its compile, about 2.5 min on
+# an H100, then lands in the first clip: with CLIPS=4 the call outlasts 10 minutes unless inductor's
+# cache on the machine already holds the graphs from an earlier call). The report's header names it.
+#
 # TINY=1 runs the script's whole path on a CPU machine: tiny models, a logical GPU, no dmon.
-USAGE="[CLIPS=4] bash bench/gpu_exact.sh OUT [STEPS]"
+USAGE="[CLIPS=4] [OVERRIDES=...] bash bench/gpu_exact.sh OUT [STEPS]"
 source "$(dirname "$0")/_common.sh"
 parse_out "$@"
 steps=${2:-50}
@@ -47,7 +52,7 @@ fail() {  # after something was measured: exit status 1, what is in OUT stays
 }
 report=$OUT/exact_report.txt
 {
-    echo "command: CLIPS=$clips${TINY:+ TINY=$TINY} bash bench/gpu_exact.sh $*"
+    echo "command: CLIPS=$clips${TINY:+ TINY=$TINY}${OVERRIDES:+ OVERRIDES=\"$OVERRIDES\"} bash bench/gpu_exact.sh $*"
     echo "time: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     gpus=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2> /dev/null | paste -sd ';')
     echo "machine: $(hostname), $(nproc) cores, ${gpus:-no GPU (TINY)}"

@@ -26,8 +26,11 @@
 # done so far are in its manifest; killed 45 s later if it has not ended), so that a caller with a
 # fixed time keeps what was measured.
 #
+# OVERRIDES="key=value ..." adds config overrides to every run (after the script's own, so they win),
+# e.g. OVERRIDES="model.compile_vae=true" to measure a long run's steady state with a short one.
+#
 # TINY=1 runs the script's whole path on a CPU machine: the tiny model, logical GPUs, no dmon.
-USAGE="[CLIPS=8] bash bench/gpu_two.sh OUT [STEPS] [RUNS]"
+USAGE="[CLIPS=8] [OVERRIDES=...] bash bench/gpu_two.sh OUT [STEPS] [RUNS]"
 source "$(dirname "$0")/_common.sh"
 parse_out "$@"
 steps=${2:-10}
@@ -68,6 +71,8 @@ else
 fi
 model_args+=("model.base_model_path=$ckpt/CogVideoX-5b-I2V" "model.branch_path=$ckpt/VideoPainter/checkpoints/branch"
              "model.gpu_memory_limit_gb=${INPAINT_CAP_GB:-26}" "sam2.gpu_memory_limit_gb=${SAM2_CAP_GB:-5}")
+read -ra overrides <<< "${OVERRIDES:-}"
+model_args+=("${overrides[@]}")
 
 "$PYTHON" - "$work" "${size[@]}" "$clips" <<'EOF' || exit 1
 import sys, pandas as pd
