@@ -74,10 +74,7 @@ def probe_vae(results: dict, compiled: bool = False, tilings=tuple(TILINGS)) -> 
     latents = torch.randn(1, 16, 13, 60, 90, device="cuda", dtype=torch.bfloat16)
     results["vae_weights_gib"] = torch.cuda.memory_allocated() / 2**30
     for name in tilings:
-        tiling = TILINGS[name]
-        vae.disable_tiling()
-        if tiling is not None:
-            vae.enable_tiling(**tiling)
+        set_tiling(vae, name)
         with torch.no_grad():
             encode = measure(lambda: vae.encode(video).latent_dist.mean)
             decode = measure(lambda: vae.decode(latents).sample)
@@ -105,9 +102,9 @@ def set_tiling(vae, name: str) -> None:
 
 
 def probe_vae_compiled(vae, video, latents, results: dict) -> None:
-    """Encodes and decodes with the VAE compiled, against eager ones: its resnet blocks
-    (``speed.compile_vae``, sizes symbolic after the first recompile, then every shape static), and
-    with ``--whole``, the whole encoder and decoder."""
+    """Encodes and decodes with the VAE compiled, against eager ones and (untiled) a float32 VAE: its
+    resnet blocks (``speed.compile_vae``, a graph per shape; with ``--symbolic`` also sizes symbolic
+    after the first recompile), and with ``--whole``, the whole encoder and decoder."""
     from vp_ray.models.speed import compile_vae
 
     eager_encoder, eager_decoder = vae.encoder, vae.decoder

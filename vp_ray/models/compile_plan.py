@@ -51,44 +51,51 @@ class CompileChoice:
         return f"{'on' if self.on else 'off'}: {self.why}"
 
 
-def decide(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
-    """Whether an actor compiles its blocks: as configured, or for ``auto`` where it pays back."""
-    setting = model_cfg.compile_blocks
-    if setting != "auto":   # true or false (the config's check refuses anything else)
-        return CompileChoice(bool(setting), f"compile_blocks={str(setting).lower()}")
+def _decided_without_workload(model_cfg: VideoPainterModelConfig, option: str, cuda: bool,
+                              blockers) -> CompileChoice | None:
+    """The choice that needs no workload estimate: as configured (true or false; the config's check
+    refuses anything else), no GPU, or a setting it cannot run with; None: ``auto`` goes on to the
+    workload."""
+    setting = model_cfg[option]
+    if setting != "auto":
+        return CompileChoice(bool(setting), f"{option}={str(setting).lower()}")
     if not cuda:
         return CompileChoice(False, "auto, no GPU")
-    for key, clash, _ in compile_blockers(model_cfg):
+    for key, clash, _ in blockers(model_cfg):
         if clash:
             return CompileChoice(False, f"auto, not with {key}={model_cfg[key]}")
+    return None
+
+
+def _pays_back(count: int, unit: str, needed: int) -> CompileChoice:
+    """``auto``'s choice by the workload: "on: auto, 200 steps per actor >= 55"."""
+    verdict = ">=" if count >= needed else "<"
+    return CompileChoice(count >= needed, f"auto, {count} {unit} per actor {verdict} {needed}")
+
+
+def decide(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
+    """Whether an actor compiles its blocks: as configured, or for ``auto`` where it pays back."""
+    choice = _decided_without_workload(model_cfg, "compile_blocks", cuda, compile_blockers)
+    if choice is not None:
+        return choice
     if not model_cfg.pad_short_clips:
         return CompileChoice(False, "auto, pad_short_clips=false (each clip length would compile apart)")
-    steps = model_cfg.steps_per_actor
-    if steps is None:
+    if model_cfg.steps_per_actor is None:
         return CompileChoice(False, "auto, steps per actor unknown")
     needed = FP8_BREAK_EVEN_STEPS if model_cfg.approx_fp8_linear else BREAK_EVEN_STEPS
-    if steps >= needed:
-        return CompileChoice(True, f"auto, {steps} steps per actor >= {needed}")
-    return CompileChoice(False, f"auto, {steps} steps per actor < {needed}")
+    return _pays_back(model_cfg.steps_per_actor, "steps", needed)
 
 
 def decide_vae(model_cfg: VideoPainterModelConfig, cuda: bool) -> CompileChoice:
     """Whether an actor compiles its VAE: as configured, or for ``auto`` where it pays back (windows per
     actor: the driver's steps per actor over the steps of one window)."""
-    setting = model_cfg.compile_vae
-    if setting != "auto":
-        return CompileChoice(bool(setting), f"compile_vae={str(setting).lower()}")
-    if not cuda:
-        return CompileChoice(False, "auto, no GPU")
-    for key, clash, _ in vae_compile_blockers(model_cfg):
-        if clash:
-            return CompileChoice(False, f"auto, not with {key}={model_cfg[key]}")
+    choice = _decided_without_workload(model_cfg, "compile_vae", cuda, vae_compile_blockers)
+    if choice is not None:
+        return choice
     if model_cfg.steps_per_actor is None:
         return CompileChoice(False, "auto, windows per actor unknown")
     windows = math.ceil(model_cfg.steps_per_actor / model_cfg.num_inference_steps)
-    verdict = ">=" if windows >= VAE_BREAK_EVEN_WINDOWS else "<"
-    return CompileChoice(windows >= VAE_BREAK_EVEN_WINDOWS,
-                         f"auto, {windows} windows per actor {verdict} {VAE_BREAK_EVEN_WINDOWS}")
+    return _pays_back(windows, "windows", VAE_BREAK_EVEN_WINDOWS)
 
 
 def windows_per_clip(frames: int) -> int:
