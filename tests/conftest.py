@@ -31,6 +31,9 @@ for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # set outside is kept.
 os.environ.setdefault("RAY_worker_niceness", "0")
 
+# No usage-stats actor in the Rays the tests start (each head would run one: about 2 CPU seconds).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 
 @pytest.fixture(scope="session")
 def ray_local():

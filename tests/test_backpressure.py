@@ -3,21 +3,19 @@ model holds every clip at its gate (the state where an unbounded prepare stage w
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import threading
 import time
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import compose_config
 from ray.data import DataContext
 from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
 
 from vp_ray.clip.demo import ensure_demo_dataset
 from vp_ray.models import gate
-from vp_ray.runtime import backpressure
+from vp_ray.runtime import backpressure, graph
 from vp_ray.runtime.backpressure import BOUNDED_KEY, PER_ACTOR_KEY, PREPARERS_KEY, WRITERS_KEY, WorkBound
 from vp_ray.runtime.graph import bounded_operators, operator_name
 from vp_ray.stages import Role
@@ -187,34 +185,46 @@ def click_and_file_clips(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(tmp_path, click_and_file_clips, spawn, ray_address):
+def test_a_model_holding_every_clip_never_lets_prepare_run_ahead(ray_local, tmp_path, click_and_file_clips):
     """The model (one actor; SAM2 on the CPU beside it; the session's Ray) holds every clip at its
     gate until the bound is seen holding the prepare stage back: without the bound, prepare would
-    decode all 8 clips into .work. Then the gate opens and the run ends with every clip."""
+    decode all 8 clips into .work. Then the gate opens and the run ends with every clip. The run is
+    this process's, in a thread (the session Ray's workers serve it: a run of its own would start
+    a driver and a job's worth of workers)."""
     out, gate_dir = tmp_path / "out", tmp_path / "gate"
-    proc = spawn(
-        [sys.executable, "launch.py", f"output_dir={out}", "dataset=csv", f"dataset.path={click_and_file_clips}",
+    cfg = compose_config(
+        [f"output_dir={out}", "dataset=csv", f"dataset.path={click_and_file_clips}",
          "model=sim", "model.seconds_per_frame=0", "model.hold_after_clips=0", f"model.gate_dir={gate_dir}",
          "model.height=48", "model.width=64", "model.num_gpus=0", "dilate_size=2", "sam2=tiny_random",
-         "sam2.placement=cpu", f"cluster.address={ray_address}", "cluster.sample_every_s=0.1",
-         "cluster.prepared_per_actor=2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+         "sam2.placement=cpu", "cluster.sample_every_s=0.1", "cluster.prepared_per_actor=2"])
+    ended: list = []
+
+    def run():
+        try:
+            ended.append(graph.run(cfg))
+        except BaseException as error:  # seen by the test's thread
+            ended.append(error)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
     # 2 prepared and waiting for the one actor (being segmented, queued) + 2 taken by it (one held
     # at the gate, one waiting at it); after the gate: + 2 results being written.
     held_bound, bound = 2 + 2, 2 + 2 + 2
-    deadline = time.monotonic() + 600
-    while True:
-        work = len(list((out / ".work").iterdir())) if (out / ".work").is_dir() else 0
-        assert work <= held_bound, f"{work} clips in .work while the model holds every clip"
-        samples = read_samples(out)
-        if samples is not None and samples.prepare_held.any() and gate.held(gate_dir):
-            break
-        assert proc.poll() is None and time.monotonic() < deadline, "the bound never held prepare back"
-        time.sleep(0.1)
-    gate.open_gate(gate_dir)
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, output[-3000:]
+    deadline = time.monotonic() + 600  # a guard only
+    try:
+        while True:
+            work = len(list((out / ".work").iterdir())) if (out / ".work").is_dir() else 0
+            assert work <= held_bound, f"{work} clips in .work while the model holds every clip"
+            samples = read_samples(out)
+            if samples is not None and samples.prepare_held.any() and gate.held(gate_dir):
+                break
+            assert not ended, f"the run ended before the bound held prepare back: {ended}"
+            assert time.monotonic() < deadline, "the bound never held prepare back"
+            time.sleep(0.1)
+    finally:
+        gate.open_gate(gate_dir)  # a failed check must not leave the run held
+        runner.join(timeout=600)
+    assert ended and not isinstance(ended[0], BaseException), ended
     assert len(pd.read_parquet(out / "manifest.parquet")) == 8
     samples = pd.read_csv(out / "run_samples.csv")
     assert samples.work_clips.max() <= bound, list(samples.work_clips)

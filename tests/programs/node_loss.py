@@ -19,7 +19,8 @@ from vp_ray.models import gate
 from vp_ray.runtime import graph
 
 csv, out, gate_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "num_gpus": 0})
+# No dashboard: nothing here reads it, and its head and agents cost a loaded 2-core machine CPU seconds.
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "num_gpus": 0, "include_dashboard": False})
 nodes = [cluster.add_node(num_cpus=3, num_gpus=1) for _ in range(2)]
 cluster.wait_for_nodes()
 ray.init(address=cluster.address, log_to_driver=False)
