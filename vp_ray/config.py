@@ -338,14 +338,15 @@ class VideoPainterModelConfig(ModelConfig):
     compile_blocks: bool | str = setting("auto", check=TRUE_FALSE_AUTO, output=False, hashed_as=False)
     # Speed, exact: torch.compile each resnet block of the VAE (its group norms, activations and causal
     # padding fuse around the convolutions). H100, 49x480x720 (bench/RESULTS.md): encode 1.01 -> 0.53 s and
-    # decode 2.27 -> 1.07 s untiled, 1.11 -> 0.58 s and 2.52 -> 1.19 s with large tiles: about 2.1 s less
-    # per window (two encodes and a decode); compiling costs 77 s (untiled) to 142 s (with large tiles)
-    # once per actor, and again for every other tile size the OOM ladder moves to. Compiled outputs lie
-    # as close to a float32 VAE's as eager bf16 does (relative L2 0.022 against 0.027 for the encode),
-    # so it is not fingerprinted. auto (default): on where it pays back, on a GPU when the run gives
-    # each inpainting actor at least 68 windows (142 s / 2.1 s; compile_plan.py); a single clip and a
-    # short run stay eager. Off on the CPU and with sequential_offload (true is refused with it). Logged
-    # by each actor and recorded per clip (the manifest's `compiled` column).
+    # decode 2.27 -> 1.07 s untiled, 1.11 -> 0.58 s and 2.52 -> 1.19 s with large tiles; in the batch job
+    # (large tiles) a window's two encodes and decode 4.90 -> 2.53 s. Compiling costs 77 s (untiled) to
+    # 142 s (large tiles) in the probe and 196 s in the batch job, once per actor, and again for every
+    # other tile size the OOM ladder moves to. Compiled outputs lie as close to a float32 VAE's as eager
+    # bf16 does (relative L2 0.022 against 0.027 for the encode), so it is not fingerprinted. auto
+    # (default): on where it pays back, on a GPU when the run gives each inpainting actor at least 83
+    # windows (196 s / 2.37 s; compile_plan.py); a single clip and a short run stay eager. Off on the CPU
+    # and with sequential_offload (true is refused with it). Logged by each actor and recorded per clip
+    # (the manifest's `compiled` column).
     compile_vae: bool | str = setting("auto", check=TRUE_FALSE_AUTO, output=False, hashed_as=False)
     # Speed, exact: the attention kernel (PyTorch SDPA) of the backbone and the branch. auto: each actor
     # times one backbone attention call with cudnn, flash and efficient when it starts (under a second at
