@@ -41,8 +41,10 @@ def ray_local():
     inpainting actor hold one each for the whole run and the decode/write tasks need the others."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}})
+    from vp_ray.runtime.graph import start_local  # ray.init, again if Ray's start-up wait runs out
+
+    start_local({"num_cpus": 4, "include_dashboard": False, "log_to_driver": False,
+                 "runtime_env": {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

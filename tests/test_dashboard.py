@@ -131,6 +131,52 @@ def kill_processes_under(folder: Path) -> None:
             continue
 
 
+HEAD_START_TRIES = 3
+HEAD_STARTED = "Ray runtime started."  # what `ray start` prints once its node is up
+
+
+def start_head(command: list[str], env: dict, log: Path, temp: Path) -> subprocess.Popen:
+    """`ray start --head --block`, started again where Ray's fixed 30 s wait for its raylet ran out
+    (on a busy machine: "The current node timed out during startup"), as `graph.start_local` does
+    for a local instance; the failed try's processes are killed first."""
+    for _ in range(HEAD_START_TRIES):
+        begins = log.stat().st_size if log.exists() else 0  # this try's part of the log
+        with open(log, "a") as out:  # unbuffered: the line must reach the file while the head runs on
+            head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**env, "PYTHONUNBUFFERED": "1"})
+
+        def decided(head=head, begins=begins):
+            return head.poll() is not None or HEAD_STARTED.encode() in log.read_bytes()[begins:]
+
+        wait_for("`ray start` to start its node or give up", decided)
+        if head.poll() is None:
+            return head
+        kill_processes_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    raise AssertionError(f"`ray start --head` failed {HEAD_START_TRIES} times:\n{log.read_text()[-3000:]}")
+
+
+def test_a_head_whose_start_timed_out_is_started_again(tmp_path):
+    """A stand-in for `ray start --head --block`: its first try gives up as Ray does on a busy
+    machine, the second starts and blocks."""
+    fake = ("import pathlib, sys, time\n"
+            "tries = pathlib.Path(sys.argv[1])\n"
+            "tries.write_text(tries.read_text() + 'x' if tries.exists() else 'x')\n"
+            "if len(tries.read_text()) == 1:\n"
+            "    sys.exit('Exception: The current node timed out during startup.')\n"
+            f"print({HEAD_STARTED!r})\n"
+            "time.sleep(600)\n")
+    temp = tmp_path / "temp"
+    head = start_head([sys.executable, "-c", fake, str(tmp_path / "tries")], dict(os.environ),
+                      tmp_path / "head.log", temp)
+    try:
+        assert head.poll() is None and (tmp_path / "tries").read_text() == "xx"
+        assert "timed out during startup" in (tmp_path / "head.log").read_text()
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+
+
 def prometheus_binary() -> str | None:
     found = shutil.which("prometheus")
     if found is None and os.environ.get("VP_RAY_REQUIRE_PROMETHEUS"):
@@ -183,12 +229,11 @@ def demo_run(tmp_path_factory):
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     for name in ("RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         env.pop(name, None)
-    head = subprocess.Popen(
+    head = start_head(
         [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard_port}",
          "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=4", "--num-gpus=0",
          f"--temp-dir={temp}", "--disable-usage-stats", '--system-config={"metrics_report_interval_ms": 500}',
-         *[arg for name, port in zip(names, others) for arg in (name, str(port))]],
-        stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+         *[arg for name, port in zip(names, others) for arg in (name, str(port))]], env, tmp / "head.log", temp)
     processes = [head]
     try:
         api = f"http://127.0.0.1:{dashboard_port}"

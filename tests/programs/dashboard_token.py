@@ -7,9 +7,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import ray
+from vp_ray.runtime.graph import start_local  # ray.init, again if Ray's start-up wait runs out
 
-context = ray.init(num_cpus=1, include_dashboard=True)
+context = start_local({"num_cpus": 1, "include_dashboard": True})
 url = f"http://{context.dashboard_url}/api/version"
 token = subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token"], capture_output=True,
                        text=True, check=True).stdout.strip()

@@ -7,10 +7,11 @@ import json
 import ray
 
 from vp_ray.config import PlacementMode, Sam2Config
+from vp_ray.runtime.graph import start_local  # ray.init, again if Ray's start-up wait runs out
 from vp_ray.runtime.sam2_placement import plan_placement
 
 GPUS = 4
-ray.init(num_cpus=2, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)
+start_local({"num_cpus": 2, "num_gpus": GPUS, "include_dashboard": False, "log_to_driver": False})
 
 
 @ray.remote(num_cpus=0)
