@@ -122,6 +122,33 @@ def write_clip(tmp_path, result, **qa_settings):
     return row, outputs.read_meta(tmp_path, "c")
 
 
+def test_a_write_tried_again_after_it_committed_keeps_the_clip_and_its_record(tmp_path):
+    """Ray tries a task again when the node it ran on is lost before its answer came back: the first
+    try committed the clip and removed its work files; the second gives back the committed row."""
+    source, clean, holes, objects = scene()
+    cfg = compose_config([f"output_dir={tmp_path}", "model.height=64", "model.width=96"])
+    work = workdir.make_work_dir(tmp_path, "c")
+    for name, array in ((workdir.FRAMES, source), (workdir.RESULT, fills(source, clean, holes, objects)["seam"]),
+                        (workdir.INDICES, np.arange(T))):
+        workdir.save_array(work, name, array)
+    workdir.store_masks(work, objects, holes)
+    workdir.save_clip_info(work, workdir.ClipInfo(placement_for(H, W, H, W), MaskRule(0, False)))
+    row = {**new_row(ClipRecord(clip_id="c", video_path="/v.mp4", mask_kind="npz")), "work_dir": str(work),
+           "out_fps": 8.0, "num_frames": T, "source_height": H, "source_width": W}
+    stage = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))
+    first = stage.process(dict(row))
+    meta = (outputs.clip_dir(tmp_path, "c") / "meta.json").read_text()
+    assert not work.exists()
+    again = stage.process(dict(row))
+    assert (again["status"], again["qa_flags"], again["time_write_s"]) == \
+        (first["status"], first["qa_flags"], first["time_write_s"]) == ("suspect", "seam", first["time_write_s"])
+    assert (outputs.clip_dir(tmp_path, "c") / "meta.json").read_text() == meta   # not written again
+    # Work files gone but the clip not committed (or committed with other settings): a failure, as before.
+    (outputs.clip_dir(tmp_path, "c") / "meta.json").unlink()
+    with pytest.raises(FileNotFoundError):
+        stage.process(dict(row))
+
+
 def test_a_suspect_clip_is_written_whole_with_its_scores_in_meta_json(tmp_path):
     scene_fills = fills(*scene())
     row, meta = write_clip(tmp_path, scene_fills["seam"])

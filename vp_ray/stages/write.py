@@ -38,6 +38,9 @@ class WriteClips(ClipStage):
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
+        committed = self.committed_by_an_earlier_try(row)
+        if committed is not None:
+            return committed
         start = time.perf_counter()
         work = row["work_dir"]
         frames = workdir.load_array(work, workdir.FRAMES)
@@ -86,6 +89,21 @@ class WriteClips(ClipStage):
         outputs.commit_clip(cfg.output_dir, row["clip_id"], write_files, make_meta)
         workdir.remove_work_dir(work)
         return row
+
+    def committed_by_an_earlier_try(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The row an earlier try of this write left in the clip's meta.json, if that try committed the
+        clip: Ray runs a task again when the node it ran on is lost before its answer comes back, and
+        the first try's files are then whole while its work files are gone. None otherwise."""
+        if Path(row["work_dir"]).exists():
+            return None
+        clip_id, output_dir = row["clip_id"], self.cfg.output_dir
+        if not outputs.is_complete(output_dir, clip_id, self.run.clip_settings.fingerprint(row)):
+            return None
+        meta = outputs.read_meta(output_dir, clip_id)
+        log.warning("write: already committed by an earlier try of this task (its worker was lost before "
+                    "it answered); its files and record are kept")
+        return {**row, **{k: meta[k] for k in RECORD_COLUMNS + STATUS_COLUMNS if k in meta},
+                "output_dir": str(outputs.clip_dir(output_dir, clip_id))}
 
 
 def score_quality(row: dict[str, Any], frames: np.ndarray, result: np.ndarray, holes: np.ndarray,
