@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -105,8 +106,8 @@ def test_a_score_that_cannot_be_measured_is_none():
     assert qa.judge({"qa_seam": 9.0}, dataclasses.replace(THRESHOLDS, max_seam=None)) == []
 
 
-def write_clip(tmp_path, result, **qa_settings):
-    """The write stage on one prepared clip of the scene, in this process: its row and meta.json."""
+def prepared_clip(tmp_path, result, **qa_settings):
+    """One clip of the scene as prepare and inpaint leave it, and the write stage to take it: (stage, row)."""
     source, _, holes, objects = scene()
     cfg = compose_config([f"output_dir={tmp_path}", "model.height=64", "model.width=96",
                           *(f"qa.{key}={value}" for key, value in qa_settings.items())])
@@ -118,24 +119,20 @@ def write_clip(tmp_path, result, **qa_settings):
            "out_fps": 8.0, "num_frames": T, "source_height": H, "source_width": W}
     placement = placement_for(H, W, H, W)
     workdir.save_clip_info(work, workdir.ClipInfo(placement, MaskRule(0, False)))   # as prepare leaves it
-    row = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips]))).process(row)
-    return row, outputs.read_meta(tmp_path, "c")
+    return WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips]))), row
+
+
+def write_clip(tmp_path, result, **qa_settings):
+    """The write stage on one prepared clip of the scene, in this process: its row and meta.json."""
+    stage, row = prepared_clip(tmp_path, result, **qa_settings)
+    return stage.process(row), outputs.read_meta(tmp_path, "c")
 
 
 def test_a_write_tried_again_after_it_committed_keeps_the_clip_and_its_record(tmp_path):
     """Ray tries a task again when the node it ran on is lost before its answer came back: the first
     try committed the clip and removed its work files; the second gives back the committed row."""
-    source, clean, holes, objects = scene()
-    cfg = compose_config([f"output_dir={tmp_path}", "model.height=64", "model.width=96"])
-    work = workdir.make_work_dir(tmp_path, "c")
-    for name, array in ((workdir.FRAMES, source), (workdir.RESULT, fills(source, clean, holes, objects)["seam"]),
-                        (workdir.INDICES, np.arange(T))):
-        workdir.save_array(work, name, array)
-    workdir.store_masks(work, objects, holes)
-    workdir.save_clip_info(work, workdir.ClipInfo(placement_for(H, W, H, W), MaskRule(0, False)))
-    row = {**new_row(ClipRecord(clip_id="c", video_path="/v.mp4", mask_kind="npz")), "work_dir": str(work),
-           "out_fps": 8.0, "num_frames": T, "source_height": H, "source_width": W}
-    stage = WriteClips(cfg, None, RunContext(ClipSettings.of(cfg, [WriteClips])))
+    stage, row = prepared_clip(tmp_path, fills(*scene())["seam"])
+    work = Path(row["work_dir"])
     first = stage.process(dict(row))
     meta = (outputs.clip_dir(tmp_path, "c") / "meta.json").read_text()
     assert not work.exists()
