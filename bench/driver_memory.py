@@ -13,7 +13,9 @@ the clips committed so far (folders under ``<out>/clips``); it reports the drive
     driver KiB per finished clip = the least-squares slope of RSS against finished clips, from a tenth
                                    of the rows on (Ray's and the model's start-up left out)
 
-then the resume's wall time (every clip done: no Ray, no model). ``--trace`` runs the driver under
+then the driver's peak RSS over the whole run (``peak_rss_mib_at_end``: the run's summary line, written
+after the manifest and the report, which a look every few seconds can miss) and the resume's wall time
+(every clip done: no Ray, no model). ``--trace`` runs the driver under
 ``tracemalloc`` (8 frames) in this script's own process tree and writes, at each tenth of the rows,
 what grew since the tenth before, by allocating line with its callers (``trace.json``): what grows.
 
@@ -69,7 +71,8 @@ def main() -> None:
     resume = launch(args, dataset, out, None)
     report = {"rows": args.rows, "format": "parquet", "gpus": args.gpus, "clip_seconds": args.clip_seconds,
               "traced": args.trace, "ok": ok, "failed": failed, **summarize(first["samples"], args.rows),
-              "wall_s": first["wall_s"], "resume_wall_s": resume["wall_s"], "resume_skip": resume["skipped"],
+              "peak_rss_mib_at_end": first["peak_rss_mib"], "wall_s": first["wall_s"],
+              "resume_wall_s": resume["wall_s"], "resume_skip": resume["skipped"],
               "folder": str(folder)}
     (folder / "driver_memory.json").write_text(json.dumps({**report, "samples": first["samples"]}))
     print(json.dumps(report))
@@ -117,8 +120,11 @@ def launch(args, dataset: Path, out: Path, trace: Path | None) -> dict:
         watcher.join()
     if code != 0:
         sys.exit(f"launch.py exited {code}: see {log_path}")
-    skipped = re.search(r"(\d+) clip\(s\) complete from an earlier run, skipped in ([\d.]+) s", log_path.read_text())
-    return {"wall_s": round(wall, 1), "samples": samples,
+    text = log_path.read_text()
+    skipped = re.search(r"(\d+) clip\(s\) complete from an earlier run, skipped in ([\d.]+) s", text)
+    # The summary's line is the last "driver peak RSS": the run's end (manifest, report) included.
+    peak = re.findall(r"driver peak RSS\s+(\d+) MiB", text)
+    return {"wall_s": round(wall, 1), "samples": samples, "peak_rss_mib": int(peak[-1]) if peak else None,
             "skipped": {"clips": int(skipped[1]), "seconds": float(skipped[2])} if skipped else None}
 
 

@@ -4,6 +4,7 @@ and the next clip's host work overlapping the GPU's (never two clips on the GPU 
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 
@@ -102,7 +103,26 @@ def test_gpu_idle_between_clips_is_counted_per_actor_in_the_order_the_gpu_ran_th
     # a2 was at the actor before a1 finished; b2 came 0.3 s after b1's frames were back.
     assert a.waiting_for_clip == [0.0] and b.waiting_for_clip == pytest.approx([0.3])
     assert gpu_idle.outside_loop(a.clips)["time_load_s"] == pytest.approx(0.2)
-    assert gpu_idle.idle_summary(rows) == "0.60 s median, 1.00 s max (2 gaps, 2 actors)"
+    assert gpu_idle.idle_summary(pd.DataFrame(rows)) == "0.60 s median, 1.00 s max (2 gaps, 2 actors)"
+
+
+def test_the_summary_lines_column_arithmetic_finds_the_gaps_the_per_row_view_finds():
+    """``idle_gaps`` (the summary's and report's line, on columns) against ``actor_gaps`` (rows): three
+    actors, clips in shuffled order, some without a timeline or a worker."""
+    rng = random.Random(7)
+    rows, clock = [], {"gpu=0": 100.0, "gpu=1": 90.0, "gpu=2": 95.0}
+    for i in range(200):
+        worker = rng.choice([*clock, None])
+        begin = clock.get(worker, 50.0) + rng.uniform(0.0, 2.0)
+        end = begin + rng.uniform(5.0, 9.0)
+        clock[worker] = end
+        rows.append(timed(f"c{i}", worker, begin if rng.random() > 0.1 else 0.0, (begin + 1, end - 1), end,
+                          begin - 0.5, end + 0.1))
+    rng.shuffle(rows)
+    expected = sorted(gap for actor in gpu_idle.actor_gaps(rows).values() for gap in actor.idle)
+    idle, actors = gpu_idle.idle_gaps(pd.DataFrame(rows))
+    assert len(expected) > 80 and sorted(idle) == pytest.approx(expected)
+    assert actors == len(gpu_idle.actor_gaps(rows)) == 3
 
 
 def test_the_run_summary_shows_the_gpu_idle_time_between_clips(tmp_path):

@@ -62,3 +62,20 @@ def test_summary_says_whether_the_actors_compiled_and_why(tmp_path):
                                                           ("c", "gpu=0 pid=1"))])
     summary = format_summary(RunResult(ledger, False, None, None), str(tmp_path), wall_seconds=1.0)
     assert summary_value(summary, "compiled (blocks; VAE)") == f"{compiled} (2 actors)"
+
+
+
+def test_summary_gives_the_drivers_peak_rss_of_the_whole_run(tmp_path, monkeypatch):
+    """The process's peak (``ru_maxrss``, KiB on Linux), not its RSS now: memory the driver held at the end
+    of the run (manifest, report) and gave back before the summary still counts."""
+    import resource
+    from types import SimpleNamespace
+
+    from vp_ray.runtime import summary
+
+    asked = []
+    monkeypatch.setattr(summary.resource, "getrusage",
+                        lambda who: asked.append(who) or SimpleNamespace(ru_maxrss=612 * 1024))
+    ledger = ledger_of(tmp_path, [clip("a", "gpu=0 pid=1", "")])
+    text = format_summary(RunResult(ledger, False, None, None), str(tmp_path), 1.0)
+    assert summary_value(text, "driver peak RSS") == "612 MiB" and asked == [resource.RUSAGE_SELF]

@@ -24,15 +24,20 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from vp_ray.clip.atomic import atomic_path
 from vp_ray.config import Config, as_dict
 from vp_ray.evaluation.qa import SCORES as QA_SCORES
 from vp_ray.evaluation.qa import short_name
-from vp_ray.runtime.gpu_idle import idle_summary
+from vp_ray.runtime.gpu_idle import TIMELINE_COLUMNS, idle_summary
 
 REPORT_NAME = "report.html"
 TIME_COLUMNS = ("time_prepare_s", "time_segment_s", "time_inpaint_s", "time_write_s")
+# The manifest columns the report reads: a run of 100,000 clips holds ~60 columns of them, most of
+# which (paths, prompts, warnings) the report never shows; it reads these alone.
+REPORT_COLUMNS = ("clip_id", "status", "degraded", "attempts", "num_frames", "peak_gpu_mem_gb", "qa_flags",
+                  *TIME_COLUMNS, *TIMELINE_COLUMNS, *QA_SCORES)
 THUMB_WIDTH = 160
 GIF_FRAMES = 12
 SLOWEST = 10
@@ -82,7 +87,7 @@ def read_run(output_dir: str | os.PathLike) -> RunData:
     """Read the manifest, failures and resource samples of a run folder."""
     out = Path(output_dir)
     notes: list[str] = []
-    manifest = _read_parquet(out / "manifest.parquet", notes)
+    manifest = _read_parquet(out / "manifest.parquet", notes, REPORT_COLUMNS)
     failures = _read_parquet(out / "failures.parquet", notes)
     samples = None
     if (out / "run_samples.csv").is_file():
@@ -100,13 +105,17 @@ def read_run(output_dir: str | os.PathLike) -> RunData:
                    evaluation)
 
 
-def _read_parquet(path: Path, notes: list[str]) -> pd.DataFrame:
-    """The table at ``path``, or an empty one (with a note) when it is missing or unreadable."""
+def _read_parquet(path: Path, notes: list[str], columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The table at ``path`` (of ``columns``, those it has), or an empty one (with a note) when it is
+    missing or unreadable."""
     if not path.is_file():
         notes.append(f"{path.name} not found")
         return pd.DataFrame()
     try:
-        return pd.read_parquet(path)
+        if columns is not None:
+            present = set(pq.read_schema(path).names)
+            columns = [name for name in columns if name in present]
+        return pd.read_parquet(path, columns=columns)
     except Exception as error:  # noqa: BLE001 - a broken file must not stop the report
         notes.append(f"{path.name} unreadable: {type(error).__name__}: {error}")
         return pd.DataFrame()
@@ -151,7 +160,7 @@ def run_counts(data: RunData) -> list[tuple[str, str]]:
         ("retried (attempts > 1)", str(int((column(m, "attempts", 1) > 1).sum()))),
         ("inpainting wall span", _duration(span) if span > 0 else "n/a"),
         ("clips/hour over that span", rate),
-        ("GPU idle between clips", idle_summary(m.to_dict("records")) or "n/a"),
+        ("GPU idle between clips", idle_summary(m) or "n/a"),
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections import Counter
 
 import pandas as pd
@@ -42,7 +43,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
     plans, kernels = per_actor(new, "memory_plan"), per_actor(new, "attention_backend")
     compiled = per_actor(new, "compiled")
     timed = new[new.gpu_started > 0]
-    idle = idle_summary(timed.to_dict("records"))
+    idle = idle_summary(timed)
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(done) - len(new))),
@@ -55,6 +56,8 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
         *([("compiled (blocks; VAE)", compiled)] if compiled else []),
         *([("GPU idle between clips", idle)] if idle else []),
         ("wall time", f"{wall_seconds:.1f} s"),
+        # The whole run's, the manifest, the report and this summary's reads included (README, "How it runs").
+        ("driver peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"),
         ("manifest", str(result.manifest_path)),
         ("failures", str(result.failures_path)),
         *([("report", str(result.report_path))] if result.report_path else []),
