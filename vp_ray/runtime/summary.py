@@ -42,8 +42,7 @@ def format_summary(result: RunResult, output_dir: str, wall_seconds: float) -> s
     per_clip = float(inpaint_times.mean()) if len(inpaint_times) else 0.0
     plans, kernels = per_actor(new, "memory_plan"), per_actor(new, "attention_backend")
     compiled = per_actor(new, "compiled")
-    timed = new[new.gpu_started > 0]
-    idle = idle_summary(timed)
+    idle = idle_summary(new)
     lines = [
         ("clips ok (this run)", str(len(new))),
         ("clips done before (resumed)", str(len(done) - len(new))),
