@@ -110,12 +110,13 @@ def test_the_summary_lines_column_arithmetic_finds_the_gaps_the_per_row_view_fin
     """``idle_gaps`` (the summary's and report's line, on columns) against ``actor_gaps`` (rows): three
     actors, clips in shuffled order, some without a timeline or a worker."""
     rng = random.Random(7)
-    rows, clock = [], {"gpu=0": 100.0, "gpu=1": 90.0, "gpu=2": 95.0}
+    rows, clock = [], {"gpu=0": 100.0, "gpu=1": 90.0, "gpu=2": 95.0}  # each actor's last clip's end
     for i in range(200):
-        worker = rng.choice([*clock, None])
+        worker = rng.choice(["gpu=0", "gpu=1", "gpu=2", None])
         begin = clock.get(worker, 50.0) + rng.uniform(0.0, 2.0)
         end = begin + rng.uniform(5.0, 9.0)
-        clock[worker] = end
+        if worker is not None:
+            clock[worker] = end
         rows.append(timed(f"c{i}", worker, begin if rng.random() > 0.1 else 0.0, (begin + 1, end - 1), end,
                           begin - 0.5, end + 0.1))
     rng.shuffle(rows)
