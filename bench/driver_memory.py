@@ -159,16 +159,20 @@ def summarize(samples: list[list[float]], rows: int) -> dict:
         return next((rss for _, done, rss in samples if done >= clips), None)
 
     tenths = {str(rows * k // 10): rss_at(rows * k // 10) for k in range(1, 11)}
-    late = [(done, rss) for _, done, rss in samples if done >= rows // 10]
-    slope = None
-    if len(late) >= 2 and late[-1][0] > late[0][0]:
-        n = len(late)
-        mean_x, mean_y = sum(x for x, _ in late) / n, sum(y for _, y in late) / n
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in late) / sum((x - mean_x) ** 2 for x, _ in late)
+    per_clip = slope([(done, rss) for _, done, rss in samples if done >= rows // 10])
     return {"rss_mb_at_milestones": {str(m): rss_at(m) for m in MILESTONES if m <= rows},
             "rss_mb_at_tenths": tenths,
             "rss_mb_first_last_max": [samples[0][2], samples[-1][2], max(s[2] for s in samples)] if samples else None,
-            "driver_kib_per_finished_clip": round(slope * 1024, 2) if slope is not None else None}
+            "driver_kib_per_finished_clip": round(per_clip * 1024, 2) if per_clip is not None else None}
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """The least-squares slope of MiB against clips (MiB per clip); None without two distinct clip counts."""
+    n = len(points)
+    if n < 2 or min(x for x, _ in points) == max(x for x, _ in points):
+        return None
+    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    return (sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points))
 
 
 def traced_driver(trace: Path, clips: Path, rows: int, launch_args: list[str]) -> None:

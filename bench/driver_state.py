@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 import _common
+from driver_memory import MILESTONES, slope
 
-MILESTONES = (1_000, 10_000, 50_000, 100_000)
 WORKERS = ("node=0a1b2c3d gpu=0 pid=4101", "node=0a1b2c3d gpu=1 pid=4102")
 
 
@@ -140,15 +140,6 @@ def rss_mib() -> float:
 def rss_and_peak_mib() -> tuple[float, float]:
     """RSS now and the most it has been (MiB): a step that raised the peak shows it in the second."""
     return rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def slope(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of MiB against rows (MiB per row)."""
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
 
 
 if __name__ == "__main__":
